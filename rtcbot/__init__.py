@@ -1,0 +1,3 @@
+from .bot import RtcBot
+
+__all__ = ["RtcBot"]

@@ -1,0 +1,220 @@
+"""The instance config: maubot's proxy config, validated into typed settings."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from mautrix.util.config import BaseProxyConfig, ConfigUpdateHelper
+
+NOTIFY_LEVELS = ("off", "summary", "all")
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the key and what is expected."""
+
+
+class Config(BaseProxyConfig):
+    def do_update(self, helper: ConfigUpdateHelper) -> None:
+        for key in (
+            "command",
+            "invites.allowed_users",
+            "invites.allowed_servers",
+            "notices.default_level",
+            "notices.batch_seconds",
+            "membership.delayed_leave_ms",
+            "membership.restart_interval_ms",
+            "membership.expires_ms",
+            "membership.fallback_expires_ms",
+            "livekit.service_url",
+            "livekit.url",
+            "livekit.api_key",
+            "livekit.api_secret",
+            "auth_service.enabled",
+            "auth_service.livekit_url",
+            "auth_service.api_key",
+            "auth_service.api_secret",
+            "auth_service.full_access_homeservers",
+        ):
+            helper.copy(key)
+        helper.copy_dict("auth_service.homeserver_urls")
+
+
+@dataclass(frozen=True)
+class InviteSettings:
+    allowed_users: tuple[str, ...] = ()
+    allowed_servers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NoticeSettings:
+    default_level: str = "all"
+    batch_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class MembershipSettings:
+    delayed_leave_ms: int = 8000
+    restart_interval_ms: int = 4000
+    expires_ms: int = 14_400_000
+    fallback_expires_ms: int = 60_000
+
+
+@dataclass(frozen=True)
+class LiveKitSettings:
+    service_url: str = ""
+    url: str = ""
+    api_key: str = ""
+    api_secret: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class AuthServiceSettings:
+    enabled: bool = False
+    livekit_url: str = ""
+    api_key: str = ""
+    api_secret: str = field(default="", repr=False)
+    full_access_homeservers: tuple[str, ...] = ("*",)
+    homeserver_urls: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    command: str = "call"
+    invites: InviteSettings = InviteSettings()
+    notices: NoticeSettings = NoticeSettings()
+    membership: MembershipSettings = MembershipSettings()
+    livekit: LiveKitSettings = LiveKitSettings()
+    auth_service: AuthServiceSettings = AuthServiceSettings()
+
+
+# -- validation helpers ----------------------------------------------------------------------
+def _get(raw: Any, key: str) -> Any:
+    try:
+        return raw[key]
+    except (KeyError, TypeError):
+        return None
+
+
+def _str(raw: Any, key: str, default: str = "") -> str:
+    val = _get(raw, key)
+    if val is None:
+        return default
+    if not isinstance(val, str):
+        raise ConfigError(f"{key} must be text, got {val!r}")
+    return val.strip()
+
+
+def _str_list(raw: Any, key: str) -> tuple[str, ...]:
+    val = _get(raw, key)
+    if val is None:
+        return ()
+    if isinstance(val, str):
+        val = [val]
+    if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
+        raise ConfigError(f"{key} must be a list of text values, got {val!r}")
+    return tuple(v.strip() for v in val if v.strip())
+
+
+def _int(raw: Any, key: str, default: int, minimum: int, maximum: int) -> int:
+    val = _get(raw, key)
+    if val is None:
+        return default
+    if isinstance(val, bool) or not isinstance(val, int):
+        raise ConfigError(f"{key} must be a whole number, got {val!r}")
+    if not minimum <= val <= maximum:
+        raise ConfigError(f"{key} must be between {minimum} and {maximum}, got {val}")
+    return val
+
+
+def _float(raw: Any, key: str, default: float, minimum: float, maximum: float) -> float:
+    val = _get(raw, key)
+    if val is None:
+        return default
+    if isinstance(val, bool) or not isinstance(val, int | float):
+        raise ConfigError(f"{key} must be a number, got {val!r}")
+    if not minimum <= float(val) <= maximum:
+        raise ConfigError(f"{key} must be between {minimum} and {maximum}, got {val}")
+    return float(val)
+
+
+def _bool(raw: Any, key: str, default: bool) -> bool:
+    val = _get(raw, key)
+    if val is None:
+        return default
+    if not isinstance(val, bool):
+        raise ConfigError(f"{key} must be true or false, got {val!r}")
+    return val
+
+
+def _url(raw: Any, key: str, schemes: tuple[str, ...]) -> str:
+    val = _str(raw, key)
+    if val and not re.match(rf"^({'|'.join(schemes)})://[^/\s]+", val):
+        raise ConfigError(f"{key} must be a URL starting with {' or '.join(schemes)}://, got {val!r}")
+    return val.rstrip("/")
+
+
+def parse_settings(raw: Any) -> Settings:
+    """Validate the raw config mapping; raise ConfigError naming the first bad key."""
+    command = _str(raw, "command", "call")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", command):
+        raise ConfigError(f"command must be one lowercase word such as 'call', got {command!r}")
+    level = _str(raw, "notices.default_level", "all")
+    if level not in NOTIFY_LEVELS:
+        raise ConfigError(
+            f"notices.default_level must be one of {', '.join(NOTIFY_LEVELS)}, got {level!r}"
+        )
+    membership = MembershipSettings(
+        delayed_leave_ms=_int(raw, "membership.delayed_leave_ms", 8000, 1000, 3_600_000),
+        restart_interval_ms=_int(raw, "membership.restart_interval_ms", 4000, 200, 3_600_000),
+        expires_ms=_int(raw, "membership.expires_ms", 14_400_000, 10_000, 7 * 86_400_000),
+        fallback_expires_ms=_int(raw, "membership.fallback_expires_ms", 60_000, 5_000, 86_400_000),
+    )
+    if membership.restart_interval_ms * 2 > membership.delayed_leave_ms:
+        raise ConfigError(
+            "membership.restart_interval_ms must be at most half of membership.delayed_leave_ms "
+            f"(got {membership.restart_interval_ms} and {membership.delayed_leave_ms}), "
+            "or one late heartbeat would end the bot's membership"
+        )
+    livekit = LiveKitSettings(
+        service_url=_url(raw, "livekit.service_url", ("http", "https")),
+        url=_url(raw, "livekit.url", ("ws", "wss", "http", "https")),
+        api_key=_str(raw, "livekit.api_key"),
+        api_secret=_str(raw, "livekit.api_secret"),
+    )
+    if bool(livekit.api_key) != bool(livekit.api_secret):
+        raise ConfigError("livekit.api_key and livekit.api_secret must be set together")
+    if livekit.api_secret and not livekit.url:
+        raise ConfigError("livekit.url is needed when livekit.api_secret is set")
+    hs_urls_raw = _get(raw, "auth_service.homeserver_urls") or {}
+    if not isinstance(hs_urls_raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in hs_urls_raw.items()
+    ):
+        raise ConfigError("auth_service.homeserver_urls must map server names to URLs")
+    auth = AuthServiceSettings(
+        enabled=_bool(raw, "auth_service.enabled", False),
+        livekit_url=_url(raw, "auth_service.livekit_url", ("ws", "wss", "http", "https")),
+        api_key=_str(raw, "auth_service.api_key"),
+        api_secret=_str(raw, "auth_service.api_secret"),
+        full_access_homeservers=_str_list(raw, "auth_service.full_access_homeservers"),
+        homeserver_urls={k: v.rstrip("/") for k, v in hs_urls_raw.items()},
+    )
+    if auth.enabled and not (auth.livekit_url and auth.api_key and auth.api_secret):
+        raise ConfigError(
+            "auth_service.enabled needs auth_service.livekit_url, api_key and api_secret"
+        )
+    return Settings(
+        command=command,
+        invites=InviteSettings(
+            allowed_users=_str_list(raw, "invites.allowed_users"),
+            allowed_servers=_str_list(raw, "invites.allowed_servers"),
+        ),
+        notices=NoticeSettings(
+            default_level=level,
+            batch_seconds=_float(raw, "notices.batch_seconds", 2.0, 0.0, 300.0),
+        ),
+        membership=membership,
+        livekit=livekit,
+        auth_service=auth,
+    )

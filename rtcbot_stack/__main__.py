@@ -1,0 +1,88 @@
+"""`make run`: bring the whole stack up on loopback and stay in the foreground until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from types import FrameType
+
+from . import netns
+from .paths import STATE_DIR
+from .stack import Stack, StackSettings
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m rtcbot_stack", description=__doc__)
+    parser.add_argument("--state-dir", default=str(STATE_DIR))
+    parser.add_argument(
+        "--node-ip",
+        default=os.environ.get("LIVEKIT_NODE_IP"),
+        help="address LiveKit advertises to WebRTC clients on host networking "
+        "(default 127.0.0.1; use your LAN address to call in from a browser)",
+    )
+    parser.add_argument("--no-delayed-events", action="store_true",
+                        help="start Synapse without MSC4140 delayed events")
+    args = parser.parse_args()
+
+    from pathlib import Path
+
+    settings = StackSettings(
+        state_dir=Path(args.state_dir),
+        netns=netns.current(),
+        fixed_ports=True,
+        delayed_events=not args.no_delayed_events,
+        node_ip=args.node_ip,
+    )
+    stop_requested = False
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    print("starting the rtcbot stack (Synapse, LiveKit, maubot) …", flush=True)
+    stack = Stack(settings)
+    stack.start()
+    info = stack.describe()
+    demo = info["users"][0]
+    print(
+        f"""
+rtcbot stack is up in {info['timings_s']['total']} s   (network namespace: {info['netns'] or 'none, host networking'})
+
+  Homeserver      {info['homeserver']['url']}   (server name {info['homeserver']['server_name']})
+  maubot admin    {info['maubot']['admin_url']}   user {info['maubot']['admin_user']} / password {info['maubot']['admin_password']}
+  LiveKit SFU     {info['livekit']['url']}   (media on {info['livekit']['node_ip']})
+  Auth service    {info['auth_service_url']}
+  Bot             {info['bot']['user_id']}
+  Demo user       {demo['user_id']} / password {demo['password']}
+  Demo room       {info['demo_room']}
+
+First thing to type: log in as the demo user in any Matrix client pointed at the homeserver
+URL (or use curl, see README), open the room "rtcbot demo" and send:   !call help
+
+Everything above, with tokens, is in {settings.state_dir / 'stack.json'}.
+Logs: {settings.state_dir}/{{synapse,livekit,maubot}}/*.log      Ctrl-C stops the stack.
+""",
+        flush=True,
+    )
+    try:
+        while not stop_requested:
+            for name, child in (("Synapse", stack.synapse.child), ("maubot", stack.maubot.child)):
+                if not child.alive():
+                    print(f"{name} exited unexpectedly; see {child.log_path}", file=sys.stderr)
+                    stop_requested = True
+            time.sleep(0.5)
+    finally:
+        print("stopping …", flush=True)
+        stack.stop()
+        print("stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""An isolated network namespace for the SFU and every WebRTC peer (shared/network.md).
+
+WebRTC gathers candidates on every interface and LiveKit hands out public STUN servers, so
+tests and CI run the whole stack inside a namespace with a veth pair as its only non-loopback
+interfaces and no default route: nothing can leave the namespace, even by mistake.
+
+    python -m rtcbot_stack.netns -- <command …>
+
+creates a fresh namespace, runs the command inside it (with RTCBOT_NETNS / RTCBOT_NODE_IP set),
+then kills whatever is left in the namespace and deletes it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+ENV_NAME = "RTCBOT_NETNS"
+ENV_NODE_IP = "RTCBOT_NODE_IP"
+
+
+@dataclass(frozen=True)
+class NetNs:
+    name: str
+    node_ip: str  # the SFU's address (veth end rtc0)
+    peer_ip: str  # the other veth end (rtc1)
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
+
+
+def current() -> NetNs | None:
+    """The namespace this process runs in, as announced by the wrapper, or None."""
+    name = os.environ.get(ENV_NAME)
+    node_ip = os.environ.get(ENV_NODE_IP)
+    if not name or not node_ip:
+        return None
+    return NetNs(name, node_ip, node_ip.rsplit(".", 1)[0] + ".2")
+
+
+def create(name: str | None = None) -> NetNs:
+    if os.geteuid() != 0:
+        raise PermissionError("creating a network namespace needs root (ip netns add)")
+    name = name or f"rtcbot-{os.getpid()}"
+    # A subnet derived from the pid keeps parallel runs apart.
+    octet = os.getpid() % 250 + 1
+    node_ip, peer_ip = f"10.213.{octet}.1", f"10.213.{octet}.2"
+    _ip("netns", "del", name, check=False)
+    _ip("netns", "add", name)
+    try:
+        cmds = [
+            ("link", "set", "lo", "up"),
+            ("link", "add", "rtc0", "type", "veth", "peer", "name", "rtc1"),
+            ("addr", "add", f"{node_ip}/24", "dev", "rtc0"),
+            ("addr", "add", f"{peer_ip}/24", "dev", "rtc1"),
+            ("link", "set", "rtc0", "up"),
+            ("link", "set", "rtc1", "up"),
+        ]
+        for cmd in cmds:
+            _ip("netns", "exec", name, "ip", *cmd)
+    except subprocess.CalledProcessError as e:
+        _ip("netns", "del", name, check=False)
+        raise RuntimeError(f"could not set up namespace {name}: {e.stderr.strip()}") from e
+    return NetNs(name, node_ip, peer_ip)
+
+
+def pids(name: str) -> list[int]:
+    out = _ip("netns", "pids", name, check=False).stdout
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
+def delete(name: str) -> None:
+    """Kill every process left in the namespace, then remove it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        left = pids(name)
+        if not left:
+            break
+        for pid in left:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while pids(name) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    _ip("netns", "del", name, check=False)
+
+
+def run_isolated(argv: list[str]) -> int:
+    ns = create()
+    env = {**os.environ, ENV_NAME: ns.name, ENV_NODE_IP: ns.node_ip}
+    print(f"[netns] running in namespace {ns.name} (SFU address {ns.node_ip})", flush=True)
+    proc = subprocess.Popen(["ip", "netns", "exec", ns.name, *argv], env=env)
+
+    def forward(signum: int, _frame: object) -> None:
+        proc.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        return proc.wait()
+    finally:
+        delete(ns.name)
+        print(f"[netns] namespace {ns.name} removed", flush=True)
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args and args[0] == "--":
+        args = args[1:]
+    if not args:
+        print(__doc__)
+        sys.exit(2)
+    sys.exit(run_isolated(args))
