@@ -1,0 +1,56 @@
+# rtcbot — two commands: `make run` (the whole local stack) and `make test`.
+SHELL := /bin/bash
+PY_BASE ?= python3
+VENV := .venv
+SYN_VENV := .venv-synapse
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+SYN_STAMP := $(SYN_VENV)/.installed-$(shell sha1sum requirements-synapse.txt | cut -c1-12)
+# Isolated (network namespace, needs root) where possible; NETWORK=host for your own laptop.
+NETWORK ?= $(shell [ "$$(id -u)" = 0 ] && command -v ip >/dev/null && echo isolated || echo host)
+NETNS := $(if $(filter isolated,$(NETWORK)),$(PY) -m rtcbot_stack.netns --,)
+
+.PHONY: setup run test unit lint build clean livekit-server system-packages
+
+setup: $(STAMP) $(SYN_STAMP) livekit-server system-packages
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PY_BASE) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	rm -f $(VENV)/.installed-*; touch $@
+
+$(SYN_STAMP): requirements-synapse.txt
+	test -x $(SYN_VENV)/bin/python || $(PY_BASE) -m venv $(SYN_VENV)
+	$(SYN_VENV)/bin/pip install -q -r requirements-synapse.txt
+	rm -f $(SYN_VENV)/.installed-*; touch $@
+
+# Built once from the Go module, cached in ~/.cache/rtcbot (outside the tree).
+livekit-server: $(STAMP)
+	$(PY) -m rtcbot_stack.livekit_build
+
+# espeak-ng: text-to-speech for the announcer (optional: without it the bot plays a chime).
+system-packages:
+	@command -v espeak-ng >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -q espeak-ng >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q espeak-ng >/dev/null)) \
+	  || echo "note: espeak-ng not installed; announcements fall back to a chime"; }
+
+run: setup
+	$(NETNS) $(PY) -m rtcbot_stack
+
+test: setup
+	$(NETNS) $(PY) -m pytest $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check rtcbot rtcbot_stack tests bench
+	$(PY) -m ruff format --check rtcbot rtcbot_stack tests bench
+	$(PY) -m mypy
+
+build: $(STAMP)
+	find rtcbot -name __pycache__ -type d -prune -exec rm -rf {} +
+	$(PY) -m rtcbot_stack.build
+
+clean:
+	rm -rf .stack build

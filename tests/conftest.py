@@ -1,0 +1,104 @@
+"""Session fixtures: the real stack (Synapse, LiveKit, maubot + rtcbot), users, rooms, peers.
+
+`make test` runs pytest inside a fresh network namespace (rtcbot_stack.netns); the stack's
+processes and every WebRTC peer live there, so no packet can leave (shared/network.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from rtcbot_stack import netns
+from rtcbot_stack.stack import Stack, StackSettings
+from tests.stack.matrix_user import MatrixUser
+from tests.stack.peers import Peer, mint_token
+
+_counter = itertools.count()
+
+
+def _require_isolation() -> netns.NetNs | None:
+    ns = netns.current()
+    if ns is None and os.environ.get("RTCBOT_HOST_NETWORK") != "1":
+        pytest.skip(
+            "stack tests run inside `make test` (a network namespace); "
+            "set RTCBOT_HOST_NETWORK=1 to run them on host networking"
+        )
+    return ns
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    ns = _require_isolation()
+    state = Path(tmp_path_factory.mktemp("stack"))
+    s = Stack(StackSettings(state_dir=state, netns=ns, demo_room=False)).start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="session")
+def bot_id(stack: Stack) -> str:
+    return str(stack.bot["user_id"])
+
+
+UserFactory = Callable[..., Awaitable[MatrixUser]]
+
+
+@pytest.fixture
+async def make_user(stack: Stack) -> AsyncIterator[UserFactory]:
+    made: list[MatrixUser] = []
+
+    async def factory(name: str = "user", admin: bool = False) -> MatrixUser:
+        localpart = f"{name}{next(_counter)}_{uuid.uuid4().hex[:6]}"
+        device = f"{name.upper()}DEV"
+        stack.synapse.register(localpart, "pw", admin=admin)
+        login = stack.synapse.login(localpart, "pw", device)
+        user = MatrixUser(stack.synapse.url, login["user_id"], login["access_token"], device)
+        made.append(user)
+        return user
+
+    yield factory
+    for user in made:
+        await user.close()
+
+
+@pytest.fixture
+async def alice(make_user: UserFactory) -> MatrixUser:
+    return await make_user("alice")
+
+
+@pytest.fixture
+async def bot_room(alice: MatrixUser, bot_id: str) -> str:
+    """A fresh room created by alice with the bot invited and joined."""
+    room = await alice.create_room(invite=[bot_id])
+    await alice.wait_for_member(room, bot_id)
+    return room
+
+
+PeerFactory = Callable[..., Awaitable[Peer]]
+
+
+@pytest.fixture
+async def make_peer(stack: Stack) -> AsyncIterator[PeerFactory]:
+    peers: list[Peer] = []
+
+    async def factory(room: str, identity: str, publish: bool = True) -> Peer:
+        token = mint_token(
+            stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"], room, identity,
+            publish=publish,
+        )
+        peer = Peer(identity)
+        await peer.connect(stack.livekit.url, token)
+        peers.append(peer)
+        return peer
+
+    yield factory
+    for peer in peers:
+        await peer.close()

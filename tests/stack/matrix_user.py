@@ -1,0 +1,155 @@
+"""A real Matrix user for tests: creates rooms, invites the bot, sends commands, waits for replies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from mautrix.api import HTTPAPI, Method, Path
+from mautrix.client import ClientAPI
+from mautrix.types import UserID
+
+Event = dict[str, Any]
+CALL_MEMBER = "org.matrix.msc3401.call.member"
+
+
+class MatrixUser:
+    def __init__(self, base_url: str, user_id: str, access_token: str, device_id: str) -> None:
+        self.user_id = user_id
+        self.device_id = device_id
+        self.access_token = access_token
+        self.api = HTTPAPI(base_url=base_url, token=access_token)
+        self.client = ClientAPI(UserID(user_id), api=self.api)
+
+    async def close(self) -> None:
+        await self.api.session.close()
+
+    async def request(
+        self, method: Method, path: Any, content: Any = None, query: dict[str, Any] | None = None
+    ) -> Any:
+        return await self.api.request(method, path, content, query_params=query)
+
+    # -- rooms -------------------------------------------------------------------------------
+    async def create_room(
+        self,
+        invite: list[str] | None = None,
+        call_member_level: int | None = 0,
+        name: str = "rtcbot test",
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        body: dict[str, Any] = {"name": name, "preset": "private_chat", "invite": invite or []}
+        if call_member_level is not None:
+            body["power_level_content_override"] = {
+                "events": {CALL_MEMBER: call_member_level, "m.rtc.member": call_member_level}
+            }
+        body.update(extra or {})
+        resp = await self.request(Method.POST, Path.v3.createRoom, body)
+        return str(resp["room_id"])
+
+    async def join(self, room_id: str) -> None:
+        await self.request(Method.POST, Path.v3.rooms[room_id].join, {})
+
+    async def invite(self, room_id: str, user_id: str) -> None:
+        await self.request(Method.POST, Path.v3.rooms[room_id].invite, {"user_id": user_id})
+
+    async def leave(self, room_id: str) -> None:
+        await self.request(Method.POST, Path.v3.rooms[room_id].leave, {})
+
+    async def joined_members(self, room_id: str) -> set[str]:
+        resp = await self.request(Method.GET, Path.v3.rooms[room_id].joined_members)
+        return set(resp.get("joined", {}))
+
+    async def wait_for_member(self, room_id: str, user_id: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if user_id in await self.joined_members(room_id):
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"{user_id} did not join {room_id} within {timeout} s")
+
+    # -- messages ----------------------------------------------------------------------------
+    async def send_text(self, room_id: str, body: str) -> str:
+        content = {"msgtype": "m.text", "body": body}
+        path = Path.v3.rooms[room_id].send["m.room.message"][uuid.uuid4().hex]
+        resp = await self.request(Method.PUT, path, content)
+        return str(resp["event_id"])
+
+    async def put_state(self, room_id: str, event_type: str, state_key: str, content: Any,
+                        query: dict[str, Any] | None = None) -> dict[str, Any]:
+        path = Path.v3.rooms[room_id].state[event_type][state_key]
+        return dict(await self.request(Method.PUT, path, content, query))
+
+    async def get_state(self, room_id: str) -> list[Event]:
+        return list(await self.request(Method.GET, Path.v3.rooms[room_id].state))
+
+    async def get_state_event(self, room_id: str, event_type: str, state_key: str = "") -> Any:
+        path = Path.v3.rooms[room_id].state[event_type][state_key]
+        return await self.request(Method.GET, path)
+
+    async def messages(self, room_id: str, limit: int = 50) -> list[Event]:
+        """The newest `limit` timeline events, oldest first."""
+        resp = await self.request(
+            Method.GET, Path.v3.rooms[room_id].messages, query={"dir": "b", "limit": str(limit)}
+        )
+        return list(reversed(resp.get("chunk", [])))
+
+    async def wait_for(
+        self,
+        room_id: str,
+        predicate: Callable[[Event], bool],
+        timeout: float = 20,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> Event:
+        """First timeline event (after event id `after`, if given) that matches `predicate`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            events = await self.messages(room_id, limit)
+            if after is not None:
+                ids = [e.get("event_id") for e in events]
+                events = events[ids.index(after) + 1 :] if after in ids else events
+            for evt in events:
+                if predicate(evt):
+                    return evt
+            if time.monotonic() > deadline:
+                bodies = [
+                    (e.get("sender"), e.get("content", {}).get("body")) for e in events[-10:]
+                ]
+                raise TimeoutError(f"no matching event in {room_id} within {timeout} s: {bodies}")
+            await asyncio.sleep(0.1)
+
+    async def wait_for_notices(
+        self, room_id: str, sender: str, count: int, after: str | None = None, timeout: float = 20
+    ) -> list[Event]:
+        deadline = time.monotonic() + timeout
+        found: list[Event] = []
+        while time.monotonic() < deadline:
+            events = await self.messages(room_id, 100)
+            if after is not None:
+                ids = [e.get("event_id") for e in events]
+                events = events[ids.index(after) + 1 :] if after in ids else events
+            found = [e for e in events if is_message_from(e, sender)]
+            if len(found) >= count:
+                return found
+            await asyncio.sleep(0.1)
+        return found
+
+    async def command(self, room_id: str, text: str, bot_id: str, timeout: float = 20) -> Event:
+        """Send `text` and return the bot's first message after it."""
+        sent = await self.send_text(room_id, text)
+        return await self.wait_for(room_id, lambda e: is_message_from(e, bot_id), timeout, sent)
+
+
+def is_message_from(evt: Event, sender: str) -> bool:
+    return (
+        evt.get("sender") == sender
+        and evt.get("type") == "m.room.message"
+        and "m.new_content" not in evt.get("content", {})
+    )
+
+
+def body(evt: Event) -> str:
+    return str(evt.get("content", {}).get("body", ""))

@@ -1,0 +1,122 @@
+"""Real LiveKit peers (the `livekit` Python SDK): publish a sine tone, or record what they hear."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from datetime import timedelta
+
+import numpy as np
+from livekit import api, rtc
+
+SAMPLE_RATE = 48_000
+FRAME_MS = 20
+
+
+def mint_token(
+    api_key: str,
+    api_secret: str,
+    room: str,
+    identity: str,
+    publish: bool = True,
+    subscribe: bool = True,
+) -> str:
+    grants = api.VideoGrants(
+        room_join=True, room=room, can_publish=publish, can_subscribe=subscribe
+    )
+    return (
+        api.AccessToken(api_key, api_secret)
+        .with_identity(identity)
+        .with_name(identity)
+        .with_grants(grants)
+        .with_ttl(timedelta(minutes=30))
+        .to_jwt()
+    )
+
+
+def sine(freq: float, seconds: float, rate: int = SAMPLE_RATE, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (np.sin(2 * np.pi * freq * t) * amplitude * 32767).astype(np.int16)
+
+
+def dominant_frequency(samples: np.ndarray, rate: int = SAMPLE_RATE) -> float:
+    if len(samples) == 0:
+        return 0.0
+    x = samples.astype(np.float64) * np.hanning(len(samples))
+    spectrum = np.abs(np.fft.rfft(x))
+    spectrum[0] = 0
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
+
+
+def rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) if len(samples) else 0.0
+
+
+class Peer:
+    """One participant. Publishes a tone (`publish_tone`) and/or records remote audio."""
+
+    def __init__(self, identity: str) -> None:
+        self.identity = identity
+        self.room = rtc.Room()
+        self.heard: dict[str, list[np.ndarray]] = defaultdict(list)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._streams: list[rtc.AudioStream] = []
+        self.room.on("track_subscribed", self._on_track)
+
+    async def connect(self, url: str, token: str) -> None:
+        # connect_timeout, never asyncio.wait_for around connect (SDK pitfall, livekit.md §1.7)
+        await self.room.connect(url, token, rtc.RoomOptions(auto_subscribe=True, connect_timeout=10))
+
+    def _on_track(
+        self, track: rtc.Track, _pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        if track.kind != rtc.TrackKind.KIND_AUDIO:
+            return
+        stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
+        self._streams.append(stream)
+        self._tasks.append(asyncio.ensure_future(self._read(stream, participant.identity)))
+
+    async def _read(self, stream: rtc.AudioStream, identity: str) -> None:
+        async for ev in stream:
+            self.heard[identity].append(np.frombuffer(bytes(ev.frame.data), dtype=np.int16))
+
+    def samples_from(self, identity: str) -> np.ndarray:
+        chunks = self.heard.get(identity) or []
+        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+
+    async def publish_tone(self, freq: float) -> None:
+        source = rtc.AudioSource(SAMPLE_RATE, 1)
+        track = rtc.LocalAudioTrack.create_audio_track(f"tone-{freq:g}", source)
+        opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        await self.room.local_participant.publish_track(track, opts)
+        self._tasks.append(asyncio.ensure_future(self._play(source, freq)))
+
+    async def _play(self, source: rtc.AudioSource, freq: float) -> None:
+        n = SAMPLE_RATE * FRAME_MS // 1000
+        phase = 0
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        sent = 0
+        while True:
+            t = (np.arange(n) + phase) / SAMPLE_RATE
+            data = (np.sin(2 * np.pi * freq * t) * 0.5 * 32767).astype(np.int16)
+            phase += n
+            frame = rtc.AudioFrame(data.tobytes(), SAMPLE_RATE, 1, n)
+            await source.capture_frame(frame)
+            sent += 1
+            # Pace in real time (the source queue would otherwise accept a burst).
+            delay = start + sent * FRAME_MS / 1000 - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for stream in self._streams:
+            with contextlib.suppress(Exception):
+                await stream.aclose()
+        await self.room.disconnect()
