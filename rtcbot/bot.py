@@ -6,7 +6,13 @@ from typing import Any
 
 from maubot import Plugin
 from maubot.handlers import event
-from mautrix.types import EventType, Membership, MessageType, StateEvent
+from mautrix.types import (
+    EventType,
+    Membership,
+    MemberStateEventContent,
+    MessageType,
+    StateEvent,
+)
 from mautrix.util.async_db import UpgradeTable
 from mautrix.util.config import BaseProxyConfig
 
@@ -30,8 +36,13 @@ class RtcBot(Plugin):
     def get_db_upgrade_table(cls) -> UpgradeTable:
         return upgrade_table
 
+    @property
+    def cfg(self) -> Config:
+        assert isinstance(self.config, Config)  # config: true in maubot.yaml
+        return self.config
+
     async def start(self) -> None:
-        self.config.load_and_update()
+        self.cfg.load_and_update()
         # Refuse to start on a bad config: maubot shows the instance as stopped with the reason
         # in its log, instead of a bot that half works.
         self.settings = self._validated_settings()
@@ -41,15 +52,15 @@ class RtcBot(Plugin):
 
     def _validated_settings(self) -> Settings:
         try:
-            return parse_settings(self.config)
+            return parse_settings(self.cfg)
         except ConfigError as e:
             self.log.error("Invalid rtcbot configuration: %s", e)
             raise
 
     def on_external_config_update(self) -> None:
-        self.config.load_and_update()
+        self.cfg.load_and_update()
         try:
-            self.settings = parse_settings(self.config)
+            self.settings = parse_settings(self.cfg)
         except ConfigError as e:
             # Keep running with the last good settings rather than dropping active calls.
             self.log.error("Config change rejected, keeping the previous settings: %s", e)
@@ -59,7 +70,10 @@ class RtcBot(Plugin):
     # -- events ------------------------------------------------------------------------------
     @event.on(EventType.ROOM_MEMBER)
     async def on_member(self, evt: StateEvent) -> None:
-        if evt.state_key != self.client.mxid or evt.content.membership != Membership.INVITE:
+        content = evt.content
+        if not isinstance(content, MemberStateEventContent) or evt.state_key != self.client.mxid:
+            return
+        if content.membership != Membership.INVITE:
             return
         inv = self.settings.invites
         if invite_allowed(evt.sender, inv.allowed_users, inv.allowed_servers):

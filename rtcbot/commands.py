@@ -60,7 +60,9 @@ class CommandRouter:
     def prefix(self) -> str:
         return f"!{self.bot.settings.command}"
 
-    async def dispatch(self, room_id: RoomID, sender: UserID, event_id: EventID, body: str) -> bool:
+    async def dispatch(
+        self, room_id: RoomID, sender: UserID, event_id: EventID, body: str
+    ) -> bool:
         """Run the command in `body`; return False when the text is not a command for us."""
         line = parse_command_line(body, self.bot.settings.command)
         if line is None:
@@ -90,7 +92,9 @@ class CommandRouter:
         for sub in self._subcommands.values():
             usage = f"{self.prefix} {sub.name}" + (f" {sub.usage}" if sub.usage else "")
             rows_md.append(f"* `{usage}` — {sub.help}")
-            rows_html.append(f"<li><code>{html.escape(usage)}</code> — {html.escape(sub.help)}</li>")
+            rows_html.append(
+                f"<li><code>{html.escape(usage)}</code> — {html.escape(sub.help)}</li>"
+            )
         title = "rtcbot commands"
         await ctx.reply(
             f"**{title}**\n\n" + "\n".join(rows_md),

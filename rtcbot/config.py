@@ -151,7 +151,9 @@ def _bool(raw: Any, key: str, default: bool) -> bool:
 def _url(raw: Any, key: str, schemes: tuple[str, ...]) -> str:
     val = _str(raw, key)
     if val and not re.match(rf"^({'|'.join(schemes)})://[^/\s]+", val):
-        raise ConfigError(f"{key} must be a URL starting with {' or '.join(schemes)}://, got {val!r}")
+        raise ConfigError(
+            f"{key} must be a URL starting with {' or '.join(schemes)}://, got {val!r}"
+        )
     return val.rstrip("/")
 
 

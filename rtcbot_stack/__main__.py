@@ -23,8 +23,11 @@ def main() -> int:
         help="address LiveKit advertises to WebRTC clients on host networking "
         "(default 127.0.0.1; use your LAN address to call in from a browser)",
     )
-    parser.add_argument("--no-delayed-events", action="store_true",
-                        help="start Synapse without MSC4140 delayed events")
+    parser.add_argument(
+        "--no-delayed-events",
+        action="store_true",
+        help="start Synapse without MSC4140 delayed events",
+    )
     args = parser.parse_args()
 
     from pathlib import Path
@@ -52,20 +55,20 @@ def main() -> int:
     demo = info["users"][0]
     print(
         f"""
-rtcbot stack is up in {info['timings_s']['total']} s   (network namespace: {info['netns'] or 'none, host networking'})
+rtcbot stack is up in {info["timings_s"]["total"]} s   (network namespace: {info["netns"] or "none, host networking"})
 
-  Homeserver      {info['homeserver']['url']}   (server name {info['homeserver']['server_name']})
-  maubot admin    {info['maubot']['admin_url']}   user {info['maubot']['admin_user']} / password {info['maubot']['admin_password']}
-  LiveKit SFU     {info['livekit']['url']}   (media on {info['livekit']['node_ip']})
-  Auth service    {info['auth_service_url']}
-  Bot             {info['bot']['user_id']}
-  Demo user       {demo['user_id']} / password {demo['password']}
-  Demo room       {info['demo_room']}
+  Homeserver      {info["homeserver"]["url"]}   (server name {info["homeserver"]["server_name"]})
+  maubot admin    {info["maubot"]["admin_url"]}   user {info["maubot"]["admin_user"]} / password {info["maubot"]["admin_password"]}
+  LiveKit SFU     {info["livekit"]["url"]}   (media on {info["livekit"]["node_ip"]})
+  Auth service    {info["auth_service_url"]}
+  Bot             {info["bot"]["user_id"]}
+  Demo user       {demo["user_id"]} / password {demo["password"]}
+  Demo room       {info["demo_room"]}
 
 First thing to type: log in as the demo user in any Matrix client pointed at the homeserver
 URL (or use curl, see README), open the room "rtcbot demo" and send:   !call help
 
-Everything above, with tokens, is in {settings.state_dir / 'stack.json'}.
+Everything above, with tokens, is in {settings.state_dir / "stack.json"}.
 Logs: {settings.state_dir}/{{synapse,livekit,maubot}}/*.log      Ctrl-C stops the stack.
 """,
         flush=True,

@@ -28,7 +28,9 @@ def ensure_livekit_server(binary: Path = LIVEKIT_BIN) -> Path:
     print(f"building LiveKit server {LIVEKIT_VERSION} (once; cached at {binary}) …", flush=True)
     with tempfile.TemporaryDirectory(prefix="lk-build-") as gobin:
         env = {**os.environ, "GOBIN": gobin, "CGO_ENABLED": "0"}
-        subprocess.run(["go", "install", f"{LIVEKIT_MODULE}@{LIVEKIT_VERSION}"], env=env, check=True)
+        subprocess.run(
+            ["go", "install", f"{LIVEKIT_MODULE}@{LIVEKIT_VERSION}"], env=env, check=True
+        )
         tmp = binary.with_suffix(".tmp")
         shutil.copy2(Path(gobin) / "server", tmp)
         tmp.replace(binary)

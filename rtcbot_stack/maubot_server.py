@@ -53,7 +53,9 @@ def maubot_config(data_dir: Path, opts: MaubotOptions) -> dict[str, Any]:
         },
         "logging": {
             "version": 1,
-            "formatters": {"normal": {"format": "[%(asctime)s] [%(levelname)s@%(name)s] %(message)s"}},
+            "formatters": {
+                "normal": {"format": "[%(asctime)s] [%(levelname)s@%(name)s] %(message)s"}
+            },
             "handlers": {
                 "console": {"class": "logging.StreamHandler", "formatter": "normal"},
             },

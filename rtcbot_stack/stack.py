@@ -26,8 +26,13 @@ INSTANCE_ID = "rtcbot"
 BOT_LOCALPART = "rtcbot"
 BOT_DEVICE = "RTCBOT"
 
-FIXED_PORTS = {"synapse": 8008, "livekit": 7880, "livekit_tcp": 7881, "livekit_udp": 7882,
-               "maubot": 29316}
+FIXED_PORTS = {
+    "synapse": 8008,
+    "livekit": 7880,
+    "livekit_tcp": 7881,
+    "livekit_udp": 7882,
+    "maubot": 29316,
+}
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -73,8 +78,10 @@ class Stack:
         if settings.fixed_ports:
             ports = dict(FIXED_PORTS)
         else:
-            ports = {k: free_port(socket.SOCK_DGRAM if k == "livekit_udp" else socket.SOCK_STREAM)
-                     for k in FIXED_PORTS}
+            ports = {
+                k: free_port(socket.SOCK_DGRAM if k == "livekit_udp" else socket.SOCK_STREAM)
+                for k in FIXED_PORTS
+            }
         self.ports = ports
         maubot_url = f"http://127.0.0.1:{ports['maubot']}"
         self.auth_service_url = f"{maubot_url}/_matrix/maubot/plugin/{INSTANCE_ID}"
@@ -177,12 +184,22 @@ class Stack:
     def _register_users(self) -> None:
         self.synapse.register(BOT_LOCALPART, self.secrets["bot_password"])
         bot = self.synapse.login(BOT_LOCALPART, self.secrets["bot_password"], BOT_DEVICE)
-        self.bot = {"user_id": bot["user_id"], "device_id": bot["device_id"],
-                    "access_token": bot["access_token"], "password": self.secrets["bot_password"]}
+        self.bot = {
+            "user_id": bot["user_id"],
+            "device_id": bot["device_id"],
+            "access_token": bot["access_token"],
+            "password": self.secrets["bot_password"],
+        }
         demo = self.synapse.register("demo", self.secrets["demo_password"])
         demo = self.synapse.login("demo", self.secrets["demo_password"], "DEMODEVICE")
-        self.users = [{"user_id": demo["user_id"], "password": self.secrets["demo_password"],
-                       "access_token": demo["access_token"], "device_id": demo["device_id"]}]
+        self.users = [
+            {
+                "user_id": demo["user_id"],
+                "password": self.secrets["demo_password"],
+                "access_token": demo["access_token"],
+                "device_id": demo["device_id"],
+            }
+        ]
 
     def _demo_room(self) -> None:
         saved = self.settings.state_dir / "demo_room"
@@ -190,15 +207,20 @@ class Stack:
         if saved.exists():
             self.demo_room = saved.read_text().strip()
         else:
-            room = self.synapse.api("POST", "createRoom", token, {
-                "name": "rtcbot demo",
-                "preset": "private_chat",
-                "invite": [self.bot["user_id"]],
-                # Ordinary members may send call membership (as Element Call's room setting does).
-                "power_level_content_override": {
-                    "events": {"org.matrix.msc3401.call.member": 0, "m.rtc.member": 0},
+            room = self.synapse.api(
+                "POST",
+                "createRoom",
+                token,
+                {
+                    "name": "rtcbot demo",
+                    "preset": "private_chat",
+                    "invite": [self.bot["user_id"]],
+                    # Ordinary members may send call membership (as Element Call's room setting does).
+                    "power_level_content_override": {
+                        "events": {"org.matrix.msc3401.call.member": 0, "m.rtc.member": 0},
+                    },
                 },
-            })
+            )
             self.demo_room = room["room_id"]
             saved.write_text(self.demo_room)
         self.wait_for_bot_in(self.demo_room, token)

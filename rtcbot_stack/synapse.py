@@ -139,7 +139,12 @@ class Synapse:
         url = f"{self.url}/_synapse/admin/v1/register"
         nonce = http.request("GET", url)["nonce"]
         msg = b"\x00".join(
-            [nonce.encode(), username.encode(), password.encode(), b"admin" if admin else b"notadmin"]
+            [
+                nonce.encode(),
+                username.encode(),
+                password.encode(),
+                b"admin" if admin else b"notadmin",
+            ]
         )
         mac = hmac.new(self.opts.shared_secret.encode(), msg, hashlib.sha1).hexdigest()
         body = {"nonce": nonce, "username": username, "password": password, "admin": admin}

@@ -91,7 +91,10 @@ async def make_peer(stack: Stack) -> AsyncIterator[PeerFactory]:
 
     async def factory(room: str, identity: str, publish: bool = True) -> Peer:
         token = mint_token(
-            stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"], room, identity,
+            stack.secrets["livekit_api_key"],
+            stack.secrets["livekit_api_secret"],
+            room,
+            identity,
             publish=publish,
         )
         peer = Peer(identity)

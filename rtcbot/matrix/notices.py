@@ -80,4 +80,3 @@ class Notices:
         content = self._content(markdown, html_body, None)
         content.set_edit(event_id)
         return await self.client.send_message(room_id, content)
-

@@ -60,12 +60,18 @@ async def test_invite_allowlist(stack: Stack, make_user, bot_id: str) -> None:  
         assert declined, "the bot should decline an invite from a server that is not allowed"
         assert bot_id not in await mallory.joined_members(room)
     finally:
-        stack.maubot.put_instance("rtcbot", "dev.rtcbot", bot_id, json.dumps(stack.plugin_config()))
+        stack.maubot.put_instance(
+            "rtcbot", "dev.rtcbot", bot_id, json.dumps(stack.plugin_config())
+        )
 
     # With the default (empty) allowlist, invites are accepted again.
     bob = await make_user("bob")
     room = await bob.create_room(invite=[bot_id])
     await bob.wait_for_member(room, bot_id)
+
+
+def _ns_links() -> str:
+    return subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
 
 
 def _ns_routes() -> str:
@@ -78,7 +84,7 @@ async def test_sfu_carries_a_440hz_tone_inside_the_namespace(stack: Stack, make_
         pytest.skip("needs the isolated network namespace of `make test`")
     # The namespace has no way out: no default route, only loopback and the veth pair.
     assert "default" not in _ns_routes()
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    links = _ns_links()
     names = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()}
     assert names == {"lo", "rtc0", "rtc1"}
 
@@ -105,7 +111,10 @@ async def test_sfu_carries_a_440hz_tone_inside_the_namespace(stack: Stack, make_
 
 def _candidate_addresses(stats: object) -> set[str]:
     found: set[str] = set()
-    for report_list in (getattr(stats, "publisher_stats", []), getattr(stats, "subscriber_stats", [])):
+    for report_list in (
+        getattr(stats, "publisher_stats", []),
+        getattr(stats, "subscriber_stats", []),
+    ):
         for report in report_list:
             for kind in ("local_candidate", "remote_candidate"):
                 if report.HasField(kind):

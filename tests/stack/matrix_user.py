@@ -77,8 +77,14 @@ class MatrixUser:
         resp = await self.request(Method.PUT, path, content)
         return str(resp["event_id"])
 
-    async def put_state(self, room_id: str, event_type: str, state_key: str, content: Any,
-                        query: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def put_state(
+        self,
+        room_id: str,
+        event_type: str,
+        state_key: str,
+        content: Any,
+        query: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         path = Path.v3.rooms[room_id].state[event_type][state_key]
         return dict(await self.request(Method.PUT, path, content, query))
 

@@ -35,7 +35,9 @@ def mint_token(
     )
 
 
-def sine(freq: float, seconds: float, rate: int = SAMPLE_RATE, amplitude: float = 0.5) -> np.ndarray:
+def sine(
+    freq: float, seconds: float, rate: int = SAMPLE_RATE, amplitude: float = 0.5
+) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (np.sin(2 * np.pi * freq * t) * amplitude * 32767).astype(np.int16)
 
@@ -66,10 +68,15 @@ class Peer:
 
     async def connect(self, url: str, token: str) -> None:
         # connect_timeout, never asyncio.wait_for around connect (SDK pitfall, livekit.md §1.7)
-        await self.room.connect(url, token, rtc.RoomOptions(auto_subscribe=True, connect_timeout=10))
+        await self.room.connect(
+            url, token, rtc.RoomOptions(auto_subscribe=True, connect_timeout=10)
+        )
 
     def _on_track(
-        self, track: rtc.Track, _pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+        self,
+        track: rtc.Track,
+        _pub: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
     ) -> None:
         if track.kind != rtc.TrackKind.KIND_AUDIO:
             return
