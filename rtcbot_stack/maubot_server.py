@@ -61,6 +61,7 @@ def maubot_config(data_dir: Path, opts: MaubotOptions) -> dict[str, Any]:
             },
             "loggers": {
                 "maubot": {"level": "DEBUG"},
+                "rtcbot": {"level": "DEBUG"},
                 "mau": {"level": "DEBUG"},
                 "aiohttp": {"level": "INFO"},
             },

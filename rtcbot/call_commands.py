@@ -1,0 +1,160 @@
+"""`!call join|leave|status|who|notify`: the membership commands."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from .config import NOTIFY_LEVELS
+from .matrix.permissions import check_call_permission, explain_members
+from .matrix.publisher import LeaveMode, PublishError
+from .rtc.announce import join_names
+
+if TYPE_CHECKING:
+    from .bot import RtcBot
+    from .commands import CommandContext, CommandRouter
+
+INTENTS = {"audio": "audio", "voice": "audio", "video": "video"}
+
+
+def _ago(ms: int | None, now_ms: int) -> str:
+    if ms is None:
+        return "?"
+    secs = max(0, (now_ms - ms) // 1000)
+    if secs < 90:
+        return f"{secs} s"
+    if secs < 5400:
+        return f"{secs // 60} min"
+    return f"{secs // 3600} h {secs % 3600 // 60} min"
+
+
+class CallCommands:
+    def __init__(self, bot: RtcBot) -> None:
+        self.bot = bot
+
+    def register(self, router: CommandRouter) -> None:
+        router.add("join", "[audio|video]", "the bot joins the room's call", self.join)
+        router.add("leave", "", "the bot leaves the call", self.leave)
+        router.add("who", "", "who is in the call now", self.who)
+        router.add("status", "", "call members, ghosts, and the bot's own membership", self.status)
+        router.add(
+            "notify", "off|summary|all", "how much the bot says about calls here", self.notify
+        )
+
+    async def join(self, ctx: CommandContext) -> None:
+        intent = INTENTS.get((ctx.line.args or ("audio",))[0].lower())
+        if intent is None:
+            await ctx.reply(f"Usage: `{ctx.bot.router.prefix} join [audio|video]`")
+            return
+        try:
+            pub = await self.bot.calls.join(ctx.room_id, intent)
+        except PublishError as e:
+            await ctx.reply(str(e))
+            return
+        st = pub.status()
+        if st.mode == LeaveMode.DELAYED and st.delay_ms:
+            how = f"with a delayed leave of {st.delay_ms / 1000:g} s, so I leave by myself if I crash"
+        else:
+            how = f"with an expiring membership ({st.fallback_reason})"
+        await ctx.reply(f"Joined the {intent} call {how}.")
+
+    async def leave(self, ctx: CommandContext) -> None:
+        left = await self.bot.calls.leave(ctx.room_id)
+        await ctx.reply("Left the call." if left else "I am not in a call in this room.")
+
+    async def who(self, ctx: CommandContext) -> None:
+        calls = await self.bot.calls.room(ctx.room_id)
+        call = calls.call()
+        if call is None or not call.members:
+            await ctx.reply("Nobody is in a call here.")
+            return
+        names = [await self.bot.calls.display_name(ctx.room_id, u) for u in call.user_ids()]
+        count = len(names)
+        await ctx.reply(
+            f"In the call ({count} {'person' if count == 1 else 'people'}): "
+            f"{join_names(names, limit=50)}"
+        )
+
+    async def status(self, ctx: CommandContext) -> None:
+        now = int(time.time() * 1000)
+        calls = await self.bot.calls.room(ctx.room_id)
+        lines: list[str] = []
+        if not calls.calls:
+            lines.append("No active call in this room.")
+        for call in calls.calls.values():
+            label = "Call" if call.application == "m.call" else f"Session `{call.application}`"
+            lines.append(
+                f"**{label}** (`{call.slot_id}`), started {_ago(call.started_at_ms, now)} "
+                f"ago, {len(call.user_ids())} people, peak {call.peak_participants}:"
+            )
+            for m in sorted(call.members.values(), key=lambda m: m.since_ms):
+                name = await self.bot.calls.display_name(ctx.room_id, m.user_id)
+                intent = f", {m.intent}" if m.intent else ""
+                lines.append(
+                    f"* {name} — device `{m.device_id}`{intent}, since "
+                    f"{_ago(m.since_ms, now)} ({m.kind})"
+                )
+        ghosts = calls.ghosts(now)
+        for g in ghosts:
+            name = await self.bot.calls.display_name(ctx.room_id, g.user_id)
+            lines.append(
+                f"* 👻 {name} — device `{g.device_id}`: membership expired but still in "
+                "the room state (a client that crashed without leaving)"
+            )
+        lines.append("")
+        pub = self.bot.calls.publishers.get(ctx.room_id)
+        if pub is None:
+            lines.append("**The bot**: not in the call.")
+        else:
+            st = pub.status()
+            lines.append(f"**The bot**: {st.state.value}.")
+            if st.mode == LeaveMode.DELAYED:
+                beat = (
+                    f"last heartbeat {_ago(int(st.last_heartbeat_ts * 1000), now)} ago"
+                    if st.last_heartbeat_ts
+                    else "no heartbeat yet"
+                )
+                lines.append(
+                    f"* delayed leave: {'scheduled' if st.has_delayed_leave else 'MISSING'}"
+                    f", delay {st.delay_ms} ms, {beat}, {st.heartbeats_ok} restarts ok, "
+                    f"{st.heartbeat_failures} failed"
+                )
+            elif st.mode == LeaveMode.EXPIRING:
+                lines.append(
+                    f"* no delayed leave: {st.fallback_reason}; the membership expires "
+                    "by itself and is refreshed on time (expiring fallback)"
+                )
+            if st.expires_at_ms:
+                lines.append(
+                    f"* membership expires in {_ago(now, st.expires_at_ms)} unless refreshed"
+                )
+            if st.rejoins:
+                lines.append(f"* rejoined {st.rejoins}× after the membership was removed")
+            if st.last_error:
+                lines.append(f"* last error: {st.last_error}")
+        try:
+            perm = await check_call_permission(self.bot.client, ctx.room_id, self.bot.client.mxid)
+            if not perm.members_can_join:
+                lines.append("")
+                lines.append("⚠️ " + explain_members(perm))
+        except Exception:
+            pass
+        await ctx.reply("\n".join(lines))
+
+    async def notify(self, ctx: CommandContext) -> None:
+        level = (ctx.line.args or ("",))[0].lower()
+        if level not in NOTIFY_LEVELS:
+            current = await self.bot.db.get_notify_level(ctx.room_id)
+            current = current or f"{self.bot.settings.notices.default_level} (default)"
+            await ctx.reply(
+                f"Notifications here: {current}. Usage: "
+                f"`{ctx.bot.router.prefix} notify off|summary|all`"
+            )
+            return
+        await self.bot.db.set_notify_level(ctx.room_id, level)
+        what = {
+            "off": "I won't post about calls here",
+            "summary": "I'll post when calls start and end",
+            "all": "I'll post when calls start and end, and who joins and leaves",
+        }[level]
+        await ctx.reply(f"Notifications set to {level}: {what}.")

@@ -1,0 +1,251 @@
+"""Follows calls in every room and keeps the bot's own memberships: the Matrix side of rtc/.
+
+Events come in from bot.py handlers; the pure core (rtc/session.py) decides what they mean;
+this class posts the notices (batched) and runs one MembershipPublisher per room the bot is in
+a call in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from mautrix.api import Method, Path
+from mautrix.types import EventType, RoomID, UserID
+
+from .matrix.delayed_events import DelayedEvents, DelayedEventsSupport
+from .matrix.permissions import check_call_permission, explain_bot
+from .matrix.publisher import MembershipPublisher, PublishError, State
+from .rtc.announce import (
+    JoinBatch,
+    NoticeBatcher,
+    describe_ended,
+    describe_joins,
+    describe_started,
+    should_post,
+)
+from .rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE, livekit_transport
+from .rtc.session import CallEnded, CallStarted, RoomCalls
+
+if TYPE_CHECKING:
+    from .bot import RtcBot
+
+CALL_MEMBER = EventType.find(CALL_MEMBER_TYPE, EventType.Class.STATE)
+RTC_MEMBER = EventType.find(RTC_MEMBER_TYPE, EventType.Class.MESSAGE)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class CallManager:
+    def __init__(self, bot: RtcBot) -> None:
+        self.bot = bot
+        self.client = bot.client
+        self.log = logging.getLogger("rtcbot.calls")
+        self.rooms: dict[str, RoomCalls] = {}
+        self.publishers: dict[str, MembershipPublisher] = {}
+        self.delayed = DelayedEvents(self.client)
+        self.batcher = NoticeBatcher(int(bot.settings.notices.batch_seconds * 1000))
+        self._support: DelayedEventsSupport | None = None
+        self._names: dict[tuple[str, str], str] = {}
+        self._room_locks: dict[str, asyncio.Lock] = {}
+        self._tick_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._tick_task = asyncio.ensure_future(self._ticker())
+
+    async def stop(self) -> None:
+        if self._tick_task:
+            self._tick_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tick_task
+        # A graceful stop leaves every call at once (the delayed leave is sent now).
+        await asyncio.gather(
+            *(p.leave() for p in self.publishers.values()), return_exceptions=True
+        )
+        self.publishers.clear()
+
+    # -- room models -------------------------------------------------------------------------
+    def _lock(self, room_id: str) -> asyncio.Lock:
+        return self._room_locks.setdefault(room_id, asyncio.Lock())
+
+    async def room(self, room_id: str, skip_key: str | None = None) -> RoomCalls:
+        """The call model of a room, rebuilt silently from the current state on first use
+        (old news is not announced again). `skip_key`: a state key the caller applies itself."""
+        calls = self.rooms.get(room_id)
+        if calls is not None:
+            return calls
+        calls = RoomCalls(room_id, on_invalid=self._log_invalid)
+        try:
+            state = await self.client.api.request(Method.GET, Path.v3.rooms[room_id].state)
+            joined = {
+                e["state_key"]
+                for e in state
+                if e.get("type") == "m.room.member"
+                and (e.get("content") or {}).get("membership") == "join"
+            }
+            members = [
+                e
+                for e in state
+                if e.get("type") == CALL_MEMBER_TYPE and e.get("state_key") != skip_key
+            ]
+            calls.rebuild(members, joined, now_ms())
+        except Exception as e:
+            self.log.warning("could not read the state of %s: %s", room_id, e)
+        self.rooms[room_id] = calls
+        return calls
+
+    def _log_invalid(self, result: Any, event: Any) -> None:
+        # Foreign clients send all sorts of content: skip it quietly, but leave a trace.
+        self.log.debug("skipped call membership %s: %s", event.get("state_key"), result.reason)
+
+    async def on_call_member(self, evt: Any) -> None:
+        room_id = str(evt.room_id)
+        raw = evt.serialize()
+        if evt.state_key.startswith(f"_{self.client.mxid}_") and room_id in self.publishers:
+            self.publishers[room_id].on_own_state(raw.get("content") or {})
+        async with self._lock(room_id):
+            calls = await self.room(room_id, skip_key=str(evt.state_key))
+            derived = calls.apply_state(raw, now_ms())
+        self.log.debug("call.member %s in %s → %s", evt.state_key, room_id, derived)
+        await self._handle(room_id, derived)
+
+    async def on_sticky_member(self, evt: Any) -> None:
+        room_id = str(evt.room_id)
+        async with self._lock(room_id):
+            calls = await self.room(room_id)
+            derived = calls.apply_sticky(evt.serialize(), now_ms())
+        await self._handle(room_id, derived)
+
+    async def on_room_member(self, evt: Any) -> None:
+        room_id = str(evt.room_id)
+        if room_id not in self.rooms:
+            return
+        content = evt.content
+        self._names.pop((room_id, str(evt.state_key)), None)
+        async with self._lock(room_id):
+            calls = self.rooms[room_id]
+            joined = set(calls.joined or ())
+            if getattr(content, "membership", None) == "join":
+                joined.add(str(evt.state_key))
+            else:
+                joined.discard(str(evt.state_key))
+            derived = calls.set_joined_members(joined, now_ms())
+        await self._handle(room_id, derived)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(1)
+            try:
+                now = now_ms()
+                for room_id, calls in list(self.rooms.items()):
+                    derived = calls.tick(now)
+                    if derived:
+                        await self._handle(room_id, derived)
+                await self._flush_batches(now)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("call ticker failed")
+
+    # -- notices -----------------------------------------------------------------------------
+    async def _level(self, room_id: str) -> str:
+        return (
+            await self.bot.db.get_notify_level(room_id) or self.bot.settings.notices.default_level
+        )
+
+    async def display_name(self, room_id: str, user_id: str) -> str:
+        key = (room_id, user_id)
+        if key not in self._names:
+            name = None
+            with contextlib.suppress(Exception):
+                member = await self.client.get_state_event(
+                    RoomID(room_id), EventType.ROOM_MEMBER, user_id
+                )
+                name = getattr(member, "displayname", None)
+            self._names[key] = name or user_id[1:].split(":")[0]
+        return self._names[key]
+
+    async def _handle(self, room_id: str, derived: list[Any]) -> None:
+        if not derived:
+            return
+        level = await self._level(room_id)
+        for ev in derived:
+            self.batcher.add(ev, now_ms())  # joins/leaves wait for their window
+            if not isinstance(ev, CallStarted | CallEnded) or not should_post(level, ev):
+                continue
+            if isinstance(ev, CallStarted):
+                name = await self.display_name(room_id, ev.started_by)
+                await self.bot.notices.send(RoomID(room_id), describe_started(name, ev.intent))
+            else:
+                await self.bot.notices.send(
+                    RoomID(room_id), describe_ended(ev.duration_ms, ev.peak_participants)
+                )
+
+    async def _flush_batches(self, now: int) -> None:
+        for batch in self.batcher.flush_due(now):
+            await self._post_batch(batch)
+
+    async def _post_batch(self, batch: JoinBatch) -> None:
+        if not should_post(await self._level(batch.room_id), batch):
+            return
+        joined = [await self.display_name(batch.room_id, u) for u in batch.joined]
+        left = [await self.display_name(batch.room_id, u) for u in batch.left]
+        text = describe_joins(joined, left)
+        if text:
+            await self.bot.notices.send(RoomID(batch.room_id), text)
+
+    # -- the bot's own membership ------------------------------------------------------------
+    async def support(self) -> DelayedEventsSupport:
+        if self._support is None:
+            try:
+                self._support = await self.delayed.support()
+            except Exception as e:
+                self.log.warning("could not read delayed-event support: %s", e)
+                return DelayedEventsSupport(False, None)
+        return self._support
+
+    async def join(self, room_id: str, intent: str = "audio") -> MembershipPublisher:
+        """Publish the bot's membership; raises PublishError with a sentence for people."""
+        perm = await check_call_permission(self.client, RoomID(room_id), UserID(self.client.mxid))
+        if not perm.bot_can_join:
+            raise PublishError(explain_bot(perm))
+        pub = self.publishers.get(room_id)
+        if pub is None or pub.state == State.IDLE:
+            support = await self.support()
+            pub = MembershipPublisher(
+                self.delayed,
+                room_id,
+                self.client.mxid,
+                self.client.device_id or "RTCBOT",
+                self.bot.settings.membership,
+                [livekit_transport(await self.bot.transport_url(), room_id)],
+                logging.getLogger("rtcbot.publisher"),
+                max_delay_ms=support.max_delay_ms,
+                delayed_events_usable=support.usable,
+            )
+            self.publishers[room_id] = pub
+        await pub.join(intent)
+        await self.bot.db.add_own_call(room_id, intent)
+        return pub
+
+    async def leave(self, room_id: str) -> bool:
+        await self.bot.db.remove_own_call(room_id)
+        pub = self.publishers.pop(room_id, None)
+        if pub is None:
+            return False
+        await pub.leave()
+        return True
+
+    async def rejoin_after_restart(self) -> None:
+        """Calls the bot meant to be in before a restart or crash: join them again."""
+        for call in await self.bot.db.own_calls():
+            try:
+                await self.join(call.room_id, call.intent)
+                self.log.info("rejoined the call in %s after a restart", call.room_id)
+            except Exception as e:
+                self.log.warning("could not rejoin the call in %s: %s", call.room_id, e)

@@ -1,0 +1,94 @@
+"""All SQL of the plugin in one place."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from mautrix.util.async_db import Database
+
+
+@dataclass(frozen=True)
+class OwnCall:
+    room_id: str
+    intent: str
+    role: str
+
+
+class DB:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- room settings -----------------------------------------------------------------------
+    async def get_notify_level(self, room_id: str) -> str | None:
+        val = await self.db.fetchval(
+            "SELECT notify_level FROM room_settings WHERE room_id=$1", room_id
+        )
+        return str(val) if val else None
+
+    async def set_notify_level(self, room_id: str, level: str) -> None:
+        await self.db.execute(
+            "INSERT INTO room_settings (room_id, notify_level) VALUES ($1, $2) "
+            "ON CONFLICT (room_id) DO UPDATE SET notify_level=excluded.notify_level",
+            room_id,
+            level,
+        )
+
+    async def get_auto_role(self, room_id: str) -> str | None:
+        val = await self.db.fetchval(
+            "SELECT auto_role FROM room_settings WHERE room_id=$1", room_id
+        )
+        return str(val) if val else None
+
+    async def set_auto_role(self, room_id: str, role: str | None) -> None:
+        await self.db.execute(
+            "INSERT INTO room_settings (room_id, auto_role) VALUES ($1, $2) "
+            "ON CONFLICT (room_id) DO UPDATE SET auto_role=excluded.auto_role",
+            room_id,
+            role,
+        )
+
+    # -- exactly-once commands ---------------------------------------------------------------
+    async def claim_command(self, event_id: str, room_id: str) -> bool:
+        """True for the first caller only: the command is then theirs to run."""
+        row = await self.db.fetchrow(
+            "INSERT INTO handled_command (event_id, room_id, handled_ts) VALUES ($1, $2, $3) "
+            "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            event_id,
+            room_id,
+            int(time.time() * 1000),
+        )
+        return row is not None
+
+    async def prune_commands(self, older_than_ms: int) -> None:
+        await self.db.execute("DELETE FROM handled_command WHERE handled_ts < $1", older_than_ms)
+
+    # -- small key/value state ---------------------------------------------------------------
+    async def get_state(self, key: str) -> str | None:
+        val = await self.db.fetchval("SELECT value FROM bot_state WHERE key=$1", key)
+        return str(val) if val is not None else None
+
+    async def set_state(self, key: str, value: str) -> None:
+        await self.db.execute(
+            "INSERT INTO bot_state (key, value) VALUES ($1, $2) "
+            "ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+            key,
+            value,
+        )
+
+    # -- calls the bot means to be in --------------------------------------------------------
+    async def own_calls(self) -> list[OwnCall]:
+        rows = await self.db.fetch("SELECT room_id, intent, role FROM own_call")
+        return [OwnCall(r["room_id"], r["intent"], r["role"]) for r in rows]
+
+    async def add_own_call(self, room_id: str, intent: str, role: str = "member") -> None:
+        await self.db.execute(
+            "INSERT INTO own_call (room_id, intent, role) VALUES ($1, $2, $3) "
+            "ON CONFLICT (room_id) DO UPDATE SET intent=excluded.intent, role=excluded.role",
+            room_id,
+            intent,
+            role,
+        )
+
+    async def remove_own_call(self, room_id: str) -> None:
+        await self.db.execute("DELETE FROM own_call WHERE room_id=$1", room_id)

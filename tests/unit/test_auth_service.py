@@ -1,0 +1,456 @@
+"""The built-in MatrixRTC authorization service, run in a real aiohttp app.
+
+A tiny aiohttp server on 127.0.0.1 plays the homeserver's federation OpenID userinfo
+endpoint, so the validation logic runs against real HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from livekit import api
+
+from rtcbot.auth_service import AuthService
+from rtcbot.config import AuthServiceSettings
+from rtcbot.media.tokens import AuthServiceClient
+from rtcbot.rtc.identity import livekit_identity, livekit_room_alias
+
+KEY = "unit-auth-key"
+SECRET = "unit-auth-secret-0123456789abcdef0123456789"
+LOGGER = "rtcbot.test.auth_service"
+ALICE_TOKEN = "alice-openid-token-7f3a9c1e5b"
+MALLORY_TOKEN = "mallory-openid-token-c0ffee"
+ROOM = "!call:hs.test"
+
+
+@dataclass
+class FakeHomeserver:
+    """Answers /_matrix/federation/v1/openid/userinfo like Synapse does."""
+
+    users: dict[str, str] = field(default_factory=dict)  # access token → user id
+    seen: list[str] = field(default_factory=list)
+    url: str = ""
+
+    async def userinfo(self, request: web.Request) -> web.Response:
+        token = request.query.get("access_token", "")
+        self.seen.append(token)
+        if token not in self.users:
+            return web.json_response(
+                {"errcode": "M_UNKNOWN_TOKEN", "error": "Access Token unknown or expired"},
+                status=401,
+            )
+        return web.json_response({"sub": self.users[token]})
+
+
+@dataclass
+class Harness:
+    client: TestClient
+    hs: FakeHomeserver
+    settings: list[AuthServiceSettings]
+
+    def configure(self, **changes: Any) -> None:
+        self.settings[0] = replace(self.settings[0], **changes)
+
+    async def post(self, path: str, body: Any) -> tuple[int, dict[str, Any]]:
+        kwargs = {"data": body} if isinstance(body, str | bytes) else {"json": body}
+        resp = await self.client.post(path, **kwargs)
+        return resp.status, await resp.json()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def homeserver() -> AsyncIterator[FakeHomeserver]:
+    hs = FakeHomeserver(users={ALICE_TOKEN: "@alice:hs.test", MALLORY_TOKEN: "@mallory:evil.test"})
+    app = web.Application()
+    app.router.add_get("/_matrix/federation/v1/openid/userinfo", hs.userinfo)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    hs.url = str(server.make_url("")).rstrip("/")
+    yield hs
+    await server.close()
+
+
+@pytest.fixture
+async def harness(homeserver: FakeHomeserver) -> AsyncIterator[Harness]:
+    settings = [
+        AuthServiceSettings(
+            enabled=True,
+            livekit_url="ws://127.0.0.1:7880",
+            api_key=KEY,
+            api_secret=SECRET,
+            # hs.test is restricted, so no LiveKit server is needed for token requests.
+            full_access_homeservers=("other.test",),
+            homeserver_urls={"hs.test": homeserver.url, "evil.test": homeserver.url},
+        )
+    ]
+    async with aiohttp.ClientSession() as session:
+        service = AuthService(lambda: settings[0], session, logging.getLogger(LOGGER))
+        app = web.Application()
+        for method, path, handler in service.routes():
+            app.router.add_route(method, path, handler)
+        client = TestClient(TestServer(app, host="127.0.0.1"))
+        await client.start_server()
+        try:
+            yield Harness(client, homeserver, settings)
+        finally:
+            await client.close()
+
+
+def openid(token: str = ALICE_TOKEN, server: str = "hs.test") -> dict[str, Any]:
+    return {
+        "access_token": token,
+        "token_type": "Bearer",
+        "matrix_server_name": server,
+        "expires_in": 3600,
+    }
+
+
+def get_token_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "room_id": ROOM,
+        "slot_id": "m.call#ROOM",
+        "openid_token": openid(),
+        "member": {
+            "id": "member-uuid-1",
+            "claimed_user_id": "@alice:hs.test",
+            "claimed_device_id": "ALICEDEV",
+        },
+    }
+    body.update(overrides)
+    return body
+
+
+def sfu_get_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"room": ROOM, "openid_token": openid(), "device_id": "ALICEDEV"}
+    body.update(overrides)
+    return body
+
+
+# -- happy paths -----------------------------------------------------------------------------
+async def test_get_token_issues_hashed_identity(harness: Harness) -> None:
+    status, body = await harness.post("/get_token", get_token_body())
+    assert status == 200, body
+    assert set(body) == {"url", "jwt"} and body["url"] == "ws://127.0.0.1:7880"
+    claims = api.TokenVerifier(KEY, SECRET).verify(body["jwt"])
+    assert claims.identity == livekit_identity("@alice:hs.test", "ALICEDEV", "member-uuid-1")
+    video = claims.video
+    assert video is not None
+    assert video.room == livekit_room_alias(ROOM, "m.call#ROOM")
+    assert video.room_join is True and video.can_publish is True
+    assert video.can_subscribe is True and video.can_publish_data is True
+    assert video.can_update_own_metadata is True
+    assert not video.room_create and not video.room_admin and not video.hidden
+    from rtcbot.rtc.identity import decode_jwt_claims
+
+    raw = decode_jwt_claims(body["jwt"])
+    assert raw["exp"] - raw["nbf"] == 3600 and raw["iss"] == KEY
+    assert harness.hs.seen == [ALICE_TOKEN]
+
+
+async def test_get_token_other_slot(harness: Harness) -> None:
+    status, body = await harness.post("/get_token", get_token_body(slot_id="m.call#SIDE"))
+    assert status == 200
+    claims = api.TokenVerifier(KEY, SECRET).verify(body["jwt"])
+    assert claims.video is not None
+    assert claims.video.room == livekit_room_alias(ROOM, "m.call#SIDE")
+
+
+async def test_sfu_get_issues_legacy_identity(harness: Harness) -> None:
+    status, body = await harness.post("/sfu/get", sfu_get_body())
+    assert status == 200, body
+    claims = api.TokenVerifier(KEY, SECRET).verify(body["jwt"])
+    assert claims.identity == "@alice:hs.test:ALICEDEV"
+    assert claims.video is not None
+    assert claims.video.room == livekit_room_alias(ROOM, "m.call#ROOM")
+
+
+async def test_delay_fields_accepted(harness: Harness) -> None:
+    body = get_token_body(delay_id="syd_abc", delay_timeout=18000, delay_cs_api_url="https://x")
+    status, _ = await harness.post("/get_token", body)
+    assert status == 200
+    status, _ = await harness.post("/sfu/get", sfu_get_body(delay_id="d", delay_timeout=1))
+    assert status == 200
+
+
+async def test_healthz_options_and_cors(harness: Harness) -> None:
+    resp = await harness.client.get("/healthz")
+    assert resp.status == 200 and await resp.json() == {"status": "ok"}
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    resp = await harness.client.head("/healthz")
+    assert resp.status == 200
+    for path in ("/get_token", "/sfu/get"):
+        resp = await harness.client.options(
+            path,
+            headers={"Origin": "https://call.test", "Access-Control-Request-Method": "POST"},
+        )
+        assert resp.status == 200
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"
+        assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+        assert "Content-Type" in resp.headers["Access-Control-Allow-Headers"]
+    resp = await harness.client.post("/get_token", data="nope")
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"  # errors carry CORS too
+
+
+async def test_client_and_service_agree(harness: Harness) -> None:
+    """rtcbot's own client, pointed at rtcbot's own service."""
+    async with aiohttp.ClientSession() as session:
+        access = await AuthServiceClient(session).get_access(
+            str(harness.client.make_url("")),
+            ROOM,
+            openid(),
+            "@alice:hs.test",
+            "ALICEDEV",
+            "member-uuid-1",
+        )
+    assert access.via == "get_token"
+    assert access.identity == livekit_identity("@alice:hs.test", "ALICEDEV", "member-uuid-1")
+    assert access.room == livekit_room_alias(ROOM)
+
+
+# -- strict JSON -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "field_name"),
+    [
+        (get_token_body(extra=1), "extra"),
+        (get_token_body(openid_token={**openid(), "user_id": "@a:b"}), "openid_token.user_id"),
+        (
+            get_token_body(
+                member={
+                    "id": "m",
+                    "claimed_user_id": "@alice:hs.test",
+                    "claimed_device_id": "D",
+                    "foci": [],
+                }
+            ),
+            "member.foci",
+        ),
+        (get_token_body(room="!legacy:hs.test"), "room"),
+    ],
+)
+async def test_unknown_field_is_rejected(
+    harness: Harness, body: dict[str, Any], field_name: str
+) -> None:
+    status, answer = await harness.post("/get_token", body)
+    assert status == 400 and answer["errcode"] == "M_BAD_JSON"
+    assert f"`{field_name}`" in answer["error"]
+    assert harness.hs.seen == []  # rejected before anything was verified
+
+
+async def test_sfu_get_unknown_field_is_rejected(harness: Harness) -> None:
+    status, answer = await harness.post("/sfu/get", sfu_get_body(remove_me_user_id="@a:b"))
+    assert status == 400 and answer["errcode"] == "M_BAD_JSON"
+    assert "remove_me_user_id" in answer["error"]
+
+
+@pytest.mark.parametrize("raw", ["", "not json", "{", b"\xff\xfe{}"])
+async def test_not_json(harness: Harness, raw: str | bytes) -> None:
+    status, answer = await harness.post("/get_token", raw)
+    assert status == 400 and answer["errcode"] == "M_NOT_JSON"
+
+
+@pytest.mark.parametrize("raw", ["[]", "null", '"text"', "42"])
+async def test_json_but_not_an_object(harness: Harness, raw: str) -> None:
+    status, answer = await harness.post("/sfu/get", raw)
+    assert status == 400 and answer["errcode"] == "M_BAD_JSON"
+
+
+def _without(body: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != key}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/get_token", _without(get_token_body(), "member")),
+        ("/get_token", _without(get_token_body(), "room_id")),
+        ("/get_token", _without(get_token_body(), "slot_id")),
+        ("/get_token", _without(get_token_body(), "openid_token")),
+        ("/get_token", get_token_body(member={"id": "m", "claimed_user_id": "@alice:hs.test"})),
+        ("/get_token", get_token_body(member="m")),
+        ("/get_token", get_token_body(room_id=5)),
+        ("/get_token", get_token_body(room_id="")),
+        ("/get_token", get_token_body(openid_token={"access_token": ALICE_TOKEN})),
+        ("/get_token", get_token_body(openid_token={**openid(), "expires_in": "3600"})),
+        ("/get_token", get_token_body(openid_token={**openid(), "expires_in": True})),
+        ("/get_token", get_token_body(delay_id="d")),
+        ("/get_token", get_token_body(delay_timeout=1000)),
+        ("/get_token", get_token_body(delay_id="d", delay_timeout=0)),
+        ("/get_token", get_token_body(delay_id="d", delay_timeout="1000")),
+        ("/get_token", get_token_body(delay_cs_api_url=7)),
+        ("/sfu/get", _without(sfu_get_body(), "device_id")),
+        ("/sfu/get", _without(sfu_get_body(), "room")),
+        ("/sfu/get", sfu_get_body(openid_token=[])),
+        ("/sfu/get", sfu_get_body(device_id=None)),
+    ],
+)
+async def test_missing_or_wrong_typed_fields(harness: Harness, path: str, body: Any) -> None:
+    status, answer = await harness.post(path, body)
+    assert status == 400, answer
+    assert answer["errcode"] == "M_BAD_JSON" and answer["error"]
+    assert harness.hs.seen == []
+
+
+async def test_body_too_large(harness: Harness) -> None:
+    status, answer = await harness.post("/get_token", get_token_body(room_id="!" + "x" * 70000))
+    assert status == 413 and answer["errcode"] == "M_TOO_LARGE"
+
+
+# -- OpenID verification ---------------------------------------------------------------------
+async def _assert_unauthorised(harness: Harness, path: str, body: dict[str, Any]) -> None:
+    status, answer = await harness.post(path, body)
+    assert status == 401, answer
+    assert answer == {"errcode": "M_UNAUTHORIZED", "error": "The request could not be authorised."}
+
+
+async def test_forged_token(harness: Harness) -> None:
+    await _assert_unauthorised(
+        harness, "/get_token", get_token_body(openid_token=openid("forged-token"))
+    )
+    await _assert_unauthorised(harness, "/sfu/get", sfu_get_body(openid_token=openid("forged")))
+    assert harness.hs.seen == ["forged-token", "forged"]
+
+
+async def test_claimed_user_mismatch(harness: Harness) -> None:
+    member = {"id": "m", "claimed_user_id": "@bob:hs.test", "claimed_device_id": "BOBDEV"}
+    await _assert_unauthorised(harness, "/get_token", get_token_body(member=member))
+
+
+async def test_user_of_another_server(harness: Harness) -> None:
+    # hs.test's homeserver vouches for a user of evil.test: not its call to make.
+    body = get_token_body(
+        openid_token=openid(MALLORY_TOKEN, "hs.test"),
+        member={"id": "m", "claimed_user_id": "@mallory:evil.test", "claimed_device_id": "D"},
+    )
+    await _assert_unauthorised(harness, "/get_token", body)
+
+
+async def test_homeserver_unreachable(harness: Harness) -> None:
+    harness.configure(homeserver_urls={"hs.test": f"http://127.0.0.1:{_closed_port()}"})
+    await _assert_unauthorised(harness, "/get_token", get_token_body())
+
+
+@pytest.mark.parametrize(
+    "server", ["hs.test/x?", "hs.test@127.0.0.1", "hs test", "hs.test:99999999", "[zz]"]
+)
+async def test_invalid_server_name_is_not_contacted(harness: Harness, server: str) -> None:
+    await _assert_unauthorised(
+        harness, "/sfu/get", sfu_get_body(openid_token=openid(ALICE_TOKEN, server))
+    )
+    assert harness.hs.seen == []
+
+
+async def test_homeserver_answers_garbage(harness: Harness) -> None:
+    async def garbage(request: web.Request) -> web.Response:
+        return web.Response(text="<html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/_matrix/federation/v1/openid/userinfo", garbage)
+    async with TestServer(app, host="127.0.0.1") as server:
+        harness.configure(homeserver_urls={"hs.test": str(server.make_url("")).rstrip("/")})
+        await _assert_unauthorised(harness, "/get_token", get_token_body())
+
+
+# -- full access / room creation -------------------------------------------------------------
+@pytest.mark.parametrize("full_access", [("*",), ("HS.test",)])
+async def test_room_creation_failure_is_500(
+    harness: Harness, full_access: tuple[str, ...]
+) -> None:
+    harness.configure(
+        full_access_homeservers=full_access, livekit_url=f"ws://127.0.0.1:{_closed_port()}"
+    )
+    status, answer = await harness.post("/get_token", get_token_body())
+    assert status == 500
+    assert answer == {"errcode": "M_UNKNOWN", "error": "Unable to create room on SFU"}
+
+
+async def test_restricted_user_needs_no_sfu(harness: Harness) -> None:
+    harness.configure(livekit_url=f"ws://127.0.0.1:{_closed_port()}")
+    status, _ = await harness.post("/get_token", get_token_body())
+    assert status == 200
+
+
+# -- disabled --------------------------------------------------------------------------------
+async def test_disabled_answers_404_everywhere(harness: Harness) -> None:
+    harness.configure(enabled=False)
+    expected = {
+        "errcode": "M_NOT_FOUND",
+        "error": "The authorization service is disabled in rtcbot's config",
+    }
+    for method, path, body in [
+        ("GET", "/healthz", None),
+        ("POST", "/get_token", get_token_body()),
+        ("POST", "/sfu/get", sfu_get_body()),
+        ("OPTIONS", "/get_token", None),
+    ]:
+        resp = await harness.client.request(method, path, json=body)
+        assert resp.status == 404, path
+        assert await resp.json() == expected
+    assert harness.hs.seen == []
+    harness.configure(enabled=True)  # the settings are read per request
+    assert (await harness.client.get("/healthz")).status == 200
+
+
+# -- logging ---------------------------------------------------------------------------------
+async def test_no_secrets_in_logs(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    jwts = []
+    for path, body in [
+        ("/get_token", get_token_body()),
+        ("/sfu/get", sfu_get_body(delay_id="d", delay_timeout=5)),
+    ]:
+        status, answer = await harness.post(path, body)
+        assert status == 200
+        jwts.append(answer["jwt"])
+    await harness.post("/get_token", get_token_body(openid_token=openid(MALLORY_TOKEN)))
+    await harness.post("/get_token", get_token_body(openid_token=openid("forged-abc123")))
+    await harness.post("/get_token", get_token_body(extra=ALICE_TOKEN))
+    harness.configure(homeserver_urls={"hs.test": f"http://127.0.0.1:{_closed_port()}"})
+    await harness.post("/get_token", get_token_body())
+    harness.configure(
+        homeserver_urls={"hs.test": harness.hs.url},
+        full_access_homeservers=("*",),
+        livekit_url=f"ws://127.0.0.1:{_closed_port()}",
+    )
+    await harness.post("/get_token", get_token_body())
+
+    # The fake homeserver's own access log legitimately shows its query string.
+    records = [r for r in caplog.records if not r.name.startswith("aiohttp.access")]
+    ours = [r for r in records if r.name == LOGGER]
+    assert any("issued" in r.getMessage() for r in ours)
+    assert any("refused" in r.getMessage() for r in ours)
+    text = "\n".join(r.getMessage() + (r.exc_text or "") for r in records)
+    for secret in [ALICE_TOKEN, MALLORY_TOKEN, "forged-abc123", SECRET, *jwts]:
+        assert secret not in text
+    # The reason is logged in enough detail to debug, just without secrets.
+    assert "@alice:hs.test" in text and ROOM in text
+
+
+def test_routes_mount_on_maubot_webapp() -> None:
+    from maubot.plugin_server import PluginWebApp
+
+    webapp = PluginWebApp()
+    session = cast(aiohttp.ClientSession, None)  # routes() never touches it
+    service = AuthService(lambda: AuthServiceSettings(), session, logging.getLogger(LOGGER))
+    routes = service.routes()
+    for method, path, handler in routes:
+        webapp.add_route(method, path, handler)
+    assert {(m, p) for m, p, _ in routes} >= {
+        ("GET", "/healthz"),
+        ("POST", "/get_token"),
+        ("POST", "/sfu/get"),
+        ("OPTIONS", "/get_token"),
+        ("OPTIONS", "/sfu/get"),
+    }

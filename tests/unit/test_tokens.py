@@ -1,0 +1,334 @@
+"""SFU access: local least-privilege minting, the auth-service client, and the token cache."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from livekit import api
+from livekit.api.access_token import Claims
+
+from rtcbot.config import LiveKitSettings
+from rtcbot.media.tokens import (
+    AuthServiceClient,
+    SfuAccess,
+    SfuAuthError,
+    TokenCache,
+    access_from_jwt,
+    mint_local_token,
+)
+from rtcbot.rtc.identity import legacy_identity, livekit_identity, livekit_room_alias
+
+KEY = "unit-test-key"
+SECRET = "unit-test-secret-0123456789abcdef0123456789"  # ≥ 32 bytes: no PyJWT key warning
+LK = LiveKitSettings(url="ws://127.0.0.1:7880", api_key=KEY, api_secret=SECRET)
+OPENID: dict[str, Any] = {
+    "access_token": "openid-secret-abcdef123456",
+    "token_type": "Bearer",
+    "matrix_server_name": "hs.test",
+    "expires_in": 3600,
+}
+
+
+def _verify(jwt: str) -> Claims:
+    return api.TokenVerifier(KEY, SECRET).verify(jwt)
+
+
+# -- local minting ---------------------------------------------------------------------------
+def test_recorder_token_is_listen_only_and_hidden() -> None:
+    before = time.time()
+    access = mint_local_token(LK, "room-a", "rtcbot-recorder", "recorder")
+    claims = _verify(access.jwt)
+    assert claims.identity == "rtcbot-recorder"
+    video = claims.video
+    assert video is not None
+    assert video.room == "room-a" and video.room_join is True
+    assert video.can_subscribe is True
+    assert video.can_publish is False
+    assert video.can_publish_data is False
+    assert video.hidden is True
+    assert video.recorder is True
+    assert not video.can_publish_sources
+    assert not video.room_create and not video.room_admin and not video.can_update_own_metadata
+    assert access.via == "local" and access.url == LK.url
+    assert access.room == "room-a" and access.identity == "rtcbot-recorder"
+    assert before + 600 - 2 <= access.expires_at <= time.time() + 600 + 2
+
+
+def test_announcer_token_publishes_microphone_only_and_is_visible() -> None:
+    access = mint_local_token(LK, "room-b", "rtcbot-announcer", "announcer", name="Announcer")
+    claims = _verify(access.jwt)
+    video = claims.video
+    assert video is not None
+    assert video.room == "room-b" and video.room_join is True
+    assert video.can_publish is True
+    assert video.can_publish_sources == ["microphone"]
+    assert video.can_subscribe is False
+    assert video.can_publish_data is False
+    assert not video.hidden and not video.recorder
+    assert not video.room_create and not video.room_admin
+    assert claims.name == "Announcer"
+
+
+def test_local_token_ttl() -> None:
+    access = mint_local_token(LK, "r", "i", "recorder", ttl=timedelta(minutes=2))
+    raw = api.TokenVerifier(KEY, SECRET)
+    assert raw.verify(access.jwt)  # still valid
+    from rtcbot.rtc.identity import decode_jwt_claims
+
+    claims = decode_jwt_claims(access.jwt)
+    assert claims["exp"] - claims["nbf"] == 120
+    assert access.expires_at == float(claims["exp"])
+
+
+def test_local_token_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="role"):
+        mint_local_token(LK, "r", "i", "admin")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="api_secret"):
+        mint_local_token(LiveKitSettings(url="ws://x", api_key=KEY), "r", "i", "recorder")
+    with pytest.raises(ValueError, match="room"):
+        mint_local_token(LK, "", "i", "recorder")
+    with pytest.raises(ValueError, match="positive"):
+        mint_local_token(LK, "r", "i", "recorder", ttl=timedelta(0))
+
+
+def test_sfu_access_repr_hides_jwt() -> None:
+    access = mint_local_token(LK, "room-a", "me", "recorder")
+    assert access.jwt not in repr(access)
+    assert "room-a" in repr(access)
+
+
+def test_access_from_jwt_requires_room_and_identity() -> None:
+    no_room = api.AccessToken(KEY, SECRET).with_identity("x").to_jwt()
+    with pytest.raises(ValueError, match=r"video\.room"):
+        access_from_jwt("ws://x", no_room, "get_token")
+
+
+# -- cache -----------------------------------------------------------------------------------
+@dataclass
+class FakeClock:
+    now: float = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _access(expires_at: float, room: str = "r") -> SfuAccess:
+    return SfuAccess(
+        url="ws://x", jwt="j", room=room, identity="i", expires_at=expires_at, via="local"
+    )
+
+
+def test_cache_returns_until_sixty_seconds_before_expiry() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    access = _access(clock.now + 600)
+    cache.put("k", access)
+    assert cache.get("k") is access
+    clock.now += 539
+    assert cache.get("k") is access
+    clock.now += 1  # exactly 60 s left: refresh now
+    assert cache.get("k") is None
+    assert len(cache) == 0
+
+
+def test_cache_invalidate_and_clear() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    cache.put("a", _access(clock.now + 600))
+    cache.put("b", _access(clock.now + 600))
+    cache.invalidate("a")
+    assert cache.get("a") is None and cache.get("b") is not None
+    cache.clear()
+    assert cache.get("b") is None
+
+
+async def test_cache_get_or_fetch_shares_one_fetch() -> None:
+    clock = FakeClock()
+    cache = TokenCache(clock=clock)
+    calls = 0
+
+    async def fetch() -> SfuAccess:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        return _access(clock.now + 600)
+
+    results = await asyncio.gather(
+        *(cache.get_or_fetch(("room", "role"), fetch) for _ in range(5))
+    )
+    assert calls == 1 and all(r is results[0] for r in results)
+    clock.now += 545  # inside the refresh margin
+    again = await cache.get_or_fetch(("room", "role"), fetch)
+    assert calls == 2 and again is not results[0]
+
+
+# -- auth service client against a scripted service ------------------------------------------
+@dataclass
+class ScriptedService:
+    """Plays an authorization service; `answers` maps path → (status, body or raw text)."""
+
+    answers: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    requests: list[tuple[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append((request.path, body))
+        status, answer = self.answers.get(request.path, (404, {"errcode": "M_NOT_FOUND"}))
+        if isinstance(answer, str):
+            return web.Response(status=status, text=answer)
+        return web.json_response(answer, status=status)
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[ScriptedService]:
+    svc = ScriptedService()
+    app = web.Application()
+    app.router.add_post("/get_token", svc.handle)
+    app.router.add_post("/sfu/get", svc.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    svc.url = str(server.make_url("")).rstrip("/")
+    yield svc
+    await server.close()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def _service_jwt(room: str, identity: str) -> str:
+    return (
+        api.AccessToken(KEY, SECRET)
+        .with_identity(identity)
+        .with_ttl(timedelta(hours=1))
+        .with_grants(api.VideoGrants(room_join=True, room=room))
+        .to_jwt()
+    )
+
+
+async def _get(client: AuthServiceClient, url: str, **extra: Any) -> SfuAccess:
+    return await client.get_access(
+        url, "!room:hs.test", {**OPENID, **extra}, "@bot:hs.test", "BOTDEV", "member-1"
+    )
+
+
+async def test_client_get_token(scripted: ScriptedService, session: aiohttp.ClientSession) -> None:
+    room = livekit_room_alias("!room:hs.test")
+    identity = livekit_identity("@bot:hs.test", "BOTDEV", "member-1")
+    jwt = _service_jwt(room, identity)
+    scripted.answers["/get_token"] = (200, {"url": "wss://sfu.test", "jwt": jwt})
+    access = await _get(AuthServiceClient(session), scripted.url + "/", unexpected="x")
+    assert access.via == "get_token" and access.url == "wss://sfu.test" and access.jwt == jwt
+    assert access.room == room and access.identity == identity
+    assert abs(access.expires_at - (time.time() + 3600)) < 5
+    path, body = scripted.requests[0]
+    assert path == "/get_token"
+    assert body == {
+        "room_id": "!room:hs.test",
+        "slot_id": "m.call#ROOM",
+        "openid_token": OPENID,  # the unknown extra key was not forwarded
+        "member": {
+            "id": "member-1",
+            "claimed_user_id": "@bot:hs.test",
+            "claimed_device_id": "BOTDEV",
+        },
+    }
+
+
+async def test_client_falls_back_to_sfu_get(
+    scripted: ScriptedService, session: aiohttp.ClientSession
+) -> None:
+    # An old-scheme service: room and identity are whatever the token says.
+    jwt = _service_jwt("!room:hs.test", legacy_identity("@bot:hs.test", "BOTDEV"))
+    scripted.answers["/sfu/get"] = (200, {"url": "wss://sfu.test", "jwt": jwt})
+    access = await _get(AuthServiceClient(session), scripted.url)
+    assert access.via == "sfu_get"
+    assert access.room == "!room:hs.test" and access.identity == "@bot:hs.test:BOTDEV"
+    assert [p for p, _ in scripted.requests] == ["/get_token", "/sfu/get"]
+    assert scripted.requests[1][1] == {
+        "room": "!room:hs.test",
+        "openid_token": OPENID,
+        "device_id": "BOTDEV",
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "kind"),
+    [
+        (
+            401,
+            {"errcode": "M_UNAUTHORIZED", "error": "The request could not be authorised."},
+            "unauthorised",
+        ),
+        (403, {"errcode": "M_FORBIDDEN", "error": "no"}, "unauthorised"),
+        (400, {"errcode": "M_BAD_JSON", "error": "missing member"}, "bad_request"),
+        (500, {"errcode": "M_UNKNOWN", "error": "Unable to create room on SFU"}, "server_error"),
+        (502, "<html>Bad Gateway</html>", "server_error"),
+        (200, {"url": "wss://x"}, "bad_response"),
+        (200, {"url": "wss://x", "jwt": "garbage"}, "bad_response"),
+        (200, "not json", "bad_response"),
+    ],
+)
+async def test_client_error_kinds(
+    scripted: ScriptedService,
+    session: aiohttp.ClientSession,
+    status: int,
+    answer: Any,
+    kind: str,
+) -> None:
+    scripted.answers["/get_token"] = (status, answer)
+    with pytest.raises(SfuAuthError) as info:
+        await _get(AuthServiceClient(session), scripted.url)
+    err = info.value
+    assert err.kind == kind and err.status == status
+    assert err.message.endswith(".") and len(err.message) > 40
+    assert OPENID["access_token"] not in str(err) and "garbage" not in str(err)
+    if isinstance(answer, dict) and "errcode" in answer:
+        assert answer["errcode"] in err.message and err.errcode == answer["errcode"]
+
+
+async def test_client_both_endpoints_missing(
+    scripted: ScriptedService, session: aiohttp.ClientSession
+) -> None:
+    with pytest.raises(SfuAuthError) as info:
+        await _get(AuthServiceClient(session), scripted.url)
+    assert info.value.kind == "not_found" and "prefix" in info.value.message
+
+
+async def test_client_unreachable(session: aiohttp.ClientSession) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SfuAuthError) as info:
+        await _get(AuthServiceClient(session, timeout=5), f"http://127.0.0.1:{port}")
+    assert info.value.kind == "unreachable" and info.value.status is None
+    assert info.value.retryable
+
+
+async def test_client_scrubs_echoed_secrets(
+    scripted: ScriptedService, session: aiohttp.ClientSession
+) -> None:
+    # A careless service that quotes the request back must not leak the OpenID token.
+    scripted.answers["/get_token"] = (
+        400,
+        {"errcode": "M_BAD_JSON", "error": json.dumps(OPENID)},
+    )
+    with pytest.raises(SfuAuthError) as info:
+        await _get(AuthServiceClient(session), scripted.url)
+    assert OPENID["access_token"] not in info.value.message
+    assert "[redacted]" in info.value.message
