@@ -113,8 +113,9 @@ class MembershipPublisher:
         self.want_joined = False
         self.delay_id: str | None = None
         self.delay_ms = settings.delayed_leave_ms
-        if max_delay_ms:
-            self.delay_ms = min(self.delay_ms, max_delay_ms)
+        # The advertised maximum is only a fallback: the server's answer to a too-large delay
+        # is what we adapt to (servers disagree on how they say it, see delayed_events.py).
+        self.max_delay_ms = max_delay_ms
         self.mode = LeaveMode.DELAYED if delayed_events_usable else LeaveMode.EXPIRING
         self.fallback_reason: str | None = (
             None if delayed_events_usable else "the homeserver does not offer delayed events"
@@ -227,7 +228,7 @@ class MembershipPublisher:
                 )
                 return
             except DelayTooLarge as e:
-                lower = e.max_delay_ms
+                lower = e.max_delay_ms or self.max_delay_ms
                 if not lower or lower >= self.delay_ms:
                     break
                 self.log.info(

@@ -389,7 +389,7 @@ def _parse_legacy_entry(
         created_ts=start,
         expires_ms=expires_ms,
         # The absolute expires_ts (what the legacy shape really used) wins when present.
-        expires_at=start + expires_ms,
+        expires_at=expires_ts if expires_ts is not None else start + expires_ms,
         focus_active=None,
         transports=transports,
         kind="legacy",

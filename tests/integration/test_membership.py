@@ -26,7 +26,11 @@ def js_sdk_content(user: MatrixUser, intent: str = "audio", **extra: Any) -> dic
         "m.call.intent": intent,
         "focus_active": {"type": "livekit", "focus_selection": "multi_sfu"},
         "foci_preferred": [
-            {"type": "livekit", "livekit_service_url": "http://127.0.0.1:1/x", "livekit_alias": "!r"}
+            {
+                "type": "livekit",
+                "livekit_service_url": "http://127.0.0.1:1/x",
+                "livekit_alias": "!r",
+            }
         ],
         **extra,
     }
@@ -48,8 +52,9 @@ def localpart(user: MatrixUser) -> str:
     return user.user_id[1:].split(":")[0]
 
 
-async def notices_after(user: MatrixUser, room: str, bot_id: str, after: str, count: int,
-                        timeout: float = 15) -> list[str]:
+async def notices_after(
+    user: MatrixUser, room: str, bot_id: str, after: str, count: int, timeout: float = 15
+) -> list[str]:
     found = await user.wait_for_notices(room, bot_id, count, after=after, timeout=timeout)
     return [body(e) for e in found]
 
@@ -130,19 +135,32 @@ async def test_notify_off_silences_the_room(call_room, bot_id: str) -> None:  # 
     events = await alice.messages(room, 30)
     ids = [e["event_id"] for e in events]
     between = events[ids.index(marker) + 1 : ids.index(reply["event_id"])]
-    assert not [e for e in between if is_message_from(e, bot_id) and "call" in body(e).lower()
-                and not body(e).startswith("Notifications")], [body(e) for e in between]
+    assert not [
+        e
+        for e in between
+        if is_message_from(e, bot_id)
+        and "call" in body(e).lower()
+        and not body(e).startswith("Notifications")
+    ], [body(e) for e in between]
 
 
 async def test_malformed_memberships_do_not_stop_processing(call_room, bot_id: str) -> None:  # type: ignore[no-untyped-def]
     room, alice, bob, _ = call_room
     garbage: list[Any] = [
-        {"application": 5}, {"memberships": "x"}, {"device_id": None, "application": "m.call"},
+        {"application": 5},
+        {"memberships": "x"},
+        {"device_id": None, "application": "m.call"},
         {"application": "m.call", "call_id": [], "device_id": "D", "focus_active": "nope"},
-        {"memberships": [{"expires_ts": "soon"}, 7, None]}, {"a": {"b": {"c": [1, {"d": "\u0000"}]}}},
+        {"memberships": [{"expires_ts": "soon"}, 7, None]},
+        {"a": {"b": {"c": [1, {"d": "\u0000"}]}}},
         {"application": "m.call", "call_id": "", "device_id": "X", "focus_active": {"type": 1}},
-        {"application": "m.call", "call_id": "", "device_id": bob.device_id,
-         "focus_active": {"type": "livekit"}, "created_ts": "yesterday"},
+        {
+            "application": "m.call",
+            "call_id": "",
+            "device_id": bob.device_id,
+            "focus_active": {"type": "livekit"},
+            "created_ts": "yesterday",
+        },
     ]
     sem = asyncio.Semaphore(20)
 
