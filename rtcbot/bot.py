@@ -30,6 +30,7 @@ from .invites import invite_allowed
 from .matrix.notices import Notices
 from .matrix.transports import TransportDiscovery
 from .migrations import upgrade_table
+from .web import WebEndpoints
 
 
 class RtcBot(Plugin):
@@ -65,6 +66,8 @@ class RtcBot(Plugin):
         self.router = CommandRouter(self)
         CallCommands(self).register(self.router)
         self.calls = CallManager(self)
+        if self.webapp is not None:
+            WebEndpoints(self).mount(self.webapp)
         await self.calls.start()
         self.catch_up = CommandCatchUp(self)
         self.catch_up.start()

@@ -129,7 +129,9 @@ class CallManager:
         self._names.pop((room_id, str(evt.state_key)), None)
         async with self._lock(room_id):
             calls = self.rooms[room_id]
-            joined = set(calls.joined or ())
+            if calls.joined is None:  # membership unknown: don't pretend everyone left
+                return
+            joined = set(calls.joined)
             if getattr(content, "membership", None) == "join":
                 joined.add(str(evt.state_key))
             else:

@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeGuard
 
 from .identity import legacy_identity, livekit_identity
 
@@ -179,7 +179,7 @@ def _opt_str(content: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
-def _is_user_id(value: object) -> bool:
+def _is_user_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _USER_ID.fullmatch(value) is not None
 
 
@@ -215,7 +215,6 @@ def _event_basics(event: object, expected_type: str) -> tuple[Mapping[str, Any],
     sender = event.get("sender")
     if not _is_user_id(sender):
         raise _Invalid("sender is not a user ID")
-    assert isinstance(sender, str)
     ots = _number(event.get("origin_server_ts"))
     if ots is None:
         raise _Invalid("origin_server_ts is missing or not a timestamp")
@@ -461,17 +460,15 @@ def parse_state_event(event: Mapping[str, Any]) -> ParseResult:
 
 
 def _sticky_key(content: Mapping[str, Any]) -> str:
-    keys = [content.get(name, _MISSING) for name in _STICKY_KEY_FIELDS]
-    present = [k for k in keys if k is not _MISSING]
+    present = [content[name] for name in _STICKY_KEY_FIELDS if name in content]
     if not present:
         raise _Invalid("sticky_key or msc4354_sticky_key is missing")
-    if not all(isinstance(k, str) and k for k in present):
+    keys = [k for k in present if isinstance(k, str) and k]
+    if len(keys) != len(present):
         raise _Invalid("sticky key must be a non-empty string")
-    if len(present) == 2 and present[0] != present[1]:
+    if len(set(keys)) != 1:
         raise _Invalid("sticky_key and msc4354_sticky_key differ")
-    key = present[0]
-    assert isinstance(key, str)
-    return key
+    return keys[0]
 
 
 def _sticky_expiry(event: Mapping[str, Any], ots: int, now_ms: int) -> int:

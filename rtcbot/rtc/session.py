@@ -284,6 +284,7 @@ class RoomCalls:
             self._state[state_key] = result.memberships
         else:
             # Garbage replaces the previous state just like a leave does.
+            self._state.pop(state_key, None)
             if result.invalid:
                 self._report_invalid(result, event)
         return True

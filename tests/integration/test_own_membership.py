@@ -165,3 +165,21 @@ async def test_delay_above_the_maximum_adapts(alt_server: AltServer) -> None:
     reply = await user.command(room, "!call join", bot_id)
     assert "delayed leave of 5 s" in body(reply), body(reply)
     await user.command(room, "!call leave", bot_id)
+
+
+async def test_command_sent_while_maubot_was_down_runs_exactly_once(
+    stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str
+) -> None:
+    """maubot drops the first /sync after a restart; the catch-up answers such commands once."""
+    stack.maubot.kill()
+    sent = await alice.send_text(bot_room, "!call version")
+    stack.restart_maubot()
+
+    def answers(evt: dict[str, Any]) -> bool:
+        rel = evt.get("content", {}).get("m.relates_to", {})
+        return evt.get("sender") == bot_id and rel.get("m.in_reply_to", {}).get("event_id") == sent
+
+    await alice.wait_for(bot_room, answers, timeout=30, after=sent)
+    await asyncio.sleep(12)  # past every catch-up pass: nothing may answer it again
+    replies = [e for e in await alice.messages(bot_room, 50) if answers(e)]
+    assert len(replies) == 1, [body(e) for e in replies]

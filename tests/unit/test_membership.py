@@ -290,6 +290,21 @@ def test_malformed_event_envelopes_are_invalid(event: Any) -> None:
     assert result.reason
 
 
+@pytest.mark.parametrize(
+    "device",
+    ["\ud800", "DEV\x00", "ДЕВАЙС", "\u202eEVIL", "📱", "a" * 5000, " "],
+)
+def test_unicode_oddities_in_ids_never_break_parsing(device: str) -> None:
+    content = {**EC_CONTENT, "device_id": device}
+    m = only(parse_state_event(state_event(content, state_key=f"_{BOT}_{device}_m.call")))
+    assert m.device_id == device
+    assert m.rtc_backend_identity == f"{BOT}:{device}"
+    sticky = _sticky_with(member={"user_id": BOT, "device_id": device, "id": device})
+    assert only(parse_sticky_event(sticky_event(sticky), now_ms=T0)).rtc_backend_identity
+    # Someone else's weird key is still someone else's.
+    assert parse_state_event(state_event(content, state_key=f"_{ALICE}_{device}_m.call")).invalid
+
+
 # --- legacy per-user array (read only) --------------------------------------------------------
 
 # What the Flutter client in seed 002 sends under the user ID as state key.
@@ -316,6 +331,14 @@ def test_legacy_array_from_the_flutter_client_is_read() -> None:
     assert m.transports[0].livekit_service_url == SFU
     assert m.focus_active is None
     assert result.source == ("state", "", ALICE)
+
+
+def test_legacy_expires_ts_is_absolute_and_wins_over_expires() -> None:
+    # The Flutter client stamps expires_ts from its own clock, so it differs from ts + expires.
+    entry = {**FLUTTER_ENTRY, "expires_ts": T0 + 1_800_000}
+    m = only(parse_state_event(state_event({"memberships": [entry]}, ALICE, ALICE)))
+    assert m.expires_at == T0 + 1_800_000
+    assert m.is_expired(T0 + 1_800_000)
 
 
 def test_legacy_entry_without_expires_ts_uses_created_ts_plus_expires() -> None:
