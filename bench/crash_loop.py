@@ -57,14 +57,19 @@ async def run(cycles: int) -> int:
             gone_s.append(took)
             ghost = took > DELAY_MS / 1000 + 2
             ghosts += ghost
-            print(f"cycle {i + 1:2d}: membership gone {took:5.2f} s after kill -9"
-                  f"{'  GHOST' if ghost else ''}", flush=True)
+            print(
+                f"cycle {i + 1:2d}: membership gone {took:5.2f} s after kill -9"
+                f"{'  GHOST' if ghost else ''}",
+                flush=True,
+            )
             stack.restart_maubot()
         await user.command(room, "!call leave", bot, timeout=30)
         await user.close()
-        print(f"\n{cycles} cycles, delay {DELAY_MS} ms: ghosts left = {ghosts}; gone after "
-              f"min {min(gone_s):.2f} / median {statistics.median(gone_s):.2f} / "
-              f"max {max(gone_s):.2f} s")
+        print(
+            f"\n{cycles} cycles, delay {DELAY_MS} ms: ghosts left = {ghosts}; gone after "
+            f"min {min(gone_s):.2f} / median {statistics.median(gone_s):.2f} / "
+            f"max {max(gone_s):.2f} s"
+        )
         return 1 if ghosts else 0
     finally:
         stack.stop()
