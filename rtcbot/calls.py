@@ -112,7 +112,7 @@ class CallManager:
             calls = await self.room(room_id, skip_key=str(evt.state_key))
             derived = calls.apply_state(raw, now_ms())
         self.log.debug("call.member %s in %s → %s", evt.state_key, room_id, derived)
-        await self._handle(room_id, derived)
+        await self._handle(room_id, derived, origin_ts=raw.get("origin_server_ts"))
 
     async def on_sticky_member(self, evt: Any) -> None:
         room_id = str(evt.room_id)
@@ -172,7 +172,9 @@ class CallManager:
             self._names[key] = name or user_id[1:].split(":")[0]
         return self._names[key]
 
-    async def _handle(self, room_id: str, derived: list[Any]) -> None:
+    async def _handle(
+        self, room_id: str, derived: list[Any], origin_ts: int | None = None
+    ) -> None:
         if not derived:
             return
         level = await self._level(room_id)
@@ -183,10 +185,14 @@ class CallManager:
             if isinstance(ev, CallStarted):
                 name = await self.display_name(room_id, ev.started_by)
                 await self.bot.notices.send(RoomID(room_id), describe_started(name, ev.intent))
+                self.bot.metrics.announcements.labels("started").inc()
             else:
                 await self.bot.notices.send(
                     RoomID(room_id), describe_ended(ev.duration_ms, ev.peak_participants)
                 )
+                self.bot.metrics.announcements.labels("ended").inc()
+            if isinstance(origin_ts, int):
+                self.bot.metrics.reaction_latency.observe(max(0, now_ms() - origin_ts) / 1000)
 
     async def _flush_batches(self, now: int) -> None:
         for batch in self.batcher.flush_due(now):
@@ -200,6 +206,7 @@ class CallManager:
         text = describe_joins(joined, left)
         if text:
             await self.bot.notices.send(RoomID(batch.room_id), text)
+            self.bot.metrics.announcements.labels("joins").inc()
 
     # -- the bot's own membership ------------------------------------------------------------
     async def support(self) -> DelayedEventsSupport:
@@ -229,6 +236,7 @@ class CallManager:
                 logging.getLogger("rtcbot.publisher"),
                 max_delay_ms=support.max_delay_ms,
                 delayed_events_usable=support.usable,
+                on_heartbeat_failure=self.bot.metrics.heartbeat_failures.inc,
             )
             self.publishers[room_id] = pub
         await pub.join(intent)
@@ -242,6 +250,45 @@ class CallManager:
             return False
         await pub.leave()
         return True
+
+    def live_metrics(self) -> dict[str, float]:
+        calls = [c for rc in self.rooms.values() for c in rc.calls.values()]
+        return {
+            "rtcbot_calls_active": len(calls),
+            "rtcbot_call_members": sum(len(c.members) for c in calls),
+            "rtcbot_own_memberships": len(self.publishers),
+        }
+
+    def status_json(self) -> list[dict[str, Any]]:
+        out = []
+        for room_id, rc in self.rooms.items():
+            pub = self.publishers.get(room_id)
+            if not rc.calls and pub is None:
+                continue
+            out.append(
+                {
+                    "room_id": room_id,
+                    "calls": [
+                        {
+                            "application": c.application,
+                            "slot_id": c.slot_id,
+                            "started_at_ms": c.started_at_ms,
+                            "people": len(c.user_ids()),
+                            "devices": len(c.members),
+                            "peak": c.peak_participants,
+                        }
+                        for c in rc.calls.values()
+                    ],
+                    "bot": None
+                    if pub is None
+                    else {
+                        "state": pub.status().state.name.lower(),
+                        "mode": pub.status().mode.name.lower() if pub.status().mode else None,
+                        "heartbeat_failures": pub.status().heartbeat_failures,
+                    },
+                }
+            )
+        return out
 
     async def rejoin_after_restart(self) -> None:
         """Calls the bot meant to be in before a restart or crash: join them again."""

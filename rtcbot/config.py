@@ -39,6 +39,7 @@ class Config(BaseProxyConfig):
         ):
             helper.copy(key)
         helper.copy_dict("auth_service.homeserver_urls")
+        helper.copy("web.status_token")
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,11 @@ class AuthServiceSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    status_token: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     command: str = "call"
     invites: InviteSettings = InviteSettings()
@@ -87,6 +93,7 @@ class Settings:
     membership: MembershipSettings = MembershipSettings()
     livekit: LiveKitSettings = LiveKitSettings()
     auth_service: AuthServiceSettings = AuthServiceSettings()
+    web: WebSettings = WebSettings()
 
 
 # -- validation helpers ----------------------------------------------------------------------
@@ -219,4 +226,5 @@ def parse_settings(raw: Any) -> Settings:
         membership=membership,
         livekit=livekit,
         auth_service=auth,
+        web=WebSettings(status_token=_str(raw, "web.status_token")),
     )

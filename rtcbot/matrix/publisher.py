@@ -98,6 +98,7 @@ class MembershipPublisher:
         max_delay_ms: int | None = None,
         delayed_events_usable: bool = True,
         clock: Callable[[], float] = time.time,
+        on_heartbeat_failure: Callable[[], None] | None = None,
     ) -> None:
         self.delayed = delayed
         self.room_id = room_id
@@ -107,6 +108,7 @@ class MembershipPublisher:
         self.foci_preferred = foci_preferred
         self.log = log
         self.clock = clock
+        self.on_heartbeat_failure = on_heartbeat_failure
         self.state_key = make_state_key(user_id, device_id)
         self.state = State.IDLE
         self.intent: str = "audio"
@@ -350,6 +352,8 @@ class MembershipPublisher:
             self.state = State.JOINED
         except (TimeoutError, TransientError, RateLimited) as e:
             self.heartbeat_failures += 1
+            if self.on_heartbeat_failure:
+                self.on_heartbeat_failure()
             self.last_error = f"heartbeat: {e or 'timed out'}"
 
     async def _refresh_expiry_if_due(self) -> None:

@@ -1,0 +1,65 @@
+"""Prometheus metrics of one plugin instance.
+
+A registry per instance, not the global one: maubot reloads plugin modules on update, and
+re-registering collectors in the process-wide registry would fail with duplicate series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# Reaction latency: a call.member event's origin_server_ts → the bot's notice sent.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30)
+
+
+class _LiveGauges(Collector):
+    """Gauges read from the bot's state at scrape time (no bookkeeping to drift)."""
+
+    def __init__(self, read: Callable[[], dict[str, float]]) -> None:
+        self.read = read
+
+    def collect(self):  # type: ignore[no-untyped-def]  # prometheus_client's signature
+        values = self.read()
+        docs = {
+            "rtcbot_calls_active": "Calls in progress in the rooms the bot is in",
+            "rtcbot_call_members": "Devices in those calls",
+            "rtcbot_own_memberships": "Calls the bot itself is a member of",
+            "rtcbot_recordings_active": "Recordings in progress",
+        }
+        for name, doc in docs.items():
+            yield GaugeMetricFamily(name, doc, value=values.get(name, 0.0))
+
+
+class Metrics:
+    def __init__(self, read_live: Callable[[], dict[str, float]]) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_LiveGauges(read_live))
+        self.announcements = Counter(
+            "rtcbot_announcements",
+            "Notices the bot posted about calls",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.heartbeat_failures = Counter(
+            "rtcbot_heartbeat_failures",
+            "Failed restarts of the bot's delayed leave",
+            registry=self.registry,
+        )
+        self.commands = Counter(
+            "rtcbot_commands", "Commands handled", ["command"], registry=self.registry
+        )
+        self.reaction_latency = Histogram(
+            "rtcbot_reaction_latency_seconds",
+            "From a call membership event on the homeserver to the bot's notice",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.up = Gauge("rtcbot_up", "1 while the instance runs", registry=self.registry)
+        self.up.set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
