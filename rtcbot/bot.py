@@ -29,6 +29,7 @@ from .db import DB
 from .invites import invite_allowed
 from .matrix.notices import Notices
 from .matrix.transports import TransportDiscovery
+from .metrics import Metrics
 from .migrations import upgrade_table
 from .web import WebEndpoints
 
@@ -41,6 +42,7 @@ class RtcBot(Plugin):
     calls: CallManager
     transports: TransportDiscovery
     catch_up: CommandCatchUp
+    metrics: Metrics
 
     @classmethod
     def get_config_class(cls) -> type[BaseProxyConfig]:
@@ -65,6 +67,7 @@ class RtcBot(Plugin):
         self.transports = TransportDiscovery(self.client)
         self.router = CommandRouter(self)
         CallCommands(self).register(self.router)
+        self.metrics = Metrics(self._live_metrics)
         self.calls = CallManager(self)
         if self.webapp is not None:
             WebEndpoints(self).mount(self.webapp)
@@ -97,6 +100,14 @@ class RtcBot(Plugin):
             return
         self.transports.invalidate()
         self.log.info("configuration reloaded")
+
+    def _live_metrics(self) -> dict[str, float]:
+        values = self.calls.live_metrics() if hasattr(self, "calls") else {}
+        values["rtcbot_recordings_active"] = len(self.recordings_status())
+        return values
+
+    def recordings_status(self) -> list[dict[str, object]]:
+        return []  # filled in when the recorder is wired
 
     async def transport_url(self) -> str:
         found = await self.transports.discover(self.settings.livekit.service_url)

@@ -279,13 +279,7 @@ class CallManager:
                         }
                         for c in rc.calls.values()
                     ],
-                    "bot": None
-                    if pub is None
-                    else {
-                        "state": pub.status().state.name.lower(),
-                        "mode": pub.status().mode.name.lower() if pub.status().mode else None,
-                        "heartbeat_failures": pub.status().heartbeat_failures,
-                    },
+                    "bot": None if pub is None else _publisher_json(pub),
                 }
             )
         return out
@@ -298,3 +292,14 @@ class CallManager:
                 self.log.info("rejoined the call in %s after a restart", call.room_id)
             except Exception as e:
                 self.log.warning("could not rejoin the call in %s: %s", call.room_id, e)
+
+
+def _publisher_json(pub: MembershipPublisher) -> dict[str, Any]:
+    st = pub.status()
+    return {
+        "state": st.state.name.lower(),
+        "mode": st.mode.name.lower() if st.mode else None,
+        "delay_ms": st.delay_ms,
+        "heartbeats_ok": st.heartbeats_ok,
+        "heartbeat_failures": st.heartbeat_failures,
+    }

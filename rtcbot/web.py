@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import logging
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,51 @@ class WebEndpoints:
         for method, path, handler in self.auth.routes():
             app.add_route(method, path, handler)
         app.add_route("POST", "/sfu_webhook", self.sfu_webhook)
+        app.add_route("GET", "/health", self.health)
+        app.add_route("GET", "/status", self.status)
+        app.add_route("GET", "/metrics", self.metrics)
+
+    async def _probe(self, url: str) -> dict[str, object]:
+        try:
+            async with asyncio.timeout(3), self.bot.http.get(url) as resp:
+                return {"reachable": resp.status < 500, "http_status": resp.status}
+        except Exception as e:
+            return {"reachable": False, "error": type(e).__name__}
+
+    async def health(self, _request: web.Request) -> web.Response:
+        """Homeserver and SFU reachable? 200 when both are, 503 otherwise."""
+        hs = await self._probe(str(self.bot.client.api.base_url / "_matrix/client/versions"))
+        result: dict[str, object] = {"homeserver": hs}
+        lk_url = self.bot.settings.livekit.url or self.bot.settings.auth_service.livekit_url
+        if lk_url:
+            http_url = lk_url.replace("wss://", "https://").replace("ws://", "http://")
+            result["sfu"] = await self._probe(http_url.rstrip("/") + "/")
+        ok = all(bool(v.get("reachable")) for v in result.values() if isinstance(v, dict))
+        result["status"] = "ok" if ok else "degraded"
+        return web.json_response(result, status=200 if ok else 503)
+
+    async def status(self, request: web.Request) -> web.Response:
+        token = self.bot.settings.web.status_token
+        if not token:
+            return web.json_response(
+                {"error": "/status is disabled: set web.status_token in the config"}, status=403
+            )
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        return web.json_response(
+            {
+                "bot": self.bot.client.mxid,
+                "rooms": self.bot.calls.status_json(),
+                "recordings": self.bot.recordings_status(),
+            }
+        )
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.bot.metrics.render(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
 
     async def sfu_webhook(self, request: web.Request) -> web.Response:
         """LiveKit's room/participant events, signed with the API key (verified, then logged)."""

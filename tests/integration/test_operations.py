@@ -1,0 +1,123 @@
+"""Operating rtcbot: config through maubot's management API, /health, /status, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rtcbot_stack.http import HttpError
+from rtcbot_stack.stack import Stack
+from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body
+
+pytestmark = pytest.mark.stack
+
+
+async def get(url: str, token: str | None = None) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as s, s.get(url, headers=headers) as resp:
+        return resp.status, await resp.text()
+
+
+def put_config(stack: Stack, bot_id: str, cfg: dict[str, Any]) -> None:
+    stack.maubot.put_instance("rtcbot", "dev.rtcbot", bot_id, json.dumps(cfg))
+
+
+async def test_metrics_parse_and_count_calls(
+    stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str
+) -> None:
+    marker = await alice.send_text(bot_room, "metrics")
+    key = f"_{alice.user_id}_{alice.device_id}_m.call"
+    await alice.put_state(bot_room, CALL_MEMBER, key, {
+        "application": "m.call", "call_id": "", "scope": "m.room", "device_id": alice.device_id,
+        "focus_active": {"type": "livekit", "focus_selection": "multi_sfu"},
+        "foci_preferred": [], "m.call.intent": "video",
+    })
+    await alice.wait_for(bot_room, lambda e: body(e).startswith("📞"), after=marker)
+
+    status, text = await get(f"{stack.auth_service_url}/metrics")
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name in ("rtcbot_calls_active", "rtcbot_call_members", "rtcbot_announcements",
+                 "rtcbot_heartbeat_failures", "rtcbot_reaction_latency_seconds"):
+        assert name in families, sorted(families)
+    assert families["rtcbot_calls_active"].samples[0].value >= 1
+    latency_count = [s for s in families["rtcbot_reaction_latency_seconds"].samples
+                     if s.name.endswith("_count")]
+    assert latency_count and latency_count[0].value >= 1
+    await alice.put_state(bot_room, CALL_MEMBER, key, {})
+
+
+async def test_status_needs_the_bearer_token(stack: Stack, bot_id: str) -> None:
+    url = f"{stack.auth_service_url}/status"
+    status, _ = await get(url)
+    assert status == 403  # disabled until a token is configured
+
+    cfg = stack.plugin_config()
+    cfg["web"] = {"status_token": "s3cret-status-token"}
+    put_config(stack, bot_id, cfg)
+    try:
+        assert (await get(url))[0] == 401
+        assert (await get(url, "wrong"))[0] == 401
+        status, text = await get(url, "s3cret-status-token")
+        assert status == 200
+        data = json.loads(text)
+        assert data["bot"] == bot_id and isinstance(data["rooms"], list)
+    finally:
+        put_config(stack, bot_id, stack.plugin_config())
+
+
+async def test_health(stack: Stack) -> None:
+    status, text = await get(f"{stack.auth_service_url}/health")
+    data = json.loads(text)
+    assert status == 200, data
+    assert data["homeserver"]["reachable"] and data["sfu"]["reachable"]
+
+
+async def test_live_reload_changes_behaviour_without_dropping_the_call(
+    stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str
+) -> None:
+    bot_key = f"_{bot_id}_{stack.bot['device_id']}_m.call"
+    await alice.command(bot_room, "!call join", bot_id)
+    cfg = stack.plugin_config()
+    cfg["command"] = "rtc"
+    put_config(stack, bot_id, cfg)
+    try:
+        reply = await alice.command(bot_room, "!rtc version", bot_id)
+        assert body(reply).startswith("rtcbot ")
+        # The call survived the reload: the membership is there and still heartbeating.
+        assert await alice.get_state_event(bot_room, CALL_MEMBER, bot_key)
+        reply = await alice.command(bot_room, "!rtc status", bot_id)
+        assert "in the call" in body(reply), body(reply)
+    finally:
+        put_config(stack, bot_id, stack.plugin_config())
+    await alice.command(bot_room, "!call leave", bot_id)
+
+
+async def test_bad_config_is_refused_with_the_reason(stack: Stack, bot_id: str) -> None:
+    log = stack.maubot.child.log_path
+    cfg = stack.plugin_config()
+    cfg["notices"] = {"default_level": "loud"}
+    put_config(stack, bot_id, cfg)
+    # A live reload keeps the last good settings, and says why.
+    deadline = time.monotonic() + 10
+    while "notices.default_level must be one of off, summary, all" not in log.read_text():
+        assert time.monotonic() < deadline, "no clear error in the log"
+        await asyncio.sleep(0.2)
+    # A (re)start with the bad config refuses to run instead of half-working.
+    stack.maubot.api("PUT", "/instance/rtcbot", {"started": False})
+    try:
+        stack.maubot.api("PUT", "/instance/rtcbot", {"started": True})
+    except HttpError:
+        pass  # maubot may answer with an error for a plugin that failed to start
+    info = stack.maubot.get_instance("rtcbot")
+    assert info["started"] is False
+    assert "Invalid rtcbot configuration: notices.default_level" in log.read_text()
+    put_config(stack, bot_id, stack.plugin_config())
+    stack.maubot.api("PUT", "/instance/rtcbot", {"enabled": True, "started": True})
+    assert stack.maubot.get_instance("rtcbot")["started"] is True
