@@ -95,6 +95,9 @@ class MatrixUser:
         path = Path.v3.rooms[room_id].state[event_type][state_key]
         return await self.request(Method.GET, path)
 
+    async def request_event(self, room_id: str, event_id: str) -> Event:
+        return dict(await self.request(Method.GET, Path.v3.rooms[room_id].event[event_id]))
+
     async def messages(self, room_id: str, limit: int = 50) -> list[Event]:
         """The newest `limit` timeline events, oldest first."""
         resp = await self.request(
