@@ -240,3 +240,34 @@ async def test_permission_problem_is_explained(make_user, bot_id: str) -> None: 
     text = body(reply)
     assert "power level 50" in text and "I have 0" in text, text
     assert "M_FORBIDDEN" not in text
+
+
+async def test_sticky_rtc_member_events_are_followed(call_room, bot_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Element Call's matrix_2_0 mode: sticky org.matrix.msc4143.rtc.member (MSC4354)."""
+    import uuid
+
+    from mautrix.api import Method, Path
+
+    room, alice, bob, _ = call_room
+    marker = await alice.send_text(room, "sticky")
+    sticky_key = uuid.uuid4().hex
+    join = {
+        "slot_id": "m.call#ROOM",
+        "application": {"type": "m.call", "m.call.intent": "video"},
+        "member": {"user_id": bob.user_id, "device_id": bob.device_id, "id": sticky_key},
+        "rtc_transports": [{"type": "livekit", "livekit_service_url": "http://127.0.0.1:1"}],
+        "versions": [],
+        "msc4354_sticky_key": sticky_key,
+    }
+    sticky = {"org.matrix.msc4354.sticky_duration_ms": "3600000"}
+
+    async def send(content: dict[str, Any]) -> None:
+        path = Path.v3.rooms[room].send["org.matrix.msc4143.rtc.member"][uuid.uuid4().hex]
+        await bob.request(Method.PUT, path, content, sticky)
+
+    await send(join)
+    texts = await notices_after(alice, room, bot_id, marker, 1)
+    assert texts[0] == f"📞 {localpart(bob)} started a video call"
+    await send({"msc4354_sticky_key": sticky_key})  # a sticky leave
+    texts = await notices_after(alice, room, bot_id, marker, 2)
+    assert texts[1].startswith("Call ended"), texts
