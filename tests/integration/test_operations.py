@@ -33,22 +33,37 @@ async def test_metrics_parse_and_count_calls(
 ) -> None:
     marker = await alice.send_text(bot_room, "metrics")
     key = f"_{alice.user_id}_{alice.device_id}_m.call"
-    await alice.put_state(bot_room, CALL_MEMBER, key, {
-        "application": "m.call", "call_id": "", "scope": "m.room", "device_id": alice.device_id,
-        "focus_active": {"type": "livekit", "focus_selection": "multi_sfu"},
-        "foci_preferred": [], "m.call.intent": "video",
-    })
+    await alice.put_state(
+        bot_room,
+        CALL_MEMBER,
+        key,
+        {
+            "application": "m.call",
+            "call_id": "",
+            "scope": "m.room",
+            "device_id": alice.device_id,
+            "focus_active": {"type": "livekit", "focus_selection": "multi_sfu"},
+            "foci_preferred": [],
+            "m.call.intent": "video",
+        },
+    )
     await alice.wait_for(bot_room, lambda e: body(e).startswith("📞"), after=marker)
 
     status, text = await get(f"{stack.auth_service_url}/metrics")
     assert status == 200
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    for name in ("rtcbot_calls_active", "rtcbot_call_members", "rtcbot_announcements",
-                 "rtcbot_heartbeat_failures", "rtcbot_reaction_latency_seconds"):
+    for name in (
+        "rtcbot_calls_active",
+        "rtcbot_call_members",
+        "rtcbot_announcements",
+        "rtcbot_heartbeat_failures",
+        "rtcbot_reaction_latency_seconds",
+    ):
         assert name in families, sorted(families)
     assert families["rtcbot_calls_active"].samples[0].value >= 1
-    latency_count = [s for s in families["rtcbot_reaction_latency_seconds"].samples
-                     if s.name.endswith("_count")]
+    latency_count = [
+        s for s in families["rtcbot_reaction_latency_seconds"].samples if s.name.endswith("_count")
+    ]
     assert latency_count and latency_count[0].value >= 1
     await alice.put_state(bot_room, CALL_MEMBER, key, {})
 
