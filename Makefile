@@ -34,8 +34,13 @@ system-packages:
 	  (apt-get install -y -q espeak-ng >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q espeak-ng >/dev/null)) \
 	  || echo "note: espeak-ng not installed; announcements fall back to a chime"; }
 
+# In isolated mode the stack's HTTP ports (Synapse, maubot, LiveKit signalling) are forwarded
+# to the host's loopback, so the printed URLs work from the host too.
+comma := ,
+FORWARD_PORTS := 8008$(comma)29316$(comma)7880
+RUN_WRAP := $(if $(filter isolated,$(NETWORK)),$(PY) -m rtcbot_stack.netns --forward=$(FORWARD_PORTS) --,)
 run: setup
-	$(NETNS) $(PY) -m rtcbot_stack
+	$(RUN_WRAP) $(PY) -m rtcbot_stack
 
 test: setup
 	$(NETNS) $(PY) -m pytest $(PYTEST_ARGS)

@@ -53,6 +53,14 @@ def main() -> int:
     stack.start()
     info = stack.describe()
     demo = info["users"][0]
+    forwarded = os.environ.get("RTCBOT_FORWARDED_PORTS")
+    forward_note = (
+        f"The stack runs in network namespace {info['netns']}; its ports {forwarded} are "
+        "forwarded to this machine's 127.0.0.1,\nso the URLs above work from here (calls' media "
+        "stays inside the namespace).\n\n"
+        if forwarded
+        else ""
+    )
     print(
         f"""
 rtcbot stack is up in {info["timings_s"]["total"]} s   (network namespace: {info["netns"] or "none, host networking"})
@@ -68,7 +76,7 @@ rtcbot stack is up in {info["timings_s"]["total"]} s   (network namespace: {info
 First thing to type: log in as the demo user in any Matrix client pointed at the homeserver
 URL (or use curl, see README), open the room "rtcbot demo" and send:   !call help
 
-Everything above, with tokens, is in {settings.state_dir / "stack.json"}.
+{forward_note}Everything above, with tokens, is in {settings.state_dir / "stack.json"}.
 Logs: {settings.state_dir}/{{synapse,livekit,maubot}}/*.log      Ctrl-C stops the stack.
 """,
         flush=True,

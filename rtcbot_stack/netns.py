@@ -4,7 +4,7 @@ WebRTC gathers candidates on every interface and LiveKit hands out public STUN s
 tests and CI run the whole stack inside a namespace with a veth pair as its only non-loopback
 interfaces and no default route: nothing can leave the namespace, even by mistake.
 
-    python -m rtcbot_stack.netns -- <command …>
+    python -m rtcbot_stack.netns [--forward=8008,29316] -- <command …>
 
 creates a fresh namespace, runs the command inside it (with RTCBOT_NETNS / RTCBOT_NODE_IP set),
 then kills whatever is left in the namespace and deletes it.
@@ -91,10 +91,15 @@ def delete(name: str) -> None:
     _ip("netns", "del", name, check=False)
 
 
-def run_isolated(argv: list[str]) -> int:
+def run_isolated(argv: list[str], forward_ports: list[int] | None = None) -> int:
     ns = create()
     env = {**os.environ, ENV_NAME: ns.name, ENV_NODE_IP: ns.node_ip}
     print(f"[netns] running in namespace {ns.name} (SFU address {ns.node_ip})", flush=True)
+    if forward_ports:
+        from .portal import Portal
+
+        Portal(ns.name, forward_ports).start()
+        env["RTCBOT_FORWARDED_PORTS"] = ",".join(map(str, forward_ports))
     proc = subprocess.Popen(["ip", "netns", "exec", ns.name, *argv], env=env)
 
     def forward(signum: int, _frame: object) -> None:
@@ -111,9 +116,13 @@ def run_isolated(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
+    forward: list[int] = []
+    if args and args[0].startswith("--forward="):
+        # host loopback ports to forward into the namespace (make run: HTTP of the stack)
+        forward = [int(p) for p in args.pop(0).split("=", 1)[1].split(",") if p]
     if args and args[0] == "--":
         args = args[1:]
     if not args:
         print(__doc__)
         sys.exit(2)
-    sys.exit(run_isolated(args))
+    sys.exit(run_isolated(args, forward))
