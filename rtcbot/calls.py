@@ -164,11 +164,19 @@ class CallManager:
         key = (room_id, user_id)
         if key not in self._names:
             name = None
-            with contextlib.suppress(Exception):
-                member = await self.client.get_state_event(
-                    RoomID(room_id), EventType.ROOM_MEMBER, user_id
-                )
-                name = getattr(member, "displayname", None)
+            # maubot's state store already has the member events sync delivered (lazy-loaded
+            # for senders): no request in the common case.
+            store = self.client.state_store
+            if store is not None:
+                with contextlib.suppress(Exception):
+                    member = await store.get_member(RoomID(room_id), UserID(user_id))
+                    name = getattr(member, "displayname", None)
+            if name is None:
+                with contextlib.suppress(Exception):
+                    content = await self.client.get_state_event(
+                        RoomID(room_id), EventType.ROOM_MEMBER, user_id
+                    )
+                    name = getattr(content, "displayname", None)
             self._names[key] = name or user_id[1:].split(":")[0]
         return self._names[key]
 
