@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import tempfile
 import time
@@ -28,6 +29,11 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -87,6 +93,7 @@ async def run(n_rooms: int, rate: float, duration: float) -> None:
         sent: list[tuple[str, str]] = []  # (room, event id)
         peak = with_rooms
         start = time.monotonic()
+        cpu0 = {"maubot": cpu_s(pid), "synapse": cpu_s(stack.synapse.child.pid)}
         tasks = []
 
         async def toggle(room: str, user: MatrixUser) -> None:
@@ -109,7 +116,12 @@ async def run(n_rooms: int, rate: float, duration: float) -> None:
             if delay > 0:
                 await asyncio.sleep(delay)
         await asyncio.gather(*tasks)
-        achieved = len(sent) / (time.monotonic() - start)
+        churn_s = time.monotonic() - start
+        achieved = len(sent) / churn_s
+        cpu = {
+            "maubot": cpu_s(pid) - cpu0["maubot"],
+            "synapse": cpu_s(stack.synapse.child.pid) - cpu0["synapse"],
+        }
         for _ in range(10):
             await asyncio.sleep(1)
             peak = max(peak, rss_mb(pid))
@@ -138,6 +150,11 @@ async def run(n_rooms: int, rate: float, duration: float) -> None:
         print(
             f"reaction p50 {pct(latencies, 50) * 1000:.0f} ms, p95 {pct(latencies, 95) * 1000:.0f}"
             f" ms, max {max(latencies) * 1000:.0f} ms; events without a notice: {missing}"
+        )
+        print(
+            f"CPU while sending ({churn_s:.0f} s): maubot {cpu['maubot']:.1f} s "
+            f"({cpu['maubot'] / churn_s:.0%} of a core), Synapse {cpu['synapse']:.1f} s "
+            f"({cpu['synapse'] / churn_s:.0%} of a core)"
         )
         print(
             f"maubot RSS: idle {idle:.0f} MB, {n_rooms} rooms {with_rooms:.0f} MB, "
