@@ -26,11 +26,13 @@ from .catch_up import CommandCatchUp
 from .commands import CommandRouter
 from .config import Config, ConfigError, Settings, parse_settings
 from .db import DB
+from .diagnostics import Diagnostics
 from .invites import invite_allowed
 from .matrix.notices import Notices
 from .matrix.transports import TransportDiscovery
 from .metrics import Metrics
 from .migrations import upgrade_table
+from .schedules import ScheduleManager
 from .web import WebEndpoints
 
 
@@ -67,17 +69,23 @@ class RtcBot(Plugin):
         self.transports = TransportDiscovery(self.client)
         self.router = CommandRouter(self)
         CallCommands(self).register(self.router)
+        Diagnostics(self).register(self.router)
         self.metrics = Metrics(self._live_metrics)
         self.calls = CallManager(self)
         if self.webapp is not None:
             WebEndpoints(self).mount(self.webapp)
         await self.calls.start()
+        self.schedules = ScheduleManager(self)
+        self.schedules.register(self.router)
+        await self.schedules.start()
         self.catch_up = CommandCatchUp(self)
         self.catch_up.start()
         background_task.create(self.calls.rejoin_after_restart())
         self.log.info("rtcbot started as %s", self.client.mxid)
 
     async def stop(self) -> None:
+        if hasattr(self, "schedules"):
+            await self.schedules.stop()
         if hasattr(self, "catch_up"):
             await self.catch_up.stop()
         if hasattr(self, "calls"):

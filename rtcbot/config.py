@@ -8,6 +8,8 @@ from typing import Any
 
 from mautrix.util.config import BaseProxyConfig, ConfigUpdateHelper
 
+from .schedule_rules import UnknownTimezone, resolve_timezone
+
 NOTIFY_LEVELS = ("off", "summary", "all")
 
 
@@ -36,6 +38,10 @@ class Config(BaseProxyConfig):
             "auth_service.api_key",
             "auth_service.api_secret",
             "auth_service.full_access_homeservers",
+            "schedules.default_timezone",
+            "schedules.grace_minutes",
+            "schedules.mention_room",
+            "schedules.nobody_joined_note",
         ):
             helper.copy(key)
         helper.copy_dict("auth_service.homeserver_urls")
@@ -86,6 +92,14 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class ScheduleSettings:
+    default_timezone: str = "UTC"
+    grace_minutes: int = 10
+    mention_room: bool = True
+    nobody_joined_note: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     command: str = "call"
     invites: InviteSettings = InviteSettings()
@@ -93,6 +107,7 @@ class Settings:
     membership: MembershipSettings = MembershipSettings()
     livekit: LiveKitSettings = LiveKitSettings()
     auth_service: AuthServiceSettings = AuthServiceSettings()
+    schedules: ScheduleSettings = ScheduleSettings()
     web: WebSettings = WebSettings()
 
 
@@ -164,6 +179,17 @@ def _url(raw: Any, key: str, schemes: tuple[str, ...]) -> str:
     return val.rstrip("/")
 
 
+def _timezone(raw: Any, key: str, default: str) -> str:
+    name = _str(raw, key, default) or default
+    try:
+        return resolve_timezone(name)
+    except UnknownTimezone as e:
+        hint = f" (did you mean {e.suggestion}?)" if e.suggestion else ""
+        raise ConfigError(
+            f"{key} must be a time zone name such as Europe/Berlin or UTC, got {name!r}{hint}"
+        ) from None
+
+
 def parse_settings(raw: Any) -> Settings:
     """Validate the raw config mapping; raise ConfigError naming the first bad key."""
     command = _str(raw, "command", "call")
@@ -226,5 +252,11 @@ def parse_settings(raw: Any) -> Settings:
         membership=membership,
         livekit=livekit,
         auth_service=auth,
+        schedules=ScheduleSettings(
+            default_timezone=_timezone(raw, "schedules.default_timezone", "UTC"),
+            grace_minutes=_int(raw, "schedules.grace_minutes", 10, 0, 7 * 24 * 60),
+            mention_room=_bool(raw, "schedules.mention_room", True),
+            nobody_joined_note=_bool(raw, "schedules.nobody_joined_note", True),
+        ),
         web=WebSettings(status_token=_str(raw, "web.status_token")),
     )

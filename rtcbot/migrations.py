@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mautrix.util.async_db import Connection, UpgradeTable
+from mautrix.util.async_db import Connection, Scheme, UpgradeTable
 
 upgrade_table = UpgradeTable()
 
@@ -33,3 +33,41 @@ async def upgrade_v1(conn: Connection) -> None:
             role    TEXT NOT NULL DEFAULT 'member'
         )"""
     )
+
+
+@upgrade_table.register(description="Scheduled calls, their fired actions, room time zones")
+async def upgrade_v2(conn: Connection, scheme: Scheme) -> None:
+    # AUTOINCREMENT / SERIAL: ids people saw ("#3") are never handed out again after a remove.
+    if scheme == Scheme.SQLITE:
+        id_column = "id INTEGER PRIMARY KEY AUTOINCREMENT"
+    else:
+        id_column = "id SERIAL PRIMARY KEY"
+    await conn.execute(
+        f"""CREATE TABLE schedule (
+            {id_column},
+            room_id    TEXT NOT NULL,
+            creator    TEXT NOT NULL,
+            rule       TEXT NOT NULL,
+            title      TEXT NOT NULL,
+            remind_s   INTEGER NOT NULL DEFAULT 0,
+            ring       BOOLEAN NOT NULL DEFAULT false,
+            record     BOOLEAN NOT NULL DEFAULT false,
+            duration_s INTEGER NOT NULL DEFAULT 0,
+            created_ts BIGINT NOT NULL,
+            active     BOOLEAN NOT NULL DEFAULT true
+        )"""
+    )
+    await conn.execute("CREATE INDEX schedule_room_idx ON schedule (room_id)")
+    # One row per (occurrence, kind) handled: inserted before posting, so nothing is posted
+    # twice, even across restarts. outcome: posted, late or skipped.
+    await conn.execute(
+        """CREATE TABLE schedule_fired (
+            schedule_id   INTEGER NOT NULL,
+            occurrence_ts BIGINT NOT NULL,
+            kind          TEXT NOT NULL,
+            outcome       TEXT NOT NULL,
+            fired_ts      BIGINT NOT NULL,
+            PRIMARY KEY (schedule_id, occurrence_ts, kind)
+        )"""
+    )
+    await conn.execute("CREATE TABLE room_timezone (room_id TEXT PRIMARY KEY, tz TEXT NOT NULL)")

@@ -1,0 +1,230 @@
+"""Scheduled calls on the real stack: reminder, start notice, ring, the nobody-joined note,
+and restarts of maubot that neither lose nor duplicate anything."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+import pytest
+
+from rtcbot_stack.stack import Stack
+from tests.stack.matrix_user import Event, MatrixUser, body, is_message_from
+
+pytestmark = pytest.mark.stack
+
+RING_TYPE = "org.matrix.msc4075.rtc.notification"
+LATE = "(posted late: the bot was offline)"
+
+
+def schedule_tag(evt: Event) -> dict[str, Any]:
+    return dict(evt.get("content", {}).get("dev.rtcbot", {}).get("schedule") or {})
+
+
+def is_action(bot_id: str, kind: str, schedule_id: int) -> Any:
+    def match(evt: Event) -> bool:
+        tag = schedule_tag(evt)
+        return (
+            is_message_from(evt, bot_id)
+            and tag.get("kind") == kind
+            and tag.get("id") == schedule_id
+        )
+
+    return match
+
+
+def is_ring(bot_id: str) -> Any:
+    return lambda e: e.get("type") == RING_TYPE and e.get("sender") == bot_id
+
+
+def schedule_id(reply_text: str) -> int:
+    m = re.search(r"Scheduled #(\d+) ", reply_text)
+    assert m, reply_text
+    return int(m[1])
+
+
+async def add(alice: MatrixUser, room: str, bot_id: str, args: str) -> tuple[int, Event]:
+    reply = await alice.command(room, f"!call schedule add {args}", bot_id)
+    return schedule_id(body(reply)), reply
+
+
+async def count(alice: MatrixUser, room: str, predicate: Any) -> int:
+    return sum(1 for e in await alice.messages(room, 100) if predicate(e))
+
+
+async def test_reminder_start_ring_and_nobody_note(
+    bot_room: str, alice: MatrixUser, bot_id: str
+) -> None:
+    sid, reply = await add(
+        alice, bot_room, bot_id, "in 6s Standup --remind 3s --ring --duration 3s"
+    )
+    text = body(reply)
+    assert "Standup: once on" in text and "(UTC)" in text, text
+    assert "reminder 3 s before, rings the room" in text.lower(), text
+    after = reply["event_id"]
+
+    reminder = await alice.wait_for(bot_room, is_action(bot_id, "reminder", sid), 15, after)
+    assert re.fullmatch(r"⏰ Standup starts in [23] s \(\d\d:\d\d:\d\d\)\.", body(reminder))
+    assert reminder["content"]["msgtype"] == "m.notice"
+
+    start = await alice.wait_for(bot_room, is_action(bot_id, "start", sid), 10, after)
+    assert body(start) == "@room 📞 Standup starts now: join the call in this room."
+    assert start["content"]["m.mentions"] == {"room": True}
+    # The start notice comes about 3 s after the reminder, not together with it.
+    gap_ms = start["origin_server_ts"] - reminder["origin_server_ts"]
+    assert 2000 <= gap_ms <= 6000, gap_ms
+
+    ring = await alice.wait_for(bot_room, is_ring(bot_id), 10, after)
+    content = ring["content"]
+    assert content["notification_type"] == "ring"
+    assert content["m.mentions"] == {"user_ids": [], "room": True}
+    assert content["lifetime"] == 30000 and content["m.call.intent"] == "audio"
+    assert abs(content["sender_ts"] - ring["origin_server_ts"]) < 5000
+    assert "m.relates_to" not in content
+
+    # Nobody joined within --duration: a note, once.
+    note = await alice.wait_for(bot_room, is_action(bot_id, "nobody", sid), 15, after)
+    assert body(note).startswith("Nobody joined the call for Standup"), body(note)
+
+    await asyncio.sleep(2)
+    for kind in ("reminder", "start", "nobody"):
+        assert await count(alice, bot_room, is_action(bot_id, kind, sid)) == 1, kind
+    assert await count(alice, bot_room, is_ring(bot_id)) == 1
+    # A one-off is over after its last action.
+    reply = await alice.command(bot_room, "!call schedule list", bot_id)
+    assert body(reply).startswith("No schedules in this room"), body(reply)
+
+
+async def test_restart_between_reminder_and_start_loses_and_duplicates_nothing(
+    stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str
+) -> None:
+    sid, reply = await add(alice, bot_room, bot_id, "in 15s Retro --remind 12s")
+    after = reply["event_id"]
+    await alice.wait_for(bot_room, is_action(bot_id, "reminder", sid), 15, after)
+
+    stack.restart_maubot()  # graceful stop, then start again; the start is due meanwhile or soon
+    start = await alice.wait_for(bot_room, is_action(bot_id, "start", sid), 60, after)
+    assert "Retro" in body(start)
+
+    await asyncio.sleep(3)  # time for a duplicate to show up, if there were one
+    assert await count(alice, bot_room, is_action(bot_id, "reminder", sid)) == 1
+    assert await count(alice, bot_room, is_action(bot_id, "start", sid)) == 1
+
+
+async def test_kill_9_before_the_start_catches_up_late(
+    stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str
+) -> None:
+    """Killed before a start it never saw: after the restart it is posted late, once."""
+    sid, reply = await add(alice, bot_room, bot_id, "in 3s Planning")
+    after = reply["event_id"]
+    stack.maubot.kill()
+    await asyncio.sleep(5)  # the start passes while maubot is dead
+    assert await count(alice, bot_room, is_action(bot_id, "start", sid)) == 0
+    stack.restart_maubot()
+    start = await alice.wait_for(bot_room, is_action(bot_id, "start", sid), 60, after)
+    assert body(start).endswith(LATE), body(start)
+    assert re.search(r"Planning started at \d\d:\d\d:\d\d", body(start)), body(start)
+    assert schedule_tag(start)["late"] is True
+    await asyncio.sleep(3)
+    assert await count(alice, bot_room, is_action(bot_id, "start", sid)) == 1
+
+
+async def test_stopped_instance_catches_up_and_recurring_keeps_going(
+    stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str
+) -> None:
+    """A cron schedule every minute: the occurrence missed while the plugin was stopped is
+    posted late when it starts again, once, and the schedule goes on."""
+    sid, reply = await add(alice, bot_room, bot_id, '"* * * * *" Ticker')
+    after = reply["event_id"]
+    missed_ts = (int(time.time()) // 60 + 1) * 60_000
+    if missed_ts - time.time() * 1000 < 5000:
+        missed_ts += 60_000  # too close: that one may still come on time
+
+    stack.maubot.api("PUT", "/instance/rtcbot", {"started": False})
+    try:
+        while time.time() * 1000 < missed_ts + 2000:
+            await asyncio.sleep(0.5)
+    finally:
+        stack.maubot.api("PUT", "/instance/rtcbot", {"started": True, "enabled": True})
+
+    late = await alice.wait_for(
+        bot_room,
+        lambda e: (
+            is_action(bot_id, "start", sid)(e) and schedule_tag(e)["occurrence_ts"] == missed_ts
+        ),
+        30,
+        after,
+    )
+    assert body(late).startswith("@room 📞 Ticker started at "), body(late)
+    assert body(late).endswith(LATE), body(late)
+    assert schedule_tag(late)["late"] is True
+
+    # It goes on: the next one is the following minute.
+    following = time.strftime("%H:%M", time.gmtime(missed_ts / 1000 + 60))
+    nxt = body(await alice.command(bot_room, "!call schedule next", bot_id))
+    assert nxt.startswith(f"Next call: Ticker (#{sid}) on ") and f" {following} (UTC)" in nxt, nxt
+
+    reply = await alice.command(bot_room, f"!call schedule remove {sid}", bot_id)
+    assert body(reply) == f"Removed #{sid} Ticker."
+    tags = [
+        schedule_tag(e)["occurrence_ts"]
+        for e in await alice.messages(bot_room, 100)
+        if is_action(bot_id, "start", sid)(e)
+    ]
+    assert len(tags) == len(set(tags)) and missed_ts in tags, tags
+
+
+async def test_no_room_ping_for_members_who_may_not_ping(
+    bot_room: str, alice: MatrixUser, bot_id: str, make_user: Any
+) -> None:
+    """A member without the power to notify the whole room gets no @room and no ring."""
+    bob: MatrixUser = await make_user("bob")
+    await alice.invite(bot_room, bob.user_id)
+    await bob.join(bot_room)
+    reply = await bob.command(bot_room, "!call schedule add in 3s Bob's call --ring", bot_id)
+    assert "too low to notify the whole room" in body(reply), body(reply)
+    sid = schedule_id(body(reply))
+    start = await bob.wait_for(bot_room, is_action(bot_id, "start", sid), 15, reply["event_id"])
+    assert body(start) == "📞 Bob's call starts now: join the call in this room."
+    assert start["content"]["m.mentions"] == {}
+    await asyncio.sleep(2)
+    assert await count(bob, bot_room, is_ring(bot_id)) == 0
+
+
+async def test_commands_and_their_errors(bot_room: str, alice: MatrixUser, bot_id: str) -> None:
+    async def ask(text: str) -> str:
+        return body(await alice.command(bot_room, f"!call schedule {text}", bot_id))
+
+    assert "schedule add <when> <title>" in await ask("")
+    assert "(the default)" in await ask("tz") and "UTC" in await ask("tz")
+    assert "Did you mean Europe/Berlin?" in await ask("tz Europe/Berln")
+    assert (await ask("tz europe/berlin")).startswith("Time zone set to Europe/Berlin")
+
+    text = await ask("add every weekday 09:30 Daily standup --remind 10m")
+    assert "Daily standup: every weekday at 09:30 (Europe/Berlin)." in text, text
+    assert "Next: " in text and "Reminder 10 min before." in text, text
+    sid = schedule_id(text)
+
+    assert "I don't understand the time yesterday 9:00" in await ask("add yesterday 9:00 Old")
+    assert "is in the past" in await ask("add 2020-01-01 10:00 Old")
+    assert "Unknown time zone Mars/Base." in await ask("add tomorrow 10:00 X --tz Mars/Base")
+    assert "Add a title after the time" in await ask("add tomorrow 10:00")
+    cron = await ask('add "*/15 9-17 * * 1-5" Office hours --tz America/New_York')
+    assert "on the cron schedule */15 9-17 * * 1-5 (America/New_York)" in cron, cron
+    cron_id = schedule_id(cron)
+
+    listing = await ask("list")
+    assert f"#{sid} Daily standup — every weekday at 09:30 (Europe/Berlin)" in listing, listing
+    assert f"#{cron_id} Office hours" in listing, listing
+    assert (await ask("next")).startswith("Next call: ")
+
+    assert "no schedule #99999" in await ask("remove 99999")
+    assert await ask(f"remove #{sid}") == f"Removed #{sid} Daily standup."
+    assert await ask(f"remove {cron_id}") == f"Removed #{cron_id} Office hours."
+    assert (await ask("list")).startswith("No schedules in this room")
+    assert await ask("next") == "Nothing is scheduled in this room."
+
+    help_text = body(await alice.command(bot_room, "!call help", bot_id))
+    assert "!call schedule" in help_text
