@@ -46,6 +46,16 @@ class Config(BaseProxyConfig):
             helper.copy(key)
         helper.copy_dict("auth_service.homeserver_urls")
         helper.copy("web.status_token")
+        for key in (
+            "recording.min_power_level",
+            "recording.max_minutes",
+            "recording.directory",
+            "recording.max_upload_mb",
+            "recording.retention_days",
+            "recording.spoken_consent",
+            "announcer.join_chime",
+        ):
+            helper.copy(key)
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,21 @@ class AuthServiceSettings:
 
 
 @dataclass(frozen=True)
+class RecordingSettings:
+    min_power_level: int = 50
+    max_minutes: int = 120
+    directory: str = "rtcbot-recordings"
+    max_upload_mb: int = 50
+    retention_days: int = 7
+    spoken_consent: bool = True
+
+
+@dataclass(frozen=True)
+class AnnouncerSettings:
+    join_chime: bool = True
+
+
+@dataclass(frozen=True)
 class WebSettings:
     status_token: str = field(default="", repr=False)
 
@@ -109,6 +134,8 @@ class Settings:
     auth_service: AuthServiceSettings = AuthServiceSettings()
     schedules: ScheduleSettings = ScheduleSettings()
     web: WebSettings = WebSettings()
+    recording: RecordingSettings = RecordingSettings()
+    announcer: AnnouncerSettings = AnnouncerSettings()
 
 
 # -- validation helpers ----------------------------------------------------------------------
@@ -259,4 +286,13 @@ def parse_settings(raw: Any) -> Settings:
             nobody_joined_note=_bool(raw, "schedules.nobody_joined_note", True),
         ),
         web=WebSettings(status_token=_str(raw, "web.status_token")),
+        recording=RecordingSettings(
+            min_power_level=_int(raw, "recording.min_power_level", 50, -(2**53), 2**53),
+            max_minutes=_int(raw, "recording.max_minutes", 120, 1, 24 * 60),
+            directory=_str(raw, "recording.directory", "rtcbot-recordings") or "rtcbot-recordings",
+            max_upload_mb=_int(raw, "recording.max_upload_mb", 50, 0, 10_000),
+            retention_days=_int(raw, "recording.retention_days", 7, 0, 3650),
+            spoken_consent=_bool(raw, "recording.spoken_consent", True),
+        ),
+        announcer=AnnouncerSettings(join_chime=_bool(raw, "announcer.join_chime", True)),
     )
