@@ -30,6 +30,8 @@ from .diagnostics import Diagnostics
 from .invites import invite_allowed
 from .matrix.notices import Notices
 from .matrix.transports import TransportDiscovery
+from .media_commands import MediaCommands
+from .media_roles import MediaRoles
 from .metrics import Metrics
 from .migrations import upgrade_table
 from .schedules import ScheduleManager
@@ -45,6 +47,7 @@ class RtcBot(Plugin):
     transports: TransportDiscovery
     catch_up: CommandCatchUp
     metrics: Metrics
+    media: MediaRoles
 
     @classmethod
     def get_config_class(cls) -> type[BaseProxyConfig]:
@@ -72,6 +75,9 @@ class RtcBot(Plugin):
         Diagnostics(self).register(self.router)
         self.metrics = Metrics(self._live_metrics)
         self.calls = CallManager(self)
+        self.media = MediaRoles(self)
+        MediaCommands(self).register(self.router)
+        await self.media.start()
         if self.webapp is not None:
             WebEndpoints(self).mount(self.webapp)
         await self.calls.start()
@@ -88,6 +94,8 @@ class RtcBot(Plugin):
             await self.schedules.stop()
         if hasattr(self, "catch_up"):
             await self.catch_up.stop()
+        if hasattr(self, "media"):
+            await self.media.stop()
         if hasattr(self, "calls"):
             await self.calls.stop()
 
@@ -115,7 +123,7 @@ class RtcBot(Plugin):
         return values
 
     def recordings_status(self) -> list[dict[str, object]]:
-        return []  # filled in when the recorder is wired
+        return self.media.status_json() if hasattr(self, "media") else []
 
     async def transport_url(self) -> str:
         found = await self.transports.discover(self.settings.livekit.service_url)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mautrix.api import Method, Path
 from mautrix.types import EventType, RoomID, UserID
+from mautrix.util import background_task
 
 from .matrix.delayed_events import DelayedEvents, DelayedEventsSupport
 from .matrix.permissions import check_call_permission, explain_bot
@@ -91,7 +92,9 @@ class CallManager:
             members = [
                 e
                 for e in state
-                if e.get("type") == CALL_MEMBER_TYPE and e.get("state_key") != skip_key
+                if e.get("type") == CALL_MEMBER_TYPE
+                and e.get("state_key") != skip_key
+                and e.get("sender") != self.client.mxid
             ]
             calls.rebuild(members, joined, now_ms())
         except Exception as e:
@@ -106,8 +109,12 @@ class CallManager:
     async def on_call_member(self, evt: Any) -> None:
         room_id = str(evt.room_id)
         raw = evt.serialize()
-        if evt.state_key.startswith(f"_{self.client.mxid}_") and room_id in self.publishers:
-            self.publishers[room_id].on_own_state(raw.get("content") or {})
+        if evt.state_key.startswith(f"_{self.client.mxid}_") or evt.sender == self.client.mxid:
+            # The bot is not one of the people in the call: its own membership only concerns
+            # its publisher (and !call status), not the announcements or the call's lifetime.
+            if room_id in self.publishers:
+                self.publishers[room_id].on_own_state(raw.get("content") or {})
+            return
         async with self._lock(room_id):
             calls = await self.room(room_id, skip_key=str(evt.state_key))
             derived = calls.apply_state(raw, now_ms())
@@ -116,6 +123,8 @@ class CallManager:
 
     async def on_sticky_member(self, evt: Any) -> None:
         room_id = str(evt.room_id)
+        if evt.sender == self.client.mxid:
+            return
         async with self._lock(room_id):
             calls = await self.room(room_id)
             derived = calls.apply_sticky(evt.serialize(), now_ms())
@@ -188,6 +197,8 @@ class CallManager:
         level = await self._level(room_id)
         for ev in derived:
             self.batcher.add(ev, now_ms())  # joins/leaves wait for their window
+            if isinstance(ev, CallStarted | CallEnded):
+                background_task.create(self.bot.media.on_call_event(room_id, ev))
             if not isinstance(ev, CallStarted | CallEnded) or not should_post(level, ev):
                 continue
             if isinstance(ev, CallStarted):

@@ -1,0 +1,446 @@
+"""One LiveKit participant of the bot: connect, notice a lost SFU, reconnect, disconnect.
+
+The SDK itself resumes short interruptions (its events "reconnecting"/"reconnected" on the
+same `rtc.Room`) and gives up after about 20 s of failed attempts, emitting "disconnected".
+From there this class takes over: it fetches a fresh token and connects a *new* `rtc.Room`
+with backoff (1, 2, 4 … 30 s) until it succeeds, `close()` is called, or `give_up_after`
+seconds have passed. Users register callbacks:
+
+- `setup(room)` (argument of `connect`): called for every new `rtc.Room` before it connects,
+  so event handlers see the tracks that are already there;
+- `on_state(state, detail)`: every state change ("connecting", "connected", "reconnecting",
+  "lost", "failed", "closed"); detail is a sentence for people or None;
+- `on_lost(message)`: the connection is gone and the SDK gave up (the bot may tell the room);
+- `on_reconnected(room)`: a new room is connected after a loss (the recorder starts a new
+  segment).
+
+Two SDK pitfalls shape the code (reference/livekit.md §1.7, §6): `room.connect` must never be
+cancelled (the native side then kills the process 15 s later), so it runs in its own
+shielded task and `close()` waits for an attempt in flight instead of cancelling it; and the
+SDK's error text contains the access token, so every message is scrubbed before use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import aiohttp
+from livekit import rtc
+
+from rtcbot.media.tokens import SfuAccess, SfuAuthError
+
+ConnectErrorKind = Literal[
+    "insufficient_capacity", "room_creation_restricted", "not_authorised", "unreachable", "unknown"
+]
+State = Literal["idle", "connecting", "connected", "reconnecting", "lost", "failed", "closed"]
+StateCallback = Callable[[State, str | None], None]
+LostCallback = Callable[[str], None]
+ReconnectedCallback = Callable[[rtc.Room], Awaitable[None] | None]
+Setup = Callable[[rtc.Room], None]
+
+_REASON = rtc.DisconnectReason
+# The SFU ended the session on purpose: reconnecting would fight the server or an admin.
+_FINAL_REASONS: dict[int, str] = {
+    _REASON.DUPLICATE_IDENTITY: "another connection with the same identity replaced the bot",
+    _REASON.PARTICIPANT_REMOVED: "the bot was removed from the LiveKit room",
+    _REASON.ROOM_DELETED: "the LiveKit room was deleted",
+    _REASON.ROOM_CLOSED: "the LiveKit room was closed",
+}
+_STATUS_RE = re.compile(r"\b(?:client|server) error: (\d{3})\b")
+_ANY_STATUS_RE = re.compile(r"\b([1-5]\d\d) [A-Z][A-Za-z ]+")
+_TRANSPORT_HINTS = (
+    "connection refused",
+    "dns error",
+    "failed to lookup",
+    "no route to host",
+    "network is unreachable",
+    "timed out",
+    "timeout",
+    "connection reset",
+    "tls",
+    "certificate",
+    "io error",
+)
+_CAPACITY_HINTS = ("max participants", "configured limit", "limit exceeded", "capacity")
+_MAX_DETAIL = 160
+_VALIDATE_TIMEOUT = 5.0
+
+
+class SfuConnectError(Exception):
+    """Connecting to the LiveKit SFU failed; `message` is a sentence meant for a person.
+
+    kind, following how Element Call classifies the same failures:
+    "insufficient_capacity" (HTTP 503, 429, or the signal connection failed although the
+    token validates, i.e. a room/participant limit), "room_creation_restricted" (404: the
+    room does not exist and this token may not create it), "not_authorised" (401/403),
+    "unreachable" (network, TLS or timeout), "unknown" (anything else).
+    The access token never appears in `message`, `detail` or the repr.
+    """
+
+    def __init__(
+        self, kind: ConnectErrorKind, message: str, *, status: int | None = None, detail: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.kind: ConnectErrorKind = kind
+        self.message = message
+        self.status = status
+        self.detail = detail
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in ("insufficient_capacity", "unreachable", "unknown")
+
+    def __repr__(self) -> str:
+        return f"SfuConnectError(kind={self.kind!r}, status={self.status!r}, message={self.message!r})"
+
+
+def scrub(text: str, *secrets: str) -> str:
+    """Remove secrets (and anything shaped like a JWT) from text, then shorten it."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[token]")
+    text = re.sub(r"eyJ[\w-]+\.[\w-]+\.[\w-]*", "[token]", text)
+    text = re.sub(r"access_token=[^&\s\"']+", "access_token=[token]", text)
+    if len(text) > _MAX_DETAIL:
+        text = text[:_MAX_DETAIL] + "…"
+    return text
+
+
+def status_from_error(text: str) -> int | None:
+    """The HTTP status in an SDK error text such as "client error: 401 Unauthorized - …"."""
+    m = _STATUS_RE.search(text) or _ANY_STATUS_RE.search(text)
+    return int(m.group(1)) if m else None
+
+
+def classify_connect_error(
+    text: str, status: int | None = None, *, validate_status: int | None = None
+) -> tuple[ConnectErrorKind, int | None]:
+    """Map an SDK error text (already scrubbed) and/or HTTP status to an error kind.
+
+    `status` overrides the status found in the text; `validate_status` is what
+    `GET /rtc/validate` answered after the failure (None when it was not asked or could
+    not be reached).
+    """
+    if status is None:
+        status = status_from_error(text)
+    if status is None and validate_status is not None and validate_status != 200:
+        status = validate_status
+    low = text.lower()
+    if status in (401, 403):
+        return "not_authorised", status
+    if status == 404:
+        return "room_creation_restricted", status
+    if status in (503, 429) or any(h in low for h in _CAPACITY_HINTS):
+        return "insufficient_capacity", status
+    if status == 200 or (validate_status == 200 and not _is_transport_error(low)):
+        # LiveKit answers 200 on /rtc/validate but refuses the session when a participant
+        # limit is reached; Element Call reports that as insufficient capacity too.
+        return "insufficient_capacity", status or 200
+    if _is_transport_error(low) or (status is None and validate_status is None):
+        return "unreachable", status
+    return "unknown", status
+
+
+def _is_transport_error(low: str) -> bool:
+    return any(h in low for h in _TRANSPORT_HINTS)
+
+
+def connect_error_message(kind: ConnectErrorKind, status: int | None, detail: str) -> str:
+    code = f" (HTTP {status})" if status else ""
+    why = f": {detail}" if detail else ""
+    if kind == "insufficient_capacity":
+        return (
+            f"The LiveKit SFU has no capacity for the bot right now{code}; try again later "
+            "or ask the server admin to raise its limits."
+        )
+    if kind == "room_creation_restricted":
+        return (
+            f"The LiveKit room does not exist and the bot may not create it{code}. Someone "
+            "has to start the call first, or the authorization service must create rooms."
+        )
+    if kind == "not_authorised":
+        return (
+            f"The LiveKit SFU refused the bot's access token{code}{why}. The token may have "
+            "expired or been signed with a key the SFU does not know."
+        )
+    if kind == "unreachable":
+        return f"Could not reach the LiveKit SFU{why}. Check livekit.url and the network."
+    return f"Connecting to the LiveKit SFU failed{code}{why}."
+
+
+def http_url(ws_url: str) -> str:
+    """The HTTP base of a LiveKit signalling URL (ws→http, wss→https)."""
+    url = ws_url.rstrip("/")
+    if url.startswith("wss://"):
+        return "https://" + url[len("wss://") :]
+    if url.startswith("ws://"):
+        return "http://" + url[len("ws://") :]
+    return url
+
+
+async def validate_status(access: SfuAccess, timeout: float = _VALIDATE_TIMEOUT) -> int | None:
+    """HTTP status of `GET /rtc/validate` for this access (None if the SFU is unreachable).
+
+    The URL carries the token, so neither the URL nor an exception text is ever logged.
+    """
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.get(
+                f"{http_url(access.url)}/rtc/validate",
+                params={"access_token": access.jwt},
+                allow_redirects=False,
+            ) as resp,
+        ):
+            return resp.status
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+
+
+def backoff_delays(first: float = 1.0, cap: float = 30.0) -> Callable[[int], float]:
+    """Delay before reconnect attempt n (0-based): 1, 2, 4, 8, 16, 30, 30 … seconds."""
+
+    def delay(n: int) -> float:
+        return float(min(cap, first * 2 ** min(n, 16)))
+
+    return delay
+
+
+class Participant:
+    """One connection of the bot to one LiveKit room, kept alive across SFU losses."""
+
+    def __init__(
+        self,
+        get_access: Callable[[], Awaitable[SfuAccess]],
+        log: logging.Logger,
+        connect_timeout: float = 10,
+        *,
+        max_backoff: float = 30.0,
+        give_up_after: float | None = 900.0,
+        name: str = "participant",
+    ) -> None:
+        self._get_access = get_access
+        self.log = log
+        self.connect_timeout = connect_timeout
+        self.give_up_after = give_up_after
+        self.name = name
+        self._delay = backoff_delays(1.0, max_backoff)
+        self.room: rtc.Room | None = None
+        self.access: SfuAccess | None = None
+        self.state: State = "idle"
+        self.on_state: list[StateCallback] = []
+        self.on_lost: list[LostCallback] = []
+        self.on_reconnected: list[ReconnectedCallback] = []
+        self._setup: Setup | None = None
+        self._options: dict[str, Any] = {}
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # held while a room.connect is in flight
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.reconnects = 0
+
+    # -- public ----------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.state == "connected" and self.room is not None and self.room.isconnected()
+
+    async def connect(
+        self,
+        *,
+        auto_subscribe: bool = True,
+        setup: Setup | None = None,
+        encryption: rtc.E2EEOptions | None = None,
+    ) -> rtc.Room:
+        """Fetch access and connect; raises SfuConnectError (or SfuAuthError from get_access)."""
+        if self.room is not None or self._reconnect_task is not None:
+            raise RuntimeError(f"{self.name} is already connected")
+        self._closing = False
+        self._setup = setup
+        self._options = {"auto_subscribe": auto_subscribe, "encryption": encryption}
+        self._set_state("connecting", None)
+        try:
+            room = await self._connect_once()
+        except (SfuConnectError, SfuAuthError) as exc:
+            self._set_state("failed", exc.message)
+            raise
+        self._set_state("connected", None)
+        return room
+
+    async def close(self) -> None:
+        """Leave the room; stops any reconnection. Safe to call more than once."""
+        self._closing = True
+        self._wake.set()
+        task = self._reconnect_task
+        if task is not None and task is not asyncio.current_task():
+            # Not cancelled: the task may be inside room.connect (see module docstring).
+            with contextlib.suppress(Exception):
+                await task
+        async with self._lock:
+            room, self.room = self.room, None
+            if room is not None:
+                with contextlib.suppress(Exception):
+                    await room.disconnect()
+        for t in list(self._tasks):
+            if not t.done():
+                t.cancel()
+        self._set_state("closed", None)
+
+    # -- connecting ------------------------------------------------------------------------
+    async def _connect_once(self) -> rtc.Room:
+        access = await self._get_access()
+        async with self._lock:
+            if self._closing:
+                raise SfuConnectError("unknown", "The connection was closed while connecting.")
+            self.access = access
+            room = rtc.Room()
+            if self._setup is not None:
+                self._setup(room)
+            room.on("disconnected", lambda reason: self._on_disconnected(room, reason))
+            room.on("reconnecting", lambda: self._on_sdk_reconnecting(room))
+            room.on("reconnected", lambda: self._on_sdk_reconnected(room))
+            options = rtc.RoomOptions(
+                auto_subscribe=self._options.get("auto_subscribe", True),
+                encryption=self._options.get("encryption"),
+                connect_timeout=self.connect_timeout,
+            )
+            # Shielded: cancelling our caller must not cancel the native connect.
+            task = asyncio.ensure_future(room.connect(access.url, access.jwt, options))
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                task.add_done_callback(lambda t: self._spawn(self._drop_room(room, t)))
+                raise
+            except rtc.ConnectError as exc:
+                raise await self._classify(access, exc) from None
+            if self._closing:
+                await room.disconnect()
+                raise SfuConnectError("unknown", "The connection was closed while connecting.")
+            self.room = room
+        self.log.info(
+            "%s connected to LiveKit room %s as %s", self.name, access.room, access.identity
+        )
+        return room
+
+    async def _drop_room(self, room: rtc.Room, task: asyncio.Future[None]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            await room.disconnect()
+
+    async def _classify(self, access: SfuAccess, exc: rtc.ConnectError) -> SfuConnectError:
+        raw = str(getattr(exc, "message", "") or exc)
+        detail = scrub(raw, access.jwt)
+        status = status_from_error(raw)
+        checked = None
+        if status is None:
+            checked = await validate_status(access)
+        kind, code = classify_connect_error(detail, status, validate_status=checked)
+        message = connect_error_message(kind, code, detail)
+        self.log.warning("%s: %s (%s)", self.name, message, kind)
+        return SfuConnectError(kind, message, status=code, detail=detail)
+
+    # -- events from the SDK ---------------------------------------------------------------
+    def _on_sdk_reconnecting(self, room: rtc.Room) -> None:
+        if room is self.room and not self._closing:
+            self._set_state("reconnecting", "The connection to the SFU was interrupted.")
+
+    def _on_sdk_reconnected(self, room: rtc.Room) -> None:
+        if room is self.room and not self._closing:
+            self._set_state("connected", None)
+
+    def _on_disconnected(self, room: rtc.Room, reason: int) -> None:
+        if self._closing or room is not self.room or reason == _REASON.CLIENT_INITIATED:
+            return
+        final = _FINAL_REASONS.get(reason)
+        name = _REASON.Name(reason) if reason in _REASON.values() else str(reason)  # type: ignore[arg-type]
+        message = (
+            f"Lost the connection to the LiveKit SFU: {final}."
+            if final
+            else f"Lost the connection to the LiveKit SFU ({name.lower()}); reconnecting."
+        )
+        self.log.warning("%s: %s", self.name, message)
+        self._set_state("lost", message)
+        for cb in list(self.on_lost):
+            self._call(cb, message)
+        if final:
+            self.room = None
+            self._spawn(room.disconnect())
+            self._set_state("closed", message)
+            return
+        self._reconnect_task = asyncio.ensure_future(self._reconnect(room))
+
+    async def _reconnect(self, old: rtc.Room) -> None:
+        started = time.monotonic()
+        self.room = None
+        with contextlib.suppress(Exception):
+            await old.disconnect()
+        attempt = 0
+        try:
+            while not self._closing:
+                delay = self._delay(attempt)
+                attempt += 1
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                if self._closing:
+                    return
+                self._set_state("reconnecting", f"Reconnecting to the SFU (attempt {attempt}).")
+                try:
+                    room = await self._connect_once()
+                except (SfuConnectError, SfuAuthError) as exc:
+                    waited = time.monotonic() - started
+                    if self.give_up_after is not None and waited >= self.give_up_after:
+                        message = (
+                            f"Gave up reconnecting to the LiveKit SFU after {waited:.0f} s: "
+                            f"{exc.message}"
+                        )
+                        self.log.error("%s: %s", self.name, message)
+                        self._set_state("failed", message)
+                        return
+                    self.log.info(
+                        "%s: reconnect attempt %d failed: %s", self.name, attempt, exc.message
+                    )
+                    continue
+                except Exception:
+                    self.log.exception("%s: reconnect attempt %d crashed", self.name, attempt)
+                    continue
+                self.reconnects += 1
+                self._set_state("connected", None)
+                for cb in list(self.on_reconnected):
+                    try:
+                        result = cb(room)
+                        if inspect.isawaitable(result):
+                            await result
+                    except Exception:
+                        self.log.exception("%s: on_reconnected callback failed", self.name)
+                return
+        finally:
+            if self._reconnect_task is asyncio.current_task():
+                self._reconnect_task = None
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _set_state(self, state: State, detail: str | None) -> None:
+        if state == self.state and detail is None:
+            return
+        self.state = state
+        for cb in list(self.on_state):
+            self._call(cb, state, detail)
+
+    def _call(self, cb: Callable[..., Any], *args: Any) -> None:
+        try:
+            result = cb(*args)
+            if inspect.isawaitable(result):
+                self._spawn(result)
+        except Exception:
+            self.log.exception("%s: callback %r failed", self.name, cb)
+
+    def _spawn(self, aw: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(aw)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

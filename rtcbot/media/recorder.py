@@ -1,0 +1,590 @@
+"""Recording a call: every remote audio track to its own Ogg/Opus file, plus a mix.
+
+The recorder joins as a hidden participant (recorder token) through a `Participant`,
+subscribes to every audio track and reads it with `AudioStream(frame_size_ms=100)` (the
+per-frame Python cost dominates, so few large frames keep CPU low). Chunks are placed on
+the segment's time axis (late joiners start with silence, interruptions are padded) and
+written by `audio_files.SegmentWriter` in one worker thread, so Opus encoding never blocks
+the event loop and every file is only touched by that one thread.
+
+A segment is one uninterrupted SFU connection. When the connection is lost for good (the
+SDK gave up resuming), the segment's files are finished; when `Participant` connects a new
+room, a new segment starts with new files named `…-part2`, `…-part3`.
+
+Findings from the real server that shaped this (LiveKit 1.13, SDK 1.2): a remote stream
+delivers 100 ms frames on a steady clock, zeros while the sender is muted; after an
+unpublish or when the sender leaves, the stream neither ends nor stops at once, and a
+republished track may feed the *old* stream again. Readers are therefore closed explicitly
+on `track_unsubscribed` / `participant_disconnected`, never left to end on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from livekit import rtc
+
+from rtcbot.media.audio_files import (
+    DEFAULT_COMPRESSION,
+    DEFAULT_GAP_THRESHOLD,
+    DEFAULT_SPEECH_THRESHOLD,
+    RATE,
+    SegmentWriter,
+    StreamClock,
+    WrittenFile,
+)
+from rtcbot.media.participant import Participant, State
+
+FRAME_MS = 100
+FRAME_SAMPLES = RATE * FRAME_MS // 1000
+NameFor = Callable[[str], tuple[str, str]]
+RecorderState = Literal["idle", "recording", "interrupted", "stopping", "stopped"]
+StopReason = Literal["stopped", "max_duration", "sfu_lost", "room_closed"]
+
+_SOURCE_SUFFIX = {
+    rtc.TrackSource.SOURCE_SCREENSHARE_AUDIO: "screenshare",
+}
+# Frames buffered per stream before the SDK drops the oldest (bounded memory if stalled).
+_STREAM_CAPACITY = 50
+# Writes queued for the worker thread before new chunks are dropped (and counted).
+_MAX_PENDING = 600
+
+
+@dataclass
+class RecordedFile:
+    path: Path
+    kind: Literal["participant", "mix"]
+    identity: str | None  # LiveKit identity (None for the mix)
+    display_name: str
+    device: str
+    segment: int
+    duration_ms: int
+    size_bytes: int
+    speaking_seconds: float = 0.0
+
+
+@dataclass
+class Speaker:
+    identity: str
+    display_name: str
+    device: str
+    speaking_seconds: float
+
+
+@dataclass
+class RecordingResult:
+    files: list[RecordedFile]
+    duration_ms: int  # wall time from start to stop, over all segments
+    segments: int
+    speakers: list[Speaker]
+    dropped_frames: int  # 100 ms frames lost to overload or overlap
+    reason: StopReason
+    started_at: float  # unix time
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size_bytes for f in self.files)
+
+    @property
+    def speaking_seconds(self) -> dict[str, float]:
+        return {s.identity: s.speaking_seconds for s in self.speakers}
+
+
+@dataclass
+class RecordingStatus:
+    state: RecorderState
+    duration_s: float
+    segment: int
+    participants: list[str]  # display names of streams being recorded now
+    bytes_written: int
+    dropped_frames: int
+
+
+@dataclass
+class _Segment:
+    part: int
+    writer: SegmentWriter
+    t0: float  # loop time of sample 0
+    has_data: bool = False
+    closing: bool = False
+    end: int | None = None
+    close_future: asyncio.Future[list[WrittenFile]] | None = None
+
+
+@dataclass
+class _Reader:
+    sid: str
+    key: str
+    identity: str
+    stream: rtc.AudioStream
+    segment: _Segment
+    room: rtc.Room
+    clock: StreamClock
+    task: asyncio.Task[None] | None = None
+
+
+class Recorder:
+    """Records one LiveKit room until `stop()`, `max_seconds`, or the SFU is gone for good."""
+
+    def __init__(
+        self,
+        participant: Participant,
+        directory: Path,
+        prefix: str,
+        *,
+        name_for: NameFor | None = None,
+        log: logging.Logger | None = None,
+        max_seconds: float | None = None,
+        on_empty: Callable[[], Awaitable[None] | None] | None = None,
+        on_stopped: Callable[[RecordingResult], Awaitable[None] | None] | None = None,
+        ignore: Callable[[rtc.RemoteParticipant], bool] | None = None,
+        exclude: Callable[[rtc.RemoteParticipant], bool] | None = None,
+        mix: bool = True,
+        compression_level: float | None = DEFAULT_COMPRESSION,
+        speech_threshold: float = DEFAULT_SPEECH_THRESHOLD,
+        gap_threshold: float = DEFAULT_GAP_THRESHOLD,
+        mix_delay: float = 1.5,
+        tick: float = 0.5,
+    ) -> None:
+        self.participant = participant
+        self.directory = Path(directory)
+        self.prefix = prefix
+        self.name_for = name_for
+        self.log = log or participant.log
+        self.max_seconds = max_seconds
+        self.on_empty = on_empty
+        self.on_stopped = on_stopped
+        self.ignore = ignore or _not_human
+        self.exclude = exclude  # participants whose audio is never recorded
+        self.mix = mix
+        self.compression_level = compression_level
+        self.speech_threshold = speech_threshold
+        self.gap_threshold = gap_threshold
+        self.mix_delay = mix_delay
+        self.tick = tick
+        self.state: RecorderState = "idle"
+        self.started_at: float | None = None  # loop time
+        self.started_wall: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._segments: list[_Segment] = []
+        self._readers: dict[str, _Reader] = {}
+        self._labels: dict[str, tuple[str, str]] = {}
+        self._key_identity: dict[str, str] = {}
+        self._pending = 0
+        self._dropped_chunks = 0
+        self._errors: list[str] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[RecordingResult] | None = None
+        self._empty_fired = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing_readers: set[asyncio.Task[None]] = set()
+
+    # -- public ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect and start recording (raises SfuConnectError / SfuAuthError)."""
+        if self.state != "idle":
+            raise RuntimeError("A Recorder can be started once.")
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtcbot-recorder")
+        self.started_at = self._loop.time()
+        self.started_wall = time.time()
+        self._segments.append(self._new_segment(1))
+        self.state = "recording"
+        try:
+            room = await self.participant.connect(auto_subscribe=True, setup=self._setup_room)
+        except BaseException:
+            self.state = "stopped"
+            self._executor.shutdown(wait=False)
+            raise
+        self.participant.on_lost.append(self._on_lost)
+        self.participant.on_reconnected.append(self._on_reconnected)
+        self.participant.on_state.append(self._on_participant_state)
+        self._ticker = asyncio.ensure_future(self._tick_loop())
+        self._check_empty(room)
+
+    def status(self) -> RecordingStatus:
+        now = self._now()
+        seg = self._segments[-1] if self._segments else None
+        size = 0
+        for s in self._segments:
+            with contextlib.suppress(Exception):
+                size += s.writer.bytes_written()
+        names = sorted({self._labels[r.key][0] for r in self._readers.values()})
+        return RecordingStatus(
+            state=self.state,
+            duration_s=max(0.0, now - self.started_at) if self.started_at is not None else 0.0,
+            segment=seg.part if seg else 0,
+            participants=names,
+            bytes_written=size,
+            dropped_frames=self._dropped_frames(),
+        )
+
+    async def stop(self, reason: StopReason = "stopped") -> RecordingResult:
+        """Finish all files and leave the room; later calls return the same result."""
+        if self._stop_task is None:
+            self._stop_task = asyncio.ensure_future(self._stop(reason))
+        return await asyncio.shield(self._stop_task)
+
+    # -- room events -----------------------------------------------------------------------
+    def _setup_room(self, room: rtc.Room) -> None:
+        seg = self._segments[-1]
+        if seg.closing:
+            seg = self._new_segment(seg.part + 1)
+            self._segments.append(seg)
+        elif not seg.has_data:
+            seg.t0 = self._now()  # a failed attempt before: start the clock now
+        room.on("track_subscribed", lambda t, pub, p: self._on_track(room, t, pub, p))
+        room.on("track_unsubscribed", lambda t, pub, p: self._close_reader(pub.sid))
+        room.on("participant_disconnected", lambda p: self._on_participant_left(room, p))
+        room.on("participant_connected", lambda p: self._on_participant_joined(p))
+
+    def _on_track(
+        self,
+        room: rtc.Room,
+        track: rtc.Track,
+        pub: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+    ) -> None:
+        if self.exclude is not None and self.exclude(participant):
+            return  # e.g. the bot's own announcer speaking the consent notice
+        # "interrupted": a new room's tracks can arrive before on_reconnected has run.
+        if track.kind != rtc.TrackKind.KIND_AUDIO or self.state not in (
+            "recording",
+            "interrupted",
+        ):
+            return
+        seg = self._segments[-1]
+        if seg.closing:
+            return
+        self._close_reader(pub.sid)
+        suffix = _SOURCE_SUFFIX.get(pub.source)
+        key = participant.identity + (f"/{suffix}" if suffix else "")
+        if key not in self._labels:
+            display, device = self._names(participant)
+            self._labels[key] = (display, f"{device}-{suffix}" if suffix else device)
+            self._key_identity[key] = participant.identity
+        stream = rtc.AudioStream(
+            track,
+            sample_rate=RATE,
+            num_channels=1,
+            frame_size_ms=FRAME_MS,
+            capacity=_STREAM_CAPACITY,
+        )
+        reader = _Reader(
+            pub.sid,
+            key,
+            participant.identity,
+            stream,
+            seg,
+            room,
+            StreamClock(RATE, self.gap_threshold),
+        )
+        reader.task = asyncio.ensure_future(self._read(reader))
+        self._readers[pub.sid] = reader
+        self.log.debug("Recording %s (track %s)", key, pub.sid)
+
+    def _on_participant_left(self, room: rtc.Room, p: rtc.RemoteParticipant) -> None:
+        for sid in [s for s, r in self._readers.items() if r.identity == p.identity]:
+            self._close_reader(sid)
+        self._check_empty(room, leaving=p.identity)
+
+    def _on_participant_joined(self, p: rtc.RemoteParticipant) -> None:
+        if not self.ignore(p):
+            self._empty_fired = False
+
+    def _check_empty(self, room: rtc.Room, leaving: str | None = None) -> None:
+        humans = [
+            p
+            for p in room.remote_participants.values()
+            if p.identity != leaving and not self.ignore(p)
+        ]
+        if humans:
+            self._empty_fired = False
+            return
+        if self._empty_fired or self.on_empty is None or self.state != "recording":
+            return
+        self._empty_fired = True
+        self.log.info("Nobody is left in the recorded room")
+        self._call(self.on_empty)
+
+    def _on_lost(self, _message: str) -> None:
+        if self.state != "recording":
+            return
+        self.state = "interrupted"
+        seg = self._segments[-1]
+        self._close_segment(seg, self._pos(seg))
+        for sid in list(self._readers):
+            self._close_reader(sid)
+
+    async def _on_reconnected(self, room: rtc.Room) -> None:
+        if self.state == "interrupted":
+            self.state = "recording"
+            self.log.info("Recording continues in segment %d", self._segments[-1].part)
+            self._check_empty(room)
+
+    def _on_participant_state(self, state: State, detail: str | None) -> None:
+        if self._stop_task is not None or self.state in ("idle", "stopped"):
+            return
+        if state == "failed":
+            self._spawn(self.stop("sfu_lost"))
+        elif state == "closed":
+            self._spawn(self.stop("room_closed"))
+
+    # -- reading ---------------------------------------------------------------------------
+    async def _read(self, reader: _Reader) -> None:
+        loop = asyncio.get_running_loop()
+        seg = reader.segment
+        display, device = self._labels[reader.key]
+        try:
+            async for ev in reader.stream:
+                if seg.closing:
+                    break
+                frame = ev.frame
+                samples = np.frombuffer(bytes(frame.data), dtype=np.int16)
+                if frame.num_channels != 1:
+                    samples = samples[:: frame.num_channels].copy()
+                arrival_end = int((loop.time() - seg.t0) * RATE)
+                pos = reader.clock.place(arrival_end, len(samples))
+                seg.has_data = True
+                self._submit(
+                    seg.writer.add, reader.key, display, device, pos, samples, droppable=True
+                )
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            self.log.exception("Reading %s failed", reader.key)
+
+    def _close_reader(self, sid: str) -> None:
+        reader = self._readers.pop(sid, None)
+        if reader is not None:
+            task = asyncio.ensure_future(self._finish_reader(reader))
+            self._closing_readers.add(task)
+            task.add_done_callback(self._closing_readers.discard)
+
+    async def _finish_reader(self, reader: _Reader) -> None:
+        if reader.task is not None and not reader.task.done():
+            reader.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader.task
+        with contextlib.suppress(Exception):
+            await reader.stream.aclose()
+
+    # -- writing ---------------------------------------------------------------------------
+    def _new_segment(self, part: int) -> _Segment:
+        writer = SegmentWriter(
+            self.directory,
+            self.prefix,
+            part=part,
+            rate=RATE,
+            mix=self.mix,
+            compression_level=self.compression_level,
+            speech_threshold=self.speech_threshold,
+        )
+        return _Segment(part, writer, self._now())
+
+    def _submit(
+        self, fn: Callable[..., Any], *args: Any, droppable: bool = False
+    ) -> asyncio.Future[Any] | None:
+        if self._executor is None or self._loop is None:
+            return None
+        if droppable and self._pending >= _MAX_PENDING:
+            self._dropped_chunks += 1
+            return None
+        self._pending += 1
+        fut = self._loop.run_in_executor(self._executor, fn, *args)
+        fut.add_done_callback(self._written)
+        return fut
+
+    def _written(self, fut: asyncio.Future[Any]) -> None:
+        self._pending -= 1
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            text = f"{type(exc).__name__}: {exc}"
+            if text not in self._errors:
+                self._errors.append(text)
+                self.log.error("Writing the recording failed: %s", text)
+
+    def _close_segment(self, seg: _Segment, end: int) -> asyncio.Future[list[WrittenFile]]:
+        if seg.close_future is None:
+            seg.closing = True
+            seg.end = end
+            fut = self._submit(seg.writer.close, end if seg.has_data else None)
+            if fut is None:  # executor already gone: close inline
+                done: asyncio.Future[list[WrittenFile]] = (
+                    asyncio.get_running_loop().create_future()
+                )
+                done.set_result(seg.writer.close(end))
+                fut = done
+            seg.close_future = fut
+        return seg.close_future
+
+    async def _tick_loop(self) -> None:
+        flush_every = max(1, round(2.0 / self.tick))
+        n = 0
+        while True:
+            await asyncio.sleep(self.tick)
+            n += 1
+            seg = self._segments[-1]
+            if self.state == "recording" and not seg.closing:
+                until = self._pos(seg) - int(self.mix_delay * RATE)
+                if until > 0:
+                    self._submit(seg.writer.advance_mix, until)
+                if n % flush_every == 0:
+                    self._submit(seg.writer.flush)
+            if (
+                self.max_seconds is not None
+                and self.started_at is not None
+                and self._now() - self.started_at >= self.max_seconds
+            ):
+                self.log.info("Recording reached its maximum of %g s", self.max_seconds)
+                self._spawn(self.stop("max_duration"))
+                return
+
+    # -- stopping --------------------------------------------------------------------------
+    async def _stop(self, reason: StopReason) -> RecordingResult:
+        stopped_at = self._now()
+        self.state = "stopping"
+        seg = self._segments[-1] if self._segments else None
+        end = self._pos(seg, stopped_at) if seg is not None else 0
+        if seg is not None:
+            seg.closing = True  # readers drop whatever arrives from now on
+        if self._ticker is not None and self._ticker is not asyncio.current_task():
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._ticker
+        for sid in list(self._readers):
+            self._close_reader(sid)
+        self._unhook()
+        try:
+            await self.participant.close()
+        except Exception:
+            self.log.exception("Leaving the LiveKit room failed")
+        for task in list(self._closing_readers):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        files: list[RecordedFile] = []
+        for s in self._segments:
+            closing = self._close_segment(s, end if s is seg else self._pos(s))
+            try:
+                written = await closing
+            except Exception as exc:
+                self._errors.append(f"segment {s.part}: {type(exc).__name__}: {exc}")
+                self.log.exception("Finishing segment %d failed", s.part)
+                written = s.writer.files()
+            files.extend(self._recorded(s.part, w) for w in written)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self.state = "stopped"
+        started = self.started_at if self.started_at is not None else stopped_at
+        result = RecordingResult(
+            files=files,
+            duration_ms=int((stopped_at - started) * 1000),
+            segments=sum(1 for s in self._segments if s.has_data) or 1,
+            speakers=self._speakers(files),
+            dropped_frames=self._dropped_frames(),
+            reason=reason,
+            started_at=self.started_wall or time.time(),
+            errors=list(self._errors),
+        )
+        self.log.info(
+            "Recording stopped (%s): %d files, %.1f s, %d bytes",
+            reason,
+            len(files),
+            result.duration_ms / 1000,
+            result.total_bytes,
+        )
+        if reason != "stopped" and self.on_stopped is not None:
+            self._call(self.on_stopped, result)
+        return result
+
+    def _recorded(self, part: int, w: WrittenFile) -> RecordedFile:
+        identity = self._key_identity.get(w.key) if w.key else None
+        return RecordedFile(
+            path=w.path,
+            kind="mix" if w.kind == "mix" else "participant",
+            identity=identity,
+            display_name=w.display_name,
+            device=w.device,
+            segment=part,
+            duration_ms=w.duration_ms,
+            size_bytes=w.size_bytes,
+            speaking_seconds=round(w.speaking_seconds, 2),
+        )
+
+    def _speakers(self, files: list[RecordedFile]) -> list[Speaker]:
+        by_key: dict[tuple[str, str], Speaker] = {}
+        for f in files:
+            if f.kind != "participant" or f.identity is None:
+                continue
+            k = (f.identity, f.device)
+            s = by_key.get(k)
+            if s is None:
+                by_key[k] = Speaker(f.identity, f.display_name, f.device, f.speaking_seconds)
+            else:
+                s.speaking_seconds = round(s.speaking_seconds + f.speaking_seconds, 2)
+        return sorted(by_key.values(), key=lambda s: -s.speaking_seconds)
+
+    def _unhook(self) -> None:
+        p = self.participant
+        with contextlib.suppress(ValueError):
+            p.on_lost.remove(self._on_lost)
+        with contextlib.suppress(ValueError):
+            p.on_reconnected.remove(self._on_reconnected)
+        with contextlib.suppress(ValueError):
+            p.on_state.remove(self._on_participant_state)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _names(self, participant: rtc.RemoteParticipant) -> tuple[str, str]:
+        if self.name_for is not None:
+            try:
+                display, device = self.name_for(participant.identity)
+                return display or participant.identity, device or ""
+            except Exception:
+                self.log.exception("name_for(%r) failed", participant.identity)
+        return participant.name or participant.identity, ""
+
+    def _now(self) -> float:
+        return self._loop.time() if self._loop is not None else time.monotonic()
+
+    def _pos(self, seg: _Segment, at: float | None = None) -> int:
+        return max(0, int(((self._now() if at is None else at) - seg.t0) * RATE))
+
+    def _dropped_frames(self) -> int:
+        samples = sum(
+            s.writer.dropped_samples + s.writer.mix_dropped_samples for s in self._segments
+        )
+        return self._dropped_chunks + math.ceil(samples / FRAME_SAMPLES)
+
+    def _call(self, cb: Callable[..., Any], *args: Any) -> None:
+        try:
+            result = cb(*args)
+            if inspect.isawaitable(result):
+                self._spawn(result)
+        except Exception:
+            self.log.exception("Recorder callback %r failed", cb)
+
+    def _spawn(self, aw: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(aw)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _not_human(p: rtc.RemoteParticipant) -> bool:
+    """Agents, egress, SIP and other non-standard participants do not count as people."""
+    return bool(p.kind != rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD)
