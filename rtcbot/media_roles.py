@@ -169,8 +169,26 @@ class MediaRoles:
                 self.recorders.pop(room_id, None)
                 await self._finish(room_id, result)
 
+        participant = self._participant(room_id, "recorder")
+
+        def on_lost(_message: str) -> None:
+            background_task.create(
+                self.bot.notices.send(
+                    RoomID(room_id),
+                    "⚠️ I lost the connection to the call's media server. The recording so far "
+                    "is saved; I'll continue in a new part as soon as the server is back.",
+                )
+            )
+
+        async def on_reconnected(_room: rtc.Room) -> None:
+            await self.bot.notices.send(
+                RoomID(room_id), "🔴 The media server is back: recording continues in a new part."
+            )
+
+        participant.on_lost.append(on_lost)
+        participant.on_reconnected.append(on_reconnected)
         recorder = Recorder(
-            self._participant(room_id, "recorder"),
+            participant,
             directory,
             prefix,
             name_for=self._name_for(room_id),

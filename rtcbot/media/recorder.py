@@ -316,6 +316,17 @@ class Recorder:
             return
         if self._empty_fired or self.on_empty is None or self.state != "recording":
             return
+        # When the SFU itself goes away every participant vanishes at once; that is a lost
+        # connection (a new segment follows), not people leaving: only while connected.
+        self._confirm_empty(room)
+
+    def _confirm_empty(self, room: rtc.Room) -> None:
+        if self._empty_fired or self.on_empty is None or self.state != "recording":
+            return
+        if room.connection_state != rtc.ConnectionState.CONN_CONNECTED:
+            return
+        if any(not self.ignore(p) for p in room.remote_participants.values()):
+            return
         self._empty_fired = True
         self.log.info("Nobody is left in the recorded room")
         self._call(self.on_empty)

@@ -162,3 +162,59 @@ async def test_auto_record_follows_the_call(
         bot_room, lambda e: body(e).startswith("⏹️ Recording stopped"), 60, after=marker
     )
     await alice.command(bot_room, "!call auto off", bot_id)
+
+
+@pytest.mark.slow
+async def test_sfu_killed_during_recording_room_is_told_and_recording_resumes(
+    stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str, make_peer
+) -> None:  # type: ignore[no-untyped-def]
+    lk_room = livekit_room_alias(bot_room)
+    peer = await make_peer(lk_room, "@tone-k:localhost:DEVK")
+    await peer.publish_tone(440)
+    reply = await alice.command(bot_room, "!call record start", bot_id, timeout=30)
+    assert body(reply).startswith("🔴 Recording started"), body(reply)
+    await asyncio.sleep(3)
+
+    stack.livekit.child.kill()  # the SFU dies (SIGKILL)
+    lost = await alice.wait_for(
+        bot_room,
+        lambda e: "lost the connection to the call's media server" in body(e),
+        90,
+        after=reply["event_id"],
+    )
+    stack.livekit.start()
+    # The SDK peer of the "human" reconnects by itself or we make a new one publishing again.
+    await peer.close()
+    peer2 = await make_peer(lk_room, "@tone-k:localhost:DEVK")
+    await peer2.publish_tone(440)
+    await alice.wait_for(
+        bot_room,
+        lambda e: "recording continues in a new part" in body(e),
+        120,
+        after=lost["event_id"],
+    )
+    await asyncio.sleep(3)
+    stopped = await alice.send_text(bot_room, "!call record stop")
+    summary = await alice.wait_for(
+        bot_room, lambda e: body(e).startswith("⏹️ Recording stopped"), 60, after=stopped
+    )
+    assert "in 2 parts" in body(summary), body(summary)
+    deadline = time.monotonic() + 30
+    audio: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        audio = [
+            e
+            for e in await alice.messages(bot_room, 50)
+            if is_audio(e, bot_id) and "tone-k" in body(e)
+        ]
+        if len(audio) >= 2:
+            break
+        await asyncio.sleep(0.5)
+    names = sorted(body(e) for e in audio)
+    assert len(names) == 2 and any("part2" in n for n in names), names
+    for evt in audio:  # both parts are playable and hold the tone
+        samples, rate = sf.read(
+            io.BytesIO(await download(alice, evt["content"]["url"])), dtype="int16"
+        )
+        loud = samples[np.abs(samples) > 2000]
+        assert len(loud) > rate // 2
