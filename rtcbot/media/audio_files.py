@@ -1,6 +1,6 @@
 """Writing recorded audio: time alignment, silence padding, mixing and incremental Ogg/Opus.
 
-Pure numpy + soundfile, no LiveKit: the recorder hands in int16 chunks with their sample
+Pure numpy + PyAV (libopus), no LiveKit: the recorder hands in int16 chunks with their sample
 positions relative to the start of a segment, everything else happens here.
 
 Crash safety: each file is an Ogg/Opus stream written page by page and flushed about once a
@@ -18,14 +18,19 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import av
 import numpy as np
-import soundfile as sf
 
 RATE = 48_000
-# libsndfile maps compression_level onto the Opus bitrate: 0.9 ≈ 32 kbit/s, ample for speech
-# (measured: None/default ≈ 61 kbit/s, 0.8 ≈ 57 kbit/s, 1.0 ≈ 5 kbit/s).
-DEFAULT_COMPRESSION = 0.9
+# Opus encoder complexity (0-10). The encoder is most of the recorder's CPU: libsndfile runs
+# it at 10 with no way to lower it (4.8 % of a core per stream, measured); libopus through PyAV
+# at 1 with 60 ms frames costs ~0.8 %, and speech at 32 kbit/s "voip" sounds clear.
+# (docs/BENCHMARKS.md, recorder scale).
+DEFAULT_COMPRESSION = 1
+OPUS_BITRATE = 32_000
+OPUS_FRAME_MS = 60
 # RMS of a 20 ms block (int16 scale) above which a participant counts as speaking (≈ −38 dBFS).
 DEFAULT_SPEECH_THRESHOLD = 400.0
 SPEECH_BLOCK = RATE // 50  # 20 ms
@@ -109,7 +114,11 @@ class StreamClock:
 
 
 class OggOpusFile:
-    """One mono Ogg/Opus file written incrementally; the write position is a sample count."""
+    """One mono Ogg/Opus file written incrementally; the write position is a sample count.
+
+    Encoded with libopus through PyAV; Ogg pages go to disk as they fill (at most
+    0.1 s behind), so a crash leaves a playable file up to that point.
+    """
 
     def __init__(
         self,
@@ -121,33 +130,41 @@ class OggOpusFile:
         self.path = path
         self.rate = rate
         self.samples = 0
-        self._flush_every = max(1, int(flush_every * rate))
-        self._unflushed = 0
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: sf.SoundFile | None = sf.SoundFile(
-            str(path),
-            "w",
-            samplerate=rate,
-            channels=1,
-            format="OGG",
-            subtype="OPUS",
-            compression_level=compression_level,
+        complexity = DEFAULT_COMPRESSION if compression_level is None else int(compression_level)
+        # Short Ogg pages: what is on disk is never more than ~0.1 s behind (crash safety).
+        page_us = str(int(min(max(0.05, flush_every), 0.1) * 1_000_000))
+        self._container: Any = av.open(
+            str(path), "w", format="ogg", options={"page_duration": page_us, "flush_packets": "1"}
         )
+        self._stream: Any = self._container.add_stream(
+            "libopus",
+            rate=rate,
+            options={
+                "application": "voip",
+                "compression_level": str(max(0, min(10, complexity))),
+                "frame_duration": str(OPUS_FRAME_MS),
+                "b": str(OPUS_BITRATE),
+            },
+        )
+        self._stream.layout = "mono"
 
     @property
     def closed(self) -> bool:
-        return self._file is None
+        return self._container is None
 
     def write(self, samples: np.ndarray) -> None:
-        if self._file is None:
+        if self._container is None:
             raise ValueError(f"{self.path.name} is already closed")
         if not len(samples):
             return
-        self._file.write(np.ascontiguousarray(samples, dtype=np.int16))
+        data = np.ascontiguousarray(samples, dtype=np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(data, format="s16", layout="mono")
+        frame.sample_rate = self.rate
+        frame.pts = self.samples
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
         self.samples += len(samples)
-        self._unflushed += len(samples)
-        if self._unflushed >= self._flush_every:
-            self.flush()
 
     def pad_to(self, total: int) -> None:
         """Append silence until the file holds `total` samples (no-op if already longer)."""
@@ -159,9 +176,7 @@ class OggOpusFile:
             missing -= n
 
     def flush(self) -> None:
-        if self._file is not None and self._unflushed:
-            self._file.flush()
-            self._unflushed = 0
+        """Pages are written as they fill (page_duration); nothing to force here."""
 
     def size(self) -> int:
         try:
@@ -170,9 +185,11 @@ class OggOpusFile:
             return 0
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._container is not None:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+            self._container.close()
+            self._container = None
 
     @property
     def duration_ms(self) -> int:

@@ -98,6 +98,13 @@ class MatrixUser:
     async def request_event(self, room_id: str, event_id: str) -> Event:
         return dict(await self.request(Method.GET, Path.v3.rooms[room_id].event[event_id]))
 
+    async def get_state_event_full(
+        self, room_id: str, event_type: str, state_key: str = ""
+    ) -> Event:
+        """The whole state event (with event_id and origin_server_ts), not just its content."""
+        path = Path.v3.rooms[room_id].state[event_type][state_key]
+        return dict(await self.request(Method.GET, path, query={"format": "event"}))
+
     async def messages(self, room_id: str, limit: int = 50) -> list[Event]:
         """The newest `limit` timeline events, oldest first."""
         resp = await self.request(

@@ -1,0 +1,70 @@
+"""N LiveKit peers in one process, each publishing speech-like audio (for bench/recorder_scale).
+
+Speech-like: a voiced carrier (fundamental 100–250 Hz plus harmonics) shaped into ~4 syllables
+per second, with pauses — the energy pattern of talk, not a steady tone.
+
+    python -m bench.publisher_farm <N> <ws url> <api key> <api secret> <room> [cpu]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import numpy as np
+from livekit import rtc
+
+from tests.stack.peers import mint_token
+
+RATE = 48_000
+FRAME = RATE // 10  # 100 ms frames: cheap to push
+
+
+def speech_like(seed: int, seconds: float = 10.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    t = np.arange(n) / RATE
+    f0 = 100 + 150 * rng.random() + 20 * np.sin(2 * np.pi * 0.3 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / RATE
+    voice = sum(np.sin(k * phase) / k for k in (1, 2, 3, 4))
+    syllables = np.clip(np.sin(2 * np.pi * 4 * t + rng.random() * 6), 0, None) ** 2
+    pauses = (np.sin(2 * np.pi * 0.25 * t + rng.random() * 6) > -0.4).astype(float)
+    return (voice * syllables * pauses * 6000).astype(np.int16)
+
+
+async def publish(i: int, url: str, key: str, secret: str, room_name: str) -> None:
+    room = rtc.Room()
+    identity = f"@speaker{i}:localhost:S{i}"
+    await room.connect(
+        url,
+        mint_token(key, secret, room_name, identity, subscribe=False),
+        rtc.RoomOptions(auto_subscribe=False, connect_timeout=20),
+    )
+    source = rtc.AudioSource(RATE, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+    await room.local_participant.publish_track(
+        track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+    )
+    audio = speech_like(i)
+    loop = asyncio.get_running_loop()
+    start, sent, pos = loop.time(), 0, 0
+    while True:
+        chunk = audio[pos : pos + FRAME]
+        pos = (pos + FRAME) % (len(audio) - FRAME)
+        await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), RATE, 1, FRAME))
+        sent += 1
+        delay = start + sent * 0.1 - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+async def main() -> None:
+    n, url, key, secret, room = int(sys.argv[1]), *sys.argv[2:6]
+    if len(sys.argv) > 6:
+        os.sched_setaffinity(0, {int(sys.argv[6])})
+    await asyncio.gather(*(publish(i, url, key, secret, room) for i in range(n)))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
