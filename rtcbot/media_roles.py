@@ -97,7 +97,7 @@ class MediaRoles:
                 "recorder" if role == "recorder" else "announcer",
                 name=f"rtcbot {role}",
             )
-        service = await self.bot.transport_url()
+        service = await self.bot.transport_url() or await self._members_transport(room_id)
         if not service:
             raise MediaError(
                 "I don't know this call's LiveKit service: the homeserver advertises no "
@@ -114,6 +114,18 @@ class MediaRoles:
         return await self._auth.get_access(
             service, room_id, openid, self.bot.client.mxid, device, member_id
         )
+
+    async def _members_transport(self, room_id: str) -> str:
+        """The call members' own advertised transport (foci_preferred / rtc_transports),
+        oldest member first, as Element Call's "oldest_membership" selection does."""
+        call = (await self.bot.calls.room(room_id)).call()
+        if call is None:
+            return ""
+        for member in sorted(call.members.values(), key=lambda m: m.since_ms):
+            for transport in member.transports:
+                if transport.type == "livekit" and transport.livekit_service_url:
+                    return transport.livekit_service_url.rstrip("/")
+        return ""
 
     def _participant(self, room_id: str, role: str) -> Participant:
         async def get() -> SfuAccess:
