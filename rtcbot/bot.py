@@ -28,6 +28,7 @@ from .config import Config, ConfigError, Settings, parse_settings
 from .db import DB
 from .diagnostics import Diagnostics
 from .invites import invite_allowed
+from .log_redaction import install as install_log_redaction
 from .matrix.notices import Notices
 from .matrix.transports import TransportDiscovery
 from .media_commands import MediaCommands
@@ -63,6 +64,7 @@ class RtcBot(Plugin):
         return self.config
 
     async def start(self) -> None:
+        install_log_redaction()
         self.cfg.load_and_update()
         # Refuse to start on a bad config: maubot shows the instance as stopped with the reason
         # in its log, instead of a bot that half works.
