@@ -20,23 +20,12 @@ from pathlib import Path
 
 from livekit import api
 
+from bench.common import pct, rss_mb
 from rtcbot.rtc.identity import livekit_room_alias
 from rtcbot_stack import netns
 from rtcbot_stack.stack import Stack, StackSettings
 from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body
 from tests.stack.peers import Peer, mint_token
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def run(runs: int, n_peers: int) -> None:

@@ -17,29 +17,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
+from bench.common import pct
 from rtcbot_stack import netns
 from rtcbot_stack.paths import MAUBOT_PYTHON, ROOT
 from rtcbot_stack.stack import Stack, StackSettings
-from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def content(user: MatrixUser) -> dict[str, Any]:
-    return {
-        "application": "m.call",
-        "call_id": "",
-        "scope": "m.room",
-        "device_id": user.device_id,
-        "m.call.intent": "audio",
-        "focus_active": {"type": "livekit", "focus_selection": "multi_sfu"},
-        "foci_preferred": [],
-    }
+from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body, call_member_content
 
 
 async def run(samples: int) -> None:
@@ -74,7 +57,9 @@ async def run(samples: int) -> None:
         base: list[float] = []
         for i in range(samples):
             joining = i % 2 == 0
-            resp = await user.put_state(room, CALL_MEMBER, key, content(user) if joining else {})
+            resp = await user.put_state(
+                room, CALL_MEMBER, key, call_member_content(user) if joining else {}
+            )
             event_id = resp["event_id"]
             evt = await user.request_event(room, event_id)
             t0 = evt["origin_server_ts"]

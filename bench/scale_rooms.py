@@ -17,40 +17,16 @@ import random
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
+from bench.common import pct, rss_mb
 from rtcbot_stack import netns
 from rtcbot_stack.stack import Stack, StackSettings
-from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body, call_member_content
 
 
 def cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def member_content(user: MatrixUser) -> dict[str, Any]:
-    return {
-        "application": "m.call",
-        "call_id": "",
-        "scope": "m.room",
-        "device_id": user.device_id,
-        "m.call.intent": "audio",
-        "focus_active": {"type": "livekit", "focus_selection": "multi_sfu"},
-        "foci_preferred": [],
-    }
 
 
 async def run(n_rooms: int, rate: float, duration: float) -> None:
@@ -101,7 +77,7 @@ async def run(n_rooms: int, rate: float, duration: float) -> None:
             in_call[room] = joining
             key = f"_{user.user_id}_{user.device_id}_m.call"
             resp = await user.put_state(
-                room, CALL_MEMBER, key, member_content(user) if joining else {}
+                room, CALL_MEMBER, key, call_member_content(user) if joining else {}
             )
             sent.append((room, resp["event_id"]))
 

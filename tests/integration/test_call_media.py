@@ -17,7 +17,7 @@ import soundfile as sf
 
 from rtcbot.rtc.identity import livekit_room_alias
 from rtcbot_stack.stack import Stack
-from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body
+from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body, call_member_content
 from tests.stack.peers import dominant_frequency, rms
 
 pytestmark = pytest.mark.stack
@@ -141,20 +141,7 @@ async def test_auto_record_follows_the_call(
     await peer.publish_tone(520)
     marker = await alice.send_text(bot_room, "joining")
     key = f"_{alice.user_id}_{alice.device_id}_m.call"
-    await alice.put_state(
-        bot_room,
-        CALL_MEMBER,
-        key,
-        {
-            "application": "m.call",
-            "call_id": "",
-            "scope": "m.room",
-            "device_id": alice.device_id,
-            "focus_active": {"type": "livekit", "focus_selection": "multi_sfu"},
-            "foci_preferred": [],
-            "m.call.intent": "audio",
-        },
-    )
+    await alice.put_state(bot_room, CALL_MEMBER, key, call_member_content(alice, "audio"))
     await alice.wait_for(bot_room, lambda e: "auto-record is on" in body(e), 30, after=marker)
     await asyncio.sleep(3)
     await alice.put_state(bot_room, CALL_MEMBER, key, {})

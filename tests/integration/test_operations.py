@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rtcbot_stack.http import HttpError
 from rtcbot_stack.stack import Stack
-from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body
+from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body, call_member_content
 
 pytestmark = pytest.mark.stack
 
@@ -33,20 +33,7 @@ async def test_metrics_parse_and_count_calls(
 ) -> None:
     marker = await alice.send_text(bot_room, "metrics")
     key = f"_{alice.user_id}_{alice.device_id}_m.call"
-    await alice.put_state(
-        bot_room,
-        CALL_MEMBER,
-        key,
-        {
-            "application": "m.call",
-            "call_id": "",
-            "scope": "m.room",
-            "device_id": alice.device_id,
-            "focus_active": {"type": "livekit", "focus_selection": "multi_sfu"},
-            "foci_preferred": [],
-            "m.call.intent": "video",
-        },
-    )
+    await alice.put_state(bot_room, CALL_MEMBER, key, call_member_content(alice, "video"))
     await alice.wait_for(bot_room, lambda e: body(e).startswith("📞"), after=marker)
 
     status, text = await get(f"{stack.auth_service_url}/metrics")

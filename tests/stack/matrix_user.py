@@ -159,6 +159,21 @@ class MatrixUser:
         return await self.wait_for(room_id, lambda e: is_message_from(e, bot_id), timeout, sent)
 
 
+def call_member_content(user: MatrixUser, intent: str = "audio") -> dict[str, Any]:
+    """A call membership as Element Call (compatibility mode) writes it, for `user`'s device."""
+    return {
+        "application": "m.call",
+        "call_id": "",
+        "scope": "m.room",
+        "device_id": user.device_id,
+        "membershipID": f"{user.user_id}:{user.device_id}",
+        "expires": 14_400_000,
+        "m.call.intent": intent,
+        "focus_active": {"type": "livekit", "focus_selection": "multi_sfu"},
+        "foci_preferred": [],
+    }
+
+
 def is_message_from(evt: Event, sender: str) -> bool:
     return (
         evt.get("sender") == sender
