@@ -205,3 +205,30 @@ async def test_sfu_killed_during_recording_room_is_told_and_recording_resumes(
         )
         loud = samples[np.abs(samples) > 2000]
         assert len(loud) > rate // 2
+
+
+async def test_announce_with_a_token_from_the_authorization_service(
+    stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str, make_peer
+) -> None:  # type: ignore[no-untyped-def]
+    """No local LiveKit secret: the bot discovers the service from Synapse's transports
+    endpoint, gets an OpenID token, and asks the (plugin's own) service for its JWT."""
+    import json
+
+    cfg = stack.plugin_config()
+    cfg["livekit"] = {"url": "", "api_key": "", "api_secret": "", "service_url": ""}
+    stack.maubot.put_instance("rtcbot", "dev.rtcbot", bot_id, json.dumps(cfg))
+    try:
+        listener = await make_peer(livekit_room_alias(bot_room), "@ear:localhost:E", publish=False)
+        reply = await alice.command(bot_room, "!call announce via the service", bot_id, timeout=30)
+        assert "via the service" in body(reply) and "spoken in the call" in body(reply), body(
+            reply
+        )
+        await asyncio.sleep(1)
+        # /get_token identities are hashed (MSC4195), so the bot is the one remote speaker.
+        assert len(listener.heard) == 1, list(listener.heard)
+        samples = next(iter(listener.heard.values()))
+        assert (np.abs(np.concatenate(samples)) > 500).sum() > 48_000 * 0.2
+    finally:
+        stack.maubot.put_instance(
+            "rtcbot", "dev.rtcbot", bot_id, json.dumps(stack.plugin_config())
+        )
