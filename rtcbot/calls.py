@@ -154,6 +154,11 @@ class CallManager:
             try:
                 now = now_ms()
                 for room_id, calls in list(self.rooms.items()):
+                    # Only rooms with a membership due to expire need the sweep (1 000 idle
+                    # rooms would otherwise be recomputed every second).
+                    due = calls.next_expiry_ms()
+                    if due is None or due > now:
+                        continue
                     derived = calls.tick(now)
                     if derived:
                         await self._handle(room_id, derived)

@@ -9,31 +9,25 @@ from typing import Any
 import pytest
 
 from rtcbot_stack.stack import Stack
-from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body, is_message_from
+from tests.stack.matrix_user import (
+    CALL_MEMBER,
+    MatrixUser,
+    body,
+    call_member_content,
+    is_message_from,
+)
 
 pytestmark = pytest.mark.stack
 
 
 def js_sdk_content(user: MatrixUser, intent: str = "audio", **extra: Any) -> dict[str, Any]:
     """What Element Call (compatibility mode) sends, per matrixrtc-protocol.md §2.3."""
-    return {
-        "application": "m.call",
-        "call_id": "",
-        "scope": "m.room",
-        "device_id": user.device_id,
-        "membershipID": f"{user.user_id}:{user.device_id}",
-        "expires": 14_400_000,
-        "m.call.intent": intent,
-        "focus_active": {"type": "livekit", "focus_selection": "multi_sfu"},
-        "foci_preferred": [
-            {
-                "type": "livekit",
-                "livekit_service_url": "http://127.0.0.1:1/x",
-                "livekit_alias": "!r",
-            }
-        ],
-        **extra,
+    transport = {
+        "type": "livekit",
+        "livekit_service_url": "http://127.0.0.1:1/x",
+        "livekit_alias": "!r",
     }
+    return {**call_member_content(user, intent), "foci_preferred": [transport], **extra}
 
 
 def state_key(user: MatrixUser) -> str:
