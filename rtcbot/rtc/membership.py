@@ -334,27 +334,23 @@ def _parse_session(
     # sender's own, for the device the content names.
     if not _owns_state_key(state_key, sender, device_id):
         raise _Invalid(f"state key {state_key!r} does not belong to {sender} / {device_id}")
-    start = ots if created_ts is None else created_ts
-    expires_ms = DEFAULT_EXPIRES_MS if expires is None else expires
-    return Membership(
-        user_id=sender,
-        device_id=device_id,
-        application=application,
-        slot_id=slot_id_for(application, call_id),
-        call_id=call_id,
-        membership_id=membership_id or legacy_identity(sender, device_id),
-        intent=intent,
-        created_ts=start,
-        expires_ms=expires_ms,
-        expires_at=start + expires_ms,
-        focus_active=focus_active,
-        transports=transports,
-        kind="session",
-        scope=scope,
-        state_key=state_key,
-        sticky_key=None,
-        event_id=event_id,
-        origin_server_ts=ots,
+    return _state_membership(
+        "session",
+        sender,
+        device_id,
+        application,
+        call_id,
+        membership_id,
+        intent,
+        scope,
+        created_ts,
+        expires,
+        None,
+        focus_active,
+        transports,
+        state_key,
+        event_id,
+        ots,
     )
 
 
@@ -375,6 +371,45 @@ def _parse_legacy_entry(
     scope = _opt_str(entry, "scope")
     intent = _opt_str(entry, "m.call.intent")
     membership_id = _opt_str(entry, "membershipID")
+    return _state_membership(
+        "legacy",
+        sender,
+        device_id,
+        application,
+        call_id,
+        membership_id,
+        intent,
+        scope,
+        created_ts,
+        expires,
+        expires_ts,
+        None,
+        transports,
+        state_key,
+        event_id,
+        ots,
+    )
+
+
+def _state_membership(
+    kind: MembershipKind,
+    sender: str,
+    device_id: str,
+    application: str,
+    call_id: str,
+    membership_id: str | None,
+    intent: str | None,
+    scope: str | None,
+    created_ts: int | None,
+    expires: int | None,
+    expires_ts: int | None,
+    focus_active: Mapping[str, Any] | None,
+    transports: tuple[Transport, ...],
+    state_key: str,
+    event_id: str | None,
+    ots: int,
+) -> Membership:
+    """A membership from room state (session or legacy shape), with js-sdk's expiry rule."""
     start = ots if created_ts is None else created_ts
     expires_ms = DEFAULT_EXPIRES_MS if expires is None else expires
     return Membership(
@@ -389,9 +424,9 @@ def _parse_legacy_entry(
         expires_ms=expires_ms,
         # The absolute expires_ts (what the legacy shape really used) wins when present.
         expires_at=expires_ts if expires_ts is not None else start + expires_ms,
-        focus_active=None,
+        focus_active=focus_active,
         transports=transports,
-        kind="legacy",
+        kind=kind,
         scope=scope,
         state_key=state_key,
         sticky_key=None,
