@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
+from .commands import CommandContext, CommandRouter
 from .config import NOTIFY_LEVELS
+from .context import BotContext
 from .matrix.permissions import check_call_permission, explain_members
 from .matrix.publisher import LeaveMode, PublishError
+from .ports import CallMembership
 from .rtc.announce import join_names
-
-if TYPE_CHECKING:
-    from .bot import RtcBot
-    from .commands import CommandContext, CommandRouter
 
 INTENTS = {"audio": "audio", "voice": "audio", "video": "video"}
 
@@ -29,8 +27,9 @@ def _ago(ms: int | None, now_ms: int) -> str:
 
 
 class CallCommands:
-    def __init__(self, bot: RtcBot) -> None:
-        self.bot = bot
+    def __init__(self, ctx: BotContext, calls: CallMembership) -> None:
+        self.ctx = ctx
+        self.calls = calls
 
     def register(self, router: CommandRouter) -> None:
         router.add("join", "[audio|video]", "the bot joins the room's call", self.join)
@@ -44,10 +43,10 @@ class CallCommands:
     async def join(self, ctx: CommandContext) -> None:
         intent = INTENTS.get((ctx.line.args or ("audio",))[0].lower())
         if intent is None:
-            await ctx.reply(f"Usage: `{ctx.bot.router.prefix} join [audio|video]`")
+            await ctx.reply(f"Usage: `{ctx.prefix} join [audio|video]`")
             return
         try:
-            pub = await self.bot.calls.join(ctx.room_id, intent)
+            pub = await self.calls.join(ctx.room_id, intent)
         except PublishError as e:
             await ctx.reply(str(e))
             return
@@ -59,16 +58,16 @@ class CallCommands:
         await ctx.reply(f"Joined the {intent} call {how}.")
 
     async def leave(self, ctx: CommandContext) -> None:
-        left = await self.bot.calls.leave(ctx.room_id)
+        left = await self.calls.leave(ctx.room_id)
         await ctx.reply("Left the call." if left else "I am not in a call in this room.")
 
     async def who(self, ctx: CommandContext) -> None:
-        calls = await self.bot.calls.room(ctx.room_id)
+        calls = await self.calls.room(ctx.room_id)
         call = calls.call()
         if call is None or not call.members:
             await ctx.reply("Nobody is in a call here.")
             return
-        names = [await self.bot.calls.display_name(ctx.room_id, u) for u in call.user_ids()]
+        names = [await self.calls.display_name(ctx.room_id, u) for u in call.user_ids()]
         count = len(names)
         await ctx.reply(
             f"In the call ({count} {'person' if count == 1 else 'people'}): "
@@ -77,7 +76,7 @@ class CallCommands:
 
     async def status(self, ctx: CommandContext) -> None:
         now = int(time.time() * 1000)
-        calls = await self.bot.calls.room(ctx.room_id)
+        calls = await self.calls.room(ctx.room_id)
         lines: list[str] = []
         if not calls.calls:
             lines.append("No active call in this room.")
@@ -88,7 +87,7 @@ class CallCommands:
                 f"ago, {len(call.user_ids())} people, peak {call.peak_participants}:"
             )
             for m in sorted(call.members.values(), key=lambda m: m.since_ms):
-                name = await self.bot.calls.display_name(ctx.room_id, m.user_id)
+                name = await self.calls.display_name(ctx.room_id, m.user_id)
                 intent = f", {m.intent}" if m.intent else ""
                 lines.append(
                     f"* {name} — device `{m.device_id}`{intent}, since "
@@ -96,13 +95,13 @@ class CallCommands:
                 )
         ghosts = calls.ghosts(now)
         for g in ghosts:
-            name = await self.bot.calls.display_name(ctx.room_id, g.user_id)
+            name = await self.calls.display_name(ctx.room_id, g.user_id)
             lines.append(
                 f"* 👻 {name} — device `{g.device_id}`: membership expired but still in "
                 "the room state (a client that crashed without leaving)"
             )
         lines.append("")
-        pub = self.bot.calls.publishers.get(ctx.room_id)
+        pub = self.calls.publisher(ctx.room_id)
         if pub is None:
             lines.append("**The bot**: not in the call.")
         else:
@@ -133,7 +132,7 @@ class CallCommands:
             if st.last_error:
                 lines.append(f"* last error: {st.last_error}")
         try:
-            perm = await check_call_permission(self.bot.client, ctx.room_id, self.bot.client.mxid)
+            perm = await check_call_permission(self.ctx.client, ctx.room_id, self.ctx.client.mxid)
             if not perm.members_can_join:
                 lines.append("")
                 lines.append("⚠️ " + explain_members(perm))
@@ -144,14 +143,13 @@ class CallCommands:
     async def notify(self, ctx: CommandContext) -> None:
         level = (ctx.line.args or ("",))[0].lower()
         if level not in NOTIFY_LEVELS:
-            current = await self.bot.db.get_notify_level(ctx.room_id)
-            current = current or f"{self.bot.settings.notices.default_level} (default)"
+            current = await self.ctx.db.get_notify_level(ctx.room_id)
+            current = current or f"{self.ctx.settings().notices.default_level} (default)"
             await ctx.reply(
-                f"Notifications here: {current}. Usage: "
-                f"`{ctx.bot.router.prefix} notify off|summary|all`"
+                f"Notifications here: {current}. Usage: `{ctx.prefix} notify off|summary|all`"
             )
             return
-        await self.bot.db.set_notify_level(ctx.room_id, level)
+        await self.ctx.db.set_notify_level(ctx.room_id, level)
         what = {
             "off": "I won't post about calls here",
             "summary": "I'll post when calls start and end",

@@ -1,25 +1,26 @@
 """Follows calls in every room and keeps the bot's own memberships: the Matrix side of rtc/.
 
-Events come in from bot.py handlers; the pure core (rtc/session.py) decides what they mean;
-this class posts the notices (batched) and runs one MembershipPublisher per room the bot is in
-a call in.
+Sync events arrive at this class's own handlers; the pure core (rtc/session.py) decides what
+they mean; this class posts the notices (batched), tells its observers when a call starts or
+ends, and runs one MembershipPublisher per room the bot is in a call in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from maubot.handlers import event
 from mautrix.api import Method, Path
-from mautrix.types import EventType, RoomID, UserID
-from mautrix.util import background_task
+from mautrix.types import EventType, Membership, RoomID, StateEvent, UserID
 
+from .clock import now_ms
+from .context import BotContext
 from .matrix.delayed_events import DelayedEvents, DelayedEventsSupport
 from .matrix.permissions import check_call_permission, explain_bot
 from .matrix.publisher import MembershipPublisher, PublishError, State
+from .ports import CallObserver, TransportUrl
 from .rtc.announce import (
     JoinBatch,
     NoticeBatcher,
@@ -31,44 +32,54 @@ from .rtc.announce import (
 from .rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE, livekit_transport
 from .rtc.session import CallEnded, CallStarted, RoomCalls
 
-if TYPE_CHECKING:
-    from .bot import RtcBot
-
 CALL_MEMBER = EventType.find(CALL_MEMBER_TYPE, EventType.Class.STATE)
 RTC_MEMBER = EventType.find(RTC_MEMBER_TYPE, EventType.Class.MESSAGE)
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class CallManager:
-    def __init__(self, bot: RtcBot) -> None:
-        self.bot = bot
-        self.client = bot.client
-        self.log = logging.getLogger("rtcbot.calls")
+    """Satisfies ports.CallMembership for the other managers."""
+
+    def __init__(self, ctx: BotContext, transport_url: TransportUrl) -> None:
+        self.ctx = ctx
+        self.client = ctx.client
+        self.transport_url = transport_url
+        self.log = ctx.logger("calls")
         self.rooms: dict[str, RoomCalls] = {}
         self.publishers: dict[str, MembershipPublisher] = {}
+        # Told when people start or end a call (the media roles' auto-follow subscribes).
+        self.observers: list[CallObserver] = []
         self.delayed = DelayedEvents(self.client)
-        self.batcher = NoticeBatcher(int(bot.settings.notices.batch_seconds * 1000))
+        self.batcher = NoticeBatcher(self._batch_ms())
         self._support: DelayedEventsSupport | None = None
         self._names: dict[tuple[str, str], str] = {}
         self._room_locks: dict[str, asyncio.Lock] = {}
         self._tick_task: asyncio.Task[None] | None = None
 
+    def _batch_ms(self) -> int:
+        return int(self.ctx.settings().notices.batch_seconds * 1000)
+
     async def start(self) -> None:
         self._tick_task = asyncio.ensure_future(self._ticker())
+        self.ctx.tasks.spawn(self.rejoin_after_restart(), "rejoin-after-restart")
 
     async def stop(self) -> None:
         if self._tick_task:
             self._tick_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick_task
+            self._tick_task = None
         # A graceful stop leaves every call at once (the delayed leave is sent now).
-        await asyncio.gather(
-            *(p.leave() for p in self.publishers.values()), return_exceptions=True
-        )
+        pubs = list(self.publishers.values())
         self.publishers.clear()
+        await asyncio.gather(*(p.leave() for p in pubs), return_exceptions=True)
+        await asyncio.gather(*(p.close() for p in pubs), return_exceptions=True)
+
+    # -- CallDirectory -----------------------------------------------------------------------
+    def publisher(self, room_id: str) -> MembershipPublisher | None:
+        return self.publishers.get(room_id)
+
+    def known_name(self, room_id: str, user_id: str) -> str | None:
+        return self._names.get((room_id, user_id))
 
     # -- room models -------------------------------------------------------------------------
     def _lock(self, room_id: str) -> asyncio.Lock:
@@ -106,7 +117,8 @@ class CallManager:
         # Foreign clients send all sorts of content: skip it quietly, but leave a trace.
         self.log.debug("skipped call membership %s: %s", event.get("state_key"), result.reason)
 
-    async def on_call_member(self, evt: Any) -> None:
+    @event.on(CALL_MEMBER)
+    async def on_call_member(self, evt: StateEvent) -> None:
         room_id = str(evt.room_id)
         raw = evt.serialize()
         if evt.state_key.startswith(f"_{self.client.mxid}_") or evt.sender == self.client.mxid:
@@ -121,6 +133,7 @@ class CallManager:
         self.log.debug("call.member %s in %s → %s", evt.state_key, room_id, derived)
         await self._handle(room_id, derived, origin_ts=raw.get("origin_server_ts"))
 
+    @event.on(RTC_MEMBER)
     async def on_sticky_member(self, evt: Any) -> None:
         room_id = str(evt.room_id)
         if evt.sender == self.client.mxid:
@@ -130,7 +143,10 @@ class CallManager:
             derived = calls.apply_sticky(evt.serialize(), now_ms())
         await self._handle(room_id, derived)
 
-    async def on_room_member(self, evt: Any) -> None:
+    @event.on(EventType.ROOM_MEMBER)
+    async def on_room_member(self, evt: StateEvent) -> None:
+        if evt.state_key == self.client.mxid:
+            return  # the bot's own membership: invites.py and the lifecycle handle it
         room_id = str(evt.room_id)
         if room_id not in self.rooms:
             return
@@ -141,7 +157,7 @@ class CallManager:
             if calls.joined is None:  # membership unknown: don't pretend everyone left
                 return
             joined = set(calls.joined)
-            if getattr(content, "membership", None) == "join":
+            if getattr(content, "membership", None) == Membership.JOIN:
                 joined.add(str(evt.state_key))
             else:
                 joined.discard(str(evt.state_key))
@@ -162,6 +178,7 @@ class CallManager:
                     derived = calls.tick(now)
                     if derived:
                         await self._handle(room_id, derived)
+                self.batcher.window_ms = self._batch_ms()  # a config change applies live
                 await self._flush_batches(now)
             except asyncio.CancelledError:
                 raise
@@ -171,7 +188,8 @@ class CallManager:
     # -- notices -----------------------------------------------------------------------------
     async def _level(self, room_id: str) -> str:
         return (
-            await self.bot.db.get_notify_level(room_id) or self.bot.settings.notices.default_level
+            await self.ctx.db.get_notify_level(room_id)
+            or self.ctx.settings().notices.default_level
         )
 
     async def display_name(self, room_id: str, user_id: str) -> str:
@@ -200,23 +218,26 @@ class CallManager:
         if not derived:
             return
         level = await self._level(room_id)
+        metrics = self.ctx.metrics
         for ev in derived:
             self.batcher.add(ev, now_ms())  # joins/leaves wait for their window
-            if isinstance(ev, CallStarted | CallEnded):
-                background_task.create(self.bot.media.on_call_event(room_id, ev))
-            if not isinstance(ev, CallStarted | CallEnded) or not should_post(level, ev):
+            if not isinstance(ev, CallStarted | CallEnded):
+                continue
+            for observer in self.observers:
+                self.ctx.tasks.spawn(observer(room_id, ev), "call-observer")
+            if not should_post(level, ev):
                 continue
             if isinstance(ev, CallStarted):
                 name = await self.display_name(room_id, ev.started_by)
-                await self.bot.notices.send(RoomID(room_id), describe_started(name, ev.intent))
-                self.bot.metrics.announcements.labels("started").inc()
+                await self.ctx.notices.send(RoomID(room_id), describe_started(name, ev.intent))
+                metrics.announcements.labels("started").inc()
             else:
-                await self.bot.notices.send(
+                await self.ctx.notices.send(
                     RoomID(room_id), describe_ended(ev.duration_ms, ev.peak_participants)
                 )
-                self.bot.metrics.announcements.labels("ended").inc()
+                metrics.announcements.labels("ended").inc()
             if isinstance(origin_ts, int):
-                self.bot.metrics.reaction_latency.observe(max(0, now_ms() - origin_ts) / 1000)
+                metrics.reaction_latency.observe(max(0, now_ms() - origin_ts) / 1000)
 
     async def _flush_batches(self, now: int) -> None:
         for batch in self.batcher.flush_due(now):
@@ -229,8 +250,8 @@ class CallManager:
         left = [await self.display_name(batch.room_id, u) for u in batch.left]
         text = describe_joins(joined, left)
         if text:
-            await self.bot.notices.send(RoomID(batch.room_id), text)
-            self.bot.metrics.announcements.labels("joins").inc()
+            await self.ctx.notices.send(RoomID(batch.room_id), text)
+            self.ctx.metrics.announcements.labels("joins").inc()
 
     # -- the bot's own membership ------------------------------------------------------------
     async def support(self) -> DelayedEventsSupport:
@@ -253,27 +274,39 @@ class CallManager:
             pub = MembershipPublisher(
                 self.delayed,
                 room_id,
-                self.client.mxid,
-                self.client.device_id or "RTCBOT",
-                self.bot.settings.membership,
-                [livekit_transport(await self.bot.transport_url(), room_id)],
-                logging.getLogger("rtcbot.publisher"),
+                self.ctx.user_id,
+                self.ctx.device_id,
+                self.ctx.settings().membership,
+                [livekit_transport(await self.transport_url(), room_id)],
+                self.ctx.logger("publisher"),
                 max_delay_ms=support.max_delay_ms,
                 delayed_events_usable=support.usable,
-                on_heartbeat_failure=self.bot.metrics.heartbeat_failures.inc,
+                on_heartbeat_failure=self.ctx.metrics.heartbeat_failures.inc,
             )
             self.publishers[room_id] = pub
         await pub.join(intent)
-        await self.bot.db.add_own_call(room_id, intent)
+        await self.ctx.db.add_own_call(room_id, intent)
         return pub
 
     async def leave(self, room_id: str) -> bool:
-        await self.bot.db.remove_own_call(room_id)
+        await self.ctx.db.remove_own_call(room_id)
         pub = self.publishers.pop(room_id, None)
         if pub is None:
             return False
         await pub.leave()
+        await pub.close()
         return True
+
+    async def forget_room(self, room_id: str) -> None:
+        """The bot is no longer in the room: stop its publisher, drop what it knew there."""
+        pub = self.publishers.pop(room_id, None)
+        if pub is not None:
+            await pub.close()
+        await self.ctx.db.remove_own_call(room_id)
+        self.rooms.pop(room_id, None)
+        self._room_locks.pop(room_id, None)
+        for key in [k for k in self._names if k[0] == room_id]:
+            del self._names[key]
 
     def live_metrics(self) -> dict[str, float]:
         calls = [c for rc in self.rooms.values() for c in rc.calls.values()]
@@ -310,7 +343,7 @@ class CallManager:
 
     async def rejoin_after_restart(self) -> None:
         """Calls the bot meant to be in before a restart or crash: join them again."""
-        for call in await self.bot.db.own_calls():
+        for call in await self.ctx.db.own_calls():
             try:
                 await self.join(call.room_id, call.intent)
                 self.log.info("rejoined the call in %s after a restart", call.room_id)

@@ -1,38 +1,40 @@
-"""The `!call` command tree: parse, check permission, delegate, format the reply.
+"""The `!call` command tree: parse, gate exactly once, delegate, format the reply.
 
 Commands are dispatched from raw (room, sender, event id, text) so that the catch-up of
-commands maubot dropped after a restart runs the very same code.
+commands maubot dropped after a restart runs the very same code (`run_command`).
 """
 
 from __future__ import annotations
 
 import html
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
-from mautrix.types import EventID, RoomID, UserID
+from maubot.handlers import event
+from mautrix.types import EventID, EventType, MessageType, RoomID, UserID
 
 from .command_line import CommandLine, parse_command_line
+from .context import BotContext
+from .matrix.notices import Notices
 from .version import __version__
-
-if TYPE_CHECKING:
-    from .bot import RtcBot
 
 Handler = Callable[["CommandContext"], Awaitable[None]]
 
 
 @dataclass
 class CommandContext:
-    bot: RtcBot
+    """One command being answered: who asked where, the parsed line, and how to reply."""
+
+    notices: Notices
+    prefix: str  # "!call", for usage lines
     room_id: RoomID
     sender: UserID
     event_id: EventID
     line: CommandLine
 
     async def reply(self, markdown: str, html_body: str | None = None) -> EventID:
-        return await self.bot.notices.reply(self.room_id, self.event_id, markdown, html_body)
+        return await self.notices.reply(self.room_id, self.event_id, markdown, html_body)
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,11 @@ class Subcommand:
 
 
 class CommandRouter:
-    """Holds the subcommands; features register theirs at wiring time."""
+    """Holds the subcommands (features register theirs at wiring time) and receives messages."""
 
-    def __init__(self, bot: RtcBot) -> None:
-        self.bot = bot
-        self.log = logging.getLogger("rtcbot.commands")
+    def __init__(self, ctx: BotContext) -> None:
+        self.ctx = ctx
+        self.log = ctx.logger("commands")
         self._subcommands: dict[str, Subcommand] = {}
         self.add("help", "", "show this list", self._help)
         self.add("version", "", "show the rtcbot version", self._version)
@@ -58,35 +60,52 @@ class CommandRouter:
 
     @property
     def prefix(self) -> str:
-        return f"!{self.bot.settings.command}"
+        return f"!{self.ctx.settings().command}"
+
+    @event.on(EventType.ROOM_MESSAGE)
+    async def on_message(self, evt: Any) -> None:
+        if evt.sender == self.ctx.client.mxid or evt.content.msgtype != MessageType.TEXT:
+            return
+        await self.run_command(evt.room_id, evt.sender, evt.event_id, evt.content.body or "")
+
+    async def run_command(
+        self, room_id: RoomID, sender: UserID, event_id: EventID, text: str
+    ) -> None:
+        """Run a command exactly once, whether it came live or from the catch-up."""
+        if parse_command_line(text, self.ctx.settings().command) is None:
+            return
+        if not await self.ctx.db.claim_command(str(event_id), str(room_id)):
+            return
+        await self.dispatch(room_id, sender, event_id, text)
 
     async def dispatch(
         self, room_id: RoomID, sender: UserID, event_id: EventID, body: str
     ) -> bool:
         """Run the command in `body`; return False when the text is not a command for us."""
-        line = parse_command_line(body, self.bot.settings.command)
+        line = parse_command_line(body, self.ctx.settings().command)
         if line is None:
             return False
-        ctx = CommandContext(self.bot, room_id, sender, event_id, line)
+        cmd = CommandContext(self.ctx.notices, self.prefix, room_id, sender, event_id, line)
         sub = self._subcommands.get(line.name or "help")
+        self.ctx.metrics.commands.labels(sub.name if sub else "unknown").inc()
         if sub is None:
-            await ctx.reply(
+            await cmd.reply(
                 f"Unknown command `{line.name}`. Type `{self.prefix} help` for the list."
             )
             return True
         try:
-            await sub.handler(ctx)
+            await sub.handler(cmd)
         except Exception:
             # maubot would swallow the exception silently; tell the room something went wrong.
             self.log.exception("command %r in %s failed", line.name, room_id)
-            await ctx.reply(
+            await cmd.reply(
                 f"Sorry, `{self.prefix} {line.name}` failed unexpectedly. "
                 "The details are in the bot's log."
             )
         return True
 
     # -- built-in commands -------------------------------------------------------------------
-    async def _help(self, ctx: CommandContext) -> None:
+    async def _help(self, cmd: CommandContext) -> None:
         rows_md = []
         rows_html = []
         for sub in self._subcommands.values():
@@ -96,10 +115,10 @@ class CommandRouter:
                 f"<li><code>{html.escape(usage)}</code> — {html.escape(sub.help)}</li>"
             )
         title = "rtcbot commands"
-        await ctx.reply(
+        await cmd.reply(
             f"**{title}**\n\n" + "\n".join(rows_md),
             f"<p><strong>{title}</strong></p><ul>{''.join(rows_html)}</ul>",
         )
 
-    async def _version(self, ctx: CommandContext) -> None:
-        await ctx.reply(f"rtcbot {__version__}")
+    async def _version(self, cmd: CommandContext) -> None:
+        await cmd.reply(f"rtcbot {__version__}")

@@ -8,7 +8,7 @@ from typing import Any
 
 from mautrix.util.config import BaseProxyConfig, ConfigUpdateHelper
 
-from .schedule_rules import UnknownTimezone, resolve_timezone
+from .schedules.parse import UnknownTimezone, resolve_timezone
 
 NOTIFY_LEVELS = ("off", "summary", "all")
 

@@ -1,8 +1,18 @@
-"""Which invites the bot accepts: an allowlist of users (globs) and homeservers."""
+"""The bot's own room membership: which invites it accepts (an allowlist of users (globs) and
+homeservers), and what happens when it is kicked, banned or leaves (the observers forget the room)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from fnmatch import fnmatchcase
+
+from maubot.handlers import event
+from mautrix.types import EventType, Membership, MemberStateEventContent, StateEvent
+
+from .context import BotContext
+
+# Called with the room id once the bot is no longer in that room.
+RoomGone = Callable[[str], Awaitable[None]]
 
 
 def server_of(user_id: str) -> str:
@@ -18,3 +28,39 @@ def invite_allowed(
     if any(fnmatchcase(inviter, pattern) for pattern in allowed_users):
         return True
     return server_of(inviter) in allowed_servers
+
+
+class OwnMembership:
+    def __init__(self, ctx: BotContext) -> None:
+        self.ctx = ctx
+        self.log = ctx.logger("invites")
+        self.on_room_gone: list[RoomGone] = []
+
+    @event.on(EventType.ROOM_MEMBER)
+    async def on_member(self, evt: StateEvent) -> None:
+        content = evt.content
+        if evt.state_key != self.ctx.client.mxid or not isinstance(
+            content, MemberStateEventContent
+        ):
+            return
+        if content.membership == Membership.INVITE:
+            await self._invited(evt)
+        elif content.membership in (Membership.LEAVE, Membership.BAN):
+            how = "banned" if content.membership == Membership.BAN else "no longer in"
+            self.log.info("%s %s (by %s): forgetting the room", how, evt.room_id, evt.sender)
+            for gone in self.on_room_gone:
+                try:
+                    await gone(str(evt.room_id))
+                except Exception:
+                    self.log.exception("cleaning up after leaving %s failed", evt.room_id)
+
+    async def _invited(self, evt: StateEvent) -> None:
+        inv = self.ctx.settings().invites
+        if invite_allowed(evt.sender, inv.allowed_users, inv.allowed_servers):
+            self.log.info("accepting invite to %s from %s", evt.room_id, evt.sender)
+            await self.ctx.client.join_room(evt.room_id)
+        else:
+            self.log.info("declining invite to %s from %s (not allowed)", evt.room_id, evt.sender)
+            await self.ctx.client.leave_room(
+                evt.room_id, reason="rtcbot only accepts invites from allowed users and servers"
+            )

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from .media_roles import ROLES, MediaError, _fmt_s
-
-if TYPE_CHECKING:
-    from .bot import RtcBot
-    from .commands import CommandContext, CommandRouter
+from .commands import CommandContext, CommandRouter
+from .context import BotContext
+from .media_roles import ROLES, MediaError, MediaRoles, fmt_s
+from .ports import CallDirectory
 
 
 class MediaCommands:
-    def __init__(self, bot: RtcBot) -> None:
-        self.bot = bot
+    def __init__(self, ctx: BotContext, media: MediaRoles, calls: CallDirectory) -> None:
+        self.ctx = ctx
+        self.media = media
+        self.calls = calls
 
     def register(self, router: CommandRouter) -> None:
         router.add(
@@ -34,7 +33,7 @@ class MediaCommands:
 
     async def record(self, ctx: CommandContext) -> None:
         action = (ctx.line.args or ("status",))[0].lower()
-        media = self.bot.media
+        media = self.media
         if action == "status":
             rec = media.recorders.get(ctx.room_id)
             if rec is None:
@@ -43,12 +42,12 @@ class MediaCommands:
             st = rec.status()
             who = ", ".join(st.participants) or "nobody yet"
             await ctx.reply(
-                f"🔴 Recording for {_fmt_s(st.duration_s)} (part {st.segment}): {who}; "
+                f"🔴 Recording for {fmt_s(st.duration_s)} (part {st.segment}): {who}; "
                 f"{st.bytes_written / 1e6:.1f} MB so far, {st.dropped_frames} frames dropped."
             )
             return
         if action not in ("start", "stop"):
-            await ctx.reply(f"Usage: `{ctx.bot.router.prefix} record [start|stop|status]`")
+            await ctx.reply(f"Usage: `{ctx.prefix} record [start|stop|status]`")
             return
         allowed, level, need = await media.may_record(ctx.room_id, ctx.sender)
         if not allowed:
@@ -64,10 +63,10 @@ class MediaCommands:
             except MediaError as e:
                 await ctx.reply(str(e))
                 return
-            name = await self.bot.calls.display_name(ctx.room_id, ctx.sender)
+            name = await self.calls.display_name(ctx.room_id, ctx.sender)
             await ctx.reply(
                 f"🔴 Recording started by {name}. Everyone's audio in this call is recorded, "
-                f"one file per person; `{ctx.bot.router.prefix} record stop` ends it."
+                f"one file per person; `{ctx.prefix} record stop` ends it."
             )
         else:
             result = await media.stop_recording(
@@ -79,35 +78,33 @@ class MediaCommands:
     async def announce(self, ctx: CommandContext) -> None:
         text = ctx.line.rest.strip()
         if not text:
-            await ctx.reply(f"Usage: `{ctx.bot.router.prefix} announce <text>`")
+            await ctx.reply(f"Usage: `{ctx.prefix} announce <text>`")
             return
         if len(text) > 500:
             await ctx.reply("That is too long to speak; keep announcements under 500 characters.")
             return
         try:
-            seconds = await self.bot.media.announce(ctx.room_id, text)
+            seconds = await self.media.announce(ctx.room_id, text)
         except MediaError as e:
             await ctx.reply(str(e))
             return
-        name = await self.bot.calls.display_name(ctx.room_id, ctx.sender)
+        name = await self.calls.display_name(ctx.room_id, ctx.sender)
         await ctx.reply(f"📢 {name}: {text}  _(spoken in the call, {seconds:.1f} s)_")
 
     async def auto(self, ctx: CommandContext) -> None:
         role = (ctx.line.args or ("",))[0].lower()
         if role not in (*ROLES, "off"):
-            current = await self.bot.db.get_auto_role(ctx.room_id) or "off"
+            current = await self.ctx.db.get_auto_role(ctx.room_id) or "off"
             await ctx.reply(
-                f"Auto-follow here: {current}. Usage: "
-                f"`{ctx.bot.router.prefix} auto record|announce|off`"
+                f"Auto-follow here: {current}. Usage: `{ctx.prefix} auto record|announce|off`"
             )
             return
         if role == "record":
-            allowed, level, need = await self.bot.media.may_record(ctx.room_id, ctx.sender)
+            allowed, level, need = await self.media.may_record(ctx.room_id, ctx.sender)
             if not allowed:
                 await ctx.reply(f"Sorry, auto-record needs power level {need} (you have {level}).")
                 return
-        await self.bot.db.set_auto_role(ctx.room_id, None if role == "off" else role)
-        await self.bot.media.load_auto(ctx.room_id)
+        await self.ctx.db.set_auto_role(ctx.room_id, None if role == "off" else role)
         what = {
             "record": "I'll record every call in this room (and say so)",
             "announce": "I'll join every call here as announcer",

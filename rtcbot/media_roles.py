@@ -2,20 +2,19 @@
 
 Tokens: minted locally with least privilege when a LiveKit API secret is configured, else from
 the MatrixRTC authorization service (OpenID → /get_token, /sfu/get). Whenever the bot is in
-the SFU it also publishes its call membership, so clients show it in the call.
+the SFU it also publishes its call membership (through `CallMembership`), so clients show it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
 import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from livekit import rtc
 from mautrix.api import Method
@@ -30,27 +29,26 @@ from mautrix.types import (
     StateEvent,
     UserID,
 )
-from mautrix.util import background_task
 
+from .context import BotContext
 from .media.announcer import Announcer
 from .media.participant import Participant, SfuConnectError
 from .media.recorder import Recorder, RecordingResult
 from .media.tokens import AuthServiceClient, SfuAccess, SfuAuthError, mint_local_token
 from .media.tts import available_engine
+from .ports import CallEvent, CallMembership, TransportUrl
 from .rtc.identity import livekit_room_alias
 from .rtc.session import CallEnded, CallStarted
 
-if TYPE_CHECKING:
-    from .bot import RtcBot
-
 ROLES = ("record", "announce")
+RETENTION_EVERY_S = 3600
 
 
 class MediaError(Exception):
     """A sentence for the room."""
 
 
-def _fmt_s(seconds: float) -> str:
+def fmt_s(seconds: float) -> str:
     whole = round(seconds)
     if whole < 60:
         return f"{whole} s"
@@ -58,37 +56,66 @@ def _fmt_s(seconds: float) -> str:
 
 
 class MediaRoles:
-    def __init__(self, bot: RtcBot) -> None:
-        self.bot = bot
-        self.log = logging.getLogger("rtcbot.media")
+    def __init__(
+        self, ctx: BotContext, calls: CallMembership, transport_url: TransportUrl
+    ) -> None:
+        self.ctx = ctx
+        self.calls = calls
+        self.transport_url = transport_url
+        self.log = ctx.logger("media")
         self.recorders: dict[str, Recorder] = {}
         self.announcers: dict[str, Announcer] = {}
-        self.recording_by: dict[str, str] = {}
         # Rooms where the recording put the bot into the call (so it leaves with it).
         self.joined_for_recording: set[str] = set()
-        self._auto_cache: dict[str, str | None] = {}
-        self._auth = AuthServiceClient(bot.http)
-        self._cleanup: asyncio.Task[None] | None = None
+        # Rooms where a schedule asked to record the next call, until (ms).
+        self.armed_until: dict[str, int] = {}
+        self._auth = AuthServiceClient(ctx.http, log=self.log.getChild("auth_client"))
+        self._retention: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._cleanup = asyncio.ensure_future(self._retention_loop())
+        self._retention = asyncio.ensure_future(self._retention_loop())
 
     async def stop(self) -> None:
-        if self._cleanup:
-            self._cleanup.cancel()
+        if self._retention:
+            self._retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention
+            self._retention = None
         for room_id in list(self.recorders):
-            with contextlib.suppress(Exception):
+            try:
                 await self.stop_recording(room_id, reason_text="the bot is shutting down")
+            except Exception:
+                self.log.exception("finishing the recording in %s at shutdown failed", room_id)
         for room_id in list(self.announcers):
             await self._close_announcer(room_id)
 
+    async def forget_room(self, room_id: str) -> None:
+        """The bot was kicked, banned or left: end what it did there. The room cannot be told
+        any more, so a recording's files stay on disk (the log says where)."""
+        self.armed_until.pop(room_id, None)
+        self.joined_for_recording.discard(room_id)
+        recorder = self.recorders.pop(room_id, None)
+        if recorder is not None:
+            result = await recorder.stop()
+            where = result.files[0].path.parent if result.files else "nowhere (no audio)"
+            self.log.warning(
+                "removed from %s while recording: %d files kept in %s",
+                room_id,
+                len(result.files),
+                where,
+            )
+        await self._close_announcer(room_id)
+
+    def live_metrics(self) -> dict[str, float]:
+        return {"rtcbot_recordings_active": len(self.recorders)}
+
     # -- tokens ------------------------------------------------------------------------------
     def _identity(self, role: str) -> str:
-        base = f"{self.bot.client.mxid}:{self.bot.client.device_id or 'RTCBOT'}"
+        base = f"{self.ctx.user_id}:{self.ctx.device_id}"
         return base if role == "recorder" else f"{base}:{role}"
 
     async def access(self, room_id: str, role: str) -> SfuAccess:
-        lk = self.bot.settings.livekit
+        lk = self.ctx.settings().livekit
         if lk.api_secret:
             return mint_local_token(
                 lk,
@@ -97,28 +124,27 @@ class MediaRoles:
                 "recorder" if role == "recorder" else "announcer",
                 name=f"rtcbot {role}",
             )
-        service = await self.bot.transport_url() or await self._members_transport(room_id)
+        service = await self.transport_url() or await self._members_transport(room_id)
         if not service:
             raise MediaError(
                 "I don't know this call's LiveKit service: the homeserver advertises no "
                 "MatrixRTC transport, and livekit.service_url / livekit.api_secret are not set."
             )
-        openid = await self.bot.client.api.request(
+        openid = await self.ctx.client.api.request(
             Method.POST,
-            ApiPath.v3.user[self.bot.client.mxid].openid.request_token,
+            ApiPath.v3.user[self.ctx.user_id].openid.request_token,
             {},
             sensitive=True,
         )
-        device = self.bot.client.device_id or "RTCBOT"
         member_id = f"{role}-{uuid.uuid4().hex[:8]}"
         return await self._auth.get_access(
-            service, room_id, openid, self.bot.client.mxid, device, member_id
+            service, room_id, openid, self.ctx.user_id, self.ctx.device_id, member_id
         )
 
     async def _members_transport(self, room_id: str) -> str:
         """The call members' own advertised transport (foci_preferred / rtc_transports),
         oldest member first, as Element Call's "oldest_membership" selection does."""
-        call = (await self.bot.calls.room(room_id)).call()
+        call = (await self.calls.room(room_id)).call()
         if call is None:
             return ""
         for member in sorted(call.members.values(), key=lambda m: m.since_ms):
@@ -131,21 +157,21 @@ class MediaRoles:
         async def get() -> SfuAccess:
             return await self.access(room_id, role)
 
-        return Participant(get, logging.getLogger(f"rtcbot.media.{role}"), name=role)
+        return Participant(get, self.log.getChild(role), name=role)
 
     # -- permissions -------------------------------------------------------------------------
     async def may_record(self, room_id: str, user_id: str) -> tuple[bool, int, int]:
-        levels = await self.bot.client.get_state_event(
+        levels = await self.ctx.client.get_state_event(
             RoomID(room_id), EventType.ROOM_POWER_LEVELS
         )
-        create = await self.bot.client.get_state_event(
+        create = await self.ctx.client.get_state_event(
             RoomID(room_id), EventType.ROOM_CREATE, format="event"
         )
         assert isinstance(levels, PowerLevelStateEventContent)
         level = levels.get_user_level(
             UserID(user_id), create=create if isinstance(create, StateEvent) else None
         )
-        need = self.bot.settings.recording.min_power_level
+        need = self.ctx.settings().recording.min_power_level
         return level >= need, level, need
 
     # -- recording ---------------------------------------------------------------------------
@@ -154,7 +180,7 @@ class MediaRoles:
             # /sfu/get identities are "@user:server:DEVICE"; hashed ones are opaque.
             if identity.startswith("@") and identity.count(":") >= 2:
                 user, _, device = identity.rpartition(":")
-                cached = self.bot.calls._names.get((room_id, user))
+                cached = self.calls.known_name(room_id, user)
                 return cached or user[1:].split(":")[0], device
             return "", ""
 
@@ -162,14 +188,14 @@ class MediaRoles:
 
     def _ignore(self, p: rtc.RemoteParticipant) -> bool:
         # Our own announcer (consent notices) and non-human participants are not recorded.
-        return p.identity.startswith(f"{self.bot.client.mxid}:") or (
+        return p.identity.startswith(f"{self.ctx.user_id}:") or (
             p.kind != rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
         )
 
     async def start_recording(self, room_id: str, requester: str) -> Recorder:
         if room_id in self.recorders:
             raise MediaError("I am already recording this call. `!call record stop` ends it.")
-        settings = self.bot.settings.recording
+        settings = self.ctx.settings().recording
         directory = Path(settings.directory) / re.sub(r"[^A-Za-z0-9]+", "_", room_id).strip("_")
         prefix = time.strftime("%Y-%m-%d_%H%M%S")
 
@@ -184,16 +210,17 @@ class MediaRoles:
         participant = self._participant(room_id, "recorder")
 
         def on_lost(_message: str) -> None:
-            background_task.create(
-                self.bot.notices.send(
+            self.ctx.tasks.spawn(
+                self.ctx.notices.send(
                     RoomID(room_id),
                     "⚠️ I lost the connection to the call's media server. The recording so far "
                     "is saved; I'll continue in a new part as soon as the server is back.",
-                )
+                ),
+                "sfu-lost-notice",
             )
 
         async def on_reconnected(_room: rtc.Room) -> None:
-            await self.bot.notices.send(
+            await self.ctx.notices.send(
                 RoomID(room_id), "🔴 The media server is back: recording continues in a new part."
             )
 
@@ -209,10 +236,9 @@ class MediaRoles:
             on_empty=on_empty,
             on_stopped=on_stopped,
             ignore=self._ignore,
-            exclude=lambda p: p.identity.startswith(f"{self.bot.client.mxid}:"),
+            exclude=lambda p: p.identity.startswith(f"{self.ctx.user_id}:"),
         )
         self.recorders[room_id] = recorder
-        self.recording_by[room_id] = requester
         try:
             await recorder.start()
         except (SfuConnectError, SfuAuthError) as e:
@@ -225,20 +251,22 @@ class MediaRoles:
             raise
         # In the SFU → in the call: publish the membership so clients show the bot.
         try:
-            if room_id not in self.bot.calls.publishers:
+            if self.calls.publisher(room_id) is None:
                 self.joined_for_recording.add(room_id)
-            await self.bot.calls.join(room_id, "audio")
+            await self.calls.join(room_id, "audio")
         except Exception as e:
             self.log.warning("recording in %s without call membership: %s", room_id, e)
         if settings.spoken_consent:
-            background_task.create(self._speak(room_id, "This call is now being recorded."))
+            self.ctx.tasks.spawn(
+                self._speak(room_id, "This call is now being recorded."), "consent-notice"
+            )
         return recorder
 
     async def stop_recording(self, room_id: str, reason_text: str = "") -> RecordingResult | None:
         recorder = self.recorders.pop(room_id, None)
         if recorder is None:
             return None
-        if self.bot.settings.recording.spoken_consent:
+        if self.ctx.settings().recording.spoken_consent:
             with contextlib.suppress(Exception):
                 await self._speak(room_id, "The recording has stopped.")
         result = await recorder.stop()
@@ -249,17 +277,17 @@ class MediaRoles:
         if room_id in self.joined_for_recording:
             self.joined_for_recording.discard(room_id)
             with contextlib.suppress(Exception):
-                await self.bot.calls.leave(room_id)
+                await self.calls.leave(room_id)
         await self._close_announcer(room_id)
         why = {
             "max_duration": "it reached the maximum length",
             "sfu_lost": "the media server was unreachable for too long",
             "room_closed": "the call's media room was closed",
         }.get(result.reason, reason_text)
-        people = [f"{s.display_name} {_fmt_s(s.speaking_seconds)}" for s in result.speakers]
+        people = [f"{s.display_name} {fmt_s(s.speaking_seconds)}" for s in result.speakers]
         lines = [
             f"⏹️ Recording stopped{f' ({why})' if why else ''} after "
-            f"{_fmt_s(result.duration_ms / 1000)}"
+            f"{fmt_s(result.duration_ms / 1000)}"
             + (
                 f", in {result.segments} parts (the media server was lost in between)"
                 if result.segments > 1
@@ -268,14 +296,15 @@ class MediaRoles:
             + ".",
             "Who spoke: " + (", ".join(people) if people else "nobody"),
         ]
-        limit = self.bot.settings.recording.max_upload_mb * 1024 * 1024
+        settings = self.ctx.settings().recording
+        limit = settings.max_upload_mb * 1024 * 1024
         if result.files and result.total_bytes <= limit:
-            await self.bot.notices.send(RoomID(room_id), "\n".join(lines))
+            await self.ctx.notices.send(RoomID(room_id), "\n".join(lines))
             for f in sorted(
                 result.files, key=lambda f: (f.kind != "mix", f.segment, f.display_name)
             ):
                 await self._upload(room_id, f)
-            if self.bot.settings.recording.retention_days == 0:
+            if settings.retention_days == 0:
                 for f in result.files:
                     f.path.unlink(missing_ok=True)
         else:
@@ -283,15 +312,16 @@ class MediaRoles:
             lines.append(
                 f"The files ({result.total_bytes / 1e6:.1f} MB) are larger than the upload limit "
                 f"and stay on the bot's disk in `{where}` for "
-                f"{self.bot.settings.recording.retention_days} days."
+                f"{settings.retention_days} days."
             )
-            await self.bot.notices.send(RoomID(room_id), "\n".join(lines))
+            await self.ctx.notices.send(RoomID(room_id), "\n".join(lines))
         if result.errors:
             self.log.warning("recording in %s had errors: %s", room_id, result.errors)
 
     async def _upload(self, room_id: str, f: Any) -> None:
-        data = f.path.read_bytes()
-        mxc = await self.bot.client.upload_media(data, mime_type="audio/ogg", filename=f.path.name)
+        # Up to max_upload_mb: read off the event loop.
+        data = await asyncio.to_thread(f.path.read_bytes)
+        mxc = await self.ctx.client.upload_media(data, mime_type="audio/ogg", filename=f.path.name)
         label = "Mix of everyone" if f.kind == "mix" else f"{f.display_name} ({f.device})"
         content = MediaMessageEventContent(
             msgtype=MessageType.AUDIO,
@@ -300,38 +330,30 @@ class MediaRoles:
             info=AudioInfo(mimetype="audio/ogg", size=len(data), duration=f.duration_ms),
         )
         content["filename"] = f.path.name
-        await self.bot.client.send_message(RoomID(room_id), content)
+        await self.ctx.client.send_message(RoomID(room_id), content)
 
     async def _retention_loop(self) -> None:
         while True:
-            with contextlib.suppress(Exception):
-                self._apply_retention()
-            await asyncio.sleep(3600)
-
-    def _apply_retention(self) -> None:
-        days = self.bot.settings.recording.retention_days
-        root = Path(self.bot.settings.recording.directory)
-        if not root.is_dir():
-            return
-        cutoff = time.time() - days * 86400
-        for path in root.glob("*/*"):
-            if path.stat().st_mtime < cutoff and not any(
-                r.directory == path.parent for r in self.recorders.values()
-            ):
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
+            settings = self.ctx.settings().recording
+            busy = {r.directory for r in self.recorders.values()}
+            try:
+                # glob, stat and rmtree of a large directory: off the event loop.
+                await asyncio.to_thread(
+                    _apply_retention, Path(settings.directory), settings.retention_days, busy
+                )
+            except Exception:
+                self.log.exception("applying the recording retention failed")
+            await asyncio.sleep(RETENTION_EVERY_S)
 
     # -- announcer ---------------------------------------------------------------------------
     async def announcer(self, room_id: str) -> Announcer:
         ann = self.announcers.get(room_id)
-        if ann is None or ann._closed:
+        if ann is None or ann.closed:
             ann = Announcer(
                 self._participant(room_id, "announcer"),
                 available_engine(),
                 self.log,
-                join_chime=self.bot.settings.announcer.join_chime,
+                join_chime=self.ctx.settings().announcer.join_chime,
             )
             try:
                 await ann.connect()
@@ -358,38 +380,61 @@ class MediaRoles:
             with contextlib.suppress(Exception):
                 await ann.close()
 
-    # -- auto-follow -------------------------------------------------------------------------
-    async def load_auto(self, room_id: str) -> str | None:
-        role = await self.bot.db.get_auto_role(room_id)
-        self._auto_cache[room_id] = role
-        return role
-
-    async def on_call_event(self, room_id: str, ev: Any) -> None:
-        """Auto-follow: join in the room's role when people start a call, leave when it ends."""
-        role = await self.load_auto(room_id)
-        if role is None:
-            return
-        if isinstance(ev, CallStarted) and ev.started_by != self.bot.client.mxid:
+    # -- auto-follow and scheduled recordings ------------------------------------------------
+    async def on_call_event(self, room_id: str, ev: CallEvent) -> None:
+        """Observer of CallManager: join in the room's auto role (or for a scheduled recording)
+        when people start a call, leave when it ends."""
+        if isinstance(ev, CallStarted) and ev.started_by != self.ctx.user_id:
+            armed = self.armed_until.pop(room_id, 0) >= int(time.time() * 1000)
+            role = await self.ctx.db.get_auto_role(room_id)
+            if armed and role != "record":
+                role = "record"
+            if role is None:
+                return
             try:
                 if role == "record" and room_id not in self.recorders:
-                    await self.start_recording(room_id, self.bot.client.mxid)
-                    await self.bot.notices.send(
+                    await self.start_recording(room_id, self.ctx.user_id)
+                    why = (
+                        "a schedule asked for it"
+                        if armed
+                        else "auto-record is on here; `!call auto off` turns it off"
+                    )
+                    await self.ctx.notices.send(
                         RoomID(room_id),
-                        "🔴 Recording this call (auto-record is on here). Everyone's audio is "
-                        "recorded; `!call auto off` turns it off.",
+                        f"🔴 Recording this call ({why}). Everyone's audio is recorded.",
                     )
                 elif role == "announce":
                     await self.announcer(room_id)
-                    await self.bot.calls.join(room_id, "audio")
+                    await self.calls.join(room_id, "audio")
             except Exception as e:
-                await self.bot.notices.send(RoomID(room_id), f"Auto-{role} failed: {e}")
+                await self.ctx.notices.send(RoomID(room_id), f"Auto-{role} failed: {e}")
         elif isinstance(ev, CallEnded):
             if room_id in self.recorders:
                 await self.stop_recording(room_id, reason_text="the call ended")
             if room_id in self.announcers:
                 await self._close_announcer(room_id)
                 with contextlib.suppress(Exception):
-                    await self.bot.calls.leave(room_id)
+                    await self.calls.leave(room_id)
+
+    async def record_scheduled(self, room_id: str, title: str, duration_s: int) -> None:
+        """A schedule with --record reached its start: record the call if one is on, else the
+        call that starts within the schedule's duration (the bot never starts a call alone)."""
+        if room_id in self.recorders:
+            return
+        call = (await self.calls.room(room_id)).call()
+        if call is None or not any(u != self.ctx.user_id for u in call.user_ids()):
+            window_s = max(duration_s, 30 * 60)
+            self.armed_until[room_id] = int(time.time() * 1000) + window_s * 1000
+            return
+        try:
+            await self.start_recording(room_id, self.ctx.user_id)
+        except MediaError as e:
+            await self.ctx.notices.send(RoomID(room_id), f"The scheduled recording failed: {e}")
+            return
+        await self.ctx.notices.send(
+            RoomID(room_id),
+            "🔴 Recording this call (a schedule asked for it). Everyone's audio is recorded.",
+        )
 
     def status_json(self) -> list[dict[str, object]]:
         out: list[dict[str, object]] = []
@@ -406,3 +451,16 @@ class MediaRoles:
                 }
             )
         return out
+
+
+def _apply_retention(root: Path, days: int, busy: set[Path]) -> None:
+    """Delete recordings older than `days` (blocking: run in a thread)."""
+    if not root.is_dir():
+        return
+    cutoff = time.time() - days * 86400
+    for path in root.glob("*/*"):
+        if path.stat().st_mtime < cutoff and path.parent not in busy:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)

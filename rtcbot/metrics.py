@@ -16,14 +16,19 @@ from prometheus_client.registry import Collector
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30)
 
 
-class _LiveGauges(Collector):
-    """Gauges read from the bot's state at scrape time (no bookkeeping to drift)."""
+LiveSource = Callable[[], dict[str, float]]
 
-    def __init__(self, read: Callable[[], dict[str, float]]) -> None:
-        self.read = read
+
+class _LiveGauges(Collector):
+    """Gauges read from the managers' state at scrape time (no bookkeeping to drift)."""
+
+    def __init__(self) -> None:
+        self.sources: list[LiveSource] = []
 
     def collect(self):  # type: ignore[no-untyped-def]  # prometheus_client's signature
-        values = self.read()
+        values: dict[str, float] = {}
+        for read in self.sources:
+            values.update(read())
         docs = {
             "rtcbot_calls_active": "Calls in progress in the rooms the bot is in",
             "rtcbot_call_members": "Devices in those calls",
@@ -35,9 +40,10 @@ class _LiveGauges(Collector):
 
 
 class Metrics:
-    def __init__(self, read_live: Callable[[], dict[str, float]]) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_LiveGauges(read_live))
+        self._live = _LiveGauges()
+        self.registry.register(self._live)
         self.announcements = Counter(
             "rtcbot_announcements",
             "Notices the bot posted about calls",
@@ -60,6 +66,10 @@ class Metrics:
         )
         self.up = Gauge("rtcbot_up", "1 while the instance runs", registry=self.registry)
         self.up.set(1)
+
+    def add_live_source(self, read: LiveSource) -> None:
+        """A manager's gauges, read at every scrape (e.g. CallManager.live_metrics)."""
+        self._live.sources.append(read)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from livekit import api
 
 from .auth_service import AuthService
+from .context import BotContext
+from .tasks import plugin_tasks
 
-if TYPE_CHECKING:
-    from .bot import RtcBot
+StatusSource = Callable[[], list[dict[str, Any]]]
 
 
 class WebEndpoints:
-    def __init__(self, bot: RtcBot) -> None:
-        self.bot = bot
-        self.log = logging.getLogger("rtcbot.web")
+    def __init__(self, ctx: BotContext, rooms: StatusSource, recordings: StatusSource) -> None:
+        self.ctx = ctx
+        self.rooms = rooms
+        self.recordings = recordings
+        self.log = ctx.logger("web")
         self.auth = AuthService(
-            lambda: bot.settings.auth_service, bot.http, logging.getLogger("rtcbot.auth_service")
+            lambda: ctx.settings().auth_service, ctx.http, ctx.logger("auth_service")
         )
 
     def mount(self, app: web.UrlDispatcher) -> None:
@@ -34,16 +37,17 @@ class WebEndpoints:
 
     async def _probe(self, url: str) -> dict[str, object]:
         try:
-            async with asyncio.timeout(3), self.bot.http.get(url) as resp:
+            async with asyncio.timeout(3), self.ctx.http.get(url) as resp:
                 return {"reachable": resp.status < 500, "http_status": resp.status}
         except Exception as e:
             return {"reachable": False, "error": type(e).__name__}
 
     async def health(self, _request: web.Request) -> web.Response:
         """Homeserver and SFU reachable? 200 when both are, 503 otherwise."""
-        hs = await self._probe(str(self.bot.client.api.base_url / "_matrix/client/versions"))
+        hs = await self._probe(str(self.ctx.client.api.base_url / "_matrix/client/versions"))
         result: dict[str, object] = {"homeserver": hs}
-        lk_url = self.bot.settings.livekit.url or self.bot.settings.auth_service.livekit_url
+        settings = self.ctx.settings()
+        lk_url = settings.livekit.url or settings.auth_service.livekit_url
         if lk_url:
             http_url = lk_url.replace("wss://", "https://").replace("ws://", "http://")
             result["sfu"] = await self._probe(http_url.rstrip("/") + "/")
@@ -52,7 +56,7 @@ class WebEndpoints:
         return web.json_response(result, status=200 if ok else 503)
 
     async def status(self, request: web.Request) -> web.Response:
-        token = self.bot.settings.web.status_token
+        token = self.ctx.settings().web.status_token
         if not token:
             return web.json_response(
                 {"error": "/status is disabled: set web.status_token in the config"}, status=403
@@ -62,21 +66,23 @@ class WebEndpoints:
             return web.json_response({"error": "missing or wrong bearer token"}, status=401)
         return web.json_response(
             {
-                "bot": self.bot.client.mxid,
-                "rooms": self.bot.calls.status_json(),
-                "recordings": self.bot.recordings_status(),
+                "bot": self.ctx.user_id,
+                "rooms": self.rooms(),
+                "recordings": self.recordings(),
+                # Tasks of the plugin running now (the same count `stop()` logs as left over).
+                "tasks": len(plugin_tasks()),
             }
         )
 
     async def metrics(self, _request: web.Request) -> web.Response:
         return web.Response(
-            body=self.bot.metrics.render(),
+            body=self.ctx.metrics.render(),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
 
     async def sfu_webhook(self, request: web.Request) -> web.Response:
         """LiveKit's room/participant events, signed with the API key (verified, then logged)."""
-        settings = self.bot.settings.auth_service
+        settings = self.ctx.settings().auth_service
         if not settings.api_secret:
             return web.json_response({"errcode": "M_NOT_FOUND"}, status=404)
         body = await request.text()

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from mautrix.util import background_task
-
 from ..config import MembershipSettings
 from ..rtc.membership import CALL_MEMBER_TYPE, make_state_key, session_content
 from .delayed_events import (
@@ -131,6 +129,7 @@ class MembershipPublisher:
         self.rejoins = 0
         self.last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._rejoin_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     # -- public ------------------------------------------------------------------------------
@@ -195,9 +194,15 @@ class MembershipPublisher:
         self.rejoins += 1
         self.delay_id = None  # overwritten state cancels our delayed leave server-side
         self.state = State.JOINING
-        background_task.create(self._rejoin())
+        self._rejoin_task = asyncio.ensure_future(self._rejoin())
 
     async def close(self) -> None:
+        """Stop every task of this publisher (heartbeat, a pending rejoin); no request sent."""
+        task, self._rejoin_task = self._rejoin_task, None
+        if task and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         await self._stop_heartbeat()
 
     # -- join sequence -----------------------------------------------------------------------

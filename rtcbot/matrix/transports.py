@@ -38,10 +38,10 @@ def first_livekit_url(entries: Any) -> str | None:
 
 
 class TransportDiscovery:
-    def __init__(self, client: Client, ttl_s: float = 300) -> None:
+    def __init__(self, client: Client, log: logging.Logger, ttl_s: float = 300) -> None:
         self.client = client
         self.ttl_s = ttl_s
-        self.log = logging.getLogger("rtcbot.transports")
+        self.log = log
         self._cached: tuple[float, Discovered] | None = None
 
     def invalidate(self) -> None:

@@ -48,6 +48,10 @@ class Announcer:
         participant.on_reconnected.append(self._republish)
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def published(self) -> bool:
         return self._publication is not None
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from rtcbot.schedules import format_clock
 from rtcbot_stack.stack import Stack
 from tests.stack.matrix_user import Event, MatrixUser, body, is_message_from
 
@@ -21,6 +24,17 @@ LATE = "(posted late: the bot was offline)"
 
 def schedule_tag(evt: Event) -> dict[str, Any]:
     return dict(evt.get("content", {}).get("dev.rtcbot", {}).get("schedule") or {})
+
+
+def clock_at(ts_ms: int, tz: str = "UTC") -> str:
+    """The clock the bot writes for the instant `ts_ms`, by the bot's own rule (format_clock):
+    "10:51:07", but "10:51" when the seconds are zero."""
+    return format_clock(datetime.fromtimestamp(ts_ms / 1000, UTC).astimezone(ZoneInfo(tz)))
+
+
+def occurrence_clock(evt: Event, tz: str = "UTC") -> str:
+    """The clock of the occurrence a schedule message is about (from its dev.rtcbot tag)."""
+    return clock_at(int(schedule_tag(evt)["occurrence_ts"]), tz)
 
 
 def is_action(bot_id: str, kind: str, schedule_id: int) -> Any:
@@ -66,7 +80,11 @@ async def test_reminder_start_ring_and_nobody_note(
     after = reply["event_id"]
 
     reminder = await alice.wait_for(bot_room, is_action(bot_id, "reminder", sid), 15, after)
-    assert re.fullmatch(r"⏰ Standup starts in [23] s \(\d\d:\d\d:\d\d\)\.", body(reminder))
+    reminder_text = body(reminder)
+    clock = occurrence_clock(reminder)  # the room's schedules use UTC (asserted above)
+    assert re.fullmatch(rf"⏰ Standup starts in [23] s \({re.escape(clock)}\)\.", reminder_text), (
+        reminder_text
+    )
     assert reminder["content"]["msgtype"] == "m.notice"
 
     start = await alice.wait_for(bot_room, is_action(bot_id, "start", sid), 10, after)
@@ -125,7 +143,7 @@ async def test_kill_9_before_the_start_catches_up_late(
     stack.restart_maubot()
     start = await alice.wait_for(bot_room, is_action(bot_id, "start", sid), 60, after)
     assert body(start).endswith(LATE), body(start)
-    assert re.search(r"Planning started at \d\d:\d\d:\d\d", body(start)), body(start)
+    assert f"Planning started at {occurrence_clock(start)}: " in body(start), body(start)
     assert schedule_tag(start)["late"] is True
     await asyncio.sleep(3)
     assert await count(alice, bot_room, is_action(bot_id, "start", sid)) == 1
@@ -162,7 +180,7 @@ async def test_stopped_instance_catches_up_and_recurring_keeps_going(
     assert schedule_tag(late)["late"] is True
 
     # It goes on: the next one is the following minute.
-    following = time.strftime("%H:%M", time.gmtime(missed_ts / 1000 + 60))
+    following = clock_at(missed_ts + 60_000)
     nxt = body(await alice.command(bot_room, "!call schedule next", bot_id))
     assert nxt.startswith(f"Next call: Ticker (#{sid}) on ") and f" {following} (UTC)" in nxt, nxt
 

@@ -26,8 +26,8 @@ from rtcbot.diagnostics import (
     SFU,
     STICKY,
     Check,
-    Diagnostics,
-    _Run,
+    CheckRunner,
+    RunState,
     check_clock,
     check_delayed_support,
     check_jwt_claims,
@@ -225,19 +225,18 @@ def test_small_formatters() -> None:
 
 
 # -- the runner's guard ------------------------------------------------------------------------
-def _guarded() -> tuple[Diagnostics, _Run]:
-    diag = Diagnostics.__new__(Diagnostics)  # the guard needs no bot
-    diag.log = logging.getLogger("rtcbot.diagnostics")
-    return diag, _Run(RoomID("!room:example.org"), False, time.monotonic(), {SECRET})
+def _guarded() -> tuple[CheckRunner, RunState]:
+    runner = CheckRunner(logging.getLogger("rtcbot.diagnostics"))  # the guard needs no bot
+    return runner, RunState(RoomID("!room:example.org"), False, time.monotonic(), {SECRET})
 
 
 async def test_guard_reports_a_timeout_as_a_failed_line() -> None:
-    diag, run = _guarded()
+    runner, run = _guarded()
 
-    async def hang(run: _Run) -> None:
+    async def hang(run: RunState) -> None:
         await asyncio.sleep(5)
 
-    await diag._guard(run, (CLOCK,), 0.05, hang)
+    await runner.guard(run, (CLOCK,), 0.05, hang)
     check = run.results[CLOCK]
     assert check.status == "fail" and "0.05 s" in check.summary and check.cause and check.fix
 
@@ -245,13 +244,13 @@ async def test_guard_reports_a_timeout_as_a_failed_line() -> None:
 async def test_guard_redacts_secrets_from_unexpected_errors_in_report_and_log(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    diag, run = _guarded()
+    runner, run = _guarded()
 
-    async def boom(run: _Run) -> None:
+    async def boom(run: RunState) -> None:
         raise RuntimeError(f"GET https://sfu/rtc/validate?access_token={FAKE_JWT} with {SECRET}")
 
     with caplog.at_level(logging.DEBUG):
-        await diag._guard(run, (GHOSTS,), 1, boom)
+        await runner.guard(run, (GHOSTS,), 1, boom)
     check = run.results[GHOSTS]
     assert check.status == "fail"
     md, html = render([check], verbose=True, elapsed_s=1, secrets=run.secrets)
@@ -261,11 +260,11 @@ async def test_guard_redacts_secrets_from_unexpected_errors_in_report_and_log(
 
 
 async def test_guard_fills_lines_a_check_forgot_and_keeps_the_rest() -> None:
-    diag, run = _guarded()
+    runner, run = _guarded()
 
-    async def partial(run: _Run) -> None:
+    async def partial(run: RunState) -> None:
         run.put(Check(PERM_BOT, "ok", "fine"))
 
-    await diag._guard(run, (PERM_BOT, PERM_MEMBERS), 1, partial)
+    await runner.guard(run, (PERM_BOT, PERM_MEMBERS), 1, partial)
     assert run.results[PERM_BOT].status == "ok"
     assert run.results[PERM_MEMBERS].status == "skip"

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtcbot.config import ConfigError, parse_settings
-from rtcbot.schedule_rules import (
+from rtcbot.schedules import (
     KIND_CRON,
     KIND_ONCE,
     KIND_RRULE,

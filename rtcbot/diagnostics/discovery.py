@@ -1,0 +1,193 @@
+"""SFU discovery, checklist 4–5: the transports endpoint (MSC4143) and the legacy well-known
+`rtc_foci`; which authorization service the later checks ask is settled here."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import aiohttp
+from mautrix.api import Method
+from mautrix.errors import MatrixRequestError
+
+from ..matrix.transports import RTC_FOCI_KEY, TRANSPORTS_PATH, first_livekit_url
+from .probe import Probe, RunState
+from .report import (
+    FAIL,
+    OK,
+    TRANSPORT_FIX,
+    TRANSPORTS,
+    WARN,
+    WELL_KNOWN,
+    Check,
+    error_text,
+    matrix_error,
+)
+
+
+async def discovery(probe: Probe, run: RunState) -> None:
+    # The authorization check waits for this, however discovery ends.
+    try:
+        await _discover(probe, run)
+    finally:
+        run.discovery_done.set()
+
+
+async def _discover(probe: Probe, run: RunState) -> None:
+    configured = probe.ctx.settings().livekit.service_url.rstrip("/")
+    if configured:
+        run.service_url = configured
+        run.service_source = "the bot's config (livekit.service_url)"
+        run.discovery_done.set()
+    (t_url, t_check), (w_url, w_check, w_where) = await asyncio.gather(
+        _transports(probe), _well_known(probe)
+    )
+    if not configured and (t_url or w_url):
+        run.service_url = t_url or w_url
+        run.service_source = "the transports endpoint" if t_url else "the well-known rtc_foci"
+    run.discovery_done.set()
+
+    if t_url is None and t_check.status != FAIL and w_url:
+        t_check = Check(
+            TRANSPORTS,
+            WARN,
+            t_check.summary,
+            cause=t_check.cause + " Older clients still find the service in the well-known, "
+            "but Element Call (since 2026-08) only asks this endpoint or its own config.",
+            fix=t_check.fix,
+            details=t_check.details,
+        )
+    elif t_url is None and not w_url:
+        t_check = Check(
+            TRANSPORTS,
+            FAIL,
+            t_check.summary,
+            cause=t_check.cause + " Nothing else advertises one either, so clients fail "
+            "with MISSING_MATRIX_RTC_TRANSPORT (or _FOCUS).",
+            fix=t_check.fix,
+            details=t_check.details,
+        )
+    if w_url and t_url and w_url != t_url:
+        w_check = Check(
+            WELL_KNOWN,
+            WARN,
+            f"advertises {w_url}, but the transports endpoint says {t_url}",
+            cause="Old clients (well-known) and new ones (endpoint) would use different "
+            "authorization services and may end up on different SFUs.",
+            fix="Advertise the same `livekit_service_url` in `matrix_rtc.transports` and "
+            "`extra_well_known_client_content`.",
+            details=w_check.details,
+        )
+    elif not w_url:
+        w_check = Check(
+            WELL_KNOWN,
+            WARN if t_url else FAIL,
+            w_check.summary,
+            cause=w_check.cause
+            + (
+                " Only older clients (and Element X as a fallback) need it."
+                if t_url
+                else " Nothing else advertises one either."
+            ),
+            fix="Add `org.matrix.msc4143.rtc_foci: [{type: livekit, livekit_service_url: "
+            "https://…}]` to `extra_well_known_client_content` in homeserver.yaml (needs "
+            "`public_baseurl`), or serve it from the server name's web server.",
+            details=(*w_check.details, f"looked at {w_where}"),
+        )
+    if configured and not (t_url or w_url):
+        extra = "The bot itself uses `livekit.service_url` from its config."
+        t_check = replace(t_check, details=(*t_check.details, extra))
+    run.put(t_check)
+    run.put(w_check)
+
+
+async def _transports(probe: Probe) -> tuple[str | None, Check]:
+    try:
+        resp = await probe.matrix(Method.GET, TRANSPORTS_PATH)
+    except MatrixRequestError as e:
+        if e.http_status == 404 or e.errcode == "M_UNRECOGNIZED":
+            return None, Check(
+                TRANSPORTS,
+                WARN,
+                "not served by the homeserver (404)",
+                cause="MSC4143 is off (`experimental_features.msc4143_enabled`).",
+                fix=TRANSPORT_FIX,
+                details=(f"GET {TRANSPORTS_PATH} → {matrix_error(e)}",),
+            )
+        return None, Check(
+            TRANSPORTS,
+            FAIL,
+            f"the homeserver answered {e.http_status}",
+            cause=matrix_error(e),
+            fix="Check the homeserver's logs.",
+        )
+    except (TimeoutError, aiohttp.ClientError) as e:
+        return None, Check(
+            TRANSPORTS,
+            FAIL,
+            "no answer from the homeserver",
+            cause=matrix_error(e),
+            fix="Check that the homeserver is up and reachable from the bot.",
+        )
+    entries = resp.get("rtc_transports") if isinstance(resp, dict) else None
+    url = first_livekit_url(entries)
+    listed = tuple(
+        f"{t.get('type')}: {t.get('livekit_service_url') or t.get('url') or '?'}"
+        for t in (entries or [])
+        if isinstance(t, dict)
+    )
+    if url:
+        return url, Check(TRANSPORTS, OK, f"advertises {url}", details=listed)
+    return None, Check(
+        TRANSPORTS,
+        WARN,
+        "served, but lists no LiveKit transport",
+        cause="`matrix_rtc.transports` in homeserver.yaml is empty or has no livekit entry "
+        "with a `livekit_service_url`.",
+        fix=TRANSPORT_FIX,
+        details=listed or ("answer: {}",),
+    )
+
+
+async def _well_known(probe: Probe) -> tuple[str | None, Check, str]:
+    base = str(probe.ctx.client.api.base_url).rstrip("/")
+    candidates = list(dict.fromkeys([f"https://{probe.server_name}", base]))
+    answers = await asyncio.gather(*(_fetch_well_known(probe, c) for c in candidates))
+    notes = [
+        f"{c}/.well-known/matrix/client: {a[1]}" for c, a in zip(candidates, answers, strict=True)
+    ]
+    for cand, (url, _) in zip(candidates, answers, strict=True):
+        if url:
+            return (
+                url,
+                Check(WELL_KNOWN, OK, f"advertises {url}", details=tuple(notes)),
+                cand,
+            )
+    return (
+        None,
+        Check(
+            WELL_KNOWN,
+            WARN,
+            "no `org.matrix.msc4143.rtc_foci` in the client well-known",
+            cause="The homeserver's `.well-known/matrix/client` names no LiveKit service.",
+            details=tuple(notes),
+        ),
+        " and ".join(candidates),
+    )
+
+
+async def _fetch_well_known(probe: Probe, base: str) -> tuple[str | None, str]:
+    try:
+        async with asyncio.timeout(probe.request_timeout):
+            async with probe.ctx.http.get(
+                f"{base}/.well-known/matrix/client", allow_redirects=True
+            ) as resp:
+                if resp.status != 200:
+                    return None, f"HTTP {resp.status}"
+                data = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+        return None, error_text(e)
+    if not isinstance(data, dict):
+        return None, "not a JSON object"
+    url = first_livekit_url(data.get(RTC_FOCI_KEY))
+    return url, (f"rtc_foci → {url}" if url else "no livekit rtc_foci")

@@ -1,0 +1,42 @@
+"""What one manager needs of another, as narrow protocols that bot.py satisfies by wiring.
+
+A manager depends on one of these, never on the plugin object or on another manager's
+attributes: the media roles see the calls through `CallMembership`, diagnostics and schedules
+through `CallDirectory`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
+
+from .matrix.publisher import MembershipPublisher
+from .rtc.session import CallEnded, CallStarted, RoomCalls
+
+CallEvent = CallStarted | CallEnded
+# Called with (room_id, event) when a call starts or ends in a room (never for the bot's own).
+CallObserver = Callable[[str, CallEvent], Coroutine[Any, Any, None]]
+# The LiveKit service URL the homeserver advertises (MSC4143), "" when none.
+TransportUrl = Callable[[], Awaitable[str]]
+
+
+class CallDirectory(Protocol):
+    """Read access to the call model of the rooms and to the bot's own memberships."""
+
+    async def room(self, room_id: str) -> RoomCalls: ...
+
+    async def display_name(self, room_id: str, user_id: str) -> str: ...
+
+    def known_name(self, room_id: str, user_id: str) -> str | None:
+        """A display name already looked up (no request): for hot paths."""
+        ...
+
+    def publisher(self, room_id: str) -> MembershipPublisher | None: ...
+
+
+class CallMembership(CallDirectory, Protocol):
+    """The bot's own membership in a room's call."""
+
+    async def join(self, room_id: str, intent: str = "audio") -> MembershipPublisher: ...
+
+    async def leave(self, room_id: str) -> bool: ...

@@ -1,0 +1,144 @@
+"""The shape of the code, checked on its syntax tree: no manager reaches back to the plugin."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "rtcbot"
+MAX_LINES = 700
+# Names a manager would use for the plugin object it should not hold.
+PLUGIN_NAMES = {"bot", "plugin"}
+PLUGIN_TYPES = {"RtcBot", "Plugin"}
+
+
+def _modules() -> list[Path]:
+    """Every module but the plugin itself (bot.py) and the package's entry point, whose one
+    job is to hand maubot the main class (`main_class: rtcbot/RtcBot` in maubot.yaml)."""
+    entry = {PACKAGE / "bot.py", PACKAGE / "__init__.py"}
+    return sorted(p for p in PACKAGE.rglob("*.py") if p not in entry)
+
+
+def _imports_bot(path: Path, tree: ast.AST) -> list[str]:
+    package = path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1]  # ("rtcbot", …)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name == "rtcbot.bot"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(package[: len(package) - node.level + 1])
+                target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            else:
+                target = node.module or ""
+            names = {a.name for a in node.names}
+            if target == "rtcbot.bot" or (target == "rtcbot" and "bot" in names):
+                found.append(f"line {node.lineno}: from {'.' * node.level}{node.module}")
+    return found
+
+
+def _annotation_names(node: ast.expr | None) -> set[str]:
+    if node is None:
+        return set()
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {
+            n.id for n in ast.walk(ast.parse(node.value, mode="eval")) if isinstance(n, ast.Name)
+        }
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} | {
+        n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)
+    }
+
+
+def _stores_plugin(tree: ast.AST) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for arg in [*node.args.args, *node.args.kwonlyargs]:
+                if _annotation_names(arg.annotation) & PLUGIN_TYPES:
+                    found.append(f"line {node.lineno}: {node.name}({arg.arg}: plugin)")
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                if (
+                    isinstance(t, ast.Attribute)
+                    and isinstance(t.value, ast.Name)
+                    and t.value.id == "self"
+                    and t.attr in PLUGIN_NAMES
+                ):
+                    found.append(f"line {node.lineno}: self.{t.attr} = …")
+    return found
+
+
+def _private_reads(tree: ast.AST) -> list[str]:
+    """`x._name` where x is not self/cls: another object's private attribute."""
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            owner = node.value
+            if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+                continue
+            if isinstance(owner, ast.Call) and getattr(owner.func, "id", "") == "super":
+                continue
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_module_imports_the_plugin() -> None:
+    bad = {}
+    for path in _modules():
+        hits = _imports_bot(path, ast.parse(path.read_text()))
+        if hits:
+            bad[str(path.relative_to(PACKAGE))] = hits
+    assert not bad, f"modules importing rtcbot.bot: {bad}"
+
+
+def test_the_import_check_sees_an_import_of_the_plugin() -> None:
+    # The check itself must be able to fail (including under TYPE_CHECKING).
+    src = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..bot import RtcBot\n"
+    assert _imports_bot(PACKAGE / "media" / "x.py", ast.parse(src))
+    assert _imports_bot(PACKAGE / "x.py", ast.parse("from .bot import RtcBot\n"))
+    assert _imports_bot(PACKAGE / "x.py", ast.parse("from . import bot\n"))
+    assert not _imports_bot(PACKAGE / "x.py", ast.parse("from .bot_helpers import x\n"))
+
+
+def test_no_manager_stores_the_plugin() -> None:
+    bad = {}
+    for path in [*_modules(), PACKAGE / "bot.py"]:
+        hits = _stores_plugin(ast.parse(path.read_text()))
+        if hits:
+            bad[str(path.relative_to(PACKAGE))] = hits
+    assert not bad, f"managers holding the plugin: {bad}"
+
+
+def test_the_store_check_sees_a_back_reference() -> None:
+    src = "class M:\n    def __init__(self, bot: 'RtcBot') -> None:\n        self.bot = bot\n"
+    assert len(_stores_plugin(ast.parse(src))) == 2
+
+
+def test_no_private_attribute_is_read_across_objects() -> None:
+    bad = {}
+    for path in PACKAGE.rglob("*.py"):
+        hits = _private_reads(ast.parse(path.read_text()))
+        if hits:
+            bad[str(path.relative_to(PACKAGE))] = hits
+    assert not bad, f"private attributes of other objects: {bad}"
+
+
+def test_no_file_is_longer_than_the_limit() -> None:
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert not long, f"files over {MAX_LINES} lines: {long}"
+
+
+def test_diagnostics_and_schedules_are_packages_split_by_idea() -> None:
+    for name in ("diagnostics", "schedules"):
+        pkg = PACKAGE / name
+        assert (pkg / "__init__.py").is_file() and not (PACKAGE / f"{name}.py").exists()
+        assert len([p for p in pkg.glob("*.py") if p.name != "__init__.py"]) >= 4
