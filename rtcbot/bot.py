@@ -7,12 +7,15 @@ managers declare their own event handlers and are registered with maubot's
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from maubot import Plugin
 from mautrix.util.async_db import UpgradeTable
 from mautrix.util.config import BaseProxyConfig
 
+from . import redaction
 from .call_commands import CallCommands
 from .calls import CallManager
 from .catch_up import CommandCatchUp
@@ -22,7 +25,6 @@ from .context import BotContext
 from .db import DB
 from .diagnostics import Diagnostics
 from .invites import OwnMembership
-from .log_redaction import install as install_log_redaction
 from .matrix.notices import Notices
 from .matrix.transports import TransportDiscovery
 from .media_commands import MediaCommands
@@ -42,6 +44,7 @@ class RtcBot(Plugin):
     settings: Settings
     tasks: Tasks
     _stop_steps: list[Callable[[], Awaitable[None]]] = []
+    _tasks_before: set[asyncio.Task[Any]] = set()
 
     @classmethod
     def get_config_class(cls) -> type[BaseProxyConfig]:
@@ -57,11 +60,14 @@ class RtcBot(Plugin):
         return self.config
 
     async def start(self) -> None:
-        install_log_redaction()
+        # Tasks of rtcbot code already running (another instance in this maubot): not ours.
+        self._tasks_before = set(plugin_tasks())
+        redaction.install_log_filter()
         self.cfg.load_and_update()
         # Refuse to start on a bad config: maubot shows the instance as stopped with the reason
         # in its log, instead of a bot that half works.
         self.settings = self._validated_settings()
+        self._remember_secrets()
         self.tasks = Tasks(self.log.getChild("tasks"))
         self.transports = TransportDiscovery(self.client, self.log.getChild("transports"))
         ctx = BotContext(
@@ -128,7 +134,7 @@ class RtcBot(Plugin):
             except Exception:
                 self.log.exception("stopping rtcbot: %s failed", step)
         # Nothing of the plugin may outlive it (a reload would otherwise run two of it).
-        left = plugin_tasks()
+        left = [t for t in plugin_tasks() if t not in self._tasks_before]
         self.log.info(
             "rtcbot stopped; %d of its tasks still running%s",
             len(left),
@@ -150,5 +156,12 @@ class RtcBot(Plugin):
             # Keep running with the last good settings rather than dropping active calls.
             self.log.error("Config change rejected, keeping the previous settings: %s", e)
             return
+        self._remember_secrets()
         self.transports.invalidate()
         self.log.info("configuration reloaded")
+
+    def _remember_secrets(self) -> None:
+        s = self.settings
+        token = str(self.client.api.token or "")
+        redaction.remember(s.livekit.api_secret, s.auth_service.api_secret, token)
+        redaction.remember(s.web.status_token)

@@ -7,6 +7,7 @@ import time
 from .commands import CommandContext, CommandRouter
 from .config import NOTIFY_LEVELS
 from .context import BotContext
+from .matrix.notices import NAME_LIMIT, md_escape
 from .matrix.permissions import check_call_permission, explain_members
 from .matrix.publisher import LeaveMode, PublishError
 from .ports import CallMembership
@@ -67,7 +68,10 @@ class CallCommands:
         if call is None or not call.members:
             await ctx.reply("Nobody is in a call here.")
             return
-        names = [await self.calls.display_name(ctx.room_id, u) for u in call.user_ids()]
+        names = [
+            md_escape(await self.calls.display_name(ctx.room_id, u), NAME_LIMIT)
+            for u in call.user_ids()
+        ]
         count = len(names)
         await ctx.reply(
             f"In the call ({count} {'person' if count == 1 else 'people'}): "
@@ -87,7 +91,7 @@ class CallCommands:
                 f"ago, {len(call.user_ids())} people, peak {call.peak_participants}:"
             )
             for m in sorted(call.members.values(), key=lambda m: m.since_ms):
-                name = await self.calls.display_name(ctx.room_id, m.user_id)
+                name = md_escape(await self.calls.display_name(ctx.room_id, m.user_id), NAME_LIMIT)
                 intent = f", {m.intent}" if m.intent else ""
                 lines.append(
                     f"* {name} — device `{m.device_id}`{intent}, since "
@@ -95,7 +99,7 @@ class CallCommands:
                 )
         ghosts = calls.ghosts(now)
         for g in ghosts:
-            name = await self.calls.display_name(ctx.room_id, g.user_id)
+            name = md_escape(await self.calls.display_name(ctx.room_id, g.user_id), NAME_LIMIT)
             lines.append(
                 f"* 👻 {name} — device `{g.device_id}`: membership expired but still in "
                 "the room state (a client that crashed without leaving)"

@@ -18,6 +18,7 @@ from mautrix.types import EventType, Membership, RoomID, StateEvent, UserID
 from .clock import now_ms
 from .context import BotContext
 from .matrix.delayed_events import DelayedEvents, DelayedEventsSupport
+from .matrix.notices import NAME_LIMIT, md_escape
 from .matrix.permissions import check_call_permission, explain_bot
 from .matrix.publisher import MembershipPublisher, PublishError, State
 from .ports import CallObserver, TransportUrl
@@ -33,6 +34,12 @@ from .rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE, livekit_transport
 from .rtc.session import CallEnded, CallStarted, RoomCalls
 
 CALL_MEMBER = EventType.find(CALL_MEMBER_TYPE, EventType.Class.STATE)
+
+
+class NoCall(PublishError):
+    """Nobody is in a call in the room; the sentence says what to do."""
+
+
 RTC_MEMBER = EventType.find(RTC_MEMBER_TYPE, EventType.Class.MESSAGE)
 
 
@@ -77,6 +84,24 @@ class CallManager:
     # -- CallDirectory -----------------------------------------------------------------------
     def publisher(self, room_id: str) -> MembershipPublisher | None:
         return self.publishers.get(room_id)
+
+    async def has_people(self, room_id: str) -> bool:
+        """Whether a call with at least one person (not the bot) is going on in the room."""
+        call = (await self.room(room_id)).call()
+        return call is not None and any(u != self.ctx.user_id for u in call.user_ids())
+
+    async def require_call(self, room_id: str) -> None:
+        """The bot never starts a call alone (unless calls.bot_may_start): raise NoCall with
+        what to do instead."""
+        if self.ctx.settings().calls.bot_may_start or await self.has_people(room_id):
+            return
+        prefix = f"!{self.ctx.settings().command}"
+        raise NoCall(
+            "There is no call in this room right now, and I don't start calls by myself. "
+            "Start the call first (in Element: the call button at the top of the room), then "
+            f"ask me again; or `{prefix} auto record` / `{prefix} auto announce` and I'll join "
+            "every call here when it starts."
+        )
 
     def known_name(self, room_id: str, user_id: str) -> str | None:
         return self._names.get((room_id, user_id))
@@ -225,10 +250,13 @@ class CallManager:
                 continue
             for observer in self.observers:
                 self.ctx.tasks.spawn(observer(room_id, ev), "call-observer")
+            if isinstance(ev, CallEnded) and room_id in self.publishers:
+                # The last person left: the bot does not stay in an empty call.
+                self.ctx.tasks.spawn(self._leave_ended(room_id), "leave-ended-call")
             if not should_post(level, ev):
                 continue
             if isinstance(ev, CallStarted):
-                name = await self.display_name(room_id, ev.started_by)
+                name = md_escape(await self.display_name(room_id, ev.started_by), NAME_LIMIT)
                 await self.ctx.notices.send(RoomID(room_id), describe_started(name, ev.intent))
                 metrics.announcements.labels("started").inc()
             else:
@@ -246,8 +274,11 @@ class CallManager:
     async def _post_batch(self, batch: JoinBatch) -> None:
         if not should_post(await self._level(batch.room_id), batch):
             return
-        joined = [await self.display_name(batch.room_id, u) for u in batch.joined]
-        left = [await self.display_name(batch.room_id, u) for u in batch.left]
+        names = [
+            [md_escape(await self.display_name(batch.room_id, u), NAME_LIMIT) for u in users]
+            for users in (batch.joined, batch.left)
+        ]
+        joined, left = names
         text = describe_joins(joined, left)
         if text:
             await self.ctx.notices.send(RoomID(batch.room_id), text)
@@ -264,10 +295,12 @@ class CallManager:
         return self._support
 
     async def join(self, room_id: str, intent: str = "audio") -> MembershipPublisher:
-        """Publish the bot's membership; raises PublishError with a sentence for people."""
+        """Publish the bot's membership; raises PublishError with a sentence for people
+        (NoCall when nobody is in a call here)."""
         perm = await check_call_permission(self.client, RoomID(room_id), UserID(self.client.mxid))
         if not perm.bot_can_join:
             raise PublishError(explain_bot(perm))
+        await self.require_call(room_id)
         pub = self.publishers.get(room_id)
         if pub is None or pub.state == State.IDLE:
             support = await self.support()
@@ -296,6 +329,13 @@ class CallManager:
         await pub.leave()
         await pub.close()
         return True
+
+    async def _leave_ended(self, room_id: str) -> None:
+        async with self._lock(room_id):
+            if await self.has_people(room_id):
+                return  # someone joined again meanwhile
+        if await self.leave(room_id):
+            self.log.info("left the call in %s: everyone else left", room_id)
 
     async def forget_room(self, room_id: str) -> None:
         """The bot is no longer in the room: stop its publisher, drop what it knew there."""
@@ -344,6 +384,13 @@ class CallManager:
     async def rejoin_after_restart(self) -> None:
         """Calls the bot meant to be in before a restart or crash: join them again."""
         for call in await self.ctx.db.own_calls():
+            if not self.ctx.settings().calls.bot_may_start and not await self.has_people(
+                call.room_id
+            ):
+                # The call ended while the bot was away: nothing to go back to.
+                await self.ctx.db.remove_own_call(call.room_id)
+                self.log.info("not rejoining %s: the call there has ended", call.room_id)
+                continue
             try:
                 await self.join(call.room_id, call.intent)
                 self.log.info("rejoined the call in %s after a restart", call.room_id)

@@ -15,8 +15,10 @@ from maubot.handlers import event
 from mautrix.types import EventID, EventType, MessageType, RoomID, UserID
 
 from .command_line import CommandLine, parse_command_line
+from .command_permissions import MODERATOR, describe, permission_key
 from .context import BotContext
-from .matrix.notices import Notices
+from .matrix.notices import Notices, md_escape
+from .matrix.permissions import user_level
 from .version import __version__
 
 Handler = Callable[["CommandContext"], Awaitable[None]]
@@ -88,9 +90,12 @@ class CommandRouter:
         cmd = CommandContext(self.ctx.notices, self.prefix, room_id, sender, event_id, line)
         sub = self._subcommands.get(line.name or "help")
         self.ctx.metrics.commands.labels(sub.name if sub else "unknown").inc()
+        if sub is not None and not await self._permitted(cmd, sub.name):
+            return True
         if sub is None:
             await cmd.reply(
-                f"Unknown command `{line.name}`. Type `{self.prefix} help` for the list."
+                f"Unknown command {md_escape(line.name or '', 40)}. "
+                f"Type `{self.prefix} help` for the list."
             )
             return True
         try:
@@ -103,6 +108,30 @@ class CommandRouter:
                 "The details are in the bot's log."
             )
         return True
+
+    async def _permitted(self, cmd: CommandContext, name: str) -> bool:
+        """Check the sender's power level before anything happens; tell them if it is too low."""
+        key = permission_key(name, cmd.line.args)
+        need = self.ctx.settings().permissions.get(key, MODERATOR)
+        if need <= 0:
+            return True
+        try:
+            level = await user_level(self.ctx.client, cmd.room_id, cmd.sender)
+        except Exception as e:
+            self.log.warning("could not read the power levels of %s: %s", cmd.room_id, e)
+            await cmd.reply(
+                "Sorry, I could not read this room's power levels, so I can't check who may "
+                f"use `{self.prefix} {describe(key)}`. Try again in a moment."
+            )
+            return False
+        if level >= need:
+            return True
+        await cmd.reply(
+            f"Sorry, only members with power level {need} or more may use "
+            f"`{self.prefix} {describe(key)}` here (you have {level}). A room admin can raise "
+            f"your level; the bot's admin sets this as `permissions.{key}`."
+        )
+        return False
 
     # -- built-in commands -------------------------------------------------------------------
     async def _help(self, cmd: CommandContext) -> None:

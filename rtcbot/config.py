@@ -8,9 +8,11 @@ from typing import Any
 
 from mautrix.util.config import BaseProxyConfig, ConfigUpdateHelper
 
+from .command_permissions import DEFAULT_LEVELS
 from .schedules.parse import UnknownTimezone, resolve_timezone
 
 NOTIFY_LEVELS = ("off", "summary", "all")
+ROOMS_WITHOUT_BOT = ("refuse", "full_access", "any_user")
 
 
 class ConfigError(ValueError):
@@ -38,6 +40,7 @@ class Config(BaseProxyConfig):
             "auth_service.api_key",
             "auth_service.api_secret",
             "auth_service.full_access_homeservers",
+            "auth_service.rooms_without_bot",
             "schedules.default_timezone",
             "schedules.grace_minutes",
             "schedules.mention_room",
@@ -46,8 +49,12 @@ class Config(BaseProxyConfig):
             helper.copy(key)
         helper.copy_dict("auth_service.homeserver_urls")
         helper.copy("web.status_token")
+        # recording.min_power_level was the level for recording before `permissions` existed.
+        helper.copy("recording.min_power_level", "permissions.record")
+        for name in DEFAULT_LEVELS:
+            helper.copy(f"permissions.{name}")
+        helper.copy("calls.bot_may_start")
         for key in (
-            "recording.min_power_level",
             "recording.max_minutes",
             "recording.directory",
             "recording.max_upload_mb",
@@ -92,13 +99,23 @@ class AuthServiceSettings:
     livekit_url: str = ""
     api_key: str = ""
     api_secret: str = field(default="", repr=False)
-    full_access_homeservers: tuple[str, ...] = ("*",)
+    # Empty: the bot's own homeserver only. ("*",): every homeserver.
+    full_access_homeservers: tuple[str, ...] = ()
     homeserver_urls: dict[str, str] = field(default_factory=dict)
+    # Rooms the bot is not in: "refuse", "full_access" (users of full-access homeservers
+    # only) or "any_user" (a valid OpenID token is enough, as lk-jwt-service standalone).
+    rooms_without_bot: str = "refuse"
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    # False: join, record and announce need a call with people in it (the bot never starts
+    # a call alone; clients would show a call with only the bot in it).
+    bot_may_start: bool = False
 
 
 @dataclass(frozen=True)
 class RecordingSettings:
-    min_power_level: int = 50
     max_minutes: int = 120
     directory: str = "rtcbot-recordings"
     max_upload_mb: int = 50
@@ -136,6 +153,9 @@ class Settings:
     web: WebSettings = WebSettings()
     recording: RecordingSettings = RecordingSettings()
     announcer: AnnouncerSettings = AnnouncerSettings()
+    calls: CallSettings = CallSettings()
+    # Power level needed per command (command_permissions.py).
+    permissions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LEVELS))
 
 
 # -- validation helpers ----------------------------------------------------------------------
@@ -261,7 +281,18 @@ def parse_settings(raw: Any) -> Settings:
         api_secret=_str(raw, "auth_service.api_secret"),
         full_access_homeservers=_str_list(raw, "auth_service.full_access_homeservers"),
         homeserver_urls={k: v.rstrip("/") for k, v in hs_urls_raw.items()},
+        rooms_without_bot=_str(raw, "auth_service.rooms_without_bot", "refuse") or "refuse",
     )
+    if "*" in auth.full_access_homeservers and len(auth.full_access_homeservers) > 1:
+        raise ConfigError(
+            'auth_service.full_access_homeservers: "*" (every homeserver) must be the only '
+            f"entry, got {list(auth.full_access_homeservers)!r}"
+        )
+    if auth.rooms_without_bot not in ROOMS_WITHOUT_BOT:
+        raise ConfigError(
+            "auth_service.rooms_without_bot must be one of "
+            f"{', '.join(ROOMS_WITHOUT_BOT)}, got {auth.rooms_without_bot!r}"
+        )
     if auth.enabled and not (auth.livekit_url and auth.api_key and auth.api_secret):
         raise ConfigError(
             "auth_service.enabled needs auth_service.livekit_url, api_key and api_secret"
@@ -287,7 +318,6 @@ def parse_settings(raw: Any) -> Settings:
         ),
         web=WebSettings(status_token=_str(raw, "web.status_token")),
         recording=RecordingSettings(
-            min_power_level=_int(raw, "recording.min_power_level", 50, -(2**53), 2**53),
             max_minutes=_int(raw, "recording.max_minutes", 120, 1, 24 * 60),
             directory=_str(raw, "recording.directory", "rtcbot-recordings") or "rtcbot-recordings",
             max_upload_mb=_int(raw, "recording.max_upload_mb", 50, 0, 10_000),
@@ -295,4 +325,23 @@ def parse_settings(raw: Any) -> Settings:
             spoken_consent=_bool(raw, "recording.spoken_consent", True),
         ),
         announcer=AnnouncerSettings(join_chime=_bool(raw, "announcer.join_chime", True)),
+        calls=CallSettings(bot_may_start=_bool(raw, "calls.bot_may_start", False)),
+        permissions=_permissions(raw),
     )
+
+
+def _permissions(raw: Any) -> dict[str, int]:
+    given = _get(raw, "permissions") or {}
+    if not isinstance(given, dict):
+        raise ConfigError("permissions must map commands to power levels")
+    unknown = sorted(set(given) - set(DEFAULT_LEVELS))
+    if unknown:
+        raise ConfigError(
+            f"permissions.{unknown[0]} is not a command; known: {', '.join(DEFAULT_LEVELS)}"
+        )
+    # Power levels are JSON integers (Matrix spec: -(2**53)+1 … 2**53-1).
+    named = {f"permissions.{name}": level for name, level in given.items()}
+    return {
+        name: _int(named, f"permissions.{name}", default, -(2**53) + 1, 2**53 - 1)
+        for name, default in DEFAULT_LEVELS.items()
+    }

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from .commands import CommandContext, CommandRouter
 from .context import BotContext
+from .matrix.notices import NAME_LIMIT, md_escape
+from .matrix.permissions import user_level
 from .media_roles import ROLES, MediaError, MediaRoles, fmt_s
 from .ports import CallDirectory
+
+MAX_ANNOUNCE = 500  # characters; longer is refused (it would take minutes to speak)
 
 
 class MediaCommands:
@@ -40,7 +44,7 @@ class MediaCommands:
                 await ctx.reply("Not recording in this room.")
                 return
             st = rec.status()
-            who = ", ".join(st.participants) or "nobody yet"
+            who = ", ".join(md_escape(p, NAME_LIMIT) for p in st.participants) or "nobody yet"
             await ctx.reply(
                 f"🔴 Recording for {fmt_s(st.duration_s)} (part {st.segment}): {who}; "
                 f"{st.bytes_written / 1e6:.1f} MB so far, {st.dropped_frames} frames dropped."
@@ -49,21 +53,13 @@ class MediaCommands:
         if action not in ("start", "stop"):
             await ctx.reply(f"Usage: `{ctx.prefix} record [start|stop|status]`")
             return
-        allowed, level, need = await media.may_record(ctx.room_id, ctx.sender)
-        if not allowed:
-            await ctx.reply(
-                f"Sorry, only members with power level {need} or more may {action} recordings "
-                f"here (you have {level}). The bot's admin sets this as "
-                "recording.min_power_level."
-            )
-            return
         if action == "start":
             try:
                 await media.start_recording(ctx.room_id, ctx.sender)
             except MediaError as e:
                 await ctx.reply(str(e))
                 return
-            name = await self.calls.display_name(ctx.room_id, ctx.sender)
+            name = md_escape(await self.calls.display_name(ctx.room_id, ctx.sender), NAME_LIMIT)
             await ctx.reply(
                 f"🔴 Recording started by {name}. Everyone's audio in this call is recorded, "
                 f"one file per person; `{ctx.prefix} record stop` ends it."
@@ -80,7 +76,7 @@ class MediaCommands:
         if not text:
             await ctx.reply(f"Usage: `{ctx.prefix} announce <text>`")
             return
-        if len(text) > 500:
+        if len(text) > MAX_ANNOUNCE:
             await ctx.reply("That is too long to speak; keep announcements under 500 characters.")
             return
         try:
@@ -88,8 +84,9 @@ class MediaCommands:
         except MediaError as e:
             await ctx.reply(str(e))
             return
-        name = await self.calls.display_name(ctx.room_id, ctx.sender)
-        await ctx.reply(f"📢 {name}: {text}  _(spoken in the call, {seconds:.1f} s)_")
+        name = md_escape(await self.calls.display_name(ctx.room_id, ctx.sender), NAME_LIMIT)
+        said = md_escape(text, MAX_ANNOUNCE)
+        await ctx.reply(f"📢 {name}: {said}  _(spoken in the call, {seconds:.1f} s)_")
 
     async def auto(self, ctx: CommandContext) -> None:
         role = (ctx.line.args or ("",))[0].lower()
@@ -100,9 +97,13 @@ class MediaCommands:
             )
             return
         if role == "record":
-            allowed, level, need = await self.media.may_record(ctx.room_id, ctx.sender)
-            if not allowed:
-                await ctx.reply(f"Sorry, auto-record needs power level {need} (you have {level}).")
+            # Recording every call needs what one recording needs (the router checked `auto`).
+            need = self.ctx.settings().permissions["record"]
+            level = await user_level(self.ctx.client, ctx.room_id, ctx.sender)
+            if level < need:
+                await ctx.reply(
+                    f"Sorry, auto-record needs the level for recording, {need} (you have {level})."
+                )
                 return
         await self.ctx.db.set_auto_role(ctx.room_id, None if role == "off" else role)
         what = {

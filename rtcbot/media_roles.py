@@ -21,16 +21,14 @@ from mautrix.api import Method
 from mautrix.api import Path as ApiPath
 from mautrix.types import (
     AudioInfo,
-    EventType,
     MediaMessageEventContent,
     MessageType,
-    PowerLevelStateEventContent,
     RoomID,
-    StateEvent,
-    UserID,
 )
 
 from .context import BotContext
+from .matrix.notices import NAME_LIMIT, md_escape
+from .matrix.publisher import PublishError
 from .media.announcer import Announcer
 from .media.participant import Participant, SfuConnectError
 from .media.recorder import Recorder, RecordingResult
@@ -46,6 +44,14 @@ RETENTION_EVERY_S = 3600
 
 class MediaError(Exception):
     """A sentence for the room."""
+
+
+def _why(e: Exception) -> str:
+    """An error for the room: our own sentences as they are, anything else escaped (it may
+    quote people's or servers' text); secrets are scrubbed from every notice anyway."""
+    if isinstance(e, MediaError | PublishError):
+        return str(e)
+    return md_escape(f"{type(e).__name__}: {e}", 300)
 
 
 def fmt_s(seconds: float) -> str:
@@ -109,6 +115,12 @@ class MediaRoles:
     def live_metrics(self) -> dict[str, float]:
         return {"rtcbot_recordings_active": len(self.recorders)}
 
+    async def _require_call(self, room_id: str) -> None:
+        try:
+            await self.calls.require_call(room_id)
+        except PublishError as e:
+            raise MediaError(str(e)) from None
+
     # -- tokens ------------------------------------------------------------------------------
     def _identity(self, role: str) -> str:
         base = f"{self.ctx.user_id}:{self.ctx.device_id}"
@@ -159,21 +171,6 @@ class MediaRoles:
 
         return Participant(get, self.log.getChild(role), name=role)
 
-    # -- permissions -------------------------------------------------------------------------
-    async def may_record(self, room_id: str, user_id: str) -> tuple[bool, int, int]:
-        levels = await self.ctx.client.get_state_event(
-            RoomID(room_id), EventType.ROOM_POWER_LEVELS
-        )
-        create = await self.ctx.client.get_state_event(
-            RoomID(room_id), EventType.ROOM_CREATE, format="event"
-        )
-        assert isinstance(levels, PowerLevelStateEventContent)
-        level = levels.get_user_level(
-            UserID(user_id), create=create if isinstance(create, StateEvent) else None
-        )
-        need = self.ctx.settings().recording.min_power_level
-        return level >= need, level, need
-
     # -- recording ---------------------------------------------------------------------------
     def _name_for(self, room_id: str) -> Any:
         def name_for(identity: str) -> tuple[str, str]:
@@ -195,6 +192,7 @@ class MediaRoles:
     async def start_recording(self, room_id: str, requester: str) -> Recorder:
         if room_id in self.recorders:
             raise MediaError("I am already recording this call. `!call record stop` ends it.")
+        await self._require_call(room_id)
         settings = self.ctx.settings().recording
         directory = Path(settings.directory) / re.sub(r"[^A-Za-z0-9]+", "_", room_id).strip("_")
         prefix = time.strftime("%Y-%m-%d_%H%M%S")
@@ -284,7 +282,10 @@ class MediaRoles:
             "sfu_lost": "the media server was unreachable for too long",
             "room_closed": "the call's media room was closed",
         }.get(result.reason, reason_text)
-        people = [f"{s.display_name} {fmt_s(s.speaking_seconds)}" for s in result.speakers]
+        people = [
+            f"{md_escape(s.display_name, NAME_LIMIT)} {fmt_s(s.speaking_seconds)}"
+            for s in result.speakers
+        ]
         lines = [
             f"⏹️ Recording stopped{f' ({why})' if why else ''} after "
             f"{fmt_s(result.duration_ms / 1000)}"
@@ -365,6 +366,7 @@ class MediaRoles:
         return ann
 
     async def announce(self, room_id: str, text: str) -> float:
+        await self._require_call(room_id)
         ann = await self.announcer(room_id)
         return await ann.say(text)
 
@@ -407,7 +409,7 @@ class MediaRoles:
                     await self.announcer(room_id)
                     await self.calls.join(room_id, "audio")
             except Exception as e:
-                await self.ctx.notices.send(RoomID(room_id), f"Auto-{role} failed: {e}")
+                await self.ctx.notices.send(RoomID(room_id), f"Auto-{role} failed: {_why(e)}")
         elif isinstance(ev, CallEnded):
             if room_id in self.recorders:
                 await self.stop_recording(room_id, reason_text="the call ended")
@@ -429,7 +431,9 @@ class MediaRoles:
         try:
             await self.start_recording(room_id, self.ctx.user_id)
         except MediaError as e:
-            await self.ctx.notices.send(RoomID(room_id), f"The scheduled recording failed: {e}")
+            await self.ctx.notices.send(
+                RoomID(room_id), f"The scheduled recording failed: {_why(e)}"
+            )
             return
         await self.ctx.notices.send(
             RoomID(room_id),

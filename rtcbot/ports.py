@@ -37,6 +37,11 @@ class CallDirectory(Protocol):
 class CallMembership(CallDirectory, Protocol):
     """The bot's own membership in a room's call."""
 
+    async def require_call(self, room_id: str) -> None:
+        """Raise PublishError (a sentence for people) unless the bot may be in a call here:
+        people are in one, or the config lets the bot start calls."""
+        ...
+
     async def join(self, room_id: str, intent: str = "audio") -> MembershipPublisher: ...
 
     async def leave(self, room_id: str) -> bool: ...

@@ -15,6 +15,7 @@ Modules: `report` (lines, statuses, rendering, redaction), `pure_checks` (judgin
 guard, the report's edits, the `Diagnostics` command).
 """
 
+from ..redaction import REDACTED, redact
 from .probe import Probe, RunState
 from .pure_checks import check_clock, check_delayed_support, check_jwt_claims, check_sticky
 from .report import (
@@ -33,7 +34,6 @@ from .report import (
     PENDING_ICON,
     PERM_BOT,
     PERM_MEMBERS,
-    REDACTED,
     ROUND_TRIP,
     SFU,
     SKIP,
@@ -46,7 +46,6 @@ from .report import (
     Status,
     fmt_ms,
     http_url,
-    redact,
     render,
 )
 from .runner import CheckRunner, Diagnostics

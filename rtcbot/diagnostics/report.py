@@ -14,6 +14,8 @@ from typing import Final, Literal
 
 from mautrix.errors import MatrixRequestError
 
+from ..redaction import redact
+
 Status = Literal["ok", "warn", "fail", "skip"]
 OK: Final = "ok"
 WARN: Final = "warn"
@@ -59,7 +61,6 @@ LINES: Final = (
 )
 
 TITLE = "rtcbot diagnostics"
-MIN_SECRET_LEN = 6
 
 # Fixes shown by more than one check.
 DELAYED_FIX = (
@@ -91,27 +92,6 @@ class Check:
     cause: str = ""
     fix: str = ""
     details: tuple[str, ...] = ()
-
-
-# -- redaction --------------------------------------------------------------------------------
-REDACTED = "[redacted]"
-_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-# Synapse access tokens, delay ids (bearer capabilities) and MAS tokens.
-_TOKEN_RE = re.compile(r"\b(?:syt|syd|mat|mct|mar)_[A-Za-z0-9_-]+")
-_QUERY_TOKEN_RE = re.compile(r"((?:access_token|token)=)[^&\s\"'<>]+", re.IGNORECASE)
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Replace every known secret, anything JWT- or token-shaped, and token query values."""
-    # Longest first, so that a secret containing a shorter one is replaced whole.
-    for secret in sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LEN}, key=len)[::-1]:
-        text = text.replace(secret, REDACTED)
-        escaped = html.escape(secret)
-        if escaped != secret:
-            text = text.replace(escaped, REDACTED)
-    text = _JWT_RE.sub(REDACTED, text)
-    text = _TOKEN_RE.sub(REDACTED, text)
-    return _QUERY_TOKEN_RE.sub(r"\1" + REDACTED, text)
 
 
 # -- rendering --------------------------------------------------------------------------------

@@ -17,11 +17,18 @@ from mautrix.types import (
     TextMessageEventContent,
 )
 
+from ..redaction import redact
+
 try:
     import commonmark
 
+    _PARSER = commonmark.Parser()
+    # "safe": raw HTML is dropped and javascript: links are neutralised. The bot's own markdown
+    # never needs raw HTML (callers pass html_body for that); people's text is md_escape()d.
+    _RENDERER = commonmark.HtmlRenderer({"safe": True})
+
     def _md_to_html(text: str) -> str:
-        return str(commonmark.commonmark(text)).strip()
+        return str(_RENDERER.render(_PARSER.parse(text))).strip()
 
 except ImportError:  # pragma: no cover - maubot ships commonmark
 
@@ -29,9 +36,26 @@ except ImportError:  # pragma: no cover - maubot ships commonmark
         return f"<p>{html.escape(text)}</p>"
 
 
+# Every character CommonMark may read as markup (ASCII punctuation can be backslash-escaped).
+_MD_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")
+_PLAIN = re.compile(r"\\([!-/:-@\[-`{-~])|\*\*|`")
+TRUNCATED = "… (truncated)"
+NAME_LIMIT = 80  # display names in notices
+
+
+def md_escape(text: str, limit: int = 200) -> str:
+    """People's text (names, titles, arguments) for the bot's markdown: shown literally, never
+    as markup, a link or HTML; on one line; at most `limit` characters, with a note if cut."""
+    flat = " ".join(str(text).split())
+    if len(flat) > limit:
+        flat = flat[:limit].rstrip() + TRUNCATED
+    return _MD_SPECIAL.sub(r"\\\1", flat)
+
+
 def _strip_md(text: str) -> str:
-    """Plain-text body for clients without HTML: drop the markdown markers people don't read."""
-    return re.sub(r"(\*\*|`)", "", text)
+    """Plain-text body for clients without HTML: drop the markdown markers people don't read,
+    and turn escaped characters back into themselves."""
+    return _PLAIN.sub(lambda m: m.group(1) or "", text)
 
 
 class Notices:
@@ -45,11 +69,12 @@ class Notices:
     def _content(
         self, markdown: str, html_body: str | None, extra: dict[str, Any] | None
     ) -> TextMessageEventContent:
+        # Whatever the bot says goes through the one scrubber: no secret reaches a room.
         content = TextMessageEventContent(
             msgtype=MessageType.NOTICE,
-            body=_strip_md(markdown),
+            body=redact(_strip_md(markdown)),
             format=Format.HTML,
-            formatted_body=html_body if html_body is not None else _md_to_html(markdown),
+            formatted_body=redact(html_body if html_body is not None else _md_to_html(markdown)),
         )
         content[self.TAG] = extra or {}
         return content

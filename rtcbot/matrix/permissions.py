@@ -64,3 +64,13 @@ async def check_call_permission(
         bot_level=levels.get_user_level(user_id, create=create),
         member_level=int(levels.users_default),
     )
+
+
+async def user_level(client: Client, room_id: RoomID, user_id: UserID) -> int:
+    """A member's power level in the room (room v12 creators: unlimited, as mautrix says)."""
+    levels = await client.get_state_event(room_id, EventType.ROOM_POWER_LEVELS)
+    assert isinstance(levels, PowerLevelStateEventContent)
+    create = await client.get_state_event(room_id, EventType.ROOM_CREATE, format="event")
+    return int(
+        levels.get_user_level(user_id, create=create if isinstance(create, StateEvent) else None)
+    )

@@ -36,6 +36,8 @@ from livekit import rtc
 
 from rtcbot.media.tokens import SfuAccess, SfuAuthError
 
+from ..redaction import redact, shorten
+
 ConnectErrorKind = Literal[
     "insufficient_capacity", "room_creation_restricted", "not_authorised", "unreachable", "unknown"
 ]
@@ -103,14 +105,7 @@ class SfuConnectError(Exception):
 
 def scrub(text: str, *secrets: str) -> str:
     """Remove secrets (and anything shaped like a JWT) from text, then shorten it."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[token]")
-    text = re.sub(r"eyJ[\w-]+\.[\w-]+\.[\w-]*", "[token]", text)
-    text = re.sub(r"access_token=[^&\s\"']+", "access_token=[token]", text)
-    if len(text) > _MAX_DETAIL:
-        text = text[:_MAX_DETAIL] + "…"
-    return text
+    return shorten(redact(text, secrets), _MAX_DETAIL)
 
 
 def status_from_error(text: str) -> int | None:
@@ -213,6 +208,22 @@ def backoff_delays(first: float = 1.0, cap: float = 30.0) -> Callable[[int], flo
     return delay
 
 
+async def release_room(room: rtc.Room) -> None:
+    """Disconnect `room` and make sure the SDK's listener task for it ends.
+
+    livekit 1.2.1: `Room.disconnect()` returns at once for a room the SDK already saw
+    disconnected (an SFU that went away), and that room's listener task then waits forever
+    for an end-of-stream event that never comes: one task and one native room leaked per SFU
+    loss. Such leftovers are found by their coroutine's `self` and cancelled.
+    """
+    with contextlib.suppress(Exception):
+        await room.disconnect()
+    for task in asyncio.all_tasks():
+        frame = getattr(task.get_coro(), "cr_frame", None)
+        if not task.done() and frame is not None and frame.f_locals.get("self") is room:
+            task.cancel()
+
+
 class Participant:
     """One connection of the bot to one LiveKit room, kept alive across SFU losses."""
 
@@ -286,8 +297,7 @@ class Participant:
         async with self._lock:
             room, self.room = self.room, None
             if room is not None:
-                with contextlib.suppress(Exception):
-                    await room.disconnect()
+                await release_room(room)
         for t in list(self._tasks):
             if not t.done():
                 t.cancel()
@@ -321,7 +331,7 @@ class Participant:
             except rtc.ConnectError as exc:
                 raise await self._classify(access, exc) from None
             if self._closing:
-                await room.disconnect()
+                await release_room(room)
                 raise SfuConnectError("unknown", "The connection was closed while connecting.")
             self.room = room
         self.log.info(
@@ -331,7 +341,7 @@ class Participant:
 
     async def _drop_room(self, room: rtc.Room, task: asyncio.Future[None]) -> None:
         if not task.cancelled() and task.exception() is None:
-            await room.disconnect()
+            await release_room(room)
 
     async def _classify(self, access: SfuAccess, exc: rtc.ConnectError) -> SfuConnectError:
         raw = str(getattr(exc, "message", "") or exc)
@@ -370,7 +380,7 @@ class Participant:
             self._call(cb, message)
         if final:
             self.room = None
-            self._spawn(room.disconnect())
+            self._spawn(release_room(room))
             self._set_state("closed", message)
             return
         self._reconnect_task = asyncio.ensure_future(self._reconnect(room))
@@ -378,8 +388,7 @@ class Participant:
     async def _reconnect(self, old: rtc.Room) -> None:
         started = time.monotonic()
         self.room = None
-        with contextlib.suppress(Exception):
-            await old.disconnect()
+        await release_room(old)
         attempt = 0
         try:
             while not self._closing:

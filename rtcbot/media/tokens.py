@@ -27,6 +27,8 @@ from rtcbot.rtc.identity import (
     livekit_room_alias,
 )
 
+from ..redaction import redact, shorten
+
 Via = Literal["get_token", "sfu_get", "local"]
 Role = Literal["recorder", "announcer"]
 SfuErrorKind = Literal[
@@ -116,12 +118,7 @@ def access_from_jwt(url: str, jwt: str, via: Via, *, now: float | None = None) -
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    if len(text) > _MAX_ERROR_TEXT:
-        text = text[:_MAX_ERROR_TEXT] + "…"
-    return text
+    return shorten(redact(text, secrets), _MAX_ERROR_TEXT)
 
 
 @dataclass

@@ -44,6 +44,7 @@ async def test_record_start_stop_posts_a_file_per_speaker_and_a_mix(
     a = await make_peer(lk_room, "@tone-a:localhost:DEVA")
     await a.publish_tone(440)
     # A human is in the call, so the bot does not stop at once for an empty room.
+    await alice.start_call(bot_room, bot_id)
     reply = await alice.command(bot_room, "!call record start", bot_id, timeout=30)
     assert body(reply).startswith("🔴 Recording started"), body(reply)
     started = time.monotonic()
@@ -120,6 +121,7 @@ async def test_announce_is_heard_in_the_call(
     listener = await make_peer(
         livekit_room_alias(bot_room), "@listener:localhost:L", publish=False
     )
+    await alice.start_call(bot_room, bot_id)
     reply = await alice.command(bot_room, "!call announce hello everyone", bot_id, timeout=30)
     assert "hello everyone" in body(reply), body(reply)
     spoken = float(body(reply).rsplit("call, ", 1)[1].split(" s")[0])
@@ -158,6 +160,7 @@ async def test_sfu_killed_during_recording_room_is_told_and_recording_resumes(
     lk_room = livekit_room_alias(bot_room)
     peer = await make_peer(lk_room, "@tone-k:localhost:DEVK")
     await peer.publish_tone(440)
+    await alice.start_call(bot_room, bot_id)
     reply = await alice.command(bot_room, "!call record start", bot_id, timeout=30)
     assert body(reply).startswith("🔴 Recording started"), body(reply)
     await asyncio.sleep(3)
@@ -219,6 +222,7 @@ async def test_announce_with_a_token_from_the_authorization_service(
     stack.maubot.put_instance("rtcbot", "dev.rtcbot", bot_id, json.dumps(cfg))
     try:
         listener = await make_peer(livekit_room_alias(bot_room), "@ear:localhost:E", publish=False)
+        await alice.start_call(bot_room, bot_id)
         reply = await alice.command(bot_room, "!call announce via the service", bot_id, timeout=30)
         assert "via the service" in body(reply) and "spoken in the call" in body(reply), body(
             reply

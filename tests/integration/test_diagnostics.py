@@ -137,6 +137,7 @@ async def test_healthy_stack_every_line_is_ok(
     assert "accepts the bot's key" in report.text(STATE_KEY)
 
     # In the call: every single line is ✅, within the time budget.
+    await alice.start_call(bot_room, bot_id)
     reply = await alice.command(bot_room, "!call join", bot_id)
     assert "Joined" in body(reply), body(reply)
     try:

@@ -146,7 +146,7 @@ def test_scrub_removes_tokens() -> None:
     jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
     text = f"401 - invalid token: {jwt}, error: bad; url ws://h/rtc?access_token=abc&x=1"
     out = scrub(text, "abc")
-    assert jwt not in out and "abc" not in out and "[token]" in out
+    assert jwt not in out and "abc" not in out and "[redacted]" in out
 
 
 async def test_espeak_and_chime() -> None:

@@ -195,6 +195,7 @@ async def test_join_publishes_js_sdk_membership_with_delayed_leave(
     stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str
 ) -> None:
     bot_key = f"_{bot_id}_{stack.bot['device_id']}_m.call"
+    await alice.start_call(bot_room, bot_id)
     reply = await alice.command(bot_room, "!call join audio", bot_id)
     assert "joined" in body(reply).lower(), body(reply)
 

@@ -85,6 +85,7 @@ async def test_live_reload_changes_behaviour_without_dropping_the_call(
     stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str
 ) -> None:
     bot_key = f"_{bot_id}_{stack.bot['device_id']}_m.call"
+    await alice.start_call(bot_room, bot_id)
     await alice.command(bot_room, "!call join", bot_id)
     cfg = stack.plugin_config()
     cfg["command"] = "rtc"

@@ -47,6 +47,7 @@ async def test_kill_9_leaves_the_call_by_itself_and_restart_rejoins(
     stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str
 ) -> None:
     bot_key = f"_{bot_id}_{stack.bot['device_id']}_m.call"
+    await alice.start_call(bot_room, bot_id)
     reply = await alice.command(bot_room, "!call join", bot_id)
     assert "delayed leave" in body(reply), body(reply)
     await asyncio.sleep(1)
@@ -69,6 +70,7 @@ async def test_graceful_stop_leaves_at_once(
     stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str
 ) -> None:
     bot_key = f"_{bot_id}_{stack.bot['device_id']}_m.call"
+    await alice.start_call(bot_room, bot_id)
     await alice.command(bot_room, "!call join", bot_id)
     assert await bot_membership(alice, bot_room, bot_key)
     stack.maubot.api("PUT", "/instance/rtcbot", {"started": False})
@@ -146,6 +148,7 @@ async def test_without_delayed_events_the_membership_expires_and_status_says_so(
     user, bot_id = alt_server.user, alt_server.bot_id
     room = await user.create_room(invite=[bot_id])
     await user.wait_for_member(room, bot_id)
+    await user.start_call(room, bot_id)
     reply = await user.command(room, "!call join", bot_id)
     assert "expiring membership" in body(reply), body(reply)
 
@@ -162,6 +165,7 @@ async def test_delay_above_the_maximum_adapts(alt_server: AltServer) -> None:
     user, bot_id = alt_server.user, alt_server.bot_id
     room = await user.create_room(invite=[bot_id])
     await user.wait_for_member(room, bot_id)
+    await user.start_call(room, bot_id)
     reply = await user.command(room, "!call join", bot_id)
     assert "delayed leave of 5 s" in body(reply), body(reply)
     await user.command(room, "!call leave", bot_id)

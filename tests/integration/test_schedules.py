@@ -4,6 +4,7 @@ and restarts of maubot that neither lose nor duplicate anything."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from datetime import UTC, datetime
@@ -195,9 +196,22 @@ async def test_stopped_instance_catches_up_and_recurring_keeps_going(
 
 
 async def test_no_room_ping_for_members_who_may_not_ping(
-    bot_room: str, alice: MatrixUser, bot_id: str, make_user: Any
+    stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str, make_user: Any
 ) -> None:
-    """A member without the power to notify the whole room gets no @room and no ring."""
+    """A member without the power to notify the whole room gets no @room and no ring (here
+    every member may add schedules: permissions.schedule_add is 0)."""
+    cfg = stack.plugin_config()
+    cfg["permissions"] = {"schedule_add": 0}
+    stack.maubot.put_instance("rtcbot", "dev.rtcbot", bot_id, json.dumps(cfg))
+    try:
+        await _bob_schedules(bot_room, alice, bot_id, make_user)
+    finally:
+        stack.maubot.put_instance(
+            "rtcbot", "dev.rtcbot", bot_id, json.dumps(stack.plugin_config())
+        )
+
+
+async def _bob_schedules(bot_room: str, alice: MatrixUser, bot_id: str, make_user: Any) -> None:
     bob: MatrixUser = await make_user("bob")
     await alice.invite(bot_room, bob.user_id)
     await bob.join(bot_room)

@@ -58,6 +58,16 @@ class MatrixUser:
     async def leave(self, room_id: str) -> None:
         await self.request(Method.POST, Path.v3.rooms[room_id].leave, {})
 
+    async def kick(self, room_id: str, user_id: str, reason: str = "") -> None:
+        await self.request(
+            Method.POST, Path.v3.rooms[room_id].kick, {"user_id": user_id, "reason": reason}
+        )
+
+    async def set_displayname(self, name: str) -> None:
+        await self.request(
+            Method.PUT, Path.v3.profile[self.user_id].displayname, {"displayname": name}
+        )
+
     async def joined_members(self, room_id: str) -> set[str]:
         resp = await self.request(Method.GET, Path.v3.rooms[room_id].joined_members)
         return set(resp.get("joined", {}))
@@ -152,6 +162,25 @@ class MatrixUser:
                 return found
             await asyncio.sleep(0.1)
         return found
+
+    async def start_call(self, room_id: str, bot_id: str | None, intent: str = "audio") -> str:
+        """Join the room's call as Element Call does (a call.member state event for this
+        device). With `bot_id`, wait for the bot's "started a call" notice, so that a command
+        sent next is not answered after that notice. Returns the state key."""
+        key = f"_{self.user_id}_{self.device_id}_m.call"
+        sent = await self.put_state(room_id, CALL_MEMBER, key, call_member_content(self, intent))
+        if bot_id is not None:
+            await self.wait_for(
+                room_id,
+                lambda e: is_message_from(e, bot_id) and "started a" in body(e),
+                20,
+                after=str(sent["event_id"]),
+            )
+        return key
+
+    async def leave_call(self, room_id: str) -> None:
+        key = f"_{self.user_id}_{self.device_id}_m.call"
+        await self.put_state(room_id, CALL_MEMBER, key, {})
 
     async def command(self, room_id: str, text: str, bot_id: str, timeout: float = 20) -> Event:
         """Send `text` and return the bot's first message after it."""
