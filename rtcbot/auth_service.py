@@ -4,6 +4,14 @@ Clients POST an OpenID token; we verify it with the user's homeserver, and answe
 LiveKit URL and a JWT for the room derived exactly as lk-jwt-service ≥ v0.4.3 does, so
 Element Call and other clients can point `livekit_service_url` at the bot.
 
+Least privilege, stricter than lk-jwt-service standalone:
+- a token for a room the bot is in goes only to users joined to that room (403 otherwise);
+  rooms without the bot follow `auth_service.rooms_without_bot` (default: refuse);
+- only users of `full_access_homeservers` (default: the bot's own homeserver) create LiveKit
+  rooms and publish; everyone else gets a subscribe-only token, as lk-jwt-service since #222;
+- the OpenID token is checked at the server found by the federation discovery rules
+  (matrix/server_discovery.py) unless `homeserver_urls` names the URL.
+
 Secrets policy: the API secret, OpenID access tokens and issued JWTs are never logged.
 Logs carry only the user id, the Matrix room, the LiveKit room and the outcome.
 """
@@ -13,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +32,12 @@ from aiohttp import web
 from livekit import api
 
 from rtcbot.config import AuthServiceSettings
+from rtcbot.matrix.room_members import Membership, MembershipUnknown, RoomMembers
+from rtcbot.matrix.server_discovery import (
+    FederationDiscovery,
+    InvalidServerName,
+    parse_server_name,
+)
 from rtcbot.rtc.identity import (
     DEFAULT_SLOT_ID,
     legacy_identity,
@@ -55,12 +68,17 @@ _DELAY_FIELDS = frozenset({"delay_id", "delay_timeout", "delay_cs_api_url"})
 _GET_TOKEN_FIELDS = frozenset({"room_id", "slot_id", "openid_token", "member"}) | _DELAY_FIELDS
 _SFU_GET_FIELDS = frozenset({"room", "openid_token", "device_id"}) | _DELAY_FIELDS
 
-# Matrix server name grammar (hostname, IPv4 or [IPv6], optional port). Checked before the
-# name goes into a URL, so a crafted name cannot redirect the userinfo request elsewhere.
-_SERVER_NAME = re.compile(r"(?:[A-Za-z0-9.-]{1,255}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
-
 UNAUTHORISED_TEXT = "The request could not be authorised."
 DISABLED_TEXT = "The authorization service is disabled in rtcbot's config"
+NOT_A_MEMBER_TEXT = "The requesting user is not a member of the room"
+BOT_NOT_IN_ROOM_TEXT = (
+    "rtcbot is not in this room, and its authorization service only issues tokens for rooms "
+    "it is in; invite the bot to the room"
+)
+RESTRICTED_NO_BOT_TEXT = (
+    "rtcbot is not in this room, and its authorization service issues tokens for such rooms "
+    "only to users of its full-access homeservers"
+)
 
 
 class RequestError(Exception):
@@ -110,11 +128,29 @@ class TokenRequest:
 
 
 # -- strict body parsing ---------------------------------------------------------------------
+def _printable(text: str) -> str:
+    """Client text fit for an error message and a log line (no newlines, no controls)."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def _reject_unknown(obj: dict[str, Any], allowed: frozenset[str], where: str) -> None:
     unknown = sorted(k for k in obj if k not in allowed)
     if unknown:
-        name = unknown[0][:64]
+        name = _printable(unknown[0][:64])
         raise _bad_json(f"Unknown field `{where}{name}` in the request body")
+
+
+def _require_room_id(obj: dict[str, Any], key: str) -> str:
+    val = _require_str(obj, key)
+    # Room IDs are `!opaque[:server]`, at most 255 bytes; checked before one is used in a
+    # request to the homeserver or logged.
+    if (
+        not val.startswith("!")
+        or any(c.isspace() or not c.isprintable() for c in val)  # also lone surrogates
+        or len(val.encode("utf-8")) > 255
+    ):
+        raise _bad_json(f"`{key}` must be a Matrix room ID (starting with `!`)")
+    return val
 
 
 def _require_object(obj: dict[str, Any], key: str, where: str = "") -> dict[str, Any]:
@@ -183,7 +219,7 @@ def _parse_delay(body: dict[str, Any]) -> tuple[str | None, int | None]:
 
 def parse_get_token(body: dict[str, Any]) -> TokenRequest:
     _reject_unknown(body, _GET_TOKEN_FIELDS, "")
-    room_id = _require_str(body, "room_id")
+    room_id = _require_room_id(body, "room_id")
     slot_id = _require_str(body, "slot_id")
     member = _require_object(body, "member")
     _reject_unknown(member, _MEMBER_FIELDS, "member.")
@@ -207,7 +243,7 @@ def parse_get_token(body: dict[str, Any]) -> TokenRequest:
 
 def parse_sfu_get(body: dict[str, Any]) -> TokenRequest:
     _reject_unknown(body, _SFU_GET_FIELDS, "")
-    room_id = _require_str(body, "room")
+    room_id = _require_room_id(body, "room")
     device_id = _require_str(body, "device_id")
     openid = _parse_openid(body)
     delay_id, delay_timeout = _parse_delay(body)
@@ -224,9 +260,30 @@ def parse_sfu_get(body: dict[str, Any]) -> TokenRequest:
     )
 
 
-def is_full_access(server_name: str, settings: AuthServiceSettings) -> bool:
+def full_access_servers(settings: AuthServiceSettings, own_server: str) -> tuple[str, ...]:
+    """The configured list; empty means the bot's own homeserver only."""
+    return settings.full_access_homeservers or ((own_server,) if own_server else ())
+
+
+def is_full_access(server_name: str, servers: tuple[str, ...]) -> bool:
     server = server_name.lower()
-    return any(e == "*" or e.lower() == server for e in settings.full_access_homeservers)
+    return any(e == "*" or e.lower() == server for e in servers)
+
+
+def video_grants(alias: str, full_access: bool) -> api.VideoGrants:
+    """Full access publishes; restricted users only subscribe (lk-jwt-service #222).
+
+    False is written into the JWT explicitly: LiveKit reads a missing canPublish as true.
+    """
+    return api.VideoGrants(
+        room_join=True,
+        room=alias,
+        room_create=False,
+        can_publish=full_access,
+        can_subscribe=True,
+        can_publish_data=full_access,
+        can_update_own_metadata=full_access,
+    )
 
 
 def _json(status: int, body: dict[str, Any]) -> web.Response:
@@ -235,6 +292,10 @@ def _json(status: int, body: dict[str, Any]) -> web.Response:
 
 def _error(err: RequestError) -> web.Response:
     return _json(err.status, {"errcode": err.errcode, "error": err.error})
+
+
+def _too_large() -> RequestError:
+    return RequestError(413, "M_TOO_LARGE", "The request body is too large")
 
 
 class AuthService:
@@ -247,22 +308,32 @@ class AuthService:
         log: logging.Logger,
         *,
         http_timeout: float = 10.0,
+        own_server: str = "",
+        room_members: RoomMembers | None = None,
+        discovery: FederationDiscovery | None = None,
     ) -> None:
         self._settings = settings_getter
         self._session = session
         self._log = log
         self._timeout = http_timeout
+        self._own_server = own_server
+        # Without a membership source every room counts as one the bot is not in.
+        self._members = room_members
+        self._discovery = discovery or FederationDiscovery(session, timeout=min(5.0, http_timeout))
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         # UrlDispatcher.add_route (what PluginWebApp exposes) does not add HEAD for GET by
         # itself, and reverse-proxy health checks often use HEAD.
+        # Any other method on the token endpoints: 405 with CORS, as lk-jwt-service.
         return [
             ("GET", "/healthz", self.healthz),
             ("HEAD", "/healthz", self.healthz),
             ("POST", "/get_token", self.get_token),
-            ("POST", "/sfu/get", self.sfu_get),
             ("OPTIONS", "/get_token", self.options),
+            ("*", "/get_token", self.not_allowed),
+            ("POST", "/sfu/get", self.sfu_get),
             ("OPTIONS", "/sfu/get", self.options),
+            ("*", "/sfu/get", self.not_allowed),
         ]
 
     # -- handlers ----------------------------------------------------------------------------
@@ -275,6 +346,11 @@ class AuthService:
         if not self._settings().enabled:
             return _error(RequestError(404, "M_NOT_FOUND", DISABLED_TEXT))
         return web.Response(status=200, headers=CORS_HEADERS)
+
+    async def not_allowed(self, request: web.Request) -> web.Response:
+        headers = {**CORS_HEADERS, "Allow": "POST, OPTIONS"}
+        body = {"errcode": "M_UNRECOGNIZED", "error": "Method not allowed: use POST"}
+        return web.json_response(body, status=405, headers=headers)
 
     async def get_token(self, request: web.Request) -> web.Response:
         return await self._handle(request, "get_token")
@@ -308,20 +384,19 @@ class AuthService:
             return _error(RequestError(500, "M_UNKNOWN", "Internal server error"))
 
     async def _read_body(self, request: web.Request) -> dict[str, Any]:
-        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            raise RequestError(413, "M_TOO_LARGE", "The request body is too large")
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise RequestError(413, "M_TOO_LARGE", "The request body is too large") from None
-        if len(raw) > MAX_BODY_BYTES:
-            raise RequestError(413, "M_TOO_LARGE", "The request body is too large")
+        raw = await read_limited(request, MAX_BODY_BYTES)
         try:
             body = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise RequestError(400, "M_NOT_JSON", "Error reading request") from None
         if not isinstance(body, dict):
             raise _bad_json("The request body must be a JSON object")
+        try:
+            # JSON may spell lone surrogates ("\ud800"), which are not Unicode: they would
+            # break the first encode (a URL, a log file) far from here.
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except (UnicodeEncodeError, RecursionError):
+            raise RequestError(400, "M_NOT_JSON", "Error reading request") from None
         return body
 
     async def _issue(self, req: TokenRequest, settings: AuthServiceSettings) -> web.Response:
@@ -345,7 +420,10 @@ class AuthService:
             alias = livekit_room_alias(req.room_id, DEFAULT_SLOT_ID)
             identity = legacy_identity(user_id, req.device_id)
 
-        full_access = is_full_access(req.openid.matrix_server_name, settings)
+        full_access = is_full_access(
+            req.openid.matrix_server_name, full_access_servers(settings, self._own_server)
+        )
+        await self._check_room(req.room_id, user_id, full_access, settings)
         if full_access:
             await self._create_room(alias, settings)
         if req.delay_id is not None:
@@ -357,16 +435,7 @@ class AuthService:
             api.AccessToken(settings.api_key, settings.api_secret)
             .with_identity(identity)
             .with_ttl(JWT_TTL)
-            .with_grants(
-                api.VideoGrants(
-                    room_join=True,
-                    room=alias,
-                    can_publish=True,
-                    can_subscribe=True,
-                    can_publish_data=True,
-                    can_update_own_metadata=True,
-                )
-            )
+            .with_grants(video_grants(alias, full_access))
             .to_jwt()
         )
         self._log.info(
@@ -383,9 +452,13 @@ class AuthService:
     async def _verify_openid(self, token: OpenIDToken, settings: AuthServiceSettings) -> str:
         """Return the Matrix user id the token belongs to, or raise 401."""
         server = token.matrix_server_name
-        if len(server) > 255 or not _SERVER_NAME.fullmatch(server):
-            raise _unauthorised(f"matrix_server_name {server[:64]!r} is not a valid server name")
-        base = settings.homeserver_urls.get(server) or f"https://{server}"
+        try:
+            parse_server_name(server)
+            base = settings.homeserver_urls.get(server) or await self._discovery.base_url(server)
+        except InvalidServerName:
+            raise _unauthorised(
+                f"matrix_server_name {server[:64]!r} is not a valid server name"
+            ) from None
         url = f"{base.rstrip('/')}/_matrix/federation/v1/openid/userinfo"
         try:
             async with self._session.get(
@@ -408,11 +481,52 @@ class AuthService:
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise _unauthorised(f"{base} sent a userinfo answer that is not JSON") from None
         sub = info.get("sub") if isinstance(info, dict) else None
-        if not isinstance(sub, str) or not sub.startswith("@") or ":" not in sub:
+        if (
+            not isinstance(sub, str)
+            or not sub.startswith("@")
+            or ":" not in sub
+            or len(sub) > 255
+            or any(c.isspace() or not c.isprintable() for c in sub)
+        ):
             raise _unauthorised(f"{base} sent a userinfo answer without a valid user id")
         if sub.split(":", 1)[1] != server:
             raise _unauthorised(f"{base} vouched for {sub}, who does not belong to {server}")
         return sub
+
+    async def _check_room(
+        self, room_id: str, user_id: str, full_access: bool, settings: AuthServiceSettings
+    ) -> None:
+        """Joined members of rooms with the bot; the configured policy for the others."""
+        state = Membership.BOT_NOT_IN_ROOM
+        if self._members is not None:
+            try:
+                state = await self._members.membership(room_id, user_id)
+            except MembershipUnknown as e:
+                raise RequestError(
+                    502,
+                    "M_UNKNOWN",
+                    "Unable to check the room membership",
+                    reason=f"asking the homeserver who is joined to {room_id} failed: {e}",
+                ) from None
+        if state is Membership.JOINED:
+            return
+        if state is Membership.NOT_JOINED:
+            raise RequestError(
+                403,
+                "M_FORBIDDEN",
+                NOT_A_MEMBER_TEXT,
+                reason=f"{user_id} is not joined to {room_id}",
+            )
+        policy = settings.rooms_without_bot
+        if policy == "any_user" or (policy == "full_access" and full_access):
+            return
+        text = RESTRICTED_NO_BOT_TEXT if policy == "full_access" else BOT_NOT_IN_ROOM_TEXT
+        raise RequestError(
+            403,
+            "M_FORBIDDEN",
+            text,
+            reason=f"the bot is not in {room_id} (rooms_without_bot: {policy})",
+        )
 
     async def _create_room(self, alias: str, settings: AuthServiceSettings) -> None:
         # CreateRoom is idempotent on LiveKit: an existing room is returned unchanged.
@@ -457,3 +571,27 @@ class AuthService:
         self._log.log(
             level, "Auth service: refused %s%s: %s %s", path, who, err.status, err.reason
         )
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The request body, or RequestError 413 past `limit` bytes (never more is buffered).
+
+    maubot's server allows 100 MiB bodies, so `request.read()` alone would buffer that much
+    from a chunked upload that announced no length.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while size <= limit:
+            chunk = await request.content.read(limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except aiohttp.ClientPayloadError:  # a broken chunked or compressed body
+        raise RequestError(400, "M_NOT_JSON", "Error reading request") from None
+    if size > limit:
+        raise _too_large()
+    return b"".join(chunks)

@@ -10,11 +10,15 @@ from typing import Any
 from aiohttp import web
 from livekit import api
 
-from .auth_service import AuthService
+from .auth_service import AuthService, RequestError, read_limited
 from .context import BotContext
+from .matrix.room_members import RoomMembers, joined_members_of
 from .tasks import plugin_tasks
 
 StatusSource = Callable[[], list[dict[str, Any]]]
+
+# LiveKit's webhook bodies are a few KiB; anything near this is not from LiveKit.
+MAX_WEBHOOK_BYTES = 256 * 1024
 
 
 class WebEndpoints:
@@ -24,7 +28,11 @@ class WebEndpoints:
         self.recordings = recordings
         self.log = ctx.logger("web")
         self.auth = AuthService(
-            lambda: ctx.settings().auth_service, ctx.http, ctx.logger("auth_service")
+            lambda: ctx.settings().auth_service,
+            ctx.http,
+            ctx.logger("auth_service"),
+            own_server=ctx.user_id.partition(":")[2],
+            room_members=RoomMembers(joined_members_of(ctx.client)),
         )
 
     def mount(self, app: web.UrlDispatcher) -> None:
@@ -61,8 +69,9 @@ class WebEndpoints:
             return web.json_response(
                 {"error": "/status is disabled: set web.status_token in the config"}, status=403
             )
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        # surrogateescape: aiohttp hands over undecodable header bytes as surrogates.
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, f"Bearer {token}".encode()):
             return web.json_response({"error": "missing or wrong bearer token"}, status=401)
         return web.json_response(
             {
@@ -85,7 +94,13 @@ class WebEndpoints:
         settings = self.ctx.settings().auth_service
         if not settings.api_secret:
             return web.json_response({"errcode": "M_NOT_FOUND"}, status=404)
-        body = await request.text()
+        try:
+            # Bytes, not request.text(): a bogus charset in Content-Type must not matter.
+            body = (await read_limited(request, MAX_WEBHOOK_BYTES)).decode("utf-8")
+        except RequestError as e:
+            return web.json_response({"errcode": e.errcode}, status=e.status)
+        except UnicodeDecodeError:
+            return web.json_response({"errcode": "M_NOT_JSON"}, status=400)
         try:
             receiver = api.WebhookReceiver(
                 api.TokenVerifier(settings.api_key, settings.api_secret)

@@ -1,8 +1,14 @@
 """The MatrixRTC authorization service served by the plugin, with real OpenID tokens from
-Synapse and the real LiveKit server accepting the JWTs it signs."""
+Synapse and the real LiveKit server accepting the JWTs it signs.
+
+Least privilege: tokens only for members of rooms the bot is in, subscribe-only tokens for
+users of homeservers without full access (config changed through maubot's API, restored)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
@@ -111,3 +117,117 @@ async def test_forged_openid_and_unknown_fields_are_refused(
         },
     )
     assert status == 400 and "colour" in resp["error"]
+
+
+def get_token_body(room_id: str, user: MatrixUser, token: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "room_id": room_id,
+        "slot_id": "m.call#ROOM",
+        "openid_token": token,
+        "member": {
+            "id": f"member-{user.device_id}",
+            "claimed_user_id": user.user_id,
+            "claimed_device_id": user.device_id,
+        },
+    }
+
+
+@contextmanager
+def auth_config(stack: Stack, bot_id: str, **auth: Any) -> Iterator[None]:
+    """The stack's plugin config with these auth_service keys (None: key removed)."""
+    cfg = stack.plugin_config()
+    for key, value in auth.items():
+        if value is None:
+            cfg["auth_service"].pop(key, None)
+        else:
+            cfg["auth_service"][key] = value
+    stack.maubot.put_instance("rtcbot", "dev.rtcbot", bot_id, json.dumps(cfg))
+    try:
+        yield
+    finally:
+        stack.maubot.put_instance(
+            "rtcbot", "dev.rtcbot", bot_id, json.dumps(stack.plugin_config())
+        )
+
+
+async def test_only_members_of_the_room_get_a_token(
+    stack: Stack, alice: MatrixUser, bot_room: str, make_user: Any
+) -> None:
+    bob = await make_user("bob")
+    bob_token = await openid(bob)
+    log = stack.maubot.child.log_path
+    offset = log.stat().st_size
+
+    for path, body in [
+        ("/get_token", get_token_body(bot_room, bob, bob_token)),
+        ("/sfu/get", {"room": bot_room, "openid_token": bob_token, "device_id": bob.device_id}),
+    ]:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(stack.auth_service_url + path, json=body) as r,
+        ):
+            assert r.status == 403, path
+            assert await r.json() == {
+                "errcode": "M_FORBIDDEN",
+                "error": "The requesting user is not a member of the room",
+            }
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+
+    # Once bob has joined, he gets one (a refusal is never served from the cache).
+    await alice.invite(bot_room, bob.user_id)
+    await bob.join(bot_room)
+    status, resp = await post(
+        f"{stack.auth_service_url}/get_token", get_token_body(bot_room, bob, bob_token)
+    )
+    assert status == 200, resp
+    assert decode_jwt_claims(resp["jwt"])["video"]["canPublish"] is True  # "*" in the stack
+
+    written = log.read_bytes()[offset:].decode("utf-8", "replace")
+    assert f"{bob.user_id} is not joined to {bot_room}" in written
+    assert bob_token["access_token"] not in written and resp["jwt"] not in written
+
+
+async def test_rooms_without_the_bot_are_refused_by_default(
+    stack: Stack, alice: MatrixUser
+) -> None:
+    room = await alice.create_room()  # the bot is not invited
+    status, resp = await post(
+        f"{stack.auth_service_url}/get_token", get_token_body(room, alice, await openid(alice))
+    )
+    assert status == 403 and resp["errcode"] == "M_FORBIDDEN", resp
+    assert "invite the bot" in resp["error"]
+
+
+async def test_restricted_users_only_subscribe(
+    stack: Stack, alice: MatrixUser, bot_room: str, bot_id: str
+) -> None:
+    token = await openid(alice)
+    with auth_config(stack, bot_id, full_access_homeservers=["other.example"]):
+        status, resp = await post(
+            f"{stack.auth_service_url}/get_token", get_token_body(bot_room, alice, token)
+        )
+    assert status == 200, resp
+    video = decode_jwt_claims(resp["jwt"])["video"]
+    assert video["canPublish"] is False and video["canPublishData"] is False
+    assert video["canSubscribe"] is True and video["roomJoin"] is True
+
+    # LiveKit agrees: the restricted participant may not publish.
+    peer = Peer("restricted")
+    try:
+        await peer.connect(resp["url"], resp["jwt"])
+        assert peer.room.local_participant.permissions.can_publish is False
+        assert peer.room.local_participant.permissions.can_subscribe is True
+    finally:
+        await peer.close()
+
+
+async def test_by_default_the_bots_own_homeserver_has_full_access(
+    stack: Stack, alice: MatrixUser, bot_room: str, bot_id: str
+) -> None:
+    token = await openid(alice)
+    with auth_config(stack, bot_id, full_access_homeservers=None):
+        status, resp = await post(
+            f"{stack.auth_service_url}/get_token", get_token_body(bot_room, alice, token)
+        )
+    assert status == 200, resp
+    assert decode_jwt_claims(resp["jwt"])["video"]["canPublish"] is True

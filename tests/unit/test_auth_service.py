@@ -1,7 +1,8 @@
 """The built-in MatrixRTC authorization service, run in a real aiohttp app.
 
 A tiny aiohttp server on 127.0.0.1 plays the homeserver's federation OpenID userinfo
-endpoint, so the validation logic runs against real HTTP.
+endpoint and LiveKit's CreateRoom, so the validation logic runs against real HTTP. Who is
+joined to which room comes from a fake `fetch` handed to the real RoomMembers cache.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from livekit import api
 
 from rtcbot.auth_service import AuthService
-from rtcbot.config import AuthServiceSettings
+from rtcbot.config import AuthServiceSettings, ConfigError, parse_settings
+from rtcbot.matrix.room_members import MembershipUnknown, RoomMembers
 from rtcbot.media.tokens import AuthServiceClient
-from rtcbot.rtc.identity import livekit_identity, livekit_room_alias
+from rtcbot.rtc.identity import decode_jwt_claims, livekit_identity, livekit_room_alias
 
 KEY = "unit-auth-key"
 SECRET = "unit-auth-secret-0123456789abcdef0123456789"
@@ -29,6 +31,7 @@ LOGGER = "rtcbot.test.auth_service"
 ALICE_TOKEN = "alice-openid-token-7f3a9c1e5b"
 MALLORY_TOKEN = "mallory-openid-token-c0ffee"
 ROOM = "!call:hs.test"
+NO_BOT_ROOM = "!nobot:hs.test"
 
 
 @dataclass
@@ -37,6 +40,7 @@ class FakeHomeserver:
 
     users: dict[str, str] = field(default_factory=dict)  # access token → user id
     seen: list[str] = field(default_factory=list)
+    created_rooms: list[bytes] = field(default_factory=list)  # LiveKit CreateRoom bodies
     url: str = ""
 
     async def userinfo(self, request: web.Request) -> web.Response:
@@ -49,12 +53,33 @@ class FakeHomeserver:
             )
         return web.json_response({"sub": self.users[token]})
 
+    async def create_room(self, request: web.Request) -> web.Response:
+        # LiveKit's twirp API: an empty protobuf body is a default Room.
+        self.created_rooms.append(await request.read())
+        return web.Response(body=b"", content_type="application/protobuf")
+
+
+@dataclass
+class FakeRooms:
+    """Who the bot's homeserver says is joined; None = the bot is not in the room."""
+
+    joined: dict[str, frozenset[str] | None] = field(default_factory=dict)
+    fetched: list[str] = field(default_factory=list)
+    failing: bool = False
+
+    async def fetch(self, room_id: str) -> frozenset[str] | None:
+        self.fetched.append(room_id)
+        if self.failing:
+            raise MembershipUnknown("502 MatrixRequestError")
+        return self.joined.get(room_id)
+
 
 @dataclass
 class Harness:
     client: TestClient
     hs: FakeHomeserver
     settings: list[AuthServiceSettings]
+    rooms: FakeRooms
 
     def configure(self, **changes: Any) -> None:
         self.settings[0] = replace(self.settings[0], **changes)
@@ -76,6 +101,7 @@ async def homeserver() -> AsyncIterator[FakeHomeserver]:
     hs = FakeHomeserver(users={ALICE_TOKEN: "@alice:hs.test", MALLORY_TOKEN: "@mallory:evil.test"})
     app = web.Application()
     app.router.add_get("/_matrix/federation/v1/openid/userinfo", hs.userinfo)
+    app.router.add_post("/twirp/livekit.RoomService/CreateRoom", hs.create_room)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     hs.url = str(server.make_url("")).rstrip("/")
@@ -91,20 +117,27 @@ async def harness(homeserver: FakeHomeserver) -> AsyncIterator[Harness]:
             livekit_url="ws://127.0.0.1:7880",
             api_key=KEY,
             api_secret=SECRET,
-            # hs.test is restricted, so no LiveKit server is needed for token requests.
+            # hs.test is restricted by default here; tests that need full access say so.
             full_access_homeservers=("other.test",),
             homeserver_urls={"hs.test": homeserver.url, "evil.test": homeserver.url},
         )
     ]
+    rooms = FakeRooms({ROOM: frozenset({"@alice:hs.test", "@mallory:evil.test", "@bot:own.test"})})
     async with aiohttp.ClientSession() as session:
-        service = AuthService(lambda: settings[0], session, logging.getLogger(LOGGER))
+        service = AuthService(
+            lambda: settings[0],
+            session,
+            logging.getLogger(LOGGER),
+            own_server="own.test",
+            room_members=RoomMembers(rooms.fetch),
+        )
         app = web.Application()
         for method, path, handler in service.routes():
             app.router.add_route(method, path, handler)
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
         try:
-            yield Harness(client, homeserver, settings)
+            yield Harness(client, homeserver, settings, rooms)
         finally:
             await client.close()
 
@@ -149,12 +182,8 @@ async def test_get_token_issues_hashed_identity(harness: Harness) -> None:
     video = claims.video
     assert video is not None
     assert video.room == livekit_room_alias(ROOM, "m.call#ROOM")
-    assert video.room_join is True and video.can_publish is True
-    assert video.can_subscribe is True and video.can_publish_data is True
-    assert video.can_update_own_metadata is True
+    assert video.room_join is True and video.can_subscribe is True
     assert not video.room_create and not video.room_admin and not video.hidden
-    from rtcbot.rtc.identity import decode_jwt_claims
-
     raw = decode_jwt_claims(body["jwt"])
     assert raw["exp"] - raw["nbf"] == 3600 and raw["iss"] == KEY
     assert harness.hs.seen == [ALICE_TOKEN]
@@ -454,3 +483,260 @@ def test_routes_mount_on_maubot_webapp() -> None:
         ("OPTIONS", "/get_token"),
         ("OPTIONS", "/sfu/get"),
     }
+
+
+# -- least privilege: full access and grants -------------------------------------------------
+def _video(jwt: str) -> dict[str, Any]:
+    video = decode_jwt_claims(jwt)["video"]
+    assert isinstance(video, dict)
+    return video
+
+
+async def test_restricted_user_gets_a_subscribe_only_token(harness: Harness) -> None:
+    status, body = await harness.post("/get_token", get_token_body())
+    assert status == 200, body
+    video = _video(body["jwt"])
+    # Written out as false: LiveKit reads a missing canPublish as true.
+    assert video["canPublish"] is False and video["canPublishData"] is False
+    assert video["canUpdateOwnMetadata"] is False
+    assert video["canSubscribe"] is True and video["roomJoin"] is True
+    assert harness.hs.created_rooms == []  # restricted users never create rooms
+
+
+@pytest.mark.parametrize("full_access", [("*",), ("HS.test",), ("other.test", "hs.test")])
+async def test_full_access_user_publishes_and_creates_the_room(
+    harness: Harness, full_access: tuple[str, ...]
+) -> None:
+    harness.configure(full_access_homeservers=full_access, livekit_url=harness.hs.url)
+    for path, body in [("/get_token", get_token_body()), ("/sfu/get", sfu_get_body())]:
+        status, answer = await harness.post(path, body)
+        assert status == 200, answer
+        video = _video(answer["jwt"])
+        assert video["canPublish"] is True and video["canPublishData"] is True
+        assert video["canUpdateOwnMetadata"] is True and video["roomCreate"] is False
+    assert len(harness.hs.created_rooms) == 2
+    assert livekit_room_alias(ROOM).encode() in harness.hs.created_rooms[0]
+
+
+async def test_default_full_access_is_the_bots_own_homeserver(
+    homeserver: FakeHomeserver,
+) -> None:
+    settings = AuthServiceSettings(
+        enabled=True,
+        livekit_url=homeserver.url,
+        api_key=KEY,
+        api_secret=SECRET,
+        homeserver_urls={"hs.test": homeserver.url, "evil.test": homeserver.url},
+    )
+    assert settings.full_access_homeservers == ()
+    rooms = FakeRooms({ROOM: frozenset({"@alice:hs.test", "@mallory:evil.test"})})
+    async with aiohttp.ClientSession() as session:
+        service = AuthService(
+            lambda: settings,
+            session,
+            logging.getLogger(LOGGER),
+            own_server="hs.test",
+            room_members=RoomMembers(rooms.fetch),
+        )
+        app = web.Application()
+        for method, path, handler in service.routes():
+            app.router.add_route(method, path, handler)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            resp = await client.post("/get_token", json=get_token_body())
+            assert resp.status == 200
+            assert _video((await resp.json())["jwt"])["canPublish"] is True
+            mallory = get_token_body(
+                openid_token=openid(MALLORY_TOKEN, "evil.test"),
+                member={
+                    "id": "m",
+                    "claimed_user_id": "@mallory:evil.test",
+                    "claimed_device_id": "D",
+                },
+            )
+            resp = await client.post("/get_token", json=mallory)
+            assert resp.status == 200
+            assert _video((await resp.json())["jwt"])["canPublish"] is False
+
+
+# -- least privilege: room membership --------------------------------------------------------
+async def test_non_member_is_refused_with_403_and_cors(harness: Harness) -> None:
+    harness.rooms.joined[ROOM] = frozenset({"@bob:hs.test"})
+    for path, body in [("/get_token", get_token_body()), ("/sfu/get", sfu_get_body())]:
+        resp = await harness.client.post(path, json=body)
+        assert resp.status == 403
+        assert await resp.json() == {
+            "errcode": "M_FORBIDDEN",
+            "error": "The requesting user is not a member of the room",
+        }
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_a_refusal_asks_again_so_a_new_member_is_not_refused(harness: Harness) -> None:
+    harness.rooms.joined[ROOM] = frozenset({"@bob:hs.test"})
+    assert (await harness.post("/get_token", get_token_body()))[0] == 403
+    harness.rooms.joined[ROOM] = frozenset({"@bob:hs.test", "@alice:hs.test"})  # alice joins
+    assert (await harness.post("/get_token", get_token_body()))[0] == 200
+    # Members are then served from the cache.
+    assert (await harness.post("/sfu/get", sfu_get_body()))[0] == 200
+    assert harness.rooms.fetched == [ROOM, ROOM]
+
+
+async def test_rooms_without_the_bot_follow_the_policy(harness: Harness) -> None:
+    body = get_token_body(room_id=NO_BOT_ROOM)
+    status, answer = await harness.post("/get_token", body)
+    assert status == 403 and answer["errcode"] == "M_FORBIDDEN"
+    assert "invite the bot" in answer["error"]
+    status, answer = await harness.post("/sfu/get", sfu_get_body(room=NO_BOT_ROOM))
+    assert status == 403 and answer["errcode"] == "M_FORBIDDEN"
+
+    harness.configure(rooms_without_bot="full_access")
+    status, answer = await harness.post("/get_token", body)  # hs.test is restricted
+    assert status == 403 and "full-access homeservers" in answer["error"]
+    harness.configure(full_access_homeservers=("hs.test",), livekit_url=harness.hs.url)
+    assert (await harness.post("/get_token", body))[0] == 200
+
+    harness.configure(rooms_without_bot="any_user", full_access_homeservers=("other.test",))
+    status, answer = await harness.post("/get_token", body)
+    assert status == 200 and _video(answer["jwt"])["canPublish"] is False
+
+
+async def test_membership_unknown_is_502_and_says_nothing_more(harness: Harness) -> None:
+    harness.rooms.failing = True
+    status, answer = await harness.post("/get_token", get_token_body())
+    assert status == 502
+    assert answer == {"errcode": "M_UNKNOWN", "error": "Unable to check the room membership"}
+
+
+async def test_without_a_membership_source_every_room_is_refused(
+    homeserver: FakeHomeserver,
+) -> None:
+    settings = AuthServiceSettings(
+        enabled=True,
+        livekit_url=homeserver.url,
+        api_key=KEY,
+        api_secret=SECRET,
+        homeserver_urls={"hs.test": homeserver.url},
+    )
+    async with aiohttp.ClientSession() as session:
+        service = AuthService(lambda: settings, session, logging.getLogger(LOGGER))
+        app = web.Application()
+        app.router.add_post("/get_token", service.get_token)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            resp = await client.post("/get_token", json=get_token_body())
+            assert resp.status == 403
+
+
+@pytest.mark.parametrize(
+    "room", ["#alias:hs.test", "call:hs.test", "!a b:hs.test", "!" + "x" * 255]
+)
+async def test_room_must_be_a_room_id(harness: Harness, room: str) -> None:
+    for path, body in [
+        ("/get_token", get_token_body(room_id=room)),
+        ("/sfu/get", sfu_get_body(room=room)),
+    ]:
+        status, answer = await harness.post(path, body)
+        assert status == 400 and answer["errcode"] == "M_BAD_JSON", answer
+    assert harness.hs.seen == [] and harness.rooms.fetched == []
+
+
+async def test_membership_cache_expires() -> None:
+    now = [0.0]
+    rooms = FakeRooms({ROOM: frozenset({"@a:x"})})
+    members = RoomMembers(rooms.fetch, ttl=15.0, max_rooms=2, clock=lambda: now[0])
+    assert (await members.membership(ROOM, "@a:x")).value == "joined"
+    now[0] = 14.9
+    assert (await members.membership(ROOM, "@a:x")).value == "joined"
+    assert rooms.fetched == [ROOM]
+    now[0] = 15.0
+    rooms.joined[ROOM] = frozenset()  # a left
+    assert (await members.membership(ROOM, "@a:x")).value == "not_joined"
+    assert (await members.membership("!other:x", "@a:x")).value == "bot_not_in_room"
+    # Bounded: a third room pushes out the oldest.
+    rooms.fetched.clear()
+    for room in ("!r1:x", "!r2:x", "!r3:x"):
+        rooms.joined[room] = frozenset({"@a:x"})
+        await members.membership(room, "@a:x")
+    await members.membership("!r3:x", "@a:x")  # cached
+    await members.membership("!r1:x", "@a:x")  # pushed out: asked again
+    assert rooms.fetched == ["!r1:x", "!r2:x", "!r3:x", "!r1:x"]
+
+
+# -- methods and bodies ----------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "HEAD"])
+async def test_other_methods_are_405_with_cors(harness: Harness, method: str) -> None:
+    for path in ("/get_token", "/sfu/get"):
+        resp = await harness.client.request(method, path)
+        assert resp.status == 405, (method, path)
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"
+        assert "POST" in resp.headers["Allow"]
+
+
+async def test_chunked_body_is_cut_off_at_the_limit(harness: Harness) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(40):  # 40 × 4 KiB = 160 KiB, no Content-Length
+            yield b" " * 4096
+
+    resp = await harness.client.post("/get_token", data=chunks())
+    assert resp.status == 413
+    assert (await resp.json())["errcode"] == "M_TOO_LARGE"
+
+
+# -- config ----------------------------------------------------------------------------------
+def _config(**auth: Any) -> dict[str, Any]:
+    class Dotted(dict[str, Any]):
+        def __getitem__(self, key: str) -> Any:
+            cur: Any = dict(self)
+            for part in key.split("."):
+                cur = cur[part]
+            return cur
+
+    return Dotted({"auth_service": auth})
+
+
+def test_auth_service_config_defaults_and_validation() -> None:
+    auth = parse_settings(_config()).auth_service
+    assert auth.full_access_homeservers == () and auth.rooms_without_bot == "refuse"
+    auth = parse_settings(
+        _config(full_access_homeservers=["*"], rooms_without_bot="any_user")
+    ).auth_service
+    assert auth.full_access_homeservers == ("*",) and auth.rooms_without_bot == "any_user"
+    with pytest.raises(ConfigError, match=r'"\*" \(every homeserver\) must be the only entry'):
+        parse_settings(_config(full_access_homeservers=["*", "example.org"]))
+    with pytest.raises(ConfigError, match="rooms_without_bot must be one of refuse, full_access"):
+        parse_settings(_config(rooms_without_bot="yes"))
+
+
+async def test_joined_members_of_asks_the_homeserver_as_the_bot() -> None:
+    from mautrix.api import HTTPAPI
+    from mautrix.client import Client
+    from yarl import URL
+
+    from rtcbot.matrix.room_members import joined_members_of
+
+    async def joined_members(request: web.Request) -> web.Response:
+        room = request.match_info["room"]
+        assert request.headers["Authorization"] == "Bearer bot-token"
+        if room == ROOM:
+            return web.json_response({"joined": {"@alice:hs.test": {}, "@bot:hs.test": {}}})
+        if room == "!down:hs.test":
+            return web.json_response({"errcode": "M_UNKNOWN"}, status=500)
+        if room == "!slow:hs.test":
+            return web.json_response({"errcode": "M_LIMIT_EXCEEDED"}, status=429)
+        return web.json_response(
+            {"errcode": "M_FORBIDDEN", "error": "User not in room"}, status=403
+        )
+
+    app = web.Application()
+    app.router.add_get("/_matrix/client/v3/rooms/{room}/joined_members", joined_members)
+    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
+        api_ = HTTPAPI(URL(str(server.make_url(""))), token="bot-token", client_session=session)
+
+        class FakeClient:
+            api = api_
+
+        fetch = joined_members_of(cast(Client, FakeClient()))
+        assert await fetch(ROOM) == frozenset({"@alice:hs.test", "@bot:hs.test"})
+        assert await fetch(NO_BOT_ROOM) is None
+        for room in ("!down:hs.test", "!slow:hs.test"):
+            with pytest.raises(MembershipUnknown):
+                await fetch(room)
