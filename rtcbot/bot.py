@@ -107,7 +107,13 @@ class RtcBot(Plugin):
         ScheduleCommands(ctx, schedules).register(router)
         Diagnostics(ctx, calls).register(router)
         if self.webapp is not None:
-            WebEndpoints(ctx, calls.status_json, media.status_json).mount(self.webapp)
+            WebEndpoints(
+                ctx,
+                calls.status_json,
+                media.status_json,
+                on_room_finished=media.on_sfu_room_finished,
+                task_count=lambda: len(self._own_tasks()),
+            ).mount(self.webapp)
         for handlers in (router, own, calls):
             self.register_handler_class(handlers)
 
@@ -134,12 +140,16 @@ class RtcBot(Plugin):
             except Exception:
                 self.log.exception("stopping rtcbot: %s failed", step)
         # Nothing of the plugin may outlive it (a reload would otherwise run two of it).
-        left = [t for t in plugin_tasks() if t not in self._tasks_before]
+        left = self._own_tasks()
         self.log.info(
             "rtcbot stopped; %d of its tasks still running%s",
             len(left),
             "".join(f"\n  {t.get_name()}: {t.get_coro()}" for t in left),
         )
+
+    def _own_tasks(self) -> list[asyncio.Task[Any]]:
+        """Running tasks of rtcbot code started since this instance started."""
+        return [t for t in plugin_tasks() if t not in self._tasks_before]
 
     def _validated_settings(self) -> Settings:
         try:

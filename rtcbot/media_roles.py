@@ -112,6 +112,27 @@ class MediaRoles:
             )
         await self._close_announcer(room_id)
 
+    async def on_sfu_room_finished(self, livekit_room: str) -> list[str]:
+        """LiveKit says (signed webhook) that a media room is finished: whatever the bot still
+        does there ends, and the room is told. Returns the Matrix rooms concerned."""
+        rooms = [
+            r for r in {*self.recorders, *self.announcers} if livekit_room_alias(r) == livekit_room
+        ]
+        for room_id in rooms:
+            self.log.info("LiveKit finished the media room of %s", room_id)
+            if room_id in self.recorders:
+                # Not spoken: joining the finished room would create it again.
+                await self.stop_recording(
+                    room_id,
+                    reason_text="the call's media room was closed on the server",
+                    speak=False,
+                )
+            await self._close_announcer(room_id)
+            if room_id in self.joined_for_recording:
+                self.joined_for_recording.discard(room_id)
+                await self.calls.leave(room_id)
+        return rooms
+
     def live_metrics(self) -> dict[str, float]:
         return {"rtcbot_recordings_active": len(self.recorders)}
 
@@ -198,7 +219,7 @@ class MediaRoles:
         prefix = time.strftime("%Y-%m-%d_%H%M%S")
 
         async def on_empty() -> None:
-            await self.stop_recording(room_id, reason_text="everyone left the call")
+            await self.stop_recording(room_id, reason_text="everyone left the call", speak=False)
 
         async def on_stopped(result: RecordingResult) -> None:
             if result.reason != "stopped":
@@ -260,11 +281,13 @@ class MediaRoles:
             )
         return recorder
 
-    async def stop_recording(self, room_id: str, reason_text: str = "") -> RecordingResult | None:
+    async def stop_recording(
+        self, room_id: str, reason_text: str = "", speak: bool = True
+    ) -> RecordingResult | None:
         recorder = self.recorders.pop(room_id, None)
         if recorder is None:
             return None
-        if self.ctx.settings().recording.spoken_consent:
+        if speak and self.ctx.settings().recording.spoken_consent:
             with contextlib.suppress(Exception):
                 await self._speak(room_id, "The recording has stopped.")
         result = await recorder.stop()
@@ -412,7 +435,7 @@ class MediaRoles:
                 await self.ctx.notices.send(RoomID(room_id), f"Auto-{role} failed: {_why(e)}")
         elif isinstance(ev, CallEnded):
             if room_id in self.recorders:
-                await self.stop_recording(room_id, reason_text="the call ended")
+                await self.stop_recording(room_id, reason_text="the call ended", speak=False)
             if room_id in self.announcers:
                 await self._close_announcer(room_id)
                 with contextlib.suppress(Exception):

@@ -58,6 +58,12 @@ class Metrics:
         self.commands = Counter(
             "rtcbot_commands", "Commands handled", ["command"], registry=self.registry
         )
+        self.sfu_webhooks = Counter(
+            "rtcbot_sfu_webhooks",
+            "Verified LiveKit webhook events, by event",
+            ["event"],
+            registry=self.registry,
+        )
         self.reaction_latency = Histogram(
             "rtcbot_reaction_latency_seconds",
             "From a call membership event on the homeserver to the bot's notice",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -22,10 +22,21 @@ MAX_WEBHOOK_BYTES = 256 * 1024
 
 
 class WebEndpoints:
-    def __init__(self, ctx: BotContext, rooms: StatusSource, recordings: StatusSource) -> None:
+    def __init__(
+        self,
+        ctx: BotContext,
+        rooms: StatusSource,
+        recordings: StatusSource,
+        *,
+        on_room_finished: Callable[[str], Coroutine[Any, Any, Any]] | None = None,
+        task_count: Callable[[], int] = lambda: len(plugin_tasks()),
+    ) -> None:
         self.ctx = ctx
         self.rooms = rooms
         self.recordings = recordings
+        # A LiveKit room is finished (webhook): the media roles end what they still do there.
+        self.on_room_finished = on_room_finished
+        self.task_count = task_count
         self.log = ctx.logger("web")
         self.auth = AuthService(
             lambda: ctx.settings().auth_service,
@@ -79,7 +90,7 @@ class WebEndpoints:
                 "rooms": self.rooms(),
                 "recordings": self.recordings(),
                 # Tasks of the plugin running now (the same count `stop()` logs as left over).
-                "tasks": len(plugin_tasks()),
+                "tasks": self.task_count(),
             }
         )
 
@@ -90,7 +101,8 @@ class WebEndpoints:
         )
 
     async def sfu_webhook(self, request: web.Request) -> web.Response:
-        """LiveKit's room/participant events, signed with the API key (verified, then logged)."""
+        """LiveKit's room/participant events, signed with the API key: verified, counted, and a
+        finished room ends the bot's media roles there."""
         settings = self.ctx.settings().auth_service
         if not settings.api_secret:
             return web.json_response({"errcode": "M_NOT_FOUND"}, status=404)
@@ -109,4 +121,8 @@ class WebEndpoints:
         except Exception:
             return web.json_response({"errcode": "M_UNAUTHORIZED"}, status=401)
         self.log.debug("LiveKit webhook: %s in %s", event.event, event.room.name)
+        self.ctx.metrics.sfu_webhooks.labels(event.event or "unknown").inc()
+        if event.event == "room_finished" and self.on_room_finished and event.room.name:
+            # Answered at once; LiveKit retries slow webhooks.
+            self.ctx.tasks.spawn(self.on_room_finished(event.room.name), "sfu-room-finished")
         return web.json_response({})

@@ -264,9 +264,10 @@ def _openid_failure(
             OPENID,
             FAIL,
             f"the service refused the bot's OpenID token ({e.status})",
-            cause=f"{said} It checks the token at `https://{server_name}/_matrix/federation/"
-            "v1/openid/userinfo`: the homeserver needs a `federation` or `openid` listener "
-            "reachable from the service, a correct `.well-known/matrix/server` and valid TLS.",
+            cause=f"{said} It checks the token at `{server_name}`'s "
+            "`/_matrix/federation/v1/openid/userinfo`, found by the federation rules "
+            "(`.well-known/matrix/server`, else port 8448): the homeserver needs a `federation` "
+            "or `openid` listener reachable from the service there, and valid TLS.",
             fix="Expose the openid/federation listener to the service (for rtcbot's own "
             "service, set `auth_service.homeserver_urls`), and allow this homeserver.",
             details=details,

@@ -19,7 +19,7 @@ from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body, is_message_fr
 
 pytestmark = pytest.mark.stack
 
-EVIL = '<a href="https://evil.example">click</a> <b>bold</b> **strong** [x](https://evil.example)'
+EVIL = '<a href="https://ev.il">click</a> <b>bold</b> **strong** [x](https://ev.il)'  # < 80
 NO_CALL = "There is no call in this room right now"
 STATUS_TOKEN = "hardening-status-token"
 
@@ -40,7 +40,7 @@ def assert_literal(evt: dict[str, Any]) -> None:
     """People's text is shown as typed: no link, no bold, no markup of theirs in the HTML."""
     formatted = html_of(evt)
     assert "<a " not in formatted and "<b>" not in formatted, formatted
-    assert "<strong>strong" not in formatted and 'evil.example">' not in formatted, formatted
+    assert "<strong>strong" not in formatted and 'ev.il">' not in formatted, formatted
     assert "&lt;a href=" in formatted and "&lt;b&gt;bold&lt;/b&gt;" in formatted, formatted
     assert evt["content"].get("m.mentions") == {}, evt["content"]
 
@@ -53,9 +53,12 @@ async def bot_state(user: MatrixUser, room: str, key: str) -> Any:
 
 
 async def test_people_text_is_escaped_in_notices_and_replies(
-    bot_room: str, alice: MatrixUser, bot_id: str, make_peer
+    alice: MatrixUser, bot_id: str, make_peer
 ) -> None:  # type: ignore[no-untyped-def]
+    # The name is set before the room exists, so every member event in it carries it.
     await alice.set_displayname(EVIL)
+    bot_room = await alice.create_room(invite=[bot_id])
+    await alice.wait_for_member(bot_room, bot_id)
     sent = await alice.put_state(
         bot_room,
         CALL_MEMBER,
@@ -87,8 +90,11 @@ async def test_people_text_is_escaped_in_notices_and_replies(
     assert_literal(who)
 
     # A very long name is cut, and says so.
-    await alice.set_displayname("N" * 300)
-    status = await alice.command(bot_room, "!call status", bot_id)
+    await alice.set_displayname("N" * 200)  # Synapse allows up to 256
+    deadline = time.monotonic() + 30  # the homeserver updates the room's member event later
+    while "N" * 80 not in body(status := await alice.command(bot_room, "!call status", bot_id)):
+        assert time.monotonic() < deadline, body(status)
+        await asyncio.sleep(0.5)
     assert "N" * 80 in body(status) and "N" * 81 not in body(status), body(status)
     assert "… (truncated)" in body(status), body(status)
 
@@ -119,7 +125,7 @@ async def test_a_member_without_power_changes_nothing(
     for text, name in refused:
         answer = body(await mallory.command(bot_room, text, bot_id))
         assert "only members with power level 50 or more" in answer, (text, answer)
-        assert f"`!call {name}`" in answer and "you have 0" in answer, (text, answer)
+        assert f"may use !call {name} here" in answer and "you have 0" in answer, (text, answer)
     for text in (
         "!call help",
         "!call version",
@@ -257,3 +263,42 @@ async def test_metrics_count_commands(
     before = await commands_total()
     await alice.command(bot_room, "!call version", bot_id)
     assert await commands_total() == before + 1
+
+
+async def test_a_room_finished_on_the_sfu_ends_the_recording(
+    stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str, make_peer
+) -> None:  # type: ignore[no-untyped-def]
+    """An admin closes the media room (LiveKit's API); LiveKit's signed webhook reaches the
+    bot, which counts it, and the recording ends with the reason in the room."""
+    from livekit import api
+
+    async def webhooks(event: str) -> float:
+        async with aiohttp.ClientSession() as s, s.get(f"{stack.auth_service_url}/metrics") as r:
+            text = await r.text()
+        prefix = f'rtcbot_sfu_webhooks_total{{event="{event}"}}'
+        return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(prefix))
+
+    lk_room = livekit_room_alias(bot_room)
+    peer = await make_peer(lk_room, "@tone-f:localhost:FIN")
+    await peer.publish_tone(440)
+    await alice.start_call(bot_room, bot_id)
+    reply = await alice.command(bot_room, "!call record start", bot_id, timeout=30)
+    assert body(reply).startswith("🔴 Recording started"), body(reply)
+    before = await webhooks("room_finished")
+
+    http_url = stack.livekit.url.replace("ws://", "http://")
+    lkapi = api.LiveKitAPI(
+        http_url, stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"]
+    )
+    try:
+        await lkapi.room.delete_room(api.DeleteRoomRequest(room=lk_room))
+    finally:
+        await lkapi.aclose()
+    summary = await alice.wait_for(
+        bot_room, lambda e: body(e).startswith("⏹️ Recording stopped"), 30, reply["event_id"]
+    )
+    assert "media room was closed" in body(summary), body(summary)
+    deadline = time.monotonic() + 30
+    while await webhooks("room_finished") < before + 1:
+        assert time.monotonic() < deadline, "LiveKit's room_finished webhook never counted"
+        await asyncio.sleep(0.3)

@@ -42,6 +42,7 @@ async def test_stop_leaves_no_task_of_the_plugin_running(
         # room, audio streams), the announcer, the membership heartbeat, schedules, catch-up.
         peer = await make_peer(livekit_room_alias(bot_room), "@tone-a:localhost:DEVA")
         await peer.publish_tone(440)
+        await alice.start_call(bot_room, bot_id)
         reply = await alice.command(bot_room, "!call record start", bot_id, timeout=30)
         assert body(reply).startswith("🔴 Recording started"), body(reply)
         reply = await alice.command(bot_room, "!call announce testing", bot_id, timeout=30)
