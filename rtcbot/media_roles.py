@@ -322,7 +322,10 @@ class MediaRoles:
         ]
         settings = self.ctx.settings().recording
         limit = settings.max_upload_mb * 1024 * 1024
-        if result.files and result.total_bytes <= limit:
+        if not result.files:
+            lines.append("Nothing was recorded: nobody's audio reached me.")
+            await self.ctx.notices.send(RoomID(room_id), "\n".join(lines))
+        elif result.total_bytes <= limit:
             await self.ctx.notices.send(RoomID(room_id), "\n".join(lines))
             for f in sorted(
                 result.files, key=lambda f: (f.kind != "mix", f.segment, f.display_name)
@@ -332,7 +335,7 @@ class MediaRoles:
                 for f in result.files:
                     f.path.unlink(missing_ok=True)
         else:
-            where = result.files[0].path.parent if result.files else "nowhere"
+            where = result.files[0].path.parent
             lines.append(
                 f"The files ({result.total_bytes / 1e6:.1f} MB) are larger than the upload limit "
                 f"and stay on the bot's disk in `{where}` for "

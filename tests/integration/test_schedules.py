@@ -260,3 +260,31 @@ async def test_commands_and_their_errors(bot_room: str, alice: MatrixUser, bot_i
 
     help_text = body(await alice.command(bot_room, "!call help", bot_id))
     assert "!call schedule" in help_text
+
+
+async def test_record_flag_records_the_call_that_starts_after_the_notice(
+    bot_room: str, alice: MatrixUser, bot_id: str, make_peer: Any
+) -> None:
+    """`--record`: at the start the room has no call yet, so the bot waits for one (it never
+    starts a call itself) and records it when people join."""
+    from rtcbot.rtc.identity import livekit_room_alias
+
+    sid, reply = await add(alice, bot_room, bot_id, "in 3s Recorded standup --record")
+    start = await alice.wait_for(bot_room, is_action(bot_id, "start", sid), 20, reply["event_id"])
+    peer = await make_peer(livekit_room_alias(bot_room), "@tone-s:localhost:SCHED")
+    await peer.publish_tone(550)
+    await alice.start_call(bot_room, bot_id)
+    recording = await alice.wait_for(
+        bot_room, lambda e: body(e).startswith("🔴 Recording this call"), 30, start["event_id"]
+    )
+    assert "a schedule asked for it" in body(recording), body(recording)
+    # Some audio reaches the recorder before it is stopped.
+    deadline = time.monotonic() + 20
+    while "0.0 MB" in body(st := await alice.command(bot_room, "!call record status", bot_id)):
+        assert time.monotonic() < deadline, body(st)
+        await asyncio.sleep(0.5)
+    stopped = await alice.send_text(bot_room, "!call record stop")
+    summary = await alice.wait_for(
+        bot_room, lambda e: body(e).startswith("⏹️ Recording stopped"), 60, stopped
+    )
+    assert "tone-s" in body(summary), body(summary)
