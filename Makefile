@@ -10,9 +10,9 @@ SYN_STAMP := $(SYN_VENV)/.installed-$(shell sha1sum requirements-synapse.txt | c
 NETWORK ?= $(shell [ "$$(id -u)" = 0 ] && command -v ip >/dev/null && echo isolated || echo host)
 NETNS := $(if $(filter isolated,$(NETWORK)),$(PY) -m rtcbot_stack.netns --,)
 
-.PHONY: setup run test unit lint build clean livekit-server system-packages
+.PHONY: setup run test unit lint build clean livekit-server system-packages browser-tests chromium
 
-setup: $(STAMP) $(SYN_STAMP) livekit-server system-packages
+setup: $(STAMP) $(SYN_STAMP) livekit-server system-packages browser-tests
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PY_BASE) -m venv $(VENV)
@@ -33,6 +33,22 @@ system-packages:
 	@command -v espeak-ng >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get install -y -q espeak-ng >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q espeak-ng >/dev/null)) \
 	  || echo "note: espeak-ng not installed; announcements fall back to a chime"; }
+
+# Browser tests (tests/browser): the real Element Call and playwright-core, pinned in
+# package-lock.json (`npm ci`, no browser download), and Debian's chromium. Without them the
+# browser tests fail and say what is missing; `make run` does not need them.
+NPM_STAMP := node_modules/.installed-$(shell sha1sum package-lock.json | cut -c1-12)
+browser-tests: $(NPM_STAMP) chromium
+
+$(NPM_STAMP): package.json package-lock.json
+	@if command -v npm >/dev/null; then \
+	  npm ci --no-audit --no-fund --loglevel=error && rm -f node_modules/.installed-* && touch $@; \
+	else echo "note: npm not found; tests/browser need Node.js >= 20 and \`npm ci\`"; fi
+
+chromium:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -q --no-install-recommends chromium fonts-liberation >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium fonts-liberation >/dev/null)) \
+	  || echo "note: Debian's chromium is not installed; tests/browser need /usr/bin/chromium"; }
 
 # In isolated mode the stack's HTTP ports (Synapse, maubot, LiveKit signalling) are forwarded
 # to the host's loopback, so the printed URLs work from the host too.

@@ -1,0 +1,146 @@
+"""Fixtures for tests with the real Element Call in Chromium (see element_call.py).
+
+- `element_call_install` (session, autouse): node, /usr/bin/chromium, playwright-core and the
+  pinned Element Call build are there, or an error naming what is missing (never a skip);
+- `element_call_server` (session): the build on 127.0.0.1 with a config.json for the stack's
+  Synapse (the LiveKit transport comes from Synapse's MSC4143 transports endpoint);
+- `chromium` (session): one Node driver and the Chromium browsers (one per fake-mic tone);
+- `element_call` (per test): `await element_call(user, room_id, tone_hz=440, rtc_mode=None,
+  join=True, connection_stats=False)` → an `ElementCallPage` in the room's call; every page
+  is closed at the end of the test (the browser stays for the next test).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from livekit import api
+
+from rtcbot.rtc.identity import livekit_room_alias
+from rtcbot_stack.stack import Stack
+from rtcbot_stack.synapse import SERVER_NAME
+from tests.browser.element_call import (
+    Chromium,
+    Driver,
+    ElementCallPage,
+    HarnessMissing,
+    Installation,
+    element_call_config,
+    find_installation,
+    open_page,
+    room_url,
+    session_storage,
+)
+from tests.browser.static_server import StaticServer
+from tests.stack.matrix_user import MatrixUser
+
+
+@pytest.fixture(scope="session", autouse=True)
+def element_call_install() -> Installation:
+    """Autouse, so a missing browser fails the tests here before the stack is started."""
+    try:
+        return find_installation()
+    except HarnessMissing as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def element_call_server(
+    stack: Stack, element_call_install: Installation
+) -> Iterator[StaticServer]:
+    config = element_call_config(stack.synapse.url, SERVER_NAME)
+    server = StaticServer(element_call_install.dist, config)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+async def chromium(
+    element_call_install: Installation, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Chromium]:
+    work = Path(tmp_path_factory.mktemp("chromium"))
+    driver = Driver(element_call_install, work / "driver.log")
+    await driver.start()
+    try:
+        yield Chromium(driver, work)
+    finally:
+        await driver.close()
+
+
+ElementCallFactory = Callable[..., Awaitable[ElementCallPage]]
+
+
+def _identity_resolver(stack: Stack, room_id: str) -> Callable[[], Awaitable[dict[str, str]]]:
+    """Track sid and participant sid → identity, from the SFU's view of the call's room."""
+    lk_room = livekit_room_alias(room_id)
+
+    async def resolve() -> dict[str, str]:
+        lk = api.LiveKitAPI(
+            stack.livekit.url,
+            stack.secrets["livekit_api_key"],
+            stack.secrets["livekit_api_secret"],
+        )
+        try:
+            resp = await lk.room.list_participants(api.ListParticipantsRequest(room=lk_room))
+        finally:
+            await lk.aclose()
+        out: dict[str, str] = {}
+        for p in resp.participants:
+            out[p.sid] = p.identity
+            for t in p.tracks:
+                out[t.sid] = p.identity
+        return out
+
+    return resolve
+
+
+@pytest.fixture
+async def element_call(
+    stack: Stack,
+    chromium: Chromium,
+    element_call_server: StaticServer,
+    tmp_path: Path,
+) -> AsyncIterator[ElementCallFactory]:
+    pages: list[ElementCallPage] = []
+
+    async def open_call(
+        user: MatrixUser,
+        room_id: str,
+        *,
+        tone_hz: float = 440.0,
+        rtc_mode: str | None = None,
+        join: bool = True,
+        connection_stats: bool = False,
+        timeout: float = 30,
+    ) -> ElementCallPage:
+        t0 = time.monotonic()
+        browser = await chromium.browser_for_tone(tone_hz)
+        storage = session_storage(
+            user.user_id, user.device_id, user.access_token, rtc_mode, connection_stats
+        )
+        page = await open_page(
+            chromium.driver,
+            browser,
+            room_url(element_call_server.url, room_id),
+            storage,
+            user.user_id,
+            _identity_resolver(stack, room_id),
+            tmp_path,
+        )
+        pages.append(page)
+        if join:
+            seconds = await page.join(timeout)
+            print(
+                f"[element-call] {user.user_id} joined in {seconds:.1f} s "
+                f"(page opened {time.monotonic() - t0:.1f} s ago, Chromium {chromium.version})"
+            )
+        return page
+
+    yield open_call
+    for page in pages:
+        await page.close()
