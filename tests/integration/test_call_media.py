@@ -94,7 +94,10 @@ async def test_record_start_stop_posts_a_file_per_speaker_and_a_mix(
     # the reference is the command reply, which comes after the recorder started, and excludes
     # the subscription set-up, so only a bound is honest.)
     first_sound = int(np.argmax(np.abs(sb) > 2000)) / rate
-    assert b_joined - 0.2 <= first_sound <= b_joined + 1.0, (first_sound, b_joined)
+    # The lower bound is the alignment (silence until the join); above it, only the SFU's
+    # subscription set-up, which a loaded 2-core machine stretches to seconds: bounded by the
+    # 5 s the peer was in the call, not by luck.
+    assert b_joined - 0.2 <= first_sound <= b_joined + 4.0, (first_sound, b_joined)
     assert rms(sb[: int(rate * max(0.1, b_joined - 0.6))]) < 300
     for samples, _ in files.values():
         assert len(samples) / rate == pytest.approx(length, rel=0.15)

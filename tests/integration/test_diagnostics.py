@@ -195,7 +195,10 @@ async def test_service_with_wrong_livekit_url(
     # Restricted access: the service hands out the token without touching LiveKit, and
     # LiveKit is then unreachable at the URL it names.
     with plugin_config(
-        stack, bot_id, auth_service={"livekit_url": wrong, "full_access_homeservers": []}
+        stack,
+        bot_id,
+        # A list without the bot's homeserver ([] would mean "the bot's own homeserver").
+        auth_service={"livekit_url": wrong, "full_access_homeservers": ["other.example"]},
     ):
         report = await diag(alice, bot_room, bot_id)
     assert report.status(OPENID) == "ok", report.body
@@ -289,7 +292,7 @@ async def test_no_secret_in_any_report_or_the_log(
         bot_id,
         auth_service={
             "livekit_url": f"ws://127.0.0.1:{free_port()}",
-            "full_access_homeservers": [],
+            "full_access_homeservers": ["other.example"],  # the bot restricted
         },
     ):
         reports.append(await diag(alice, bot_room, bot_id, "!call diag --verbose"))
