@@ -134,7 +134,9 @@ class CallManager:
             ]
             calls.rebuild(members, joined, now_ms())
         except Exception as e:
+            # Not cached: the next event or command reads the state again.
             self.log.warning("could not read the state of %s: %s", room_id, e)
+            return calls
         self.rooms[room_id] = calls
         return calls
 
