@@ -12,6 +12,7 @@ from types import FrameType
 from . import netns
 from .paths import STATE_DIR
 from .stack import Stack, StackSettings
+from .supervisor import describe_exit, supervise_maubot
 
 
 def main() -> int:
@@ -78,21 +79,45 @@ URL (or use curl, see README), open the room "rtcbot demo" and send:   !call hel
 
 {forward_note}Everything above, with tokens, is in {settings.state_dir / "stack.json"}.
 Logs: {settings.state_dir}/{{synapse,livekit,maubot}}/*.log      Ctrl-C stops the stack.
+maubot is supervised: when it exits it is restarted (try  kill -9 $(jq .maubot.pid {settings.state_dir / "stack.json"})).
 """,
         flush=True,
     )
+    # maubot is supervised: a crash (or a kill -9 to try the bot's delayed leave) is reported
+    # and maubot restarted while Synapse and LiveKit stay up. Synapse's exit ends the stack.
+    supervisor = supervise_maubot(stack, stopping=lambda: stop_requested)
+    livekit_reported = False
+    status = 0
     try:
         while not stop_requested:
-            for name, child in (("Synapse", stack.synapse.child), ("maubot", stack.maubot.child)):
-                if not child.alive():
-                    print(f"{name} exited unexpectedly; see {child.log_path}", file=sys.stderr)
-                    stop_requested = True
-            time.sleep(0.5)
+            synapse = stack.synapse.child
+            if not synapse.alive():
+                print(
+                    f"Synapse {describe_exit(synapse.returncode)}; stopping the stack. "
+                    f"Last lines of {synapse.log_path}:\n{synapse.log_tail(12)}",
+                    file=sys.stderr,
+                )
+                status = 1
+                break
+            livekit = stack.livekit.child
+            if livekit is not None and not livekit.alive() and not livekit_reported:
+                livekit_reported = True
+                print(
+                    f"LiveKit {describe_exit(livekit.returncode)} (not restarted; calls have "
+                    f"no SFU now). Last lines of {livekit.log_path}:\n{livekit.log_tail(12)}",
+                    file=sys.stderr,
+                )
+            supervisor.poll()
+            if supervisor.gave_up:
+                print("maubot keeps crashing: stopping the stack.", file=sys.stderr, flush=True)
+                status = 1
+                break
+            time.sleep(0.2)  # the polling interval of the supervision
     finally:
         print("stopping …", flush=True)
         stack.stop()
         print("stopped.", flush=True)
-    return 0
+    return status
 
 
 if __name__ == "__main__":

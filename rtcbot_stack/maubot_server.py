@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,9 @@ class Maubot:
             data_dir,
         )
 
-    def start(self, timeout: float = 60) -> float:
+    def start(self, timeout: float = 60, cancelled: Callable[[], bool] | None = None) -> float:
+        """Start the server and log in to its API; `cancelled` (e.g. Ctrl-C seen) ends the
+        wait for it early with an error."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "plugins").mkdir(exist_ok=True)
         (self.data_dir / "plugin-dbs").mkdir(exist_ok=True)
@@ -95,7 +98,11 @@ class Maubot:
         )
         self.child.start()
         try:
-            took = http.wait_until_up(f"{self.url}{API}/features", timeout, self.child.alive)
+            took = http.wait_until_up(
+                f"{self.url}{API}/features",
+                timeout,
+                lambda: self.child.alive() and not (cancelled is not None and cancelled()),
+            )
         except Exception as e:
             raise RuntimeError(f"maubot did not start: {e}\n{self.child.log_tail()}") from e
         self.login()

@@ -42,6 +42,11 @@ class Child:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the process has exited (negative: killed by that signal)."""
+        return None if self.proc is None else self.proc.poll()
+
     def stop(self, timeout: float = 10) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
