@@ -154,6 +154,8 @@ class MembershipPublisher:
         async with self._lock:
             self.intent = intent
             self.want_joined = True
+            if self.state == State.IDLE:
+                await self._cancel_stale_leaves()
             await self._join_sequence()
             self._start_heartbeat()
 
@@ -192,7 +194,6 @@ class MembershipPublisher:
             "the bot's call membership in %s was removed; joining again", self.room_id
         )
         self.rejoins += 1
-        self.delay_id = None  # overwritten state cancels our delayed leave server-side
         self.state = State.JOINING
         self._rejoin_task = asyncio.ensure_future(self._rejoin())
 
@@ -204,6 +205,30 @@ class MembershipPublisher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._stop_heartbeat()
+
+    async def _cancel_stale_leaves(self) -> None:
+        """Delayed leaves for our state key that this process did not schedule: a previous
+        process of the bot (killed, then restarted before its leave fired) left them pending.
+        One of them would empty the membership this process is about to heartbeat; the server
+        does not cancel a user's own delayed events when that user writes the state again."""
+        if self.mode != LeaveMode.DELAYED:
+            return
+        try:
+            pending = await self.delayed.list()
+        except DelayedEventError as e:
+            self.log.debug("could not list pending delayed events: %s", e)
+            return
+        for ev in pending:
+            if (
+                ev.get("room_id") == self.room_id
+                and ev.get("type") == CALL_MEMBER_TYPE
+                and ev.get("state_key") == self.state_key
+                and ev.get("delay_id")
+                and ev.get("delay_id") != self.delay_id
+            ):
+                with contextlib.suppress(DelayedEventError):
+                    await self.delayed.cancel(str(ev["delay_id"]))
+                    self.log.info("cancelled a stale delayed leave in %s", self.room_id)
 
     # -- join sequence -----------------------------------------------------------------------
     async def _join_sequence(self) -> None:
@@ -300,6 +325,13 @@ class MembershipPublisher:
             if not self.want_joined:
                 return
             await self._stop_heartbeat()
+            # Our own delayed leave may still be pending (someone else emptied the state, or
+            # a stale one fired): cancel it, or it would end the membership we put back.
+            if self.delay_id:
+                with contextlib.suppress(DelayedEventError):
+                    await self.delayed.cancel(self.delay_id)
+                self.delay_id = None
+            await self._cancel_stale_leaves()
             try:
                 await self._join_sequence()
             except PublishError as e:

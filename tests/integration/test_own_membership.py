@@ -187,3 +187,76 @@ async def test_command_sent_while_maubot_was_down_runs_exactly_once(
     await asyncio.sleep(12)  # past every catch-up pass: nothing may answer it again
     replies = [e for e in await alice.messages(bot_room, 50) if answers(e)]
     assert len(replies) == 1, [body(e) for e in replies]
+
+
+async def _bot_leaves(stack: Stack, room: str, key: str) -> list[str]:
+    """The bot's pending delayed leaves for its membership in `room` (their delay ids)."""
+    from rtcbot_stack.http import request
+
+    resp = request(
+        "GET",
+        f"{stack.synapse.url}/_matrix/client/unstable/org.matrix.msc4140/delayed_events",
+        token=stack.bot["access_token"],
+    )
+    return [
+        str(d["delay_id"])
+        for d in resp["delayed_events"]
+        if d["room_id"] == room and d.get("state_key") == key
+    ]
+
+
+async def test_quick_restart_cancels_the_stale_leave_and_stays_in_the_call(
+    stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str
+) -> None:
+    """maubot is back before the killed process's delayed leave fired (`make run`'s supervisor
+    restarts it at once): the new process cancels that stale leave, which would otherwise
+    empty the membership it heartbeats. A long delay makes "before it fired" certain."""
+    cfg = stack.plugin_config()
+    cfg["membership"] = {"delayed_leave_ms": 60_000}
+    stack.maubot.put_instance("rtcbot", "dev.rtcbot", bot_id, json.dumps(cfg))
+    bot_key = f"_{bot_id}_{stack.bot['device_id']}_m.call"
+    try:
+        await alice.start_call(bot_room, bot_id)
+        reply = await alice.command(bot_room, "!call join", bot_id)
+        assert "delayed leave of 60 s" in body(reply), body(reply)
+        (stale,) = await _bot_leaves(stack, bot_room, bot_key)
+
+        stack.restart_maubot(kill=True)
+        deadline = time.monotonic() + 30
+        while (pending := await _bot_leaves(stack, bot_room, bot_key)) == [stale] or len(
+            pending
+        ) != 1:
+            assert time.monotonic() < deadline, f"pending delayed leaves: {pending}"
+            await asyncio.sleep(0.2)
+        assert stale not in pending
+        assert await bot_membership(alice, bot_room, bot_key)
+    finally:
+        stack.maubot.put_instance(
+            "rtcbot", "dev.rtcbot", bot_id, json.dumps(stack.plugin_config())
+        )
+    reply = await alice.command(bot_room, "!call leave", bot_id, timeout=30)
+    assert body(reply) == "Left the call.", body(reply)
+
+
+async def test_a_frozen_bot_leaves_by_itself_and_comes_back_when_thawed(
+    stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str
+) -> None:
+    """SIGSTOP: the process lives but sends nothing, so the supervisor sees no crash; the
+    homeserver's delayed leave ends the membership; after SIGCONT the bot finds its leave gone
+    and joins again (the README's way to watch the delayed leave by hand)."""
+    import os
+    import signal
+
+    bot_key = f"_{bot_id}_{stack.bot['device_id']}_m.call"
+    await alice.start_call(bot_room, bot_id)
+    reply = await alice.command(bot_room, "!call join", bot_id)
+    assert "delayed leave" in body(reply), body(reply)
+    pid = stack.maubot.child.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await wait_membership(alice, bot_room, bot_key, False, DELAY_MS / 1000 + 20)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await wait_membership(alice, bot_room, bot_key, True, 30)
+    reply = await alice.command(bot_room, "!call leave", bot_id, timeout=30)
+    assert body(reply) == "Left the call.", body(reply)
