@@ -1,8 +1,16 @@
 """The bot in a call's media: recorder and announcer per room, tokens, consent, results.
 
-Tokens: minted locally with least privilege when a LiveKit API secret is configured, else from
-the MatrixRTC authorization service (OpenID → /get_token, /sfu/get). Whenever the bot is in
-the SFU it also publishes its call membership (through `CallMembership`), so clients show it.
+The bot is ONE LiveKit participant per call (media/presence.py), whatever it does there: its
+identity is that of its own call membership (`member_identity`: `@bot:server:DEVICE`), so
+clients such as Element Call show its tile ("● Recording 01:23" / "Announcer") and play its
+voice. Its call membership is published before it connects, so a client matches the
+participant from its first packet on; the bot leaves the call again when its last role ends
+if a role put it there.
+
+Tokens: minted locally with the least privilege of the roles held when a LiveKit API secret is
+configured (a role added later widens the live participant's permissions, one that ends
+narrows them), else from the MatrixRTC authorization service (OpenID → /sfu/get for the
+bot's state-event membership, /get_token if that is gone).
 """
 
 from __future__ import annotations
@@ -12,7 +20,6 @@ import contextlib
 import re
 import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +35,22 @@ from mautrix.types import (
 
 from .context import BotContext
 from .matrix.notices import NAME_LIMIT, md_escape
-from .matrix.publisher import PublishError
+from .matrix.publisher import PublishError, State
 from .media.announcer import Announcer
-from .media.participant import Participant, SfuConnectError
+from .media.participant import SfuConnectError
+from .media.presence import CallPresence
 from .media.recorder import Recorder, RecordingResult
-from .media.tokens import AuthServiceClient, SfuAccess, SfuAuthError, mint_local_token
+from .media.tokens import (
+    AuthServiceClient,
+    Roles,
+    SfuAccess,
+    SfuAuthError,
+    mint_local_token,
+    update_live_grants,
+)
 from .media.tts import available_engine
 from .ports import CallEvent, CallMembership, TransportUrl
-from .rtc.identity import livekit_room_alias
+from .rtc.identity import livekit_room_alias, member_identity
 from .rtc.session import CallEnded, CallStarted
 
 ROLES = ("record", "announce")
@@ -71,8 +86,11 @@ class MediaRoles:
         self.log = ctx.logger("media")
         self.recorders: dict[str, Recorder] = {}
         self.announcers: dict[str, Announcer] = {}
-        # Rooms where the recording put the bot into the call (so it leaves with it).
-        self.joined_for_recording: set[str] = set()
+        # The bot's one LiveKit participant per call, shared by the roles above.
+        self.presences: dict[str, CallPresence] = {}
+        # Rooms where a media role put the bot into the call (so it leaves with the last one).
+        self.joined_for_media: set[str] = set()
+        self._announcer_locks: dict[str, asyncio.Lock] = {}
         # Rooms where a schedule asked to record the next call, until (ms).
         self.armed_until: dict[str, int] = {}
         self._auth = AuthServiceClient(ctx.http, log=self.log.getChild("auth_client"))
@@ -94,12 +112,18 @@ class MediaRoles:
                 self.log.exception("finishing the recording in %s at shutdown failed", room_id)
         for room_id in list(self.announcers):
             await self._close_announcer(room_id)
+        presences = list(self.presences.values())
+        self.presences.clear()
+        for presence in presences:
+            with contextlib.suppress(Exception):
+                await presence.close()
 
     async def forget_room(self, room_id: str) -> None:
         """The bot was kicked, banned or left: end what it did there. The room cannot be told
         any more, so a recording's files stay on disk (the log says where)."""
         self.armed_until.pop(room_id, None)
-        self.joined_for_recording.discard(room_id)
+        self.joined_for_media.discard(room_id)
+        self._announcer_locks.pop(room_id, None)
         recorder = self.recorders.pop(room_id, None)
         if recorder is not None:
             result = await recorder.stop()
@@ -111,12 +135,17 @@ class MediaRoles:
                 where,
             )
         await self._close_announcer(room_id)
+        presence = self.presences.pop(room_id, None)
+        if presence is not None:
+            await presence.close()
 
     async def on_sfu_room_finished(self, livekit_room: str) -> list[str]:
         """LiveKit says (signed webhook) that a media room is finished: whatever the bot still
         does there ends, and the room is told. Returns the Matrix rooms concerned."""
         rooms = [
-            r for r in {*self.recorders, *self.announcers} if livekit_room_alias(r) == livekit_room
+            r
+            for r in {*self.recorders, *self.announcers, *self.presences}
+            if livekit_room_alias(r) == livekit_room
         ]
         for room_id in rooms:
             self.log.info("LiveKit finished the media room of %s", room_id)
@@ -128,9 +157,7 @@ class MediaRoles:
                     speak=False,
                 )
             await self._close_announcer(room_id)
-            if room_id in self.joined_for_recording:
-                self.joined_for_recording.discard(room_id)
-                await self.calls.leave(room_id)
+            await self._leave_if_idle(room_id)
         return rooms
 
     def live_metrics(self) -> dict[str, float]:
@@ -142,20 +169,16 @@ class MediaRoles:
         except PublishError as e:
             raise MediaError(str(e)) from None
 
-    # -- tokens ------------------------------------------------------------------------------
-    def _identity(self, role: str) -> str:
-        base = f"{self.ctx.user_id}:{self.ctx.device_id}"
-        return base if role == "recorder" else f"{base}:{role}"
+    # -- the bot's participant ---------------------------------------------------------------
+    def identity(self) -> str:
+        """The bot's LiveKit identity in every call: that of its (state-event) membership."""
+        return member_identity(self.ctx.user_id, self.ctx.device_id)
 
-    async def access(self, room_id: str, role: str) -> SfuAccess:
+    async def access(self, room_id: str, roles: Roles, name: str) -> SfuAccess:
         lk = self.ctx.settings().livekit
         if lk.api_secret:
             return mint_local_token(
-                lk,
-                livekit_room_alias(room_id),
-                self._identity(role),
-                "recorder" if role == "recorder" else "announcer",
-                name=f"rtcbot {role}",
+                lk, livekit_room_alias(room_id), self.identity(), roles, name=name
             )
         service = await self.transport_url() or await self._members_transport(room_id)
         if not service:
@@ -169,10 +192,86 @@ class MediaRoles:
             {},
             sensitive=True,
         )
-        member_id = f"{role}-{uuid.uuid4().hex[:8]}"
+        # The bot's membership is a state event: /sfu/get gives its `user:device` identity.
         return await self._auth.get_access(
-            service, room_id, openid, self.ctx.user_id, self.ctx.device_id, member_id
+            service,
+            room_id,
+            openid,
+            self.ctx.user_id,
+            self.ctx.device_id,
+            self.identity(),
+            prefer="sfu_get",
         )
+
+    async def _update_grants(self, access: SfuAccess, roles: Roles, name: str) -> None:
+        await update_live_grants(
+            self.ctx.settings().livekit,
+            access.room,
+            access.identity,
+            roles,
+            name,
+            session=self.ctx.http,
+        )
+
+    def _presence(self, room_id: str) -> CallPresence:
+        presence = self.presences.get(room_id)
+        if presence is None:
+
+            async def access_for(roles: Roles, name: str) -> SfuAccess:
+                return await self.access(room_id, roles, name)
+
+            presence = CallPresence(
+                access_for,
+                self.log.getChild("participant"),
+                base_name=self.ctx.user_id[1:].split(":")[0],
+                update_grants=self._update_grants,
+            )
+            presence.participant.on_lost.append(lambda _m: self._on_sfu_lost(room_id))
+            presence.participant.on_reconnected.append(lambda _r: self._on_sfu_back(room_id))
+            self.presences[room_id] = presence
+        return presence
+
+    def _on_sfu_lost(self, room_id: str) -> None:
+        if room_id in self.recorders:
+            self.ctx.tasks.spawn(
+                self.ctx.notices.send(
+                    RoomID(room_id),
+                    "⚠️ I lost the connection to the call's media server. The recording so far "
+                    "is saved; I'll continue in a new part as soon as the server is back.",
+                ),
+                "sfu-lost-notice",
+            )
+
+    async def _on_sfu_back(self, room_id: str) -> None:
+        if room_id in self.recorders:
+            await self.ctx.notices.send(
+                RoomID(room_id), "🔴 The media server is back: recording continues in a new part."
+            )
+
+    async def _enter_call(self, room_id: str) -> None:
+        """Publish the bot's call membership before its participant connects, so clients
+        match the participant (show its tile, play its voice) from its first packet."""
+        pub = self.calls.publisher(room_id)
+        if pub is not None and pub.state == State.JOINED:
+            return
+        try:
+            if pub is None:
+                self.joined_for_media.add(room_id)
+            await self.calls.join(room_id, "audio")
+        except Exception as e:
+            self.log.warning("in the media of %s without a call membership: %s", room_id, e)
+
+    async def _leave_if_idle(self, room_id: str) -> None:
+        """The last role ended: forget the participant, leave the call if a role joined it."""
+        presence = self.presences.get(room_id)
+        if presence is not None:
+            if not presence.idle:
+                return
+            del self.presences[room_id]
+        if room_id in self.joined_for_media:
+            self.joined_for_media.discard(room_id)
+            with contextlib.suppress(Exception):
+                await self.calls.leave(room_id)
 
     async def _members_transport(self, room_id: str) -> str:
         """The call members' own advertised transport (foci_preferred / rtc_transports),
@@ -186,12 +285,6 @@ class MediaRoles:
                     return transport.livekit_service_url.rstrip("/")
         return ""
 
-    def _participant(self, room_id: str, role: str) -> Participant:
-        async def get() -> SfuAccess:
-            return await self.access(room_id, role)
-
-        return Participant(get, self.log.getChild(role), name=role)
-
     # -- recording ---------------------------------------------------------------------------
     def _name_for(self, room_id: str) -> Any:
         def name_for(identity: str) -> tuple[str, str]:
@@ -203,6 +296,15 @@ class MediaRoles:
             return "", ""
 
         return name_for
+
+    def _resolve_name(self, room_id: str) -> Any:
+        async def resolve(identity: str) -> tuple[str, str]:
+            if identity.startswith("@") and identity.count(":") >= 2:
+                user, _, device = identity.rpartition(":")
+                return await self.calls.display_name(room_id, user), device
+            return "", ""
+
+        return resolve
 
     def _ignore(self, p: rtc.RemoteParticipant) -> bool:
         # Our own announcer (consent notices) and non-human participants are not recorded.
@@ -226,30 +328,12 @@ class MediaRoles:
                 self.recorders.pop(room_id, None)
                 await self._finish(room_id, result)
 
-        participant = self._participant(room_id, "recorder")
-
-        def on_lost(_message: str) -> None:
-            self.ctx.tasks.spawn(
-                self.ctx.notices.send(
-                    RoomID(room_id),
-                    "⚠️ I lost the connection to the call's media server. The recording so far "
-                    "is saved; I'll continue in a new part as soon as the server is back.",
-                ),
-                "sfu-lost-notice",
-            )
-
-        async def on_reconnected(_room: rtc.Room) -> None:
-            await self.ctx.notices.send(
-                RoomID(room_id), "🔴 The media server is back: recording continues in a new part."
-            )
-
-        participant.on_lost.append(on_lost)
-        participant.on_reconnected.append(on_reconnected)
         recorder = Recorder(
-            participant,
+            self._presence(room_id).role("recorder"),
             directory,
             prefix,
             name_for=self._name_for(room_id),
+            resolve_name=self._resolve_name(room_id),
             log=self.log,
             max_seconds=settings.max_minutes * 60,
             on_empty=on_empty,
@@ -258,23 +342,17 @@ class MediaRoles:
             exclude=lambda p: p.identity.startswith(f"{self.ctx.user_id}:"),
         )
         self.recorders[room_id] = recorder
+        await self._enter_call(room_id)
         try:
             await recorder.start()
-        except (SfuConnectError, SfuAuthError) as e:
+        except BaseException as e:
             self.recorders.pop(room_id, None)
-            raise MediaError(
-                f"I could not join the call's media: {getattr(e, 'message', e)}"
-            ) from e
-        except BaseException:
-            self.recorders.pop(room_id, None)
+            await self._leave_if_idle(room_id)
+            if isinstance(e, SfuConnectError | SfuAuthError):
+                raise MediaError(
+                    f"I could not join the call's media: {getattr(e, 'message', e)}"
+                ) from e
             raise
-        # In the SFU → in the call: publish the membership so clients show the bot.
-        try:
-            if self.calls.publisher(room_id) is None:
-                self.joined_for_recording.add(room_id)
-            await self.calls.join(room_id, "audio")
-        except Exception as e:
-            self.log.warning("recording in %s without call membership: %s", room_id, e)
         if settings.spoken_consent:
             self.ctx.tasks.spawn(
                 self._speak(room_id, "This call is now being recorded."), "consent-notice"
@@ -295,11 +373,8 @@ class MediaRoles:
         return result
 
     async def _finish(self, room_id: str, result: RecordingResult, reason_text: str = "") -> None:
-        if room_id in self.joined_for_recording:
-            self.joined_for_recording.discard(room_id)
-            with contextlib.suppress(Exception):
-                await self.calls.leave(room_id)
         await self._close_announcer(room_id)
+        await self._leave_if_idle(room_id)
         why = {
             "max_duration": "it reached the maximum length",
             "sfu_lost": "the media server was unreachable for too long",
@@ -374,22 +449,30 @@ class MediaRoles:
 
     # -- announcer ---------------------------------------------------------------------------
     async def announcer(self, room_id: str) -> Announcer:
-        ann = self.announcers.get(room_id)
-        if ann is None or ann.closed:
-            ann = Announcer(
-                self._participant(room_id, "announcer"),
-                available_engine(),
-                self.log,
-                join_chime=self.ctx.settings().announcer.join_chime,
-            )
-            try:
-                await ann.connect()
-            except (SfuConnectError, SfuAuthError) as e:
-                raise MediaError(
-                    f"I could not join the call's media: {getattr(e, 'message', e)}"
-                ) from e
-            self.announcers[room_id] = ann
-        return ann
+        async with self._announcer_locks.setdefault(room_id, asyncio.Lock()):
+            ann = self.announcers.get(room_id)
+            if ann is not None and ann.closed:  # its connection ended for good
+                await self._close_announcer(room_id)
+                ann = None
+            if ann is None:
+                await self._enter_call(room_id)
+                ann = Announcer(
+                    self._presence(room_id).role("announcer"),
+                    available_engine(),
+                    self.log,
+                    join_chime=self.ctx.settings().announcer.join_chime,
+                )
+                try:
+                    await ann.connect()
+                except BaseException as e:
+                    await self._leave_if_idle(room_id)
+                    if isinstance(e, SfuConnectError | SfuAuthError):
+                        raise MediaError(
+                            f"I could not join the call's media: {getattr(e, 'message', e)}"
+                        ) from e
+                    raise
+                self.announcers[room_id] = ann
+            return ann
 
     async def announce(self, room_id: str, text: str) -> float:
         await self._require_call(room_id)
@@ -433,7 +516,6 @@ class MediaRoles:
                     )
                 elif role == "announce":
                     await self.announcer(room_id)
-                    await self.calls.join(room_id, "audio")
             except Exception as e:
                 await self.ctx.notices.send(RoomID(room_id), f"Auto-{role} failed: {_why(e)}")
         elif isinstance(ev, CallEnded):
@@ -441,6 +523,7 @@ class MediaRoles:
                 await self.stop_recording(room_id, reason_text="the call ended", speak=False)
             if room_id in self.announcers:
                 await self._close_announcer(room_id)
+                await self._leave_if_idle(room_id)
                 with contextlib.suppress(Exception):
                     await self.calls.leave(room_id)
 

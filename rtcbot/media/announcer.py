@@ -1,10 +1,13 @@
 """The bot's voice in a call: one published microphone track that speaks announcements.
 
-The announcer joins with an announcer token (visible, may publish a microphone only, does
-not subscribe), publishes one `LocalAudioTrack` from an `AudioSource`, and feeds speech into
-it in 100 ms frames. `capture_frame` returns once a frame is in the source's 1 s native
+The announcer joins through a `Connection` (a `Participant` of its own, or its role on the
+bot's one participant in the call: presence.py) with announcer grants (may publish a
+microphone, does not subscribe), publishes one `LocalAudioTrack` from an `AudioSource`, and
+feeds speech into it in 100 ms frames. `capture_frame` returns once a frame is in the source's 1 s native
 queue, so feeding paces itself at real time; `say` returns after the audio has played out.
-When the SFU connection is replaced (see Participant), the track is published again.
+When the SFU connection is replaced (see Participant), the track is published again; when the
+announcer closes, it unpublishes its track before it lets go of the connection (which may stay
+for the recorder).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import logging
 import numpy as np
 from livekit import rtc
 
-from rtcbot.media.participant import Participant
+from rtcbot.media.participant import Connection
 from rtcbot.media.tts import RATE, TtsEngine, TtsError, chime
 
 FRAME_MS = 100
@@ -27,7 +30,7 @@ TRACK_NAME = "announcer"
 class Announcer:
     def __init__(
         self,
-        participant: Participant,
+        participant: Connection,
         engine: TtsEngine | None,
         log: logging.Logger | None = None,
         *,
@@ -43,13 +46,15 @@ class Announcer:
         self.volume = volume
         self._source: rtc.AudioSource | None = None
         self._publication: rtc.LocalTrackPublication | None = None
+        self._room: rtc.Room | None = None
         self._speak_lock = asyncio.Lock()
         self._closed = False
         participant.on_reconnected.append(self._republish)
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        """Closed, or its connection ended for good (the SFU closed the room, or gave up)."""
+        return self._closed or self.participant.state in ("closed", "failed")
 
     @property
     def published(self) -> bool:
@@ -110,9 +115,13 @@ class Announcer:
         with contextlib.suppress(ValueError):
             self.participant.on_reconnected.remove(self._republish)
         source, self._source = self._source, None
-        self._publication = None
+        pub, self._publication = self._publication, None
+        room, self._room = self._room, None
         if source is not None:
             source.clear_queue()
+        if pub is not None and room is not None and room.isconnected():
+            with contextlib.suppress(Exception):
+                await room.local_participant.unpublish_track(pub.sid)
         await self.participant.close()
         if source is not None:
             with contextlib.suppress(Exception):
@@ -129,6 +138,7 @@ class Announcer:
                 await source.aclose()
             raise
         old, self._source, self._publication = self._source, source, pub
+        self._room = room
         if old is not None:
             with contextlib.suppress(Exception):
                 await old.aclose()

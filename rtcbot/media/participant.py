@@ -29,7 +29,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import aiohttp
 from livekit import rtc
@@ -224,6 +224,32 @@ async def release_room(room: rtc.Room) -> None:
             task.cancel()
 
 
+class Connection(Protocol):
+    """What Recorder and Announcer need of their connection: a `Participant` of their own, or
+    one role's handle on the bot's shared participant (presence.py)."""
+
+    log: logging.Logger
+
+    @property
+    def on_state(self) -> list[StateCallback]: ...
+    @property
+    def on_lost(self) -> list[LostCallback]: ...
+    @property
+    def on_reconnected(self) -> list[ReconnectedCallback]: ...
+    @property
+    def state(self) -> State: ...
+
+    async def connect(
+        self,
+        *,
+        auto_subscribe: bool = ...,
+        setup: Setup | None = ...,
+        encryption: rtc.E2EEOptions | None = ...,
+    ) -> rtc.Room: ...
+
+    async def close(self) -> None: ...
+
+
 class Participant:
     """One connection of the bot to one LiveKit room, kept alive across SFU losses."""
 
@@ -262,6 +288,11 @@ class Participant:
     @property
     def connected(self) -> bool:
         return self.state == "connected" and self.room is not None and self.room.isconnected()
+
+    @property
+    def reconnecting(self) -> bool:
+        """After an SFU loss: a new room is being connected (with backoff)."""
+        return self._reconnect_task is not None and not self._reconnect_task.done()
 
     async def connect(
         self,

@@ -1,8 +1,10 @@
 """Recording a call: every remote audio track to its own Ogg/Opus file, plus a mix.
 
-The recorder joins as a hidden participant (recorder token) through a `Participant`,
-subscribes to every audio track and reads it with `AudioStream(frame_size_ms=100)` (the
-per-frame Python cost dominates, so few large frames keep CPU low). Chunks are placed on
+The recorder joins through a `Connection`: a `Participant` of its own, or its role on the
+bot's one participant in the call (presence.py). It subscribes by hand to every audio track
+(never to video), reads each with `AudioStream(frame_size_ms=100)` (the per-frame Python cost
+dominates, so few large frames keep CPU low), and unsubscribes again when it stops, so a
+participant that stays for another role receives nothing more. Chunks are placed on
 the segment's time axis (late joiners start with silence, interruptions are padded) and
 written by `audio_files.SegmentWriter` in one worker thread, so Opus encoding never blocks
 the event loop and every file is only touched by that one thread.
@@ -44,11 +46,14 @@ from rtcbot.media.audio_files import (
     StreamClock,
     WrittenFile,
 )
-from rtcbot.media.participant import Participant, State
+from rtcbot.media.participant import Connection, State
 
 FRAME_MS = 100
 FRAME_SAMPLES = RATE * FRAME_MS // 1000
 NameFor = Callable[[str], tuple[str, str]]
+# Looks a speaker's (display name, device) up, e.g. at the homeserver; awaited before the
+# speaker's first audio is written, since that names the file.
+ResolveName = Callable[[str], Awaitable[tuple[str, str]]]
 RecorderState = Literal["idle", "recording", "interrupted", "stopping", "stopped"]
 StopReason = Literal["stopped", "max_duration", "sfu_lost", "room_closed"]
 
@@ -140,11 +145,13 @@ class Recorder:
 
     def __init__(
         self,
-        participant: Participant,
+        participant: Connection,
         directory: Path,
         prefix: str,
         *,
         name_for: NameFor | None = None,
+        resolve_name: ResolveName | None = None,
+        resolve_timeout: float = 3.0,
         log: logging.Logger | None = None,
         max_seconds: float | None = None,
         on_empty: Callable[[], Awaitable[None] | None] | None = None,
@@ -162,6 +169,8 @@ class Recorder:
         self.directory = Path(directory)
         self.prefix = prefix
         self.name_for = name_for
+        self.resolve_name = resolve_name
+        self.resolve_timeout = resolve_timeout
         self.log = log or participant.log
         self.max_seconds = max_seconds
         self.on_empty = on_empty
@@ -182,6 +191,7 @@ class Recorder:
         self._segments: list[_Segment] = []
         self._readers: dict[str, _Reader] = {}
         self._labels: dict[str, tuple[str, str]] = {}
+        self._unresolved: dict[str, str] = {}  # key → source suffix, names still to look up
         self._key_identity: dict[str, str] = {}
         self._pending = 0
         self._dropped_chunks = 0
@@ -191,6 +201,10 @@ class Recorder:
         self._empty_fired = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing_readers: set[asyncio.Task[None]] = set()
+        # Room event handlers this recorder registered (removed when it stops: the room may
+        # stay connected for the bot's other role) and the publications it subscribed to.
+        self._handlers: list[tuple[rtc.Room, str, Callable[..., Any]]] = []
+        self._subscribed: dict[str, rtc.RemoteTrackPublication] = {}
 
     # -- public ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -204,15 +218,17 @@ class Recorder:
         self._segments.append(self._new_segment(1))
         self.state = "recording"
         try:
-            room = await self.participant.connect(auto_subscribe=True, setup=self._setup_room)
+            room = await self.participant.connect(auto_subscribe=False, setup=self._setup_room)
         except BaseException:
             self.state = "stopped"
+            self._unregister()
             self._executor.shutdown(wait=False)
             raise
         self.participant.on_lost.append(self._on_lost)
         self.participant.on_reconnected.append(self._on_reconnected)
         self.participant.on_state.append(self._on_participant_state)
         self._ticker = asyncio.ensure_future(self._tick_loop())
+        self._subscribe_existing(room)
         self._check_empty(room)
 
     def status(self) -> RecordingStatus:
@@ -246,10 +262,46 @@ class Recorder:
             self._segments.append(seg)
         elif not seg.has_data:
             seg.t0 = self._now()  # a failed attempt before: start the clock now
-        room.on("track_subscribed", lambda t, pub, p: self._on_track(room, t, pub, p))
-        room.on("track_unsubscribed", lambda t, pub, p: self._close_reader(pub.sid))
-        room.on("participant_disconnected", lambda p: self._on_participant_left(room, p))
-        room.on("participant_connected", lambda p: self._on_participant_joined(p))
+        self._on(room, "track_published", lambda pub, p: self._want(pub, p))
+        self._on(room, "track_subscribed", lambda t, pub, p: self._on_track(room, t, pub, p))
+        self._on(room, "track_unsubscribed", lambda t, pub, p: self._close_reader(pub.sid))
+        self._on(room, "participant_disconnected", lambda p: self._on_participant_left(room, p))
+        self._on(room, "participant_connected", lambda p: self._on_participant_joined(p))
+
+    def _on(self, room: rtc.Room, event: str, handler: Callable[..., Any]) -> None:
+        room.on(event, handler)  # type: ignore[arg-type]
+        self._handlers.append((room, event, handler))
+
+    def _unregister(self) -> None:
+        for room, event, handler in self._handlers:
+            with contextlib.suppress(Exception):
+                room.off(event, handler)  # type: ignore[arg-type]
+        self._handlers.clear()
+
+    def _subscribe_existing(self, room: rtc.Room) -> None:
+        """Tracks published before this recorder was set up (no `track_published` for them)."""
+        for p in list(room.remote_participants.values()):
+            for pub in list(p.track_publications.values()):
+                self._want(pub, p)
+
+    def _want(self, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+        """Subscribe to an audio track while recording (never to video)."""
+        if pub.kind != rtc.TrackKind.KIND_AUDIO or self.state not in ("recording", "interrupted"):
+            return
+        if self.exclude is not None and self.exclude(participant):
+            return
+        self._subscribed[pub.sid] = pub
+        if not pub.subscribed:
+            try:
+                pub.set_subscribed(True)
+            except Exception:
+                self.log.exception("subscribing to %s of %s failed", pub.sid, participant.identity)
+
+    def _unsubscribe_all(self) -> None:
+        subscribed, self._subscribed = self._subscribed, {}
+        for pub in subscribed.values():
+            with contextlib.suppress(Exception):
+                pub.set_subscribed(False)
 
     def _on_track(
         self,
@@ -275,6 +327,8 @@ class Recorder:
         if key not in self._labels:
             display, device = self._names(participant)
             self._labels[key] = (display, f"{device}-{suffix}" if suffix else device)
+            if self.resolve_name is not None:
+                self._unresolved[key] = suffix or ""
             self._key_identity[key] = participant.identity
         stream = rtc.AudioStream(
             track,
@@ -344,6 +398,8 @@ class Recorder:
         if self.state == "interrupted":
             self.state = "recording"
             self.log.info("Recording continues in segment %d", self._segments[-1].part)
+            self._subscribed.clear()  # the old room's publications
+            self._subscribe_existing(room)
             self._check_empty(room)
 
     def _on_participant_state(self, state: State, detail: str | None) -> None:
@@ -358,6 +414,8 @@ class Recorder:
     async def _read(self, reader: _Reader) -> None:
         loop = asyncio.get_running_loop()
         seg = reader.segment
+        if reader.key in self._unresolved:
+            await self._resolve(reader)
         display, device = self._labels[reader.key]
         try:
             async for ev in reader.stream:
@@ -481,6 +539,8 @@ class Recorder:
         for sid in list(self._readers):
             self._close_reader(sid)
         self._unhook()
+        self._unregister()
+        self._unsubscribe_all()
         try:
             await self.participant.close()
         except Exception:
@@ -561,6 +621,22 @@ class Recorder:
             p.on_state.remove(self._on_participant_state)
 
     # -- helpers ---------------------------------------------------------------------------
+    async def _resolve(self, reader: _Reader) -> None:
+        """Names the sync `name_for` could not know yet (a late joiner whose display name
+        was never looked up): the stream buffers its frames meanwhile."""
+        suffix = self._unresolved.pop(reader.key, None)
+        if self.resolve_name is None or suffix is None:
+            return
+        try:
+            async with asyncio.timeout(self.resolve_timeout):
+                display, device = await self.resolve_name(reader.identity)
+        except Exception as e:
+            self.log.info("could not look up the name of %s: %s", reader.identity, e)
+            return
+        if display:
+            device = device or self._labels[reader.key][1]
+            self._labels[reader.key] = (display, f"{device}-{suffix}" if suffix else device)
+
     def _names(self, participant: rtc.RemoteParticipant) -> tuple[str, str]:
         if self.name_for is not None:
             try:

@@ -10,21 +10,22 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, Protocol
 
 import aiohttp
 from livekit import api
+from livekit.protocol import models
+from livekit.protocol import room as room_pb
 
 from rtcbot.rtc.identity import (
     DEFAULT_SLOT_ID,
     JwtDecodeError,
     decode_jwt_claims,
-    legacy_identity,
-    livekit_identity,
     livekit_room_alias,
+    member_identity,
 )
 
 from ..redaction import redact, shorten
@@ -151,38 +152,50 @@ class AuthServiceClient:
         device_id: str,
         member_id: str,
         slot_id: str = DEFAULT_SLOT_ID,
+        *,
+        prefer: Literal["get_token", "sfu_get"] = "get_token",
     ) -> SfuAccess:
-        """Ask the service for a LiveKit JWT: `/get_token` first, `/sfu/get` if that is 404."""
+        """Ask the service for a LiveKit JWT at the `prefer`red endpoint, the other one if
+        that is 404. `/get_token` gives the hashed identity of a sticky (matrix_2_0)
+        membership with `member_id`; `/sfu/get` the `user:device` identity of a state-event
+        membership (Element Call's compatibility mode, and the bot's own membership)."""
         base = service_url.rstrip("/")
         token = {k: openid_token[k] for k in OPENID_FIELDS if k in openid_token}
         secrets = (str(token.get("access_token") or ""),)
-
-        reply = await self._post(
-            f"{base}/get_token",
-            {
-                "room_id": room_id,
-                "slot_id": slot_id,
-                "openid_token": token,
-                "member": {
-                    "id": member_id,
-                    "claimed_user_id": user_id,
-                    "claimed_device_id": device_id,
+        requests: dict[Via, tuple[str, dict[str, Any], str]] = {
+            "get_token": (
+                f"{base}/get_token",
+                {
+                    "room_id": room_id,
+                    "slot_id": slot_id,
+                    "openid_token": token,
+                    "member": {
+                        "id": member_id,
+                        "claimed_user_id": user_id,
+                        "claimed_device_id": device_id,
+                    },
                 },
-            },
-            secrets,
-        )
-        via: Via = "get_token"
-        expected = livekit_identity(user_id, device_id, member_id)
-        if reply.status == 404:
-            # Services older than v0.4.0 (or proxies that only forward the old path).
-            self._log.debug("%s/get_token is 404, falling back to /sfu/get", base)
-            reply = await self._post(
+                member_identity(user_id, device_id, member_id),
+            ),
+            "sfu_get": (
                 f"{base}/sfu/get",
                 {"room": room_id, "openid_token": token, "device_id": device_id},
-                secrets,
-            )
-            via = "sfu_get"
-            expected = legacy_identity(user_id, device_id)
+                member_identity(user_id, device_id),
+            ),
+        }
+        order: tuple[Via, Via] = (
+            ("get_token", "sfu_get") if prefer == "get_token" else ("sfu_get", "get_token")
+        )
+        via: Via = order[0]
+        endpoint, payload, expected = requests[via]
+        reply = await self._post(endpoint, payload, secrets)
+        if reply.status == 404:
+            # Services older than v0.4.0 (or proxies that only forward the old path), or
+            # services that dropped /sfu/get.
+            self._log.debug("%s is 404, trying the other endpoint", endpoint)
+            via = order[1]
+            endpoint, payload, expected = requests[via]
+            reply = await self._post(endpoint, payload, secrets)
             if reply.status == 404:
                 raise SfuAuthError(
                     "not_found",
@@ -301,38 +314,83 @@ class LiveKitCredentials(Protocol):
     def api_secret(self) -> str: ...
 
 
-def _grants_for(role: Role, room: str) -> api.VideoGrants:
-    if role == "recorder":
-        # Listen only, invisible to others. The recorder grant marks the participant as
-        # dependent, so the bot alone never keeps a LiveKit room open.
-        return api.VideoGrants(
-            room_join=True,
-            room=room,
-            can_subscribe=True,
-            can_publish=False,
-            can_publish_data=False,
-            hidden=True,
-            recorder=True,
+Roles = frozenset[Role]
+ROLES: tuple[Role, ...] = ("recorder", "announcer")
+# Sources in the order LiveKit compares them (ParticipantPermission.can_publish_sources).
+_SOURCE_ENUM = {"camera": models.TrackSource.CAMERA, "microphone": models.TrackSource.MICROPHONE}
+
+
+def as_roles(role: Role | Iterable[Role]) -> Roles:
+    """One role or several as a set; raises ValueError for an unknown or empty one."""
+    roles = frozenset([role] if isinstance(role, str) else role)
+    unknown = sorted(str(r) for r in roles if r not in ROLES)
+    if unknown or not roles:
+        raise ValueError(
+            f"Unknown bot role {', '.join(unknown) or '(none)'}; expected 'recorder' and/or "
+            "'announcer'."
         )
-    if role == "announcer":
-        # Must be visible (hidden participants' tracks are not announced to others) and
-        # may publish a microphone track only; it has no reason to receive media.
-        return api.VideoGrants(
-            room_join=True,
-            room=room,
-            can_publish=True,
-            can_publish_sources=["microphone"],
-            can_subscribe=False,
-            can_publish_data=False,
-        )
-    raise ValueError(f"Unknown bot role {role!r}; expected 'recorder' or 'announcer'.")
+    return roles
+
+
+def publish_sources(roles: Role | Iterable[Role]) -> list[str]:
+    """What the bot may publish for these roles: its status picture (a camera track, every
+    role shows one) and, for the announcer, a microphone."""
+    return ["camera", *(["microphone"] if "announcer" in as_roles(roles) else [])]
+
+
+def grants_for(roles: Role | Iterable[Role], room: str) -> api.VideoGrants:
+    """Least privilege for the bot's one participant with these roles (the union of theirs).
+
+    recorder: subscribe (to hear everyone) + publish the camera source (the "● Recording"
+    picture), flagged `recorder` (LiveKit marks the room as being recorded, and a recorder
+    never keeps a room open by itself); announcer: publish microphone + camera, no subscribe.
+    Never hidden: clients show the bot as its call membership and play its audio. No data
+    channel, no metadata changes, no room administration.
+    """
+    rs = as_roles(roles)
+    return api.VideoGrants(
+        room_join=True,
+        room=room,
+        can_subscribe="recorder" in rs,
+        can_publish=True,
+        can_publish_sources=publish_sources(rs),
+        can_publish_data=False,
+        can_update_own_metadata=False,
+        hidden=False,
+        recorder="recorder" in rs,
+    )
+
+
+def permission_for(roles: Role | Iterable[Role]) -> models.ParticipantPermission:
+    """The same least privilege as `grants_for`, as RoomService.UpdateParticipant takes it."""
+    g = grants_for(roles, "-")
+    return models.ParticipantPermission(
+        can_subscribe=bool(g.can_subscribe),
+        can_publish=bool(g.can_publish),
+        can_publish_data=bool(g.can_publish_data),
+        can_publish_sources=[_SOURCE_ENUM[s] for s in g.can_publish_sources or []],
+        can_update_metadata=bool(g.can_update_own_metadata),
+        hidden=bool(g.hidden),
+        recorder=bool(g.recorder),
+    )
+
+
+def participant_name(base: str, roles: Iterable[Role]) -> str:
+    """The LiveKit participant name: "rtcbot (recording)" while recording, else
+    "rtcbot (announcer)"; just the base without a role."""
+    rs = frozenset(roles)
+    if "recorder" in rs:
+        return f"{base} (recording)"
+    if "announcer" in rs:
+        return f"{base} (announcer)"
+    return base
 
 
 def mint_local_token(
     livekit: LiveKitCredentials,
     room: str,
     identity: str,
-    role: Role,
+    role: Role | Iterable[Role],
     name: str | None = None,
     ttl: timedelta = timedelta(minutes=10),
 ) -> SfuAccess:
@@ -349,11 +407,38 @@ def mint_local_token(
         api.AccessToken(livekit.api_key, livekit.api_secret)
         .with_identity(identity)
         .with_ttl(ttl)
-        .with_grants(_grants_for(role, room))
+        .with_grants(grants_for(role, room))
     )
     if name:
         token = token.with_name(name)
     return access_from_jwt(livekit.url, token.to_jwt(), "local")
+
+
+async def update_live_grants(
+    livekit: LiveKitCredentials,
+    room: str,
+    identity: str,
+    roles: Role | Iterable[Role],
+    name: str | None = None,
+    *,
+    session: aiohttp.ClientSession | None = None,
+    timeout: float = 10.0,
+) -> models.ParticipantInfo:
+    """Widen or narrow a connected participant's permissions to `roles` (and rename it) with
+    RoomService.UpdateParticipant, without reconnecting. The SFU applies it at once: a
+    revoked source's tracks are unpublished, revoked subscriptions dropped, subscriptions
+    that were waiting for permission start; it also sends the client a refreshed token with
+    the new grants. Raises livekit.api.TwirpError (e.g. not_found when the participant is
+    gone) or aiohttp/timeout errors; the caller decides whether to reconnect instead."""
+    request = room_pb.UpdateParticipantRequest(
+        room=room, identity=identity, permission=permission_for(roles), name=name or ""
+    )
+    lk = api.LiveKitAPI(livekit.url, livekit.api_key, livekit.api_secret, session=session)
+    try:
+        async with asyncio.timeout(timeout):
+            return await lk.room.update_participant(request)
+    finally:
+        await lk.aclose()
 
 
 class TokenCache:

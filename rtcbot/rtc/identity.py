@@ -44,6 +44,20 @@ def legacy_identity(user_id: str, device_id: str) -> str:
     return f"{user_id}:{device_id}"
 
 
+def member_identity(user_id: str, device_id: str, member_id: str | None = None) -> str:
+    """The LiveKit identity other clients match a call membership of this device against.
+
+    The one place that decides it for the bot's own participant: a state-event membership
+    (what the bot publishes; Element Call's compatibility mode) → `user:device`, the
+    membership's `membershipID`; a sticky matrix_2_0 membership with its `member.id` → the
+    MSC4195 hash. Every media role of the bot uses this identity, so that clients show the
+    bot's LiveKit participant as its call membership (and play its audio).
+    """
+    if member_id is None:
+        return legacy_identity(user_id, device_id)
+    return livekit_identity(user_id, device_id, member_id)
+
+
 def decode_jwt_claims(jwt: str) -> dict[str, Any]:
     """Return the JWT's payload claims without verifying the signature.
 

@@ -258,6 +258,17 @@ class Tile:
 
 
 @dataclass(frozen=True)
+class TilePicture:
+    """What a tile's video shows now (None fields: the tile has no playing video)."""
+
+    name: str | None  # the tile's name tag
+    width: int | None  # the video's own size
+    height: int | None
+    red_share: float  # share of clearly red pixels in a 160×90 copy of the frame
+    mean_rgb: tuple[float, float, float] | None
+
+
+@dataclass(frozen=True)
 class InboundAudio:
     """One inbound-rtp audio stream of the page, at one moment."""
 
@@ -344,6 +355,23 @@ class ElementCallPage:
             )
             for t in raw
         ]
+
+    async def tile_pictures(self) -> list[TilePicture]:
+        """Each tile's current video frame, sampled in the page (colours, not pixels)."""
+        out = []
+        for t in await self.evaluate("window.__rtcbot.tilePictures()"):
+            pic = t.get("picture") or {}
+            rgb = pic.get("meanRgb")
+            out.append(
+                TilePicture(
+                    name=t.get("name"),
+                    width=pic.get("width"),
+                    height=pic.get("height"),
+                    red_share=float(pic.get("redShare") or 0.0),
+                    mean_rgb=(float(rgb[0]), float(rgb[1]), float(rgb[2])) if rgb else None,
+                )
+            )
+        return out
 
     async def screenshot(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)

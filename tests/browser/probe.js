@@ -78,6 +78,42 @@
     });
   }
 
+  function tilePictures() {
+    // What each tile's video shows, sampled: a 160×90 copy of the current frame, the share of
+    // clearly red pixels (rtcbot's "● Recording" dot) and the mean colour.
+    return [...document.querySelectorAll('[data-testid="videoTile"]')].map((t) => {
+      const name = t.querySelector('[data-testid="name_tag"]')?.textContent?.trim() ?? null;
+      const video = t.querySelector("video");
+      let picture = null;
+      if (video && video.videoWidth > 0 && video.readyState >= 2) {
+        const w = 160;
+        const h = 90;
+        const canvas = document.createElement("canvas");
+        canvas.width = w;
+        canvas.height = h;
+        const ctx = canvas.getContext("2d", { willReadFrequently: true });
+        ctx.drawImage(video, 0, 0, w, h);
+        const d = ctx.getImageData(0, 0, w, h).data;
+        let red = 0;
+        const sum = [0, 0, 0];
+        for (let i = 0; i < d.length; i += 4) {
+          sum[0] += d[i];
+          sum[1] += d[i + 1];
+          sum[2] += d[i + 2];
+          if (d[i] > 170 && d[i + 1] < 100 && d[i + 2] < 100) red++;
+        }
+        const n = d.length / 4;
+        picture = {
+          width: video.videoWidth,
+          height: video.videoHeight,
+          redShare: red / n,
+          meanRgb: sum.map((v) => v / n),
+        };
+      }
+      return { name, picture };
+    });
+  }
+
   function state() {
     const has = (id) => document.querySelector(`[data-testid="${id}"]`) !== null;
     // EC's full-screen ErrorView: a CSS-module "_error_…" box with an h1 title
@@ -96,5 +132,5 @@
     };
   }
 
-  window.__rtcbot = { pcs, inboundAudio, tiles, state };
+  window.__rtcbot = { pcs, inboundAudio, tiles, tilePictures, state };
 })();

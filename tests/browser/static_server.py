@@ -7,13 +7,18 @@
 - `.wasm` is served as `application/wasm` (the Rust crypto and MediaPipe modules).
 
 Standard library only; a daemon thread, stopped with `close()`.
+
+By hand (docs/ELEMENT_CALL.md), for the stack of `make run`:
+    .venv/bin/python -m tests.browser.static_server --port 8090
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import http.server
 import json
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -63,13 +68,15 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 class StaticServer:
     """`StaticServer(dist, config).url` → http://127.0.0.1:<free port>"""
 
-    def __init__(self, root: Path, config: dict[str, Any], host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, root: Path, config: dict[str, Any], host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         if not (root / "index.html").is_file():
             raise FileNotFoundError(f"{root}/index.html missing: not an Element Call build")
         handler = functools.partial(
             _Handler, root=root, config=json.dumps(config, indent=1).encode()
         )
-        self._server = http.server.ThreadingHTTPServer((host, 0), handler)
+        self._server = http.server.ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         port = self._server.server_address[1]
         self.url = f"http://{host}:{port}"
@@ -82,3 +89,31 @@ class StaticServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the pinned Element Call for a homeserver until Ctrl-C (for trying it by hand)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.browser.static_server", description=main.__doc__
+    )
+    parser.add_argument("--homeserver", default="http://127.0.0.1:8008")
+    parser.add_argument("--server-name", default="localhost")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8090)
+    args = parser.parse_args(argv)
+    from tests.browser.element_call import EC_PACKAGE, REPO, element_call_config
+
+    dist = REPO / "node_modules" / EC_PACKAGE / "dist"
+    config = element_call_config(args.homeserver, args.server_name)
+    server = StaticServer(dist, config, args.host, args.port)
+    print(f"Element Call for {args.homeserver}: {server.url}/   (Ctrl-C stops it)", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

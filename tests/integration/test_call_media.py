@@ -1,7 +1,9 @@
 """The bot's media roles driven from the room: `!call record`, `!call announce`, `!call auto`.
 
 Human participants are real LiveKit peers in the LiveKit room that belongs to the Matrix room
-(MSC4195 alias), publishing sine tones; the bot runs inside maubot.
+(MSC4195 alias), publishing sine tones; the bot runs inside maubot. Whatever it does in a
+call, the bot is ONE LiveKit participant there, with the identity of its call membership
+(`@rtcbot:localhost:RTCBOT`), so clients show it and play its voice.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
+from livekit import api
 
-from rtcbot.rtc.identity import livekit_room_alias
+from rtcbot.rtc.identity import livekit_room_alias, member_identity
 from rtcbot_stack.stack import Stack
 from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body, call_member_content
 from tests.stack.peers import dominant_frequency, rms
@@ -37,6 +40,37 @@ def is_audio(evt: dict[str, Any], bot_id: str) -> bool:
     return evt.get("sender") == bot_id and evt.get("content", {}).get("msgtype") == "m.audio"
 
 
+def bot_identity(stack: Stack) -> str:
+    """The bot's LiveKit identity: that of its call membership (compatibility mode)."""
+    return member_identity(str(stack.bot["user_id"]), str(stack.bot["device_id"]))
+
+
+async def sfu_participants(stack: Stack, bot_room: str) -> dict[str, api.ParticipantInfo]:
+    """The participants of the call's LiveKit room as the SFU has them, by identity."""
+    lk = api.LiveKitAPI(
+        stack.livekit.url, stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"]
+    )
+    try:
+        resp = await lk.room.list_participants(
+            api.ListParticipantsRequest(room=livekit_room_alias(bot_room))
+        )
+    finally:
+        await lk.aclose()
+    return {p.identity: p for p in resp.participants}
+
+
+async def until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+def voiced_seconds(samples: np.ndarray) -> float:
+    return float((np.abs(samples) > 500).sum()) / 48_000
+
+
 async def test_record_start_stop_posts_a_file_per_speaker_and_a_mix(
     stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str, make_peer
 ) -> None:  # type: ignore[no-untyped-def]
@@ -51,6 +85,19 @@ async def test_record_start_stop_posts_a_file_per_speaker_and_a_mix(
     # The bot's membership is published while it is in the SFU.
     bot_key = f"_{bot_id}_{stack.bot['device_id']}_m.call"
     assert await alice.get_state_event(bot_room, CALL_MEMBER, bot_key)
+    # ONE participant of the bot, with its membership's identity, named for what it does,
+    # publishing its status picture; the spoken consent notice comes from it too.
+    me = bot_identity(stack)
+
+    async def consent_heard() -> bool:
+        return voiced_seconds(a.samples_from(me)) > 0.5
+
+    await until(consent_heard, 30, "peer a to hear the consent notice from the bot")
+    bots = {i: p for i, p in (await sfu_participants(stack, bot_room)).items() if bot_id in i}
+    assert list(bots) == [me], list(bots)
+    assert bots[me].name == "rtcbot (recording)"
+    assert bots[me].permission.can_subscribe and bots[me].permission.recorder
+    assert api.TrackSource.CAMERA in [t.source for t in bots[me].tracks]
 
     await asyncio.sleep(2)
     b = await make_peer(lk_room, "@tone-b:localhost:DEVB")
@@ -66,6 +113,12 @@ async def test_record_start_stop_posts_a_file_per_speaker_and_a_mix(
     )
     assert "Who spoke:" in body(summary)
     length = time.monotonic() - started
+
+    async def bot_gone() -> bool:  # its last role ended: it leaves the SFU and the call
+        return me not in await sfu_participants(stack, bot_room)
+
+    await until(bot_gone, 30, "the bot to leave the LiveKit room")
+    assert not await alice.get_state_event(bot_room, CALL_MEMBER, bot_key)
 
     audio = []
     deadline = time.monotonic() + 30
@@ -119,7 +172,7 @@ async def test_unprivileged_user_cannot_record(
 
 
 async def test_announce_is_heard_in_the_call(
-    bot_room: str, alice: MatrixUser, bot_id: str, make_peer
+    stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str, make_peer
 ) -> None:  # type: ignore[no-untyped-def]
     listener = await make_peer(
         livekit_room_alias(bot_room), "@listener:localhost:L", publish=False
@@ -129,12 +182,23 @@ async def test_announce_is_heard_in_the_call(
     assert "hello everyone" in body(reply), body(reply)
     spoken = float(body(reply).rsplit("call, ", 1)[1].split(" s")[0])
     await asyncio.sleep(1)
-    heard = [k for k in listener.heard if k.startswith(f"{bot_id}:")]
-    assert heard, list(listener.heard)
-    samples = listener.samples_from(heard[0])
+    # The voice comes from the bot's membership identity (what clients play), nothing else.
+    me = bot_identity(stack)
+    assert list(listener.heard) == [me], list(listener.heard)
+    samples = listener.samples_from(me)
     loud = np.abs(samples) > 500
     voiced_s = loud.sum() / 48_000
     assert voiced_s > 0.2 * spoken and len(samples) / 48_000 >= spoken * 0.8
+    # Announcing put the bot into the call (its membership), as an announcer only.
+    bot_key = f"_{bot_id}_{stack.bot['device_id']}_m.call"
+    assert await alice.get_state_event(bot_room, CALL_MEMBER, bot_key)
+    info = (await sfu_participants(stack, bot_room))[me]
+    assert info.name == "rtcbot (announcer)"
+    assert not info.permission.can_subscribe and not info.permission.recorder
+    assert list(info.permission.can_publish_sources) == [
+        api.TrackSource.CAMERA,
+        api.TrackSource.MICROPHONE,
+    ]
 
 
 async def test_auto_record_follows_the_call(
@@ -231,8 +295,8 @@ async def test_announce_with_a_token_from_the_authorization_service(
             reply
         )
         await asyncio.sleep(1)
-        # /get_token identities are hashed (MSC4195), so the bot is the one remote speaker.
-        assert len(listener.heard) == 1, list(listener.heard)
+        # The bot asked /sfu/get, for the identity of its (state-event) call membership.
+        assert list(listener.heard) == [bot_identity(stack)], list(listener.heard)
         samples = next(iter(listener.heard.values()))
         assert (np.abs(np.concatenate(samples)) > 500).sum() > 48_000 * 0.2
     finally:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from livekit import api, rtc
 
 from rtcbot.config import LiveKitSettings
 from rtcbot.media.announcer import Announcer
@@ -23,8 +24,9 @@ from rtcbot.media.participant import (
     classify_connect_error,
     scrub,
 )
+from rtcbot.media.presence import CallPresence
 from rtcbot.media.recorder import Recorder, RecordingResult
-from rtcbot.media.tokens import SfuAccess, mint_local_token
+from rtcbot.media.tokens import Roles, SfuAccess, mint_local_token, update_live_grants
 from rtcbot.media.tts import EspeakEngine, available_engine, chime
 from rtcbot_stack.stack import Stack
 from tests.stack.peers import Peer, dominant_frequency, rms
@@ -165,7 +167,7 @@ async def test_espeak_and_chime() -> None:
 
 # -- on the real SFU ------------------------------------------------------------------------
 @pytest.mark.stack
-async def test_recorder_aligns_late_joiner_mixes_and_stays_hidden(
+async def test_recorder_aligns_late_joiner_mixes_and_publishes_nothing_itself(
     stack: Stack, make_peer: PeerFactory, tmp_path: Path
 ) -> None:
     room = new_room("rec")
@@ -189,11 +191,21 @@ async def test_recorder_aligns_late_joiner_mixes_and_stays_hidden(
     await until(lambda: rms(alice.samples_from("bob")[-480:]) > 2000, 10, "alice to hear bob")
     bob_at = loop.time() - t0
 
-    # (c) the recorder is hidden: people never see it.
+    # (c) the recorder is visible (clients show the bot as its call membership) but, on its
+    # own, publishes nothing; it subscribed to the audio tracks only.
     await asyncio.sleep(1.0)
     for peer in (alice, bob):
-        assert "rtcbot-recorder" not in peer.room.remote_participants
-    assert set(alice.room.remote_participants) == {"bob"}
+        seen = peer.room.remote_participants["rtcbot-recorder"]
+        assert not seen.track_publications
+    assert set(alice.room.remote_participants) == {"bob", "rtcbot-recorder"}
+    assert participant.room is not None
+    subscribed = [
+        pub.kind
+        for p in participant.room.remote_participants.values()
+        for pub in p.track_publications.values()
+        if pub.subscribed
+    ]
+    assert subscribed == [rtc.TrackKind.KIND_AUDIO] * 2, subscribed
 
     # (d) what was written so far is a playable file while recording goes on.
     await asyncio.sleep(4.0 - (loop.time() - t0))
@@ -347,6 +359,140 @@ async def test_announcer_speaks_into_the_call(stack: Stack, make_peer: PeerFacto
         10,
         "the announcer to leave",
     )
+
+
+async def sfu_view(stack: Stack, room: str, identity: str) -> api.ParticipantInfo:
+    """The participant as the SFU has it (permissions, name, tracks)."""
+    lk = api.LiveKitAPI(
+        stack.livekit.url, stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"]
+    )
+    try:
+        return await lk.room.get_participant(
+            api.RoomParticipantIdentity(room=room, identity=identity)
+        )
+    finally:
+        await lk.aclose()
+
+
+async def picture(peer: Peer, identity: str, wanted: Callable[[np.ndarray], bool]) -> np.ndarray:
+    """The first frame of `identity`'s video track, as the peer receives it, that is `wanted`
+    (RGB, height × width × 3); fails after 15 s with the last frame's mean colour."""
+    pub = next(
+        p
+        for p in peer.room.remote_participants[identity].track_publications.values()
+        if p.kind == rtc.TrackKind.KIND_VIDEO
+    )
+    await until(lambda: pub.track is not None, 10, "the video track to be subscribed")
+    assert pub.track is not None
+    stream = rtc.VideoStream(pub.track, format=rtc.VideoBufferType.RGBA)
+    last: np.ndarray | None = None
+    try:
+        async with asyncio.timeout(15):
+            async for ev in stream:
+                f = ev.frame
+                rgba = np.frombuffer(bytes(f.data), np.uint8).reshape(f.height, f.width, 4)
+                last = rgba[:, :, :3]
+                if wanted(last):
+                    return last
+    except TimeoutError:
+        pass
+    finally:
+        await stream.aclose()
+    mean = None if last is None else last.reshape(-1, 3).mean(axis=0).round().tolist()
+    raise AssertionError(f"no wanted frame from {identity} within 15 s; last mean RGB {mean}")
+
+
+def red_share(rgb: np.ndarray) -> float:
+    """Share of clearly red pixels (the "● Recording" dot)."""
+    r, g, b = (rgb[:, :, i].astype(int) for i in range(3))
+    return float(((r > 170) & (g < 100) & (b < 100)).mean())
+
+
+@pytest.mark.stack
+async def test_one_participant_for_both_roles_widens_and_narrows_live(
+    stack: Stack, make_peer: PeerFactory, tmp_path: Path
+) -> None:
+    """Announcer and recorder share ONE participant with the bot's membership identity: the
+    second role widens its permissions live (same participant sid, no reconnect), the end of
+    a role narrows them, the last one leaves; the status picture says what the bot does."""
+    room = new_room("both")
+    identity = "@rtcbot-media:localhost:MEDIADEV"
+    alice = await make_peer(room, "alice")
+    await alice.publish_tone(440)
+    lk = livekit(stack)
+
+    async def access_for(roles: Roles, name: str) -> SfuAccess:
+        return mint_local_token(lk, room, identity, roles, name=name)
+
+    async def update(access: SfuAccess, roles: Roles, name: str) -> None:
+        await update_live_grants(lk, access.room, access.identity, roles, name)
+
+    presence = CallPresence(access_for, log, base_name="rtcbot", update_grants=update)
+    engine = available_engine()
+    assert engine is not None
+    try:
+        announcer = Announcer(presence.role("announcer"), engine, log)
+        await announcer.connect()
+        camera, mic = api.TrackSource.CAMERA, api.TrackSource.MICROPHONE
+
+        # (1) Announcer only: may publish microphone + camera, not subscribe; labelled so.
+        info = await sfu_view(stack, room, identity)
+        sid = info.sid
+        assert info.name == "rtcbot (announcer)"
+        assert not info.permission.can_subscribe and not info.permission.recorder
+        assert list(info.permission.can_publish_sources) == [camera, mic]
+        await until(
+            lambda: (
+                identity in alice.room.remote_participants
+                and len(alice.room.remote_participants[identity].track_publications) == 2
+            ),
+            10,
+            "alice to see the bot's microphone and status picture",
+        )
+        frame = await picture(
+            alice, identity, lambda f: f[:, :, 2].mean() > f[:, :, 0].mean() + 20
+        )
+        assert red_share(frame) < 0.001  # announcer: blue, no red dot
+
+        # (2) + recorder: the same participant, widened live; the picture says "● Recording".
+        recorder = Recorder(presence.role("recorder"), tmp_path, "both", log=log)
+        await recorder.start()
+        info = await sfu_view(stack, room, identity)
+        assert info.sid == sid and presence.connects == 1 and presence.grant_updates == 1
+        assert info.name == "rtcbot (recording)"
+        assert info.permission.can_subscribe and info.permission.recorder
+        assert list(info.permission.can_publish_sources) == [camera, mic]
+        frame = await picture(alice, identity, lambda f: red_share(f) > 0.005)
+        log.info("recording picture: %.3f red", red_share(frame))
+        await until(lambda: recorder.status().participants == ["alice"], 10, "alice recorded")
+
+        # The voice comes from the one participant people see (the bot's membership identity).
+        before = len(alice.samples_from(identity))
+        spoken = await announcer.say("one participant for everything")
+        await asyncio.sleep(0.5)  # jitter buffer
+        heard = alice.samples_from(identity)[before:]
+        assert loud_span(heard) > 0.5 * spoken, (loud_span(heard), spoken)
+        assert set(alice.room.remote_participants) == {identity}
+
+        # (3) The announcer ends: narrowed to the recorder's needs, its microphone is gone.
+        await announcer.close()
+        info = await sfu_view(stack, room, identity)
+        assert info.sid == sid and presence.grant_updates == 2
+        assert list(info.permission.can_publish_sources) == [camera]
+        assert info.permission.can_subscribe and info.name == "rtcbot (recording)"
+        assert [t.source for t in info.tracks] == [camera]
+
+        # (4) The recorder (the last role) ends: the bot leaves the room.
+        result = await recorder.stop()
+        assert result.segments == 1 and not result.errors
+        (track,) = [f for f in result.files if f.kind == "participant"]
+        assert dominant_frequency(read(track.path)[-RATE:]) == pytest.approx(440, abs=5)
+        await until(
+            lambda: identity not in alice.room.remote_participants, 10, "the bot to leave the room"
+        )
+        assert presence.idle and presence.participant.room is None
+    finally:
+        await presence.close()
 
 
 @pytest.mark.stack

@@ -16,17 +16,27 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from livekit import api
 from livekit.api.access_token import Claims
+from livekit.protocol import models
 
 from rtcbot.config import LiveKitSettings
 from rtcbot.media.tokens import (
     AuthServiceClient,
+    Role,
     SfuAccess,
     SfuAuthError,
     TokenCache,
     access_from_jwt,
+    grants_for,
     mint_local_token,
+    participant_name,
+    permission_for,
 )
-from rtcbot.rtc.identity import legacy_identity, livekit_identity, livekit_room_alias
+from rtcbot.rtc.identity import (
+    legacy_identity,
+    livekit_identity,
+    livekit_room_alias,
+    member_identity,
+)
 
 KEY = "unit-test-key"
 SECRET = "unit-test-secret-0123456789abcdef0123456789"  # ≥ 32 bytes: no PyJWT key warning
@@ -44,7 +54,7 @@ def _verify(jwt: str) -> Claims:
 
 
 # -- local minting ---------------------------------------------------------------------------
-def test_recorder_token_is_listen_only_and_hidden() -> None:
+def test_recorder_token_subscribes_and_publishes_only_its_status_picture() -> None:
     before = time.time()
     access = mint_local_token(LK, "room-a", "rtcbot-recorder", "recorder")
     claims = _verify(access.jwt)
@@ -53,30 +63,75 @@ def test_recorder_token_is_listen_only_and_hidden() -> None:
     assert video is not None
     assert video.room == "room-a" and video.room_join is True
     assert video.can_subscribe is True
-    assert video.can_publish is False
+    # Visible (clients show the bot's tile), publishing only the "● Recording" picture.
+    assert video.can_publish is True and video.can_publish_sources == ["camera"]
     assert video.can_publish_data is False
-    assert video.hidden is True
+    assert video.hidden is False
     assert video.recorder is True
-    assert not video.can_publish_sources
     assert not video.room_create and not video.room_admin and not video.can_update_own_metadata
     assert access.via == "local" and access.url == LK.url
     assert access.room == "room-a" and access.identity == "rtcbot-recorder"
     assert before + 600 - 2 <= access.expires_at <= time.time() + 600 + 2
 
 
-def test_announcer_token_publishes_microphone_only_and_is_visible() -> None:
+def test_announcer_token_publishes_microphone_and_picture_and_does_not_subscribe() -> None:
     access = mint_local_token(LK, "room-b", "rtcbot-announcer", "announcer", name="Announcer")
     claims = _verify(access.jwt)
     video = claims.video
     assert video is not None
     assert video.room == "room-b" and video.room_join is True
     assert video.can_publish is True
-    assert video.can_publish_sources == ["microphone"]
+    assert video.can_publish_sources == ["camera", "microphone"]
     assert video.can_subscribe is False
     assert video.can_publish_data is False
     assert not video.hidden and not video.recorder
-    assert not video.room_create and not video.room_admin
+    assert not video.room_create and not video.room_admin and not video.can_update_own_metadata
     assert claims.name == "Announcer"
+
+
+def test_both_roles_get_the_union_and_nothing_more() -> None:
+    access = mint_local_token(
+        LK, "room-c", "@bot:hs:DEV", ["recorder", "announcer"], name="bot (recording)"
+    )
+    video = _verify(access.jwt).video
+    assert video is not None
+    assert video.can_subscribe is True and video.recorder is True
+    assert video.can_publish is True
+    assert video.can_publish_sources == ["camera", "microphone"]
+    assert not video.can_publish_data and not video.hidden and not video.can_update_own_metadata
+    assert not video.room_create and not video.room_admin
+
+
+@pytest.mark.parametrize(
+    ("roles", "subscribe", "sources", "recorder"),
+    [
+        (["recorder"], True, [models.TrackSource.CAMERA], True),
+        (["announcer"], False, [models.TrackSource.CAMERA, models.TrackSource.MICROPHONE], False),
+        (
+            ["announcer", "recorder"],
+            True,
+            [models.TrackSource.CAMERA, models.TrackSource.MICROPHONE],
+            True,
+        ),
+    ],
+)
+def test_live_permission_matches_the_token_grants(
+    roles: list[Role], subscribe: bool, sources: list[int], recorder: bool
+) -> None:
+    perm = permission_for(roles)
+    assert perm.can_subscribe is subscribe and perm.recorder is recorder
+    assert perm.can_publish is True and list(perm.can_publish_sources) == sources
+    assert not perm.can_publish_data and not perm.hidden and not perm.can_update_metadata
+    # The same as what a token for these roles grants (what LiveKit compares).
+    grants = grants_for(roles, "r")
+    assert grants.can_subscribe == perm.can_subscribe and grants.recorder == perm.recorder
+
+
+def test_participant_names_say_what_the_bot_does() -> None:
+    assert participant_name("rtcbot", ["recorder"]) == "rtcbot (recording)"
+    assert participant_name("rtcbot", ["announcer", "recorder"]) == "rtcbot (recording)"
+    assert participant_name("rtcbot", ["announcer"]) == "rtcbot (announcer)"
+    assert participant_name("rtcbot", []) == "rtcbot"
 
 
 def test_local_token_ttl() -> None:
@@ -93,6 +148,8 @@ def test_local_token_ttl() -> None:
 def test_local_token_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="role"):
         mint_local_token(LK, "r", "i", "admin")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="role"):
+        mint_local_token(LK, "r", "i", [])
     with pytest.raises(ValueError, match="api_secret"):
         mint_local_token(LiveKitSettings(url="ws://x", api_key=KEY), "r", "i", "recorder")
     with pytest.raises(ValueError, match="room"):
@@ -263,6 +320,39 @@ async def test_client_falls_back_to_sfu_get(
         "openid_token": OPENID,
         "device_id": "BOTDEV",
     }
+
+
+async def test_client_prefers_sfu_get_for_a_state_membership(
+    scripted: ScriptedService, session: aiohttp.ClientSession
+) -> None:
+    """The bot's own membership is a state event: it asks /sfu/get first, for the identity
+    that clients match against that membership, and /get_token only if /sfu/get is gone."""
+    identity = member_identity("@bot:hs.test", "BOTDEV")
+    assert identity == "@bot:hs.test:BOTDEV"
+    jwt = _service_jwt(livekit_room_alias("!room:hs.test"), identity)
+    scripted.answers["/sfu/get"] = (200, {"url": "wss://sfu.test", "jwt": jwt})
+    client = AuthServiceClient(session)
+    access = await client.get_access(
+        scripted.url, "!room:hs.test", OPENID, "@bot:hs.test", "BOTDEV", identity,
+        prefer="sfu_get",
+    )  # fmt: skip
+    assert access.via == "sfu_get" and access.identity == identity
+    assert [p for p, _ in scripted.requests] == ["/sfu/get"]
+
+    del scripted.answers["/sfu/get"]
+    hashed = member_identity("@bot:hs.test", "BOTDEV", identity)
+    assert hashed == livekit_identity("@bot:hs.test", "BOTDEV", identity)
+    scripted.answers["/get_token"] = (
+        200,
+        {"url": "wss://sfu.test", "jwt": _service_jwt("r", hashed)},
+    )
+    access = await client.get_access(
+        scripted.url, "!room:hs.test", OPENID, "@bot:hs.test", "BOTDEV", identity,
+        prefer="sfu_get",
+    )  # fmt: skip
+    assert access.via == "get_token" and access.identity == hashed
+    assert [p for p, _ in scripted.requests][1:] == ["/sfu/get", "/get_token"]
+    assert scripted.requests[-1][1]["member"]["id"] == identity
 
 
 @pytest.mark.parametrize(
