@@ -268,6 +268,9 @@ class MediaRoles:
             if not presence.idle:
                 return
             del self.presences[room_id]
+        await self._leave_call_for_media(room_id)
+
+    async def _leave_call_for_media(self, room_id: str) -> None:
         if room_id in self.joined_for_media:
             self.joined_for_media.discard(room_id)
             with contextlib.suppress(Exception):
@@ -373,6 +376,11 @@ class MediaRoles:
         return result
 
     async def _finish(self, room_id: str, result: RecordingResult, reason_text: str = "") -> None:
+        presence = self.presences.get(room_id)
+        if presence is None or presence.roles <= {"announcer"}:
+            # The membership goes before the participant: clients drop the bot's tile at
+            # once (the other way round, Element Call shows "Waiting for media…" in between).
+            await self._leave_call_for_media(room_id)
         await self._close_announcer(room_id)
         await self._leave_if_idle(room_id)
         why = {

@@ -213,13 +213,27 @@ async def test_bot_is_seen_and_heard_in_element_call(
     shot = await page.screenshot(screenshot_path(tmp_path, "element-call-recording.png"))
     print(f"[bot-in-ec] recording: tiles {tiles}; picture {pic}; screenshot {shot}")
 
-    # (3) `!call record stop`: the bot says so, posts the recording and leaves the call.
+    # (3) `!call record stop`: the bot says so, posts the recording and leaves the call; its
+    # membership goes before its participant, so its tile never says "Waiting for media…".
+    waiting: list[Tile] = []
+
+    async def watch_tile() -> None:
+        deadline = time.monotonic() + 60
+        while (tile := bot_tile(await page.tiles(), bot_name)) is not None:
+            if tile.waiting_for_media:
+                waiting.append(tile)
+            if time.monotonic() > deadline:
+                raise await page.fail("the bot's tile did not go away")
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.create_task(watch_tile())
     stopped = await alice.send_text(bot_room, "!call record stop")
     summary = await alice.wait_for(
         bot_room, lambda e: body(e).startswith("⏹️ Recording stopped"), 60, after=stopped
     )
     print(f"[bot-in-ec] {body(summary)!r}")
-    await page.wait_for_tiles(lambda ts: bot_tile(ts, bot_name) is None, "the bot's tile to go")
+    await watcher
+    assert not waiting, waiting
 
 
 async def download(user: MatrixUser, mxc: str) -> bytes:
