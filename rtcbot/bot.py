@@ -102,7 +102,7 @@ class RtcBot(Plugin):
         own.on_room_gone += [media.forget_room, calls.forget_room]
         ctx.metrics.add_live_source(calls.live_metrics)
         ctx.metrics.add_live_source(media.live_metrics)
-        CallCommands(ctx, calls).register(router)
+        CallCommands(ctx, calls, end_media=media.end_roles).register(router)
         MediaCommands(ctx, media, calls).register(router)
         ScheduleCommands(ctx, schedules).register(router)
         Diagnostics(ctx, calls).register(router)

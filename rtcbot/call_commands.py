@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from .commands import CommandContext, CommandRouter
 from .config import NOTIFY_LEVELS
@@ -28,9 +29,16 @@ def _ago(ms: int | None, now_ms: int) -> str:
 
 
 class CallCommands:
-    def __init__(self, ctx: BotContext, calls: CallMembership) -> None:
+    def __init__(
+        self,
+        ctx: BotContext,
+        calls: CallMembership,
+        end_media: Callable[[str, str], Awaitable[None]] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.calls = calls
+        # `!call leave` also ends the bot's media roles in the room (recording, announcer).
+        self.end_media = end_media
 
     def register(self, router: CommandRouter) -> None:
         router.add("join", "[audio|video]", "the bot joins the room's call", self.join)
@@ -59,6 +67,10 @@ class CallCommands:
         await ctx.reply(f"Joined the {intent} call {how}.")
 
     async def leave(self, ctx: CommandContext) -> None:
+        if self.end_media is not None:
+            await self.end_media(
+                ctx.room_id, f"{md_escape(ctx.sender)} asked me to leave the call"
+            )
         left = await self.calls.leave(ctx.room_id)
         await ctx.reply("Left the call." if left else "I am not in a call in this room.")
 

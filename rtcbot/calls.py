@@ -296,9 +296,13 @@ class CallManager:
                 return DelayedEventsSupport(False, None)
         return self._support
 
-    async def join(self, room_id: str, intent: str = "audio") -> MembershipPublisher:
+    async def join(
+        self, room_id: str, intent: str = "audio", remember: bool = True
+    ) -> MembershipPublisher:
         """Publish the bot's membership; raises PublishError with a sentence for people
-        (NoCall when nobody is in a call here)."""
+        (NoCall when nobody is in a call here). `remember`: rejoin after a restart (a
+        membership that only accompanies a media role is not: without the role, clients
+        would show a tile waiting for media)."""
         perm = await check_call_permission(self.client, RoomID(room_id), UserID(self.client.mxid))
         if not perm.bot_can_join:
             raise PublishError(explain_bot(perm))
@@ -320,7 +324,8 @@ class CallManager:
             )
             self.publishers[room_id] = pub
         await pub.join(intent)
-        await self.ctx.db.add_own_call(room_id, intent)
+        if remember:
+            await self.ctx.db.add_own_call(room_id, intent)
         return pub
 
     async def leave(self, room_id: str) -> bool:

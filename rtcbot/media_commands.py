@@ -66,7 +66,7 @@ class MediaCommands:
             )
         else:
             result = await media.stop_recording(
-                ctx.room_id, reason_text=f"stopped by {ctx.sender}"
+                ctx.room_id, reason_text=f"stopped by {md_escape(ctx.sender)}"
             )
             if result is None:
                 await ctx.reply("Not recording in this room.")

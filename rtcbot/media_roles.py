@@ -257,7 +257,7 @@ class MediaRoles:
         try:
             if pub is None:
                 self.joined_for_media.add(room_id)
-            await self.calls.join(room_id, "audio")
+            await self.calls.join(room_id, "audio", remember=False)
         except Exception as e:
             self.log.warning("in the media of %s without a call membership: %s", room_id, e)
 
@@ -492,6 +492,14 @@ class MediaRoles:
             await self.announce(room_id, text)
         except Exception as e:
             self.log.warning("spoken notice in %s failed: %s", room_id, e)
+
+    async def end_roles(self, room_id: str, reason: str) -> None:
+        """`!call leave`: the bot leaves the call, so its media roles end too (a recording is
+        finished and posted as usual)."""
+        if room_id in self.recorders:
+            await self.stop_recording(room_id, reason_text=reason, speak=False)
+        await self._close_announcer(room_id)
+        await self._leave_if_idle(room_id)
 
     async def _close_announcer(self, room_id: str) -> None:
         ann = self.announcers.pop(room_id, None)

@@ -240,7 +240,10 @@ async def test_recorder_aligns_late_joiner_mixes_and_publishes_nothing_itself(
     assert dominant_frequency(b[int(bob_at + 0.5) * RATE :]) == pytest.approx(660, abs=5)
     assert first_loud(a) < 0.6
     log.info("alice heard bob at %.2f s, his file starts at %.2f s", bob_at, first_loud(b))
-    assert first_loud(b) == pytest.approx(bob_at, abs=0.3)
+    # Alignment with what alice heard: both subscribe to bob at the SFU, and on a loaded 2-core
+    # machine their subscriptions can differ by a third of a second (0.32 s seen in a CI run
+    # next to other test runs), so the bound is 0.5 s; a misplaced file is off by seconds.
+    assert first_loud(b) == pytest.approx(bob_at, abs=0.5)
     assert 1.7 < first_loud(b) < 3.0  # ~2 s of leading silence
     both = mix[int((bob_at + 0.5) * RATE) : int((length - 0.3) * RATE)]
     assert peak_near(both, 440) > 0.3 and peak_near(both, 660) > 0.3
