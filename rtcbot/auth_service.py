@@ -334,6 +334,10 @@ class AuthService:
             ("POST", "/sfu/get", self.sfu_get),
             ("OPTIONS", "/sfu/get", self.options),
             ("*", "/sfu/get", self.not_allowed),
+            # Element Call probes for delegated delayed leave (lk-jwt-service offers it); until
+            # rtcbot does, a 404 it can read (CORS), so it keeps its own timings.
+            ("OPTIONS", "/delegate_delayed_leave", self.options),
+            ("*", "/delegate_delayed_leave", self.not_offered),
         ]
 
     # -- handlers ----------------------------------------------------------------------------
@@ -351,6 +355,13 @@ class AuthService:
         headers = {**CORS_HEADERS, "Allow": "POST, OPTIONS"}
         body = {"errcode": "M_UNRECOGNIZED", "error": "Method not allowed: use POST"}
         return web.json_response(body, status=405, headers=headers)
+
+    async def not_offered(self, request: web.Request) -> web.Response:
+        body = {
+            "errcode": "M_NOT_FOUND",
+            "error": "Delegated delayed leave is not offered by this service",
+        }
+        return web.json_response(body, status=404, headers=CORS_HEADERS)
 
     async def get_token(self, request: web.Request) -> web.Response:
         return await self._handle(request, "get_token")

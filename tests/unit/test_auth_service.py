@@ -740,3 +740,16 @@ async def test_joined_members_of_asks_the_homeserver_as_the_bot() -> None:
         for room in ("!down:hs.test", "!slow:hs.test"):
             with pytest.raises(MembershipUnknown):
                 await fetch(room)
+
+
+async def test_delegated_leave_probe_is_a_readable_404(harness: Harness) -> None:
+    """Element Call asks for delegated delayed leave; until it is offered, a 404 with CORS (a
+    browser can read it) so that Element Call keeps its own timings."""
+    resp = await harness.client.options(
+        "/delegate_delayed_leave",
+        headers={"Origin": "https://call.test", "Access-Control-Request-Method": "POST"},
+    )
+    assert resp.status == 200 and resp.headers["Access-Control-Allow-Origin"] == "*"
+    resp = await harness.client.post("/delegate_delayed_leave", json={"delay_id": "x"})
+    assert resp.status == 404 and resp.headers["Access-Control-Allow-Origin"] == "*"
+    assert (await resp.json())["errcode"] == "M_NOT_FOUND"
