@@ -124,3 +124,37 @@ async def test_bad_config_is_refused_with_the_reason(stack: Stack, bot_id: str) 
     put_config(stack, bot_id, stack.plugin_config())
     stack.maubot.api("PUT", "/instance/rtcbot", {"enabled": True, "started": True})
     assert stack.maubot.get_instance("rtcbot")["started"] is True
+
+
+async def test_notice_batching_window_changes_live(
+    stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str, make_user: Any
+) -> None:
+    """notices.batch_seconds applies on a live reload, to windows already open."""
+    bob: MatrixUser = await make_user("bob")
+    await alice.invite(bot_room, bob.user_id)
+    await bob.join(bot_room)
+    await alice.start_call(bot_room, bot_id)
+    cfg = stack.plugin_config()
+    cfg["notices"] = {"batch_seconds": 120}
+    put_config(stack, bot_id, cfg)
+    try:
+        await alice.command(bot_room, "!call version", bot_id)  # the reload is in effect
+        sent = await bob.start_call(bot_room, None)
+        joined = f"{bob.user_id[1:].split(':')[0]} joined"
+
+        async def notices() -> list[str]:
+            events = await alice.messages(bot_room, 50)
+            return [body(e) for e in events if e.get("sender") == bot_id and joined in body(e)]
+
+        # An absence is checked over a window: with the old 2 s batch the notice came by now.
+        await asyncio.sleep(6)
+        assert await notices() == [], "posted before the 120 s window closed"
+        cfg["notices"] = {"batch_seconds": 0}
+        put_config(stack, bot_id, cfg)
+        deadline = time.monotonic() + 20
+        while not await notices():
+            assert time.monotonic() < deadline, f"no '{joined}' after the window shrank to 0"
+            await asyncio.sleep(0.3)
+        assert sent  # (the state key of bob's membership)
+    finally:
+        put_config(stack, bot_id, stack.plugin_config())
