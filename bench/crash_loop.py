@@ -30,6 +30,7 @@ from mautrix.errors import MNotFound
 from bench.common import loadavg, pct
 from rtcbot_stack import netns
 from rtcbot_stack.stack import Stack, StackSettings
+from tests.stack.delayed import bot_pending_leaves
 from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, call_member_content
 
 DELAY_MS = 8000
@@ -78,22 +79,6 @@ async def bot_memberships(user: MatrixUser, room: str, bot: str) -> int:
         and (e.get("sender") == bot or f"_{bot}_" in str(e.get("state_key", "")))
         and e.get("content")
     )
-
-
-def pending_leaves(stack: Stack, room: str, key: str) -> list[str]:
-    """The bot's pending delayed leaves for `key` in `room` (asked with the bot's token)."""
-    from rtcbot_stack.http import request
-
-    resp = request(
-        "GET",
-        f"{stack.synapse.url}/_matrix/client/unstable/org.matrix.msc4140/delayed_events",
-        token=stack.bot["access_token"],
-    )
-    return [
-        str(d["delay_id"])
-        for d in resp["delayed_events"]
-        if d["room_id"] == room and d.get("state_key") == key
-    ]
 
 
 async def server_gone_s(user: MatrixUser, room: str, key: str, killed_wall: float) -> float | None:
@@ -161,7 +146,7 @@ async def run(cycles: int, seed: int, early_restart: bool, out: Path | None) -> 
                 # The restarted bot kept its membership (it cancels the killed process's
                 # delayed leave): not a ghost if it is heartbeated, i.e. exactly one delayed
                 # leave of the bot is pending for it.
-                leaves = pending_leaves(stack, room, key)
+                leaves = bot_pending_leaves(stack, room, key)
                 ghosts = 0 if len(leaves) == 1 else ghosts
                 print(f"           kept the membership; pending delayed leaves: {len(leaves)}")
             elif gone is None:  # a ghost: how long until it goes after all (up to 60 s)?

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from rtcbot_stack.stack import Stack
+from tests.stack.delayed import bot_delayed_events
 from tests.stack.matrix_user import (
     CALL_MEMBER,
     MatrixUser,
@@ -180,17 +181,6 @@ async def _bot_state(user: MatrixUser, room: str, bot_key: str) -> dict[str, Any
         return {}
 
 
-async def _delayed_for(stack: Stack, room: str) -> list[dict[str, Any]]:
-    from rtcbot_stack.http import request
-
-    resp = request(
-        "GET",
-        f"{stack.synapse.url}/_matrix/client/unstable/org.matrix.msc4140/delayed_events",
-        token=stack.bot["access_token"],
-    )
-    return [d for d in resp["delayed_events"] if d["room_id"] == room]
-
-
 async def test_join_publishes_js_sdk_membership_with_delayed_leave(
     stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str
 ) -> None:
@@ -211,12 +201,12 @@ async def test_join_publishes_js_sdk_membership_with_delayed_leave(
     assert content["foci_preferred"][0]["type"] == "livekit"
     assert "created_ts" not in content  # js-sdk omits it on the first join
 
-    delayed = await _delayed_for(stack, bot_room)
+    delayed = bot_delayed_events(stack, bot_room)
     assert len(delayed) == 1
     assert delayed[0]["state_key"] == bot_key and delayed[0]["content"] == {}
     first_since = delayed[0]["delayed_since_ts"]
     await asyncio.sleep(5)  # longer than the restart interval
-    delayed = await _delayed_for(stack, bot_room)
+    delayed = bot_delayed_events(stack, bot_room)
     assert len(delayed) == 1 and delayed[0]["delayed_since_ts"] > first_since, "not restarted"
 
     status = await alice.command(bot_room, "!call status", bot_id)
@@ -224,7 +214,7 @@ async def test_join_publishes_js_sdk_membership_with_delayed_leave(
 
     reply = await alice.command(bot_room, "!call leave", bot_id)
     assert await _bot_state(alice, bot_room, bot_key) == {}  # a graceful leave is immediate
-    assert await _delayed_for(stack, bot_room) == []
+    assert bot_delayed_events(stack, bot_room) == []
 
 
 async def test_permission_problem_is_explained(make_user, bot_id: str) -> None:  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ import pytest
 
 from rtcbot_stack.stack import Stack, free_port
 from rtcbot_stack.synapse import Synapse, SynapseOptions
+from tests.stack.delayed import bot_pending_leaves
 from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body
 
 pytestmark = pytest.mark.stack
@@ -189,22 +190,6 @@ async def test_command_sent_while_maubot_was_down_runs_exactly_once(
     assert len(replies) == 1, [body(e) for e in replies]
 
 
-async def _bot_leaves(stack: Stack, room: str, key: str) -> list[str]:
-    """The bot's pending delayed leaves for its membership in `room` (their delay ids)."""
-    from rtcbot_stack.http import request
-
-    resp = request(
-        "GET",
-        f"{stack.synapse.url}/_matrix/client/unstable/org.matrix.msc4140/delayed_events",
-        token=stack.bot["access_token"],
-    )
-    return [
-        str(d["delay_id"])
-        for d in resp["delayed_events"]
-        if d["room_id"] == room and d.get("state_key") == key
-    ]
-
-
 async def test_quick_restart_cancels_the_stale_leave_and_stays_in_the_call(
     stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str
 ) -> None:
@@ -219,11 +204,11 @@ async def test_quick_restart_cancels_the_stale_leave_and_stays_in_the_call(
         await alice.start_call(bot_room, bot_id)
         reply = await alice.command(bot_room, "!call join", bot_id)
         assert "delayed leave of 60 s" in body(reply), body(reply)
-        (stale,) = await _bot_leaves(stack, bot_room, bot_key)
+        (stale,) = bot_pending_leaves(stack, bot_room, bot_key)
 
         stack.restart_maubot(kill=True)
         deadline = time.monotonic() + 30
-        while (pending := await _bot_leaves(stack, bot_room, bot_key)) == [stale] or len(
+        while (pending := bot_pending_leaves(stack, bot_room, bot_key)) == [stale] or len(
             pending
         ) != 1:
             assert time.monotonic() < deadline, f"pending delayed leaves: {pending}"
