@@ -434,6 +434,21 @@ class ElementCallPage:
         )
         return time.monotonic() - t0
 
+    async def hang_up(self, timeout: float = 30) -> float:
+        """Click Element Call's hang-up button and wait until the page has left the call (no
+        in-call view, every peer connection closed). Returns the seconds it took. EC sends
+        its own leave (its delayed leave, at once) as part of this."""
+        t0 = time.monotonic()
+        await self.driver.call(
+            "click", page=self.page_id, selector='[data-testid="incall_leave"]', timeoutMs=10000
+        )
+        await self.wait_for_state(
+            lambda s: not s["inCall"] and s["peerConnections"] == 0,
+            "the call left (no in-call view, no open peer connection)",
+            timeout,
+        )
+        return time.monotonic() - t0
+
     async def wait_for_tiles(
         self, predicate: Callable[[list[Tile]], bool], what: str, timeout: float = 30
     ) -> list[Tile]:
