@@ -22,12 +22,17 @@ class MaubotOptions:
     admin_password: str
     homeserver_url: str
     shared_secret: str
+    # Encrypts the Olm/Megolm pickles in the crypto store: fixed for the life of the store
+    # (a new value makes every stored session unreadable).
+    crypto_pickle_key: str = "mau.crypto"
 
 
 def maubot_config(data_dir: Path, opts: MaubotOptions) -> dict[str, Any]:
     return {
         "database": f"sqlite:{data_dir / 'maubot.db'}",
+        # The bot's E2EE store lives in maubot's own DB (tables crypto_*).
         "crypto_database": "default",
+        "crypto_db_pickle_key": opts.crypto_pickle_key,
         "plugin_directories": {
             "upload": str(data_dir / "plugins"),
             "load": [str(data_dir / "plugins")],

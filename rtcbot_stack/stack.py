@@ -16,6 +16,7 @@ from typing import Any
 
 from . import http
 from .build import build_mbp
+from .crypto import RECOVERY_KEY, ensure_cross_signed
 from .livekit import LiveKit, LiveKitOptions
 from .maubot_server import Maubot, MaubotOptions
 from .netns import NetNs
@@ -53,28 +54,45 @@ class StackSettings:
     node_ip: str | None = None  # host networking: address LiveKit advertises
 
 
-def _load_secrets(path: Path) -> dict[str, str]:
-    if path.exists():
-        return dict(json.loads(path.read_text()))
-    values = {
+def _new_secrets() -> dict[str, str]:
+    return {
         "registration_shared_secret": secrets.token_urlsafe(24),
         "livekit_api_key": "rtcbot-" + secrets.token_hex(4),
         "livekit_api_secret": secrets.token_urlsafe(36),  # >= 32 characters
         "maubot_admin_password": secrets.token_urlsafe(12),
         "bot_password": secrets.token_urlsafe(12),
         "demo_password": secrets.token_urlsafe(9),
+        "crypto_pickle_key": secrets.token_urlsafe(24),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(values, indent=1))
-    path.chmod(0o600)
+
+
+def _load_secrets(path: Path) -> dict[str, str]:
+    """The stack's secrets, made once. A state from before a secret existed gets it added
+    (crypto_pickle_key: such a state had no crypto store yet, so nothing is lost)."""
+    values = dict(json.loads(path.read_text())) if path.exists() else {}
+    missing = {k: v for k, v in _new_secrets().items() if k not in values}
+    if missing:
+        values.update(missing)
+        _save_secrets(path, values)
     return values
+
+
+def _save_secrets(path: Path, values: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    # Created 0600 before anything is written into it.
+    tmp.touch(mode=0o600)
+    tmp.chmod(0o600)
+    tmp.write_text(json.dumps(values, indent=1))
+    tmp.replace(path)
 
 
 class Stack:
     def __init__(self, settings: StackSettings) -> None:
         self.settings = settings
         state = settings.state_dir
-        self.secrets = _load_secrets(state / "secrets.json")
+        self.secrets_path = state / "secrets.json"
+        self.secrets = _load_secrets(self.secrets_path)
         if settings.fixed_ports:
             ports = dict(FIXED_PORTS)
         else:
@@ -115,6 +133,7 @@ class Stack:
                 admin_password=self.secrets["maubot_admin_password"],
                 homeserver_url=self.synapse.url,
                 shared_secret=self.secrets["registration_shared_secret"],
+                crypto_pickle_key=self.secrets["crypto_pickle_key"],
             ),
         )
         self.bot: dict[str, Any] = {}
@@ -169,8 +188,27 @@ class Stack:
     def install_plugin(self, config: dict[str, Any] | None = None) -> None:
         self.maubot.upload_plugin(build_mbp(self.settings.state_dir / "build"))
         self.maubot.put_client(self.bot["user_id"], self.bot["access_token"], BOT_DEVICE)
+        self.cross_sign_bot()
         cfg = self.plugin_config() if config is None else config
         self.maubot.put_instance(INSTANCE_ID, PLUGIN_ID, self.bot["user_id"], json.dumps(cfg))
+
+    def cross_sign_bot(self) -> str:
+        """The bot's device cross-signed by its own account (E2EE with Element clients that
+        exclude insecure devices); the recovery key is kept in the secrets file only."""
+        t0 = time.monotonic()
+        done = ensure_cross_signed(
+            self.maubot,
+            self.bot,
+            self.synapse.url,
+            self.secrets.get(RECOVERY_KEY),
+            self._keep_recovery_key,
+        )
+        self.timings["cross_signing"] = time.monotonic() - t0
+        return done
+
+    def _keep_recovery_key(self, key: str) -> None:
+        self.secrets[RECOVERY_KEY] = key
+        _save_secrets(self.secrets_path, self.secrets)
 
     def restart_maubot(self, kill: bool = False) -> None:
         if kill:
