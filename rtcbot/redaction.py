@@ -1,7 +1,8 @@
 """Secrets never reach a room, a log line or a traceback: the one place that scrubs text.
 
 What is scrubbed: every secret the bot knows (`remember`: API secrets, its access token), and
-anything shaped like one (JWTs, Matrix access tokens, `access_token=`/`token=` query values).
+anything shaped like one (JWTs, Matrix access tokens, recovery keys, `access_token=`/`token=`
+query values).
 Used by the log filter (on the output handlers, so child loggers, SDK loggers and tracebacks
 are covered), by the notices the bot posts, and by error texts kept for diagnostics.
 """
@@ -20,6 +21,10 @@ _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _MATRIX_TOKEN = re.compile(r"\b(?:syt|syr|syd|mat|mar|mct)_[A-Za-z0-9_-]{6,}")
 _QUERY_TOKEN = re.compile(r"((?:access_token|token)=)[^&\s\"'<>]+", re.IGNORECASE)
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+# Matrix recovery keys (secret storage / cross-signing): base58 of 0x8B01 + 32 bytes + parity,
+# 48 characters starting "Es", usually shown in groups of four.
+_B58 = "[1-9A-HJ-NP-Za-km-z]"
+_RECOVERY_KEY = re.compile(rf"\bEs{_B58}{{2}}(?:[ \t]?{_B58}{{4}}){{11}}\b")
 
 _known: set[str] = set()
 
@@ -40,6 +45,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
             text = text.replace(escaped, REDACTED)
     text = _JWT.sub(REDACTED, text)
     text = _MATRIX_TOKEN.sub(REDACTED, text)
+    text = _RECOVERY_KEY.sub(REDACTED, text)
     text = _BEARER.sub(r"\1" + REDACTED, text)
     return _QUERY_TOKEN.sub(r"\1" + REDACTED, text)
 
