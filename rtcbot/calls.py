@@ -106,6 +106,12 @@ class CallManager:
     def known_name(self, room_id: str, user_id: str) -> str | None:
         return self._names.get((room_id, user_id))
 
+    def member_by_identity(self, room_id: str, identity: str) -> tuple[str, str] | None:
+        calls = self.rooms.get(room_id)
+        call = calls.call() if calls is not None else None
+        member = call.member_by_identity(identity) if call is not None else None
+        return (member.user_id, member.device_id) if member is not None else None
+
     # -- room models -------------------------------------------------------------------------
     def _lock(self, room_id: str) -> asyncio.Lock:
         return self._room_locks.setdefault(room_id, asyncio.Lock())

@@ -50,7 +50,7 @@ from .media.tokens import (
 )
 from .media.tts import available_engine
 from .ports import CallEvent, CallMembership, TransportUrl
-from .rtc.identity import livekit_room_alias, member_identity
+from .rtc.identity import is_hashed_identity, livekit_room_alias, member_identity
 from .rtc.session import CallEnded, CallStarted
 
 ROLES = ("record", "announce")
@@ -289,23 +289,39 @@ class MediaRoles:
         return ""
 
     # -- recording ---------------------------------------------------------------------------
+    def _owner(self, room_id: str, identity: str) -> tuple[str, str] | None:
+        """(user, device) behind a LiveKit identity: a call member's (hashed matrix_2_0
+        identities too), else what an `@user:server:DEVICE` identity says."""
+        found = self.calls.member_by_identity(room_id, identity)
+        if found is not None:
+            return found
+        if identity.startswith("@") and identity.count(":") >= 2:
+            user, _, device = identity.rpartition(":")
+            return user, device
+        return None
+
     def _name_for(self, room_id: str) -> Any:
         def name_for(identity: str) -> tuple[str, str]:
-            # /sfu/get identities are "@user:server:DEVICE"; hashed ones are opaque.
-            if identity.startswith("@") and identity.count(":") >= 2:
-                user, _, device = identity.rpartition(":")
-                cached = self.calls.known_name(room_id, user)
-                return cached or user[1:].split(":")[0], device
-            return "", ""
+            owner = self._owner(room_id, identity)
+            if owner is None:
+                return "", ""
+            user, device = owner
+            return self.calls.known_name(room_id, user) or user[1:].split(":")[0], device
 
         return name_for
 
     def _resolve_name(self, room_id: str) -> Any:
         async def resolve(identity: str) -> tuple[str, str]:
-            if identity.startswith("@") and identity.count(":") >= 2:
-                user, _, device = identity.rpartition(":")
-                return await self.calls.display_name(room_id, user), device
-            return "", ""
+            # A matrix_2_0 member's sticky membership can reach the bot after its media does;
+            # the recorder bounds this wait (resolve_timeout) and buffers the audio meanwhile.
+            owner = self._owner(room_id, identity)
+            while owner is None and is_hashed_identity(identity):
+                await asyncio.sleep(0.2)
+                owner = self._owner(room_id, identity)
+            if owner is None:
+                return "", ""
+            user, device = owner
+            return await self.calls.display_name(room_id, user), device
 
         return resolve
 

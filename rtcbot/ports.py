@@ -31,6 +31,11 @@ class CallDirectory(Protocol):
         """A display name already looked up (no request): for hot paths."""
         ...
 
+    def member_by_identity(self, room_id: str, identity: str) -> tuple[str, str] | None:
+        """(user, device) of the call member with this LiveKit identity, from the call model
+        (no request); also for the hashed identities of sticky matrix_2_0 memberships."""
+        ...
+
     def publisher(self, room_id: str) -> MembershipPublisher | None: ...
 
 

@@ -39,6 +39,14 @@ def livekit_identity(user_id: str, device_id: str, member_id: str) -> str:
     return _hash_strings([user_id, device_id, member_id])
 
 
+_HASHED = re.compile(r"[A-Za-z0-9+/]{43}")
+
+
+def is_hashed_identity(identity: str) -> bool:
+    """Whether this looks like an MSC4195 hash (unpadded base64 of 32 bytes)."""
+    return _HASHED.fullmatch(identity) is not None
+
+
 def legacy_identity(user_id: str, device_id: str) -> str:
     """The unhashed identity used by `/sfu/get` (state-event memberships)."""
     return f"{user_id}:{device_id}"

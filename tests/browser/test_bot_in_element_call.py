@@ -30,7 +30,8 @@ import pytest
 import soundfile as sf
 
 from rtcbot.media.tts import available_engine, chime
-from rtcbot.rtc.identity import member_identity
+from rtcbot.rtc.identity import livekit_identity, member_identity
+from rtcbot.rtc.membership import RTC_MEMBER_TYPE
 from rtcbot_stack.stack import Stack
 from tests.browser.conftest import ElementCallFactory
 from tests.browser.element_call import ElementCallPage, Tile, TilePicture
@@ -143,11 +144,22 @@ def is_recording_picture(p: TilePicture) -> bool:
     return p.red_share > 0.004 and abs(b - r) < 30  # dark grey with the red dot
 
 
-def screenshot_path(tmp_path: Path, name: str) -> Path:
-    return (DOCS if os.environ.get("RTCBOT_DOCS_SCREENSHOTS") else tmp_path) / name
+def screenshot_path(tmp_path: Path, name: str, rtc_mode: str) -> Path:
+    """docs/ holds the pictures of Element Call's default mode."""
+    docs = os.environ.get("RTCBOT_DOCS_SCREENSHOTS") and rtc_mode == "compatibility"
+    return (DOCS if docs else tmp_path) / name
 
 
+MODES = [
+    pytest.param("compatibility", id="compatibility"),
+    pytest.param("legacy", id="legacy"),
+    pytest.param("matrix_2_0", id="matrix_2_0"),
+]
+
+
+@pytest.mark.parametrize("rtc_mode", MODES)
 async def test_bot_is_seen_and_heard_in_element_call(
+    rtc_mode: str,
     stack: Stack,
     alice: MatrixUser,
     bot_id: str,
@@ -159,7 +171,7 @@ async def test_bot_is_seen_and_heard_in_element_call(
     bot_name = bot_id[1:].split(":")[0]  # its display name (Synapse's default: the localpart)
     await alice.set_displayname("Alice")
     before = (await alice.messages(bot_room, 1))[-1]["event_id"]
-    page = await element_call(alice, bot_room)
+    page = await element_call(alice, bot_room, rtc_mode=rtc_mode)
     await alice.wait_for(
         bot_room, lambda e: is_message_from(e, bot_id) and "started a" in body(e), 20, before
     )
@@ -193,7 +205,9 @@ async def test_bot_is_seen_and_heard_in_element_call(
     pic = await wait_for_picture(
         page, bot_name, "the blue Announcer picture", is_announcer_picture
     )
-    shot = await page.screenshot(screenshot_path(tmp_path, "element-call-announcing.png"))
+    shot = await page.screenshot(
+        screenshot_path(tmp_path, "element-call-announcing.png", rtc_mode)
+    )
     print(f"[bot-in-ec] announcing: tiles {tiles}; picture {pic}; screenshot {shot}")
 
     # (2) `!call record start`: the spoken consent notice is heard; the tile says "● Recording".
@@ -210,7 +224,7 @@ async def test_bot_is_seen_and_heard_in_element_call(
     tiles = await page.tiles()
     tile = bot_tile(tiles, bot_name)
     assert tile is not None and tile.video_enabled and not tile.waiting_for_media, tiles
-    shot = await page.screenshot(screenshot_path(tmp_path, "element-call-recording.png"))
+    shot = await page.screenshot(screenshot_path(tmp_path, "element-call-recording.png", rtc_mode))
     print(f"[bot-in-ec] recording: tiles {tiles}; picture {pic}; screenshot {shot}")
 
     # (3) `!call record stop`: the bot says so, posts the recording and leaves the call; its
@@ -236,6 +250,21 @@ async def test_bot_is_seen_and_heard_in_element_call(
     assert not waiting, waiting
 
 
+async def ec_identity(user: MatrixUser, room_id: str, rtc_mode: str, after: str) -> str:
+    """The LiveKit identity of `user`'s Element Call in this mode: `user:device` for its state
+    membership (compatibility, legacy); the MSC4195 hash of its sticky one (matrix_2_0)."""
+    if rtc_mode != "matrix_2_0":
+        return member_identity(user.user_id, user.device_id)
+    sticky = await user.wait_for(
+        room_id,
+        lambda e: e.get("type") == RTC_MEMBER_TYPE and e.get("sender") == user.user_id,
+        timeout=20,
+        after=after,
+    )
+    member = sticky["content"]["member"]
+    return livekit_identity(user.user_id, member["device_id"], member["id"])
+
+
 async def download(user: MatrixUser, mxc: str) -> bytes:
     server, media_id = mxc.removeprefix("mxc://").split("/", 1)
     url = user.api.base_url / "_matrix/client/v1/media/download" / server / media_id
@@ -252,7 +281,9 @@ def dominant_hz(samples: np.ndarray, rate: int) -> float:
     return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
 
 
+@pytest.mark.parametrize("rtc_mode", MODES)
 async def test_recording_of_two_element_call_users_names_files_by_display_name(
+    rtc_mode: str,
     stack: Stack,
     alice: MatrixUser,
     make_user: UserFactory,
@@ -268,20 +299,19 @@ async def test_recording_of_two_element_call_users_names_files_by_display_name(
     await alice.invite(bot_room, bob.user_id)
     await bob.join(bot_room)
     before = (await alice.messages(bot_room, 1))[-1]["event_id"]
-    alice_page = await element_call(alice, bot_room, tone_hz=440)
+    alice_page = await element_call(alice, bot_room, tone_hz=440, rtc_mode=rtc_mode)
+    alice_identity = await ec_identity(alice, bot_room, rtc_mode, before)
     await alice.wait_for(
         bot_room, lambda e: is_message_from(e, bot_id) and "started a" in body(e), 20, before
     )
     reply = await alice.command(bot_room, "!call record start", bot_id, timeout=60)
     assert body(reply).startswith("🔴 Recording started"), body(reply)
 
-    bob_page = await element_call(bob, bot_room, tone_hz=660)
-    bob_identity = member_identity(bob.user_id, bob.device_id)
+    bob_page = await element_call(bob, bot_room, tone_hz=660, rtc_mode=rtc_mode)
+    bob_identity = await ec_identity(bob, bot_room, rtc_mode, before)
     # alice's browser plays bob's tone: it flows through the SFU, so the recorder gets it too.
     heard = await alice_page.wait_for_audio(bob_identity, min_power=0.05, window=1.0)
-    await bob_page.wait_for_audio(
-        member_identity(alice.user_id, alice.device_id), min_power=0.05, window=1.0
-    )
+    await bob_page.wait_for_audio(alice_identity, min_power=0.05, window=1.0)
     print(f"[bot-in-ec] alice hears bob: {heard}")
 
     async def both_recorded() -> bool:
