@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -245,6 +246,40 @@ class Chromium:
                 self._browsers[freq] = int(res["browser"])
                 self.version = str(res["version"])
             return self._browsers[freq]
+
+    async def kill_browser(self, freq: float) -> list[int]:
+        """SIGKILL the browser of this tone and every process it started (no page gets to
+        hang up or say goodbye, as when the machine dies), and forget it: the next page with
+        this tone gets a new browser. Returns the pids killed. Found by the browser's
+        fake-microphone flag, whose WAV path is unique to this session and tone."""
+        flag = f"--use-file-for-fake-audio-capture={self.wav_dir / f'tone-{freq:g}Hz.wav'}"
+
+        def process_tree() -> set[int]:
+            parents: dict[int, int] = {}
+            doomed: set[int] = set()
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    args = (proc / "cmdline").read_bytes().split(b"\0")
+                    # /proc/<pid>/stat: "pid (comm) state ppid …"; comm may contain spaces.
+                    stat = (proc / "stat").read_text()
+                    parents[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+                    if flag.encode() in args:
+                        doomed.add(int(proc.name))
+            while more := {p for p, pp in parents.items() if pp in doomed} - doomed:
+                doomed |= more  # renderers, GPU and network processes, zygotes
+            return doomed
+
+        async with self._lock:
+            if self._browsers.pop(freq, None) is None:
+                raise KeyError(f"no browser for {freq:g} Hz in this session")
+            self.launch_seconds.pop(freq, None)
+            doomed = await asyncio.to_thread(process_tree)
+            for pid in sorted(doomed):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            return sorted(doomed)
 
 
 # -- what the page shows ------------------------------------------------------------------------
