@@ -471,15 +471,21 @@ class ElementCallPage:
 
     async def hang_up(self, timeout: float = 30) -> float:
         """Click Element Call's hang-up button and wait until the page has left the call (no
-        in-call view, every peer connection closed). Returns the seconds it took. EC sends
-        its own leave (its delayed leave, at once) as part of this."""
+        in-call view, no connected peer connection). Returns the seconds it took. EC sends
+        its leave (its delayed leave, at once) and goes to its home page.
+
+        The click is the DOM's (`element.click()`, which runs EC's handler): Playwright's
+        click sometimes waited past its timeout for the navigation the hang-up starts."""
         t0 = time.monotonic()
-        await self.driver.call(
-            "click", page=self.page_id, selector='[data-testid="incall_leave"]', timeoutMs=10000
+        clicked = await self.evaluate(
+            "(() => { const b = document.querySelector('[data-testid=\"incall_leave\"]');"
+            " if (!b) return false; b.click(); return true; })()"
         )
+        if not clicked:
+            raise await self.fail("no hang-up button (incall_leave) on the page")
         await self.wait_for_state(
-            lambda s: not s["inCall"] and s["peerConnections"] == 0,
-            "the call left (no in-call view, no open peer connection)",
+            lambda s: not s["inCall"] and s["connected"] == 0,
+            "the call left (no in-call view, no connected peer connection)",
             timeout,
         )
         return time.monotonic() - t0
