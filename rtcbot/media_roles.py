@@ -34,6 +34,7 @@ from mautrix.types import (
 )
 
 from .context import BotContext
+from .matrix.attachments import upload_for_room
 from .matrix.notices import NAME_LIMIT, md_escape
 from .matrix.publisher import PublishError, State
 from .media.announcer import Announcer
@@ -447,12 +448,15 @@ class MediaRoles:
     async def _upload(self, room_id: str, f: Any) -> None:
         # Up to max_upload_mb: read off the event loop.
         data = await asyncio.to_thread(f.path.read_bytes)
-        mxc = await self.ctx.client.upload_media(data, mime_type="audio/ogg", filename=f.path.name)
+        # Encrypted (content.file) in an encrypted room, else a plain upload (content.url).
+        where = await upload_for_room(
+            self.ctx.client, RoomID(room_id), data, "audio/ogg", f.path.name
+        )
         label = "Mix of everyone" if f.kind == "mix" else f"{f.display_name} ({f.device})"
         content = MediaMessageEventContent(
             msgtype=MessageType.AUDIO,
             body=f"{label} — {f.path.name}",
-            url=mxc,
+            **where,
             info=AudioInfo(mimetype="audio/ogg", size=len(data), duration=f.duration_ms),
         )
         content["filename"] = f.path.name
