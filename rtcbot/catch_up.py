@@ -2,6 +2,12 @@
 sent while the bot was down or starting would vanish. Once started, read each room's recent
 timeline and run the commands newer than the bot's last sign of life. The handled-command
 table makes each run exactly once, whichever path sees it first.
+
+In an encrypted room the timeline holds `m.room.encrypted` events: they are decrypted with the
+bot's Megolm sessions (kept in maubot's crypto store, so they survive a restart). A room key
+that reached the bot only in the dropped first /sync is lost with it: for such an event the
+sender's devices are asked for the key (Element re-shares keys it already shared with the
+bot's device), and the next pass tries again.
 """
 
 from __future__ import annotations
@@ -9,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from mautrix.api import Method, Path
-from mautrix.types import EventID, RoomID, UserID
+from mautrix.errors import DecryptionError, SessionNotFound
+from mautrix.types import JSON, EncryptedEvent, EventID, RoomID, UserID
 
 from .clock import now_ms
 from .context import BotContext
@@ -34,6 +42,7 @@ class CommandCatchUp:
         self.log = ctx.logger("catch_up")
         self.started_ms = now_ms()
         self._task: asyncio.Task[None] | None = None
+        self._keys_requested: set[str] = set()  # Megolm session ids asked for once
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -87,13 +96,18 @@ class CommandCatchUp:
             Path.v3.rooms[room_id].messages,
             query_params={"dir": "b", "limit": "30"},
         )
-        for evt in reversed(resp.get("chunk", [])):
-            content = evt.get("content") or {}
+        for raw in reversed(resp.get("chunk", [])):
             if (
-                evt.get("type") != "m.room.message"
-                or evt.get("sender") == client.mxid
+                raw.get("sender") == client.mxid
+                or int(raw.get("origin_server_ts") or 0) < since_ms
+            ):
+                continue
+            evt = await self._readable(room_id, raw)
+            content = (evt or {}).get("content") or {}
+            if (
+                evt is None
+                or evt.get("type") != "m.room.message"
                 or content.get("msgtype") != "m.text"
-                or int(evt.get("origin_server_ts") or 0) < since_ms
             ):
                 continue
             await self.run_command(
@@ -102,3 +116,43 @@ class CommandCatchUp:
                 EventID(evt["event_id"]),
                 str(content.get("body") or ""),
             )
+
+    async def _readable(self, room_id: RoomID, raw: dict[str, Any]) -> dict[str, Any] | None:
+        """The event as the bot can read it: decrypted if it is encrypted; None if it can't."""
+        if raw.get("type") != "m.room.encrypted":
+            return raw
+        crypto = self.ctx.client.crypto
+        if crypto is None:
+            return None  # no crypto: the bot cannot read it (commands here are refused anyway)
+        try:
+            enc = EncryptedEvent.deserialize(cast(JSON, {**raw, "room_id": room_id}))
+            clear = await crypto.decrypt_megolm_event(enc)
+        except SessionNotFound as e:
+            await self._request_key(room_id, raw, e)
+            return None
+        except (DecryptionError, ValueError, KeyError) as e:
+            self.log.debug("catch-up: cannot decrypt %s: %s", raw.get("event_id"), e)
+            return None
+        return {**raw, "type": str(clear.type), "content": clear.content.serialize()}
+
+    async def _request_key(self, room_id: RoomID, raw: dict[str, Any], e: Exception) -> None:
+        content = raw.get("content") or {}
+        session_id = str(content.get("session_id") or "")
+        sender_key = str(content.get("sender_key") or "")
+        crypto = self.ctx.client.crypto
+        if crypto is None or not session_id or session_id in self._keys_requested:
+            return
+        self._keys_requested.add(session_id)
+        self.log.warning(
+            "catch-up: no room key for %s from %s (sent while the bot was down?); asking "
+            "the sender's devices for it",
+            raw.get("event_id"),
+            raw.get("sender"),
+        )
+        device = str(content.get("device_id") or "*")  # "*": every device of the sender
+        try:
+            await crypto.request_room_key(
+                room_id, sender_key, session_id, {UserID(raw["sender"]): [device]}, timeout=0
+            )
+        except Exception:
+            self.log.exception("catch-up: the room key request failed (%s)", e)
