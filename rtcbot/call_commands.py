@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from .commands import CommandContext, CommandRouter
 from .config import NOTIFY_LEVELS
 from .context import BotContext
+from .crypto_status import refused_without_crypto
 from .matrix.notices import NAME_LIMIT, md_escape
 from .matrix.permissions import check_call_permission, explain_members
 from .matrix.publisher import LeaveMode, PublishError
@@ -53,6 +54,8 @@ class CallCommands:
         intent = INTENTS.get((ctx.line.args or ("audio",))[0].lower())
         if intent is None:
             await ctx.reply(f"Usage: `{ctx.prefix} join [audio|video]`")
+            return
+        if await refused_without_crypto(self.ctx.client, ctx.room_id, "join", ctx.reply):
             return
         try:
             pub = await self.calls.join(ctx.room_id, intent)

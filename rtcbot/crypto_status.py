@@ -9,6 +9,7 @@ and the fix. Nothing here imports `mautrix.crypto` (it needs python-olm, which m
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from mautrix.client import Client
@@ -90,3 +91,15 @@ async def crypto_refusal(client: Client, room_id: RoomID, command: str) -> str |
     except Exception:
         return None  # unknown: let the command try, it says what fails
     return refusal_text(command) if encrypted else None
+
+
+async def refused_without_crypto(
+    client: Client, room_id: RoomID, command: str, reply: Callable[[str], Awaitable[object]]
+) -> bool:
+    """Reply with the refusal and return True when `command` needs crypto here (the commands'
+    one-line guard)."""
+    why = await crypto_refusal(client, room_id, command)
+    if why is None:
+        return False
+    await reply(why)
+    return True

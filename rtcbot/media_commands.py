@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .commands import CommandContext, CommandRouter
 from .context import BotContext
+from .crypto_status import refused_without_crypto
 from .matrix.notices import NAME_LIMIT, md_escape
 from .matrix.permissions import user_level
 from .media_roles import ROLES, MediaError, MediaRoles, fmt_s
@@ -54,6 +55,8 @@ class MediaCommands:
             await ctx.reply(f"Usage: `{ctx.prefix} record [start|stop|status]`")
             return
         if action == "start":
+            if await refused_without_crypto(self.ctx.client, ctx.room_id, "record", ctx.reply):
+                return
             try:
                 await media.start_recording(ctx.room_id, ctx.sender)
             except MediaError as e:
@@ -79,6 +82,8 @@ class MediaCommands:
         if len(text) > MAX_ANNOUNCE:
             await ctx.reply("That is too long to speak; keep announcements under 500 characters.")
             return
+        if await refused_without_crypto(self.ctx.client, ctx.room_id, "announce", ctx.reply):
+            return
         try:
             seconds = await self.media.announce(ctx.room_id, text)
         except MediaError as e:
@@ -95,6 +100,10 @@ class MediaCommands:
             await ctx.reply(
                 f"Auto-follow here: {current}. Usage: `{ctx.prefix} auto record|announce|off`"
             )
+            return
+        if role != "off" and await refused_without_crypto(
+            self.ctx.client, ctx.room_id, "auto", ctx.reply
+        ):
             return
         if role == "record":
             # Recording every call needs what one recording needs (the router checked `auto`).
