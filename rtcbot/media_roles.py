@@ -34,6 +34,7 @@ from mautrix.types import (
 )
 
 from .context import BotContext
+from .crypto_status import crypto_refusal
 from .matrix.attachments import upload_for_room
 from .matrix.notices import NAME_LIMIT, md_escape
 from .matrix.publisher import PublishError, State
@@ -537,6 +538,12 @@ class MediaRoles:
             if armed and role != "record":
                 role = "record"
             if role is None:
+                return
+            # Encrypted room, no E2EE: say why instead of recording noise (crypto_status.py).
+            if (
+                refusal := await crypto_refusal(self.ctx.client, RoomID(room_id), role)
+            ) is not None:
+                await self.ctx.notices.send(RoomID(room_id), refusal)
                 return
             try:
                 if role == "record" and room_id not in self.recorders:
