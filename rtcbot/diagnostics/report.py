@@ -41,6 +41,7 @@ OWN_MEMBERSHIP = "The bot's membership"
 STICKY = "Sticky events"
 CLOCK = "Clock skew"
 GHOSTS = "Ghost memberships"
+CRYPTO = "End-to-end encryption"
 LINES: Final = (
     DELAYED,
     ROUND_TRIP,
@@ -58,6 +59,7 @@ LINES: Final = (
     STICKY,
     CLOCK,
     GHOSTS,
+    CRYPTO,
 )
 
 TITLE = "rtcbot diagnostics"

@@ -22,12 +22,13 @@ from mautrix.types import EventID, RoomID
 from ..commands import CommandContext, CommandRouter
 from ..context import BotContext
 from ..ports import CallDirectory
-from . import auth, clock_ghosts, delayed, discovery, own_membership, permissions
+from . import auth, clock_ghosts, crypto, delayed, discovery, own_membership, permissions
 from .probe import Probe, RunState
 from .report import (
     AUTH_ENDPOINTS,
     AUTH_HEALTH,
     CLOCK,
+    CRYPTO,
     DELAYED,
     FAIL,
     GHOSTS,
@@ -70,6 +71,7 @@ GROUPS: Final[tuple[tuple[tuple[str, ...], float, GroupFn], ...]] = (
     ((STATE_KEY, OWN_MEMBERSHIP), 6, own_membership.own_key_and_membership),
     ((CLOCK,), 4, clock_ghosts.clock_skew),
     ((GHOSTS,), 5, clock_ghosts.ghost_memberships),
+    ((CRYPTO,), 5, crypto.crypto_check),
 )
 
 
