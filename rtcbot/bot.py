@@ -26,6 +26,7 @@ from .db import DB
 from .diagnostics import Diagnostics
 from .invites import OwnMembership
 from .matrix.notices import Notices
+from .matrix.to_device import EncryptedToDevice
 from .matrix.transports import TransportDiscovery
 from .media_commands import MediaCommands
 from .media_roles import MediaRoles
@@ -114,7 +115,9 @@ class RtcBot(Plugin):
                 on_room_finished=media.on_sfu_room_finished,
                 task_count=lambda: len(self._own_tasks()),
             ).mount(self.webapp)
-        for handlers in (router, own, calls):
+        # Olm-encrypted to-device events (Element Call's media keys), authenticated.
+        to_device = EncryptedToDevice(self.client, ctx.logger("to_device"))
+        for handlers in (router, own, calls, to_device):
             self.register_handler_class(handlers)
 
         # On stop: nothing new is scheduled, running tasks end, then media, then calls (which
