@@ -12,8 +12,15 @@ Least privilege, stricter than lk-jwt-service standalone:
 - the OpenID token is checked at the server found by the federation discovery rules
   (matrix/server_discovery.py) unless `homeserver_urls` names the URL.
 
-Secrets policy: the API secret, OpenID access tokens and issued JWTs are never logged.
-Logs carry only the user id, the Matrix room, the LiveKit room and the outcome.
+Delegated delayed leave (`/delegate_delayed_leave`, or `delay_id` + `delay_timeout` on the
+token endpoints) as lk-jwt-service: full-access users only (400 on the token endpoints, 403
+on `/delegate_delayed_leave` for the others); the job is keyed by the LiveKit room and the
+identity the endpoint derives and run by delegations.py. `delay_cs_api_url` is never used.
+
+Request bodies are read and parsed in auth_requests.py.
+
+Secrets policy: the API secret, OpenID access tokens, issued JWTs and delay ids are never
+logged. Logs carry only the user id, the Matrix room, the LiveKit room and the outcome.
 """
 
 from __future__ import annotations
@@ -23,14 +30,26 @@ import json
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 from livekit import api
 
+from rtcbot.auth_requests import (
+    MAX_BODY_BYTES,
+    PATHS,
+    Endpoint,
+    OpenIDToken,
+    RequestError,
+    TokenRequest,
+    bad_json,
+    parse_get_token,
+    parse_sfu_get,
+    printable,
+    read_limited,
+)
 from rtcbot.config import AuthServiceSettings
 from rtcbot.matrix.room_members import Membership, MembershipUnknown, RoomMembers
 from rtcbot.matrix.server_discovery import (
@@ -38,6 +57,7 @@ from rtcbot.matrix.server_discovery import (
     InvalidServerName,
     parse_server_name,
 )
+from rtcbot.rtc.delegated_leave import DelegationRefused, LeaveRequest
 from rtcbot.rtc.identity import (
     DEFAULT_SLOT_ID,
     legacy_identity,
@@ -46,13 +66,13 @@ from rtcbot.rtc.identity import (
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Endpoint = Literal["get_token", "sfu_get"]
+# Hands a verified delegation to the job manager; raises DelegationRefused.
+Delegate = Callable[[LeaveRequest], Awaitable[None]]
 
 JWT_TTL = timedelta(hours=1)
 # Room settings lk-jwt-service uses: keep an empty room 5 min, a deserted one 20 s.
 ROOM_EMPTY_TIMEOUT = 300
 ROOM_DEPARTURE_TIMEOUT = 20
-MAX_BODY_BYTES = 64 * 1024
 _MAX_USERINFO_BYTES = 16 * 1024
 
 CORS_HEADERS = {
@@ -62,12 +82,6 @@ CORS_HEADERS = {
     "Access-Control-Max-Age": "86400",
 }
 
-_OPENID_FIELDS = frozenset({"access_token", "token_type", "matrix_server_name", "expires_in"})
-_MEMBER_FIELDS = frozenset({"id", "claimed_user_id", "claimed_device_id"})
-_DELAY_FIELDS = frozenset({"delay_id", "delay_timeout", "delay_cs_api_url"})
-_GET_TOKEN_FIELDS = frozenset({"room_id", "slot_id", "openid_token", "member"}) | _DELAY_FIELDS
-_SFU_GET_FIELDS = frozenset({"room", "openid_token", "device_id"}) | _DELAY_FIELDS
-
 UNAUTHORISED_TEXT = "The request could not be authorised."
 DISABLED_TEXT = "The authorization service is disabled in rtcbot's config"
 NOT_A_MEMBER_TEXT = "The requesting user is not a member of the room"
@@ -75,189 +89,20 @@ BOT_NOT_IN_ROOM_TEXT = (
     "rtcbot is not in this room, and its authorization service only issues tokens for rooms "
     "it is in; invite the bot to the room"
 )
+RESTRICTED_DELEGATION_TEXT = "Delegation of delayed events is only supported for full access users"
+REFUSED_DELEGATION = {
+    "unresolvable": (400, "M_BAD_JSON", "Unable to resolve client-server API"),
+    "too_many": (400, "M_BAD_JSON", "Too many delegated delayed leaves for this user"),
+    "unavailable": (503, "M_UNKNOWN", "Service is shutting down"),
+}
 RESTRICTED_NO_BOT_TEXT = (
     "rtcbot is not in this room, and its authorization service issues tokens for such rooms "
     "only to users of its full-access homeservers"
 )
 
 
-class RequestError(Exception):
-    """Ends a request with a Matrix-style error body."""
-
-    def __init__(self, status: int, errcode: str, error: str, *, reason: str = "") -> None:
-        super().__init__(error)
-        self.status = status
-        self.errcode = errcode
-        self.error = error
-        # For our log only: why, in more detail than we tell the client.
-        self.reason = reason or error
-
-
-def _bad_json(error: str) -> RequestError:
-    return RequestError(400, "M_BAD_JSON", error)
-
-
 def _unauthorised(reason: str) -> RequestError:
     return RequestError(401, "M_UNAUTHORIZED", UNAUTHORISED_TEXT, reason=reason)
-
-
-@dataclass(frozen=True)
-class OpenIDToken:
-    access_token: str
-    token_type: str
-    matrix_server_name: str
-    expires_in: int | None
-
-    def __repr__(self) -> str:  # never show the access token
-        return f"OpenIDToken(matrix_server_name={self.matrix_server_name!r})"
-
-
-@dataclass(frozen=True)
-class TokenRequest:
-    """A validated `/get_token` or `/sfu/get` body."""
-
-    endpoint: Endpoint
-    room_id: str
-    slot_id: str
-    openid: OpenIDToken
-    device_id: str
-    member_id: str | None  # /get_token only
-    claimed_user_id: str | None  # /get_token only
-    delay_id: str | None
-    delay_timeout: int | None
-
-
-# -- strict body parsing ---------------------------------------------------------------------
-def _printable(text: str) -> str:
-    """Client text fit for an error message and a log line (no newlines, no controls)."""
-    return "".join(c if c.isprintable() else "?" for c in text)
-
-
-def _reject_unknown(obj: dict[str, Any], allowed: frozenset[str], where: str) -> None:
-    unknown = sorted(k for k in obj if k not in allowed)
-    if unknown:
-        name = _printable(unknown[0][:64])
-        raise _bad_json(f"Unknown field `{where}{name}` in the request body")
-
-
-def _require_room_id(obj: dict[str, Any], key: str) -> str:
-    val = _require_str(obj, key)
-    # Room IDs are `!opaque[:server]`, at most 255 bytes; checked before one is used in a
-    # request to the homeserver or logged.
-    if (
-        not val.startswith("!")
-        or any(c.isspace() or not c.isprintable() for c in val)  # also lone surrogates
-        or len(val.encode("utf-8")) > 255
-    ):
-        raise _bad_json(f"`{key}` must be a Matrix room ID (starting with `!`)")
-    return val
-
-
-def _require_object(obj: dict[str, Any], key: str, where: str = "") -> dict[str, Any]:
-    val = obj.get(key)
-    if val is None:
-        raise _bad_json(f"The request body is missing `{where}{key}`")
-    if not isinstance(val, dict):
-        raise _bad_json(f"`{where}{key}` must be a JSON object")
-    return val
-
-
-def _require_str(obj: dict[str, Any], key: str, where: str = "") -> str:
-    val = obj.get(key)
-    if val is None or val == "":
-        raise _bad_json(f"The request body is missing `{where}{key}`")
-    if not isinstance(val, str):
-        raise _bad_json(f"`{where}{key}` must be a string")
-    return val
-
-
-def _optional_str(obj: dict[str, Any], key: str, where: str = "") -> str | None:
-    val = obj.get(key)
-    if val is None or val == "":
-        return None
-    if not isinstance(val, str):
-        raise _bad_json(f"`{where}{key}` must be a string")
-    return val
-
-
-def _optional_int(obj: dict[str, Any], key: str) -> int | None:
-    val = obj.get(key)
-    if val is None:
-        return None
-    # bool is an int subclass in Python but not a JSON number.
-    if isinstance(val, bool) or not isinstance(val, int):
-        raise _bad_json(f"`{key}` must be a whole number of milliseconds")
-    return val
-
-
-def _parse_openid(body: dict[str, Any]) -> OpenIDToken:
-    raw = _require_object(body, "openid_token")
-    _reject_unknown(raw, _OPENID_FIELDS, "openid_token.")
-    expires_in = raw.get("expires_in")
-    if expires_in is not None and (
-        isinstance(expires_in, bool) or not isinstance(expires_in, int)
-    ):
-        raise _bad_json("`openid_token.expires_in` must be a whole number")
-    return OpenIDToken(
-        access_token=_require_str(raw, "access_token", "openid_token."),
-        token_type=_optional_str(raw, "token_type", "openid_token.") or "",
-        matrix_server_name=_require_str(raw, "matrix_server_name", "openid_token."),
-        expires_in=expires_in,
-    )
-
-
-def _parse_delay(body: dict[str, Any]) -> tuple[str | None, int | None]:
-    _optional_str(body, "delay_cs_api_url")  # type-checked, otherwise ignored (as upstream)
-    delay_id = _optional_str(body, "delay_id")
-    delay_timeout = _optional_int(body, "delay_timeout")
-    if delay_timeout is not None and delay_timeout <= 0:
-        raise _bad_json("`delay_timeout` must be a positive number of milliseconds")
-    if (delay_id is None) != (delay_timeout is None):
-        raise _bad_json("`delay_id` and `delay_timeout` must be given together")
-    return delay_id, delay_timeout
-
-
-def parse_get_token(body: dict[str, Any]) -> TokenRequest:
-    _reject_unknown(body, _GET_TOKEN_FIELDS, "")
-    room_id = _require_room_id(body, "room_id")
-    slot_id = _require_str(body, "slot_id")
-    member = _require_object(body, "member")
-    _reject_unknown(member, _MEMBER_FIELDS, "member.")
-    member_id = _require_str(member, "id", "member.")
-    claimed_user_id = _require_str(member, "claimed_user_id", "member.")
-    claimed_device_id = _require_str(member, "claimed_device_id", "member.")
-    openid = _parse_openid(body)
-    delay_id, delay_timeout = _parse_delay(body)
-    return TokenRequest(
-        endpoint="get_token",
-        room_id=room_id,
-        slot_id=slot_id,
-        openid=openid,
-        device_id=claimed_device_id,
-        member_id=member_id,
-        claimed_user_id=claimed_user_id,
-        delay_id=delay_id,
-        delay_timeout=delay_timeout,
-    )
-
-
-def parse_sfu_get(body: dict[str, Any]) -> TokenRequest:
-    _reject_unknown(body, _SFU_GET_FIELDS, "")
-    room_id = _require_room_id(body, "room")
-    device_id = _require_str(body, "device_id")
-    openid = _parse_openid(body)
-    delay_id, delay_timeout = _parse_delay(body)
-    return TokenRequest(
-        endpoint="sfu_get",
-        room_id=room_id,
-        slot_id=DEFAULT_SLOT_ID,
-        openid=openid,
-        device_id=device_id,
-        member_id=None,
-        claimed_user_id=None,
-        delay_id=delay_id,
-        delay_timeout=delay_timeout,
-    )
 
 
 def full_access_servers(settings: AuthServiceSettings, own_server: str) -> tuple[str, ...]:
@@ -294,12 +139,8 @@ def _error(err: RequestError) -> web.Response:
     return _json(err.status, {"errcode": err.errcode, "error": err.error})
 
 
-def _too_large() -> RequestError:
-    return RequestError(413, "M_TOO_LARGE", "The request body is too large")
-
-
 class AuthService:
-    """aiohttp handlers for `/healthz`, `/get_token` and `/sfu/get`."""
+    """aiohttp handlers for `/healthz`, `/get_token`, `/sfu/get`, `/delegate_delayed_leave`."""
 
     def __init__(
         self,
@@ -311,6 +152,7 @@ class AuthService:
         own_server: str = "",
         room_members: RoomMembers | None = None,
         discovery: FederationDiscovery | None = None,
+        delegate: Delegate | None = None,
     ) -> None:
         self._settings = settings_getter
         self._session = session
@@ -320,6 +162,8 @@ class AuthService:
         # Without a membership source every room counts as one the bot is not in.
         self._members = room_members
         self._discovery = discovery or FederationDiscovery(session, timeout=min(5.0, http_timeout))
+        # Without a job manager delegation is not offered (the probe gets a 404).
+        self._delegate = delegate
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         # UrlDispatcher.add_route (what PluginWebApp exposes) does not add HEAD for GET by
@@ -334,11 +178,15 @@ class AuthService:
             ("POST", "/sfu/get", self.sfu_get),
             ("OPTIONS", "/sfu/get", self.options),
             ("*", "/sfu/get", self.not_allowed),
-            # Element Call probes for delegated delayed leave (lk-jwt-service offers it); until
-            # rtcbot does, a 404 it can read (CORS), so it keeps its own timings.
+            # Element Call probes with an empty POST: anything but a 404 means "offered" and
+            # makes it hand its delayed leave over (and relax its own timings).
+            ("POST", "/delegate_delayed_leave", self.delegate_delayed_leave),
             ("OPTIONS", "/delegate_delayed_leave", self.options),
-            ("*", "/delegate_delayed_leave", self.not_offered),
+            ("*", "/delegate_delayed_leave", self.delegate_other),
         ]
+
+    def offers_delegation(self, settings: AuthServiceSettings) -> bool:
+        return settings.delegate_delayed_leave and self._delegate is not None
 
     # -- handlers ----------------------------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:
@@ -363,6 +211,17 @@ class AuthService:
         }
         return web.json_response(body, status=404, headers=CORS_HEADERS)
 
+    async def delegate_other(self, request: web.Request) -> web.Response:
+        if self.offers_delegation(self._settings()):
+            return await self.not_allowed(request)
+        return await self.not_offered(request)
+
+    async def delegate_delayed_leave(self, request: web.Request) -> web.Response:
+        settings = self._settings()
+        if settings.enabled and not self.offers_delegation(settings):
+            return await self.not_offered(request)
+        return await self._handle(request, "delegate")
+
     async def get_token(self, request: web.Request) -> web.Response:
         return await self._handle(request, "get_token")
 
@@ -377,7 +236,7 @@ class AuthService:
         req: TokenRequest | None = None
         try:
             body = await self._read_body(request)
-            req = parse_get_token(body) if endpoint == "get_token" else parse_sfu_get(body)
+            req = parse_sfu_get(body) if endpoint == "sfu_get" else parse_get_token(body, endpoint)
             return await self._issue(req, settings)
         except RequestError as err:
             self._log_refusal(endpoint, req, err)
@@ -401,7 +260,7 @@ class AuthService:
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise RequestError(400, "M_NOT_JSON", "Error reading request") from None
         if not isinstance(body, dict):
-            raise _bad_json("The request body must be a JSON object")
+            raise bad_json("The request body must be a JSON object")
         try:
             # JSON may spell lone surrogates ("\ud800"), which are not Unicode: they would
             # break the first encode (a URL, a log file) far from here.
@@ -423,8 +282,7 @@ class AuthService:
                 f"member.claimed_user_id {req.claimed_user_id!r} is not the token's owner "
                 f"{user_id}"
             )
-        if req.endpoint == "get_token":
-            assert req.member_id is not None
+        if req.member_id is not None:  # /get_token, /delegate_delayed_leave
             alias = livekit_room_alias(req.room_id, req.slot_id)
             identity = livekit_identity(user_id, req.device_id, req.member_id)
         else:
@@ -434,12 +292,21 @@ class AuthService:
         full_access = is_full_access(
             req.openid.matrix_server_name, full_access_servers(settings, self._own_server)
         )
+        delegating = req.delay_id is not None and self.offers_delegation(settings)
+        if delegating and not full_access:
+            status, errcode = (
+                (403, "M_FORBIDDEN") if req.endpoint == "delegate" else (400, "M_BAD_JSON")
+            )
+            raise RequestError(status, errcode, RESTRICTED_DELEGATION_TEXT)
         await self._check_room(req.room_id, user_id, full_access, settings)
+        if req.endpoint == "delegate":
+            await self._queue_leave(req, user_id, alias, identity)
+            return _json(200, {})
         if full_access:
             await self._create_room(alias, settings)
-        if req.delay_id is not None:
-            # Delegated delayed leave is not implemented; like lk-jwt-service v0.5.0 we
-            # accept the fields and leave the heartbeat to the client.
+        if delegating:
+            await self._queue_leave(req, user_id, alias, identity)
+        elif req.delay_id is not None:  # not offered: accepted and ignored (lk-jwt v0.5.0)
             self._log.debug("Auth service: ignoring delayed-leave delegation from %s", user_id)
 
         jwt = (
@@ -454,11 +321,45 @@ class AuthService:
             "(LiveKit room %s, %s access)",
             user_id,
             req.room_id,
-            "/get_token" if req.endpoint == "get_token" else "/sfu/get",
+            PATHS[req.endpoint],
             alias,
             "full" if full_access else "restricted",
         )
         return _json(200, {"url": settings.livekit_url, "jwt": jwt})
+
+    async def _queue_leave(
+        self, req: TokenRequest, user_id: str, alias: str, identity: str
+    ) -> None:
+        assert self._delegate is not None
+        assert req.delay_id is not None and req.delay_timeout is not None
+        leave = LeaveRequest(
+            livekit_room=alias,
+            identity=identity,
+            delay_id=req.delay_id,
+            delay_timeout_ms=req.delay_timeout,
+            server_name=req.openid.matrix_server_name,
+            user_id=user_id,
+            room_id=req.room_id,
+        )
+        try:
+            await self._delegate(leave)
+        except DelegationRefused as e:
+            status, errcode, text = REFUSED_DELEGATION[e.kind]
+            raise RequestError(
+                status, errcode, text, reason=f"delegated leave refused: {e}"
+            ) from None
+        url = req.delay_cs_api_url
+        self._log.info(
+            "Auth service: %s delegated its delayed leave via %s for %s (LiveKit room %s, "
+            "identity %s, delay_timeout %d ms%s)",
+            user_id,
+            PATHS[req.endpoint],
+            req.room_id,
+            alias,
+            identity,
+            req.delay_timeout,
+            f"; delay_cs_api_url {printable(url[:80])!r} ignored" if url else "",
+        )
 
     async def _verify_openid(self, token: OpenIDToken, settings: AuthServiceSettings) -> str:
         """Return the Matrix user id the token belongs to, or raise 401."""
@@ -573,7 +474,7 @@ class AuthService:
     def _log_refusal(
         self, endpoint: Endpoint, req: TokenRequest | None, err: RequestError
     ) -> None:
-        path = "/get_token" if endpoint == "get_token" else "/sfu/get"
+        path = PATHS[endpoint]
         who = ""
         if req is not None:
             claimed = req.claimed_user_id or f"a user of {req.openid.matrix_server_name}"
@@ -582,27 +483,3 @@ class AuthService:
         self._log.log(
             level, "Auth service: refused %s%s: %s %s", path, who, err.status, err.reason
         )
-
-
-async def read_limited(request: web.Request, limit: int) -> bytes:
-    """The request body, or RequestError 413 past `limit` bytes (never more is buffered).
-
-    maubot's server allows 100 MiB bodies, so `request.read()` alone would buffer that much
-    from a chunked upload that announced no length.
-    """
-    if request.content_length is not None and request.content_length > limit:
-        raise _too_large()
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        while size <= limit:
-            chunk = await request.content.read(limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except aiohttp.ClientPayloadError:  # a broken chunked or compressed body
-        raise RequestError(400, "M_NOT_JSON", "Error reading request") from None
-    if size > limit:
-        raise _too_large()
-    return b"".join(chunks)

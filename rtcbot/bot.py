@@ -23,6 +23,7 @@ from .commands import CommandRouter
 from .config import Config, ConfigError, Settings, parse_settings
 from .context import BotContext
 from .db import DB
+from .delegations import DelegatedLeaves
 from .diagnostics import Diagnostics
 from .invites import OwnMembership
 from .matrix.notices import Notices
@@ -98,15 +99,18 @@ class RtcBot(Plugin):
             ),
         )
         catch_up = CommandCatchUp(ctx, router.run_command)
+        delegations = DelegatedLeaves(ctx)
 
         calls.observers.append(media.on_call_event)
         own.on_room_gone += [media.forget_room, calls.forget_room]
         ctx.metrics.add_live_source(calls.live_metrics)
         ctx.metrics.add_live_source(media.live_metrics)
+        ctx.metrics.add_live_source(delegations.live_metrics)
         CallCommands(ctx, calls, end_media=media.end_roles).register(router)
         MediaCommands(ctx, media, calls).register(router)
         ScheduleCommands(ctx, schedules).register(router)
         Diagnostics(ctx, calls).register(router)
+        await delegations.start()  # the stored jobs run before new requests can arrive
         if self.webapp is not None:
             WebEndpoints(
                 ctx,
@@ -114,6 +118,8 @@ class RtcBot(Plugin):
                 media.status_json,
                 on_room_finished=media.on_sfu_room_finished,
                 task_count=lambda: len(self._own_tasks()),
+                delegate=delegations.delegate,
+                on_participant=delegations.on_participant,
             ).mount(self.webapp)
         # Olm-encrypted to-device events (Element Call's media keys), authenticated.
         to_device = EncryptedToDevice(self.client, ctx.logger("to_device"))
@@ -121,8 +127,10 @@ class RtcBot(Plugin):
             self.register_handler_class(handlers)
 
         # On stop: nothing new is scheduled, running tasks end, then media, then calls (which
-        # leaves the calls last, after the recordings are posted).
+        # leaves the calls last, after the recordings are posted). Delegated leaves first: their
+        # tasks never end by themselves (the jobs stay in the database).
         self._stop_steps = [
+            delegations.stop,
             schedules.stop,
             catch_up.stop,
             lambda: self.tasks.close(grace_s=STOP_GRACE_S),

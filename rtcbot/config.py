@@ -41,6 +41,9 @@ class Config(BaseProxyConfig):
             "auth_service.api_secret",
             "auth_service.full_access_homeservers",
             "auth_service.rooms_without_bot",
+            "auth_service.delegate_delayed_leave",
+            "auth_service.delegated_leave_connect_timeout_s",
+            "auth_service.delegated_leave_check_s",
             "schedules.default_timezone",
             "schedules.grace_minutes",
             "schedules.mention_room",
@@ -48,6 +51,7 @@ class Config(BaseProxyConfig):
         ):
             helper.copy(key)
         helper.copy_dict("auth_service.homeserver_urls")
+        helper.copy_dict("auth_service.client_api_urls")
         helper.copy("web.status_token")
         # recording.min_power_level was the level for recording before `permissions` existed.
         helper.copy("recording.min_power_level", "permissions.record")
@@ -105,6 +109,15 @@ class AuthServiceSettings:
     # Rooms the bot is not in: "refuse", "full_access" (users of full-access homeservers
     # only) or "any_user" (a valid OpenID token is enough, as lk-jwt-service standalone).
     rooms_without_bot: str = "refuse"
+    # Delegated delayed leave (Element Call hands its delayed leave over): offered or not;
+    # client-server API URLs by server name (else the bot's own homeserver, else the
+    # server's /.well-known/matrix/client); how long a job waits for the participant's first
+    # connect before it sends the leave; how often the SFU is asked whether a connected
+    # participant is still there (0: webhooks only).
+    delegate_delayed_leave: bool = True
+    client_api_urls: dict[str, str] = field(default_factory=dict)
+    delegated_leave_connect_timeout_s: float = 3600.0
+    delegated_leave_check_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -274,6 +287,14 @@ def parse_settings(raw: Any) -> Settings:
         isinstance(k, str) and isinstance(v, str) for k, v in hs_urls_raw.items()
     ):
         raise ConfigError("auth_service.homeserver_urls must map server names to URLs")
+    cs_urls_raw = _get(raw, "auth_service.client_api_urls") or {}
+    if not isinstance(cs_urls_raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in cs_urls_raw.items()
+    ):
+        raise ConfigError("auth_service.client_api_urls must map server names to URLs")
+    prefix = "auth_service.client_api_urls."
+    named = {prefix + k: v for k, v in cs_urls_raw.items()}
+    cs_urls = {k[len(prefix) :]: _url(named, k, ("http", "https")) for k in named}
     auth = AuthServiceSettings(
         enabled=_bool(raw, "auth_service.enabled", False),
         livekit_url=_url(raw, "auth_service.livekit_url", ("ws", "wss", "http", "https")),
@@ -282,6 +303,14 @@ def parse_settings(raw: Any) -> Settings:
         full_access_homeservers=_str_list(raw, "auth_service.full_access_homeservers"),
         homeserver_urls={k: v.rstrip("/") for k, v in hs_urls_raw.items()},
         rooms_without_bot=_str(raw, "auth_service.rooms_without_bot", "refuse") or "refuse",
+        delegate_delayed_leave=_bool(raw, "auth_service.delegate_delayed_leave", True),
+        client_api_urls=cs_urls,
+        delegated_leave_connect_timeout_s=_float(
+            raw, "auth_service.delegated_leave_connect_timeout_s", 3600.0, 1.0, 86_400.0
+        ),
+        delegated_leave_check_s=_float(
+            raw, "auth_service.delegated_leave_check_s", 30.0, 0.0, 3600.0
+        ),
     )
     if "*" in auth.full_access_homeservers and len(auth.full_access_homeservers) > 1:
         raise ConfigError(

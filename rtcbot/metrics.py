@@ -34,6 +34,7 @@ class _LiveGauges(Collector):
             "rtcbot_call_members": "Devices in those calls",
             "rtcbot_own_memberships": "Calls the bot itself is a member of",
             "rtcbot_recordings_active": "Recordings in progress",
+            "rtcbot_delegated_leaves_pending": "Delegated delayed leaves being kept or sent",
         }
         for name, doc in docs.items():
             yield GaugeMetricFamily(name, doc, value=values.get(name, 0.0))
@@ -62,6 +63,13 @@ class Metrics:
             "rtcbot_sfu_webhooks",
             "Verified LiveKit webhook events, by event",
             ["event"],
+            registry=self.registry,
+        )
+        self.delegated_leaves = Counter(
+            "rtcbot_delegated_leaves",
+            "Delegated delayed leaves that ended, by outcome (sent, already_sent, send_failed, "
+            "restart_not_found, restart_failed, connection_aborted, expired, replaced)",
+            ["outcome"],
             registry=self.registry,
         )
         self.reaction_latency = Histogram(

@@ -71,3 +71,26 @@ async def upgrade_v2(conn: Connection, scheme: Scheme) -> None:
         )"""
     )
     await conn.execute("CREATE TABLE room_timezone (room_id TEXT PRIMARY KEY, tz TEXT NOT NULL)")
+
+
+@upgrade_table.register(description="Delegated delayed leaves (the authorization service's jobs)")
+async def upgrade_v3(conn: Connection) -> None:
+    # One row per (LiveKit room, identity), like lk-jwt-service's Redis hash: written before the
+    # request is answered, updated on every restart, deleted when the job ends; read back at
+    # start so a restart of the plugin keeps the jobs. delay_id is a capability (never logged).
+    await conn.execute(
+        """CREATE TABLE delegated_leave (
+            livekit_room     TEXT NOT NULL,
+            identity         TEXT NOT NULL,
+            delay_id         TEXT NOT NULL,
+            delay_timeout_ms BIGINT NOT NULL,
+            server_name      TEXT NOT NULL,
+            user_id          TEXT NOT NULL,
+            room_id          TEXT NOT NULL,
+            phase            TEXT NOT NULL,
+            created_ms       BIGINT NOT NULL,
+            restarted_ms     BIGINT NOT NULL,
+            sid              TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (livekit_room, identity)
+        )"""
+    )

@@ -10,12 +10,17 @@ from typing import Any
 from aiohttp import web
 from livekit import api
 
-from .auth_service import AuthService, RequestError, read_limited
+from .auth_requests import RequestError, read_limited
+from .auth_service import AuthService, Delegate
 from .context import BotContext
 from .matrix.room_members import RoomMembers, joined_members_of
 from .tasks import plugin_tasks
 
 StatusSource = Callable[[], list[dict[str, Any]]]
+# (event, LiveKit room, identity, participant sid) of participant_joined / _left /
+# _connection_aborted: what the delegated leaves listen to.
+ParticipantListener = Callable[[str, str, str, str], None]
+PARTICIPANT_EVENTS = ("participant_joined", "participant_left", "participant_connection_aborted")
 
 # LiveKit's webhook bodies are a few KiB; anything near this is not from LiveKit.
 MAX_WEBHOOK_BYTES = 256 * 1024
@@ -30,6 +35,8 @@ class WebEndpoints:
         *,
         on_room_finished: Callable[[str], Coroutine[Any, Any, Any]] | None = None,
         task_count: Callable[[], int] = lambda: len(plugin_tasks()),
+        delegate: Delegate | None = None,
+        on_participant: ParticipantListener | None = None,
     ) -> None:
         self.ctx = ctx
         self.rooms = rooms
@@ -37,6 +44,7 @@ class WebEndpoints:
         # A LiveKit room is finished (webhook): the media roles end what they still do there.
         self.on_room_finished = on_room_finished
         self.task_count = task_count
+        self.on_participant = on_participant
         self.log = ctx.logger("web")
         self.auth = AuthService(
             lambda: ctx.settings().auth_service,
@@ -44,6 +52,7 @@ class WebEndpoints:
             ctx.logger("auth_service"),
             own_server=ctx.user_id.partition(":")[2],
             room_members=RoomMembers(joined_members_of(ctx.client)),
+            delegate=delegate,
         )
 
     def mount(self, app: web.UrlDispatcher) -> None:
@@ -101,8 +110,9 @@ class WebEndpoints:
         )
 
     async def sfu_webhook(self, request: web.Request) -> web.Response:
-        """LiveKit's room/participant events, signed with the API key: verified, counted, and a
-        finished room ends the bot's media roles there."""
+        """LiveKit's room/participant events, signed with the API key: verified, counted; a
+        finished room ends the bot's media roles there, participants coming and going drive
+        the delegated leaves."""
         settings = self.ctx.settings().auth_service
         if not settings.api_secret:
             return web.json_response({"errcode": "M_NOT_FOUND"}, status=404)
@@ -125,4 +135,12 @@ class WebEndpoints:
         if event.event == "room_finished" and self.on_room_finished and event.room.name:
             # Answered at once; LiveKit retries slow webhooks.
             self.ctx.tasks.spawn(self.on_room_finished(event.room.name), "sfu-room-finished")
+        participant = event.participant
+        if event.event in PARTICIPANT_EVENTS and self.on_participant and participant.identity:
+            self.log.debug(
+                "LiveKit webhook: %s %s (%s)", event.event, participant.identity, participant.sid
+            )
+            self.on_participant(
+                event.event, event.room.name, participant.identity, participant.sid
+            )
         return web.json_response({})
