@@ -1,0 +1,1 @@
+"""A Matrix client with real E2EE (matrix-js-sdk + Rust crypto in Node) for tests."""

@@ -1,0 +1,246 @@
+"""A Matrix client with real E2EE for tests: `driver.mjs` (matrix-js-sdk 43, Rust crypto, in
+Node) driven over JSON lines. It logs in as a test user (token and device from the stack),
+creates encrypted rooms, sends encrypted text, and decrypts what the bot answers.
+
+Everything it talks to is the stack's homeserver on loopback (inside the test namespace).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+DRIVER = Path(__file__).with_name("driver.mjs")
+
+
+class CryptoClientMissing(RuntimeError):
+    """Node or the npm packages are not installed (`make setup` installs them)."""
+
+
+def find_node() -> str:
+    node = shutil.which("node")
+    if node is None:
+        raise CryptoClientMissing("node not found: tests/crypto_client needs Node.js >= 20")
+    if not (REPO / "node_modules" / "matrix-js-sdk" / "package.json").is_file():
+        raise CryptoClientMissing("node_modules/matrix-js-sdk missing: run `npm ci` (make setup)")
+    return node
+
+
+class Driver:
+    """One `node driver.mjs` process; JSON lines both ways; commands run concurrently."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._next = 1
+        self._reader: asyncio.Task[None] | None = None
+        self._log: Any = None
+
+    async def start(self, timeout: float = 30) -> None:
+        node = find_node()
+        self._log = self.log_path.open("ab")
+        self._proc = await asyncio.create_subprocess_exec(
+            node,
+            str(DRIVER),
+            cwd=str(REPO),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=self._log,
+            limit=16 * 1024 * 1024,
+        )
+        ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[0] = ready
+        self._reader = asyncio.create_task(self._read())
+        try:
+            await asyncio.wait_for(ready, timeout)
+        except (TimeoutError, ConnectionError) as e:
+            raise CryptoClientMissing(
+                f"the crypto client driver did not start: {e}; its log: {self.log_tail()}"
+            ) from e
+
+    async def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        while True:
+            line = await self._proc.stdout.readline()
+            if not line:
+                break
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            fut = self._pending.pop(msg.get("id"), None)
+            if fut is None or fut.done():
+                continue
+            if msg.get("ok"):
+                fut.set_result(msg.get("result"))
+            else:
+                fut.set_exception(RuntimeError(str(msg.get("error"))))
+        err = ConnectionError(f"the crypto client driver exited; its log: {self.log_tail()}")
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._pending.clear()
+
+    async def call(self, op: str, timeout: float = 60, **args: Any) -> Any:
+        if self._proc is None or self._proc.stdin is None or self._proc.returncode is not None:
+            raise ConnectionError(f"the crypto client driver is not running: {self.log_tail()}")
+        cid = self._next
+        self._next += 1
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[cid] = fut
+        self._proc.stdin.write((json.dumps({"id": cid, "op": op, **args}) + "\n").encode())
+        await self._proc.stdin.drain()
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending.pop(cid, None)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(empty)"
+
+    async def close(self, timeout: float = 15) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.stdin is not None and not proc.stdin.is_closing():
+            proc.stdin.close()  # the driver stops its clients and exits
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self._log is not None:
+            self._log.close()
+        self._proc = None
+
+
+@dataclass
+class Message:
+    """A timeline event as the crypto client sees it (decrypted when it could be)."""
+
+    event_id: str
+    sender: str
+    type: str
+    wire_type: str
+    encrypted: bool
+    decryption_failure: str | None
+    content: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Message:
+        return cls(
+            event_id=str(raw["event_id"]),
+            sender=str(raw["sender"]),
+            type=str(raw["type"]),
+            wire_type=str(raw["wire_type"]),
+            encrypted=bool(raw["encrypted"]),
+            decryption_failure=raw.get("decryption_failure"),
+            content=dict(raw.get("content") or {}),
+        )
+
+    @property
+    def body(self) -> str:
+        return str(self.content.get("body", ""))
+
+
+class CryptoClient:
+    """One logged-in user of the driver (its own device and Rust crypto store)."""
+
+    def __init__(self, driver: Driver, handle: int, user_id: str, device_id: str) -> None:
+        self.driver = driver
+        self.handle = handle
+        self.user_id = user_id
+        self.device_id = device_id
+
+    @classmethod
+    async def login(
+        cls, driver: Driver, base_url: str, user_id: str, device_id: str, access_token: str
+    ) -> CryptoClient:
+        res = await driver.call(
+            "login",
+            baseUrl=base_url,
+            userId=user_id,
+            deviceId=device_id,
+            accessToken=access_token,
+        )
+        return cls(driver, int(res["client"]), user_id, device_id)
+
+    async def _call(self, op: str, timeout: float = 60, **args: Any) -> Any:
+        return await self.driver.call(op, timeout=timeout, client=self.handle, **args)
+
+    async def cross_sign_self(self) -> bool:
+        return bool(await self._call("crossSignSelf"))
+
+    async def create_encrypted_room(self, invite: list[str], name: str = "e2ee test") -> str:
+        return str(await self._call("createEncryptedRoom", invite=invite, name=name))
+
+    async def wait_for_joined(self, room_id: str, user_id: str, timeout: float = 30) -> None:
+        await self._call(
+            "waitForJoined",
+            timeout=timeout + 5,
+            roomId=room_id,
+            userId=user_id,
+            timeoutMs=int(timeout * 1000),
+        )
+
+    async def is_encrypted(self, room_id: str) -> bool:
+        return bool(await self._call("isEncrypted", roomId=room_id))
+
+    async def send_text(self, room_id: str, body: str) -> str:
+        return str(await self._call("sendText", roomId=room_id, body=body))
+
+    async def wait_for_message(
+        self,
+        room_id: str,
+        sender: str,
+        after: str | None = None,
+        contains: str | None = None,
+        reply_to: str | None = None,
+        timeout: float = 30,
+    ) -> Message:
+        raw = await self._call(
+            "waitForMessage",
+            timeout=timeout + 5,
+            roomId=room_id,
+            sender=sender,
+            after=after,
+            contains=contains,
+            replyTo=reply_to,
+            timeoutMs=int(timeout * 1000),
+        )
+        return Message.from_json(raw)
+
+    async def messages(self, room_id: str) -> list[Message]:
+        return [Message.from_json(m) for m in await self._call("messages", roomId=room_id)]
+
+    async def device_status(self, user_id: str, device_id: str) -> dict[str, bool] | None:
+        res = await self._call("deviceStatus", userId=user_id, deviceId=device_id)
+        return None if res is None else {k: bool(v) for k, v in res.items()}
+
+    async def download_attachment(self, file: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self._call("downloadAttachment", file=file))
+
+    async def send_to_device(
+        self, user_id: str, device_id: str, event_type: str, content: dict[str, Any]
+    ) -> None:
+        await self._call(
+            "sendToDevice", userId=user_id, deviceId=device_id, type=event_type, content=content
+        )
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._call("close", timeout=10)
