@@ -8,10 +8,13 @@
 - `element_call` (per test): `await element_call(user, room_id, tone_hz=440, rtc_mode=None,
   join=True, connection_stats=False)` → an `ElementCallPage` in the room's call; every page
   is closed at the end of the test (the browser stays for the next test).
+  `rtc_mode="legacy"` opens Element Call 0.25.0 (npm alias `element-call-legacy-mode`), the
+  last build with that mode (0.26 knows only `compatibility` and `matrix_2_0`).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -72,6 +75,27 @@ async def chromium(
         await driver.close()
 
 
+LEGACY_PACKAGE = "element-call-legacy-mode"  # npm alias of @element-hq/element-call-embedded
+LEGACY_VERSION = "0.25.0"
+
+
+@pytest.fixture(scope="session")
+def element_call_legacy_server(
+    stack: Stack, element_call_install: Installation
+) -> Iterator[StaticServer]:
+    """Element Call 0.25.0 for the `legacy` mode (the one build difference the tests need)."""
+    pkg = element_call_install.dist.parents[2] / LEGACY_PACKAGE
+    version = json.loads((pkg / "package.json").read_text()).get("version")
+    if version != LEGACY_VERSION:
+        pytest.fail(f"{pkg} is {version}, not {LEGACY_VERSION}: run `npm ci`", pytrace=False)
+    config = element_call_config(stack.synapse.url, SERVER_NAME)
+    server = StaticServer(pkg / "dist", config)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 ElementCallFactory = Callable[..., Awaitable[ElementCallPage]]
 
 
@@ -104,6 +128,7 @@ async def element_call(
     stack: Stack,
     chromium: Chromium,
     element_call_server: StaticServer,
+    request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> AsyncIterator[ElementCallFactory]:
     pages: list[ElementCallPage] = []
@@ -120,13 +145,22 @@ async def element_call(
     ) -> ElementCallPage:
         t0 = time.monotonic()
         browser = await chromium.browser_for_tone(tone_hz)
+        server = element_call_server
+        if rtc_mode == "legacy":
+            server = request.getfixturevalue("element_call_legacy_server")
         storage = session_storage(
-            user.user_id, user.device_id, user.access_token, rtc_mode, connection_stats
+            user.user_id,
+            user.device_id,
+            user.access_token,
+            None if rtc_mode == "legacy" else rtc_mode,
+            connection_stats,
         )
+        if rtc_mode == "legacy":
+            storage["matrix-setting-matrix-rtc-mode"] = json.dumps("legacy")
         page = await open_page(
             chromium.driver,
             browser,
-            room_url(element_call_server.url, room_id),
+            room_url(server.url, room_id),
             storage,
             user.user_id,
             _identity_resolver(stack, room_id),

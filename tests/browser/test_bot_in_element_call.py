@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ import soundfile as sf
 
 from rtcbot.media.tts import available_engine, chime
 from rtcbot.rtc.identity import livekit_identity, member_identity
-from rtcbot.rtc.membership import RTC_MEMBER_TYPE
+from rtcbot.rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE
 from rtcbot_stack.stack import Stack
 from tests.browser.conftest import ElementCallFactory
 from tests.browser.element_call import ElementCallPage, Tile, TilePicture
@@ -152,8 +153,8 @@ def screenshot_path(tmp_path: Path, name: str, rtc_mode: str) -> Path:
 
 MODES = [
     pytest.param("compatibility", id="compatibility"),
-    pytest.param("legacy", id="legacy"),
     pytest.param("matrix_2_0", id="matrix_2_0"),
+    pytest.param("legacy", id="legacy"),  # Element Call 0.25.0, the last build with it
 ]
 
 
@@ -251,17 +252,21 @@ async def test_bot_is_seen_and_heard_in_element_call(
 
 
 async def ec_identity(user: MatrixUser, room_id: str, rtc_mode: str, after: str) -> str:
-    """The LiveKit identity of `user`'s Element Call in this mode: `user:device` for its state
-    membership (compatibility, legacy); the MSC4195 hash of its sticky one (matrix_2_0)."""
-    if rtc_mode != "matrix_2_0":
-        return member_identity(user.user_id, user.device_id)
-    sticky = await user.wait_for(
+    """The LiveKit identity of `user`'s Element Call in this mode, from the membership it
+    sent: `user:device` for a state membership (compatibility, legacy); the MSC4195 hash of
+    a sticky one (matrix_2_0)."""
+    kind = RTC_MEMBER_TYPE if rtc_mode == "matrix_2_0" else CALL_MEMBER_TYPE
+    sent = await user.wait_for(
         room_id,
-        lambda e: e.get("type") == RTC_MEMBER_TYPE and e.get("sender") == user.user_id,
+        lambda e: e.get("type") == kind and e.get("sender") == user.user_id and e["content"],
         timeout=20,
         after=after,
     )
-    member = sticky["content"]["member"]
+    content = sent["content"]
+    print(f"[bot-in-ec] {rtc_mode}: {user.user_id} sent {kind} {json.dumps(content)[:400]}")
+    if rtc_mode != "matrix_2_0":
+        return member_identity(user.user_id, user.device_id)
+    member = content["member"]
     return livekit_identity(user.user_id, member["device_id"], member["id"])
 
 
