@@ -360,9 +360,12 @@ def _disconnect(job: Job, now: float) -> Job:
     )
 
 
-def _retry_wait(policy: Backoff, attempt: int, retry_after_s: float | None) -> float:
-    if retry_after_s is not None and retry_after_s >= 0:
-        return retry_after_s
+def _retry_wait(
+    policy: Backoff, attempt: int, result: Result, retry_after_s: float | None
+) -> float:
+    """A 429 waits as long as the server asks (or RATE_LIMIT_WAIT_S); the rest back off."""
+    if result is Result.RATE_LIMITED:
+        return retry_after_s if retry_after_s is not None else RATE_LIMIT_WAIT_S
     return policy.wait(attempt)
 
 
@@ -437,7 +440,7 @@ def _on_restart(job: Job, event: RestartResult, now: float) -> Transition:
         return _finish(job, Outcome.RESTART_NOT_FOUND, "the homeserver no longer knows the leave")
     if event.result is Result.REFUSED:
         return _finish(job, Outcome.RESTART_FAILED, "the homeserver refused the restart")
-    wait = _retry_wait(RESTART_RETRY, job.restart_attempt, event.retry_after_s)
+    wait = _retry_wait(RESTART_RETRY, job.restart_attempt, event.result, event.retry_after_s)
     if now + wait >= job.restart_by:
         return _finish(
             job, Outcome.RESTART_FAILED, f"no restart before the deadline ({event.result})"
@@ -455,7 +458,7 @@ def _on_send(job: Job, event: SendResult, now: float) -> Transition:
         return _finish(job, Outcome.ALREADY_SENT, "it had fired, been sent or been cancelled")
     if event.result is Result.REFUSED:
         return _finish(job, Outcome.SEND_FAILED, "the homeserver refused the send")
-    wait = _retry_wait(SEND_RETRY, job.send_attempt, event.retry_after_s)
+    wait = _retry_wait(SEND_RETRY, job.send_attempt, event.result, event.retry_after_s)
     if now + wait > job.send_by:
         return _finish(job, Outcome.SEND_FAILED, f"no send before the deadline ({event.result})")
     return Transition(replace(job, send_at=now + wait, send_attempt=job.send_attempt + 1))
