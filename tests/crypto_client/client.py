@@ -160,11 +160,15 @@ class Message:
 class CryptoClient:
     """One logged-in user of the driver (its own device and Rust crypto store)."""
 
-    def __init__(self, driver: Driver, handle: int, user_id: str, device_id: str) -> None:
+    def __init__(
+        self, driver: Driver, handle: int, user_id: str, device_id: str, access_token: str
+    ) -> None:
         self.driver = driver
         self.handle = handle
         self.user_id = user_id
         self.device_id = device_id
+        # The same account without crypto (MatrixUser) may use it for state events.
+        self.access_token = access_token
 
     @classmethod
     async def login(
@@ -177,7 +181,7 @@ class CryptoClient:
             deviceId=device_id,
             accessToken=access_token,
         )
-        return cls(driver, int(res["client"]), user_id, device_id)
+        return cls(driver, int(res["client"]), user_id, device_id, access_token)
 
     async def _call(self, op: str, timeout: float = 60, **args: Any) -> Any:
         return await self.driver.call(op, timeout=timeout, client=self.handle, **args)

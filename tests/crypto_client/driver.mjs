@@ -12,6 +12,19 @@ import { webcrypto } from "node:crypto";
 for (const level of ["log", "info", "debug", "warn", "error", "trace"]) {
   console[level] = (...args) => process.stderr.write(`[${level}] ${args.map(String).join(" ")}\n`);
 }
+// matrix-js-sdk 43 declares Node >= 22; on Node 20 the one thing it misses is
+// Promise.withResolvers (ES2024), so provide it before the SDK loads.
+if (typeof Promise.withResolvers !== "function") {
+  Promise.withResolvers = function withResolvers() {
+    let resolve;
+    let reject;
+    const promise = new this((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    return { promise, resolve, reject };
+  };
+}
 const sdk = await import("matrix-js-sdk");
 
 const clients = new Map(); // id -> {client, baseUrl, token}
@@ -74,7 +87,15 @@ const ops = {
       });
     });
     await client.startClient({ initialSyncLimit: 20 });
-    await ready;
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error("no first sync within 30 s")), 30000);
+    });
+    try {
+      await Promise.race([ready, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
     const id = nextId++;
     clients.set(id, { client, baseUrl, token: accessToken, toDevice });
     return { client: id };

@@ -1,0 +1,248 @@
+"""The bot in an end-to-end encrypted room, against the real stack, with a client that has real
+E2EE (matrix-js-sdk 43 + Rust crypto, tests/crypto_client): encrypted commands answered with
+encrypted notices, the bot's device cross-signed by its own account, recordings uploaded as
+encrypted attachments, commands sent while maubot was down answered by the catch-up after a
+restart (room keys kept in maubot's crypto store), Olm to-device events reaching the bot's
+handler, and a bot without crypto refusing what it cannot do in an encrypted room."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from rtcbot.rtc.identity import livekit_room_alias
+from rtcbot_stack import http
+from rtcbot_stack.crypto import device_cross_signed
+from rtcbot_stack.stack import PLUGIN_ID, Stack
+from tests.crypto_client import fixtures
+from tests.crypto_client.client import CryptoClient
+from tests.crypto_client.fixtures import CryptoUserFactory
+from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body, call_member_content
+
+pytestmark = pytest.mark.stack
+# The crypto client's fixtures, used by name below.
+crypto_driver = fixtures.crypto_driver
+make_crypto_user = fixtures.make_crypto_user
+
+ENCRYPTION = {
+    "type": "m.room.encryption",
+    "state_key": "",
+    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+}
+
+
+async def encrypted_room_with_bot(user: CryptoClient, bot_id: str) -> str:
+    room = await user.create_encrypted_room([bot_id])
+    await user.wait_for_joined(room, bot_id)
+    assert await user.is_encrypted(room)
+    return room
+
+
+def wait_for_log(stack: Stack, pattern: str, offset: int, timeout: float = 30) -> re.Match[str]:
+    log = stack.maubot.child.log_path
+    deadline = time.monotonic() + timeout
+    while True:
+        m = re.search(pattern, log.read_text(errors="replace")[offset:])
+        if m is not None:
+            return m
+        assert time.monotonic() < deadline, f"no {pattern!r} in the maubot log"
+        time.sleep(0.2)
+
+
+async def test_encrypted_command_gets_an_encrypted_answer(
+    stack: Stack, bot_id: str, make_crypto_user: CryptoUserFactory
+) -> None:
+    eve = await make_crypto_user("eve")
+    room = await encrypted_room_with_bot(eve, bot_id)
+    sent = await eve.send_text(room, "!call help")
+    reply = await eve.wait_for_message(room, bot_id, reply_to=sent, timeout=30)
+    # Sent as m.room.encrypted and decrypted by the Rust crypto of Element Web's SDK.
+    assert reply.wire_type == "m.room.encrypted" and reply.encrypted, reply
+    assert reply.decryption_failure is None, reply
+    assert reply.content.get("msgtype") == "m.notice", reply
+    assert "rtcbot commands" in reply.body and "!call join" in reply.body, reply.body
+    print(f"\n{eve.user_id} decrypted the bot's {reply.wire_type} answer: {reply.body[:120]!r}")
+
+    # The bot's device is cross-signed by its own account, as clients that exclude insecure
+    # devices (MSC4153) require: what the homeserver publishes, and what the client concludes.
+    device = str(stack.bot["device_id"])
+    assert device_cross_signed(stack.synapse.url, eve.access_token, bot_id, device)
+    status = await eve.device_status(bot_id, device)
+    assert status is not None and status["signedByOwner"], status
+
+    # !call diag says so too (its crypto line), encrypted like every answer here.
+    sent = await eve.send_text(room, "!call diag")
+    report = await eve.wait_for_message(room, bot_id, reply_to=sent, timeout=30)
+    line = await final_report_line(eve, room, bot_id, report.event_id, "End-to-end encryption")
+    assert line.startswith("✅") or "✅" in line, line
+    assert "cross-signed by the bot's own account" in line and "room is encrypted" in line, line
+
+
+async def final_report_line(
+    user: CryptoClient, room: str, bot_id: str, report_id: str, name: str, timeout: float = 30
+) -> str:
+    """The line `name` of the diagnostics report once every check has answered (the report
+    is one message, edited in place)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        edits = [
+            m
+            for m in await user.messages(room)
+            if m.sender == bot_id
+            and m.content.get("m.relates_to", {}).get("rel_type") == "m.replace"
+            and m.content.get("m.relates_to", {}).get("event_id") == report_id
+        ]
+        text = str(edits[-1].content.get("m.new_content", {}).get("body", "")) if edits else ""
+        if text and "Checking" not in text:
+            return next((x for x in text.splitlines() if name in x), "")
+        assert time.monotonic() < deadline, f"the report did not finish: {text}"
+        await asyncio.sleep(0.5)
+
+
+async def test_recording_in_an_encrypted_room_is_an_encrypted_attachment(
+    stack: Stack, bot_id: str, make_crypto_user: CryptoUserFactory, make_peer: Any
+) -> None:
+    eve = await make_crypto_user("eve")
+    room = await encrypted_room_with_bot(eve, bot_id)
+    # Eve is in the call (the membership Element Call writes; state events are not encrypted)
+    # and her audio reaches the SFU as a peer with her identity.
+    plain = MatrixUser(stack.synapse.url, eve.user_id, eve.access_token, eve.device_id)
+    try:
+        peer = await make_peer(livekit_room_alias(room), f"{eve.user_id}:{eve.device_id}")
+        await peer.publish_tone(440)
+        sent_state = await plain.put_state(
+            room, CALL_MEMBER, f"_{eve.user_id}_{eve.device_id}_m.call", call_member_content(plain)
+        )
+        await eve.wait_for_message(
+            room, bot_id, after=str(sent_state["event_id"]), contains="started a", timeout=30
+        )
+        sent = await eve.send_text(room, "!call record start")
+        started = await eve.wait_for_message(room, bot_id, reply_to=sent, timeout=45)
+        assert started.body.startswith("🔴 Recording started"), started.body
+        await asyncio.sleep(3)  # some audio to record (its length is not asserted)
+        stop = await eve.send_text(room, "!call record stop")
+        mix = await eve.wait_for_message(
+            room, bot_id, after=stop, contains="Mix of everyone", timeout=60
+        )
+        assert mix.wire_type == "m.room.encrypted" and mix.content["msgtype"] == "m.audio", mix
+        # An encrypted attachment: `file` (key, iv, hashes), no plaintext `url`.
+        assert "url" not in mix.content and "file" in mix.content, mix.content
+        got = await eve.download_attachment(mix.content["file"])
+        assert got["size"] == mix.content["info"]["size"], (got, mix.content["info"])
+        assert base64.b64decode(got["head"]).startswith(b"OggS"), got
+    finally:
+        await plain.put_state(room, CALL_MEMBER, f"_{eve.user_id}_{eve.device_id}_m.call", {})
+        await plain.close()
+
+
+async def test_after_a_restart_encrypted_commands_are_answered(
+    stack: Stack, bot_id: str, make_crypto_user: CryptoUserFactory
+) -> None:
+    eve = await make_crypto_user("eve")
+    room = await encrypted_room_with_bot(eve, bot_id)
+    first = await eve.send_text(room, "!call version")
+    await eve.wait_for_message(room, bot_id, reply_to=first, timeout=30)
+
+    stack.maubot.kill()
+    # Sent while the bot is down: maubot drops its first /sync, the catch-up reads /messages
+    # and must decrypt it with the room key stored before the kill.
+    while_down = await eve.send_text(room, "!call version")
+    offset = len(stack.maubot.child.log_path.read_text(errors="replace"))
+    stack.restart_maubot()
+    caught = await eve.wait_for_message(room, bot_id, reply_to=while_down, timeout=45)
+    assert caught.wire_type == "m.room.encrypted" and caught.body.startswith("rtcbot "), caught
+    assert caught.decryption_failure is None
+
+    # A new command after the restart: read live and answered encrypted (keys survived).
+    after = await eve.send_text(room, "!call help")
+    reply = await eve.wait_for_message(room, bot_id, reply_to=after, timeout=30)
+    assert reply.wire_type == "m.room.encrypted" and "rtcbot commands" in reply.body, reply
+    # The restarted bot kept its crypto: same device, no new Olm account.
+    log = stack.maubot.child.log_path.read_text(errors="replace")[offset:]
+    assert "Mismatching device ID in crypto store" not in log
+
+
+async def test_olm_to_device_event_reaches_the_bots_handler(
+    stack: Stack, bot_id: str, make_crypto_user: CryptoUserFactory
+) -> None:
+    """The plumbing for Element Call's media keys: an Olm-encrypted
+    `io.element.call.encryption_keys` from a js-sdk client is decrypted by maubot's OlmMachine
+    and authenticated by the bot's handler (the key itself is never logged)."""
+    eve = await make_crypto_user("eve")
+    room = await encrypted_room_with_bot(eve, bot_id)
+    offset = len(stack.maubot.child.log_path.read_text(errors="replace"))
+    key = "dGhpcyBpcyBub3QgbG9nZ2Vk"  # 16 bytes, as Element Call's keys
+    content = {
+        "keys": {"index": 0, "key": key},
+        "room_id": room,
+        "member": {"claimed_device_id": eve.device_id, "id": f"{eve.user_id}:{eve.device_id}"},
+        "session": {"call_id": "", "application": "m.call", "scope": "m.room"},
+        "sent_ts": int(time.time() * 1000),
+    }
+    await eve.send_to_device(
+        bot_id, str(stack.bot["device_id"]), "io.element.call.encryption_keys", content
+    )
+    pattern = (
+        r"Olm to-device io\.element\.call\.encryption_keys from "
+        + re.escape(f"{eve.user_id}/{eve.device_id}")
+        + r" \(authenticated\)"
+    )
+    await asyncio.to_thread(wait_for_log, stack, pattern, offset)
+    assert key not in stack.maubot.child.log_path.read_text(errors="replace")[offset:]
+
+
+# -- a bot without crypto ----------------------------------------------------------------------
+NOCRYPTO_INSTANCE = "rtcbot-nocrypto"
+
+
+@pytest.fixture
+async def bot_without_crypto(stack: Stack) -> AsyncIterator[str]:
+    """A second client and instance of the plugin in the same maubot, with no device: maubot
+    gives it no crypto (`client.crypto is None`), as when the extra or the device is missing."""
+    localpart = f"nocrypto{int(time.time() * 1000) % 100000}"
+    stack.synapse.register(localpart, "pw")
+    login = stack.synapse.login(localpart, "pw")
+    user_id = str(login["user_id"])
+    stack.maubot.put_client(user_id, login["access_token"], "")
+    info = stack.maubot.api("GET", f"/client/{user_id}")
+    assert not info.get("device_id") and info.get("fingerprint") is None, info
+    cfg = stack.plugin_config()
+    cfg["auth_service"] = {**cfg["auth_service"], "enabled": False}
+    stack.maubot.put_instance(NOCRYPTO_INSTANCE, PLUGIN_ID, user_id, json.dumps(cfg))
+    try:
+        yield user_id
+    finally:
+        for path in (f"/instance/{NOCRYPTO_INSTANCE}", f"/client/{user_id}"):
+            try:
+                stack.maubot.api("DELETE", path)
+            except http.HttpError:
+                pass
+
+
+async def test_without_crypto_the_bot_refuses_to_record_in_an_encrypted_room(
+    stack: Stack, alice: MatrixUser, bot_without_crypto: str
+) -> None:
+    bot = bot_without_crypto
+    room = await alice.create_room(invite=[bot], extra={"initial_state": [ENCRYPTION]})
+    await alice.wait_for_member(room, bot, timeout=30)
+    await alice.start_call(room, bot)
+    # alice's client has no crypto either, so her command goes out unencrypted: the only kind
+    # of message this bot can read in an encrypted room.
+    reply = await alice.command(room, "!call record start", bot, timeout=30)
+    text = body(reply)
+    assert reply["type"] == "m.room.message", reply  # unencrypted: the bot can't do otherwise
+    assert "can't record this encrypted call" in text and "encryption is off" in text, text
+    print(f"\nthe bot without crypto answered ({reply['type']}): {text!r}")
+    assert "maubot[encryption]" in text and "recovery key" in text, text
+    reply = await alice.command(room, "!call join", bot, timeout=30)
+    assert "can't join this encrypted call" in body(reply), body(reply)
+    # What works without keys still works.
+    reply = await alice.command(room, "!call version", bot, timeout=30)
+    assert body(reply).startswith("rtcbot "), body(reply)
