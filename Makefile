@@ -35,15 +35,16 @@ system-packages:
 	  || echo "note: espeak-ng not installed; announcements fall back to a chime"; }
 
 # Browser tests (tests/browser): the real Element Call and playwright-core, pinned in
-# package-lock.json (`npm ci`, no browser download), and Debian's chromium. Without them the
-# browser tests fail and say what is missing; `make run` does not need them.
+# package-lock.json (`npm ci`, no browser download), and Debian's chromium. The same `npm ci`
+# installs matrix-js-sdk for tests/crypto_client (the E2EE client of the encrypted-room tests).
+# Without them those tests fail and say what is missing; `make run` does not need them.
 NPM_STAMP := node_modules/.installed-$(shell sha1sum package-lock.json | cut -c1-12)
 browser-tests: $(NPM_STAMP) chromium
 
 $(NPM_STAMP): package.json package-lock.json
 	@if command -v npm >/dev/null; then \
 	  npm ci --no-audit --no-fund --loglevel=error && rm -f node_modules/.installed-* && touch $@; \
-	else echo "note: npm not found; tests/browser need Node.js >= 20 and \`npm ci\`"; fi
+	else echo "note: npm not found; tests/browser and tests/crypto_client need Node.js >= 20 and \`npm ci\`"; fi
 
 chromium:
 	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
