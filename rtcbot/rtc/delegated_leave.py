@@ -453,7 +453,7 @@ def _on_send(job: Job, event: SendResult, now: float) -> Transition:
         return Transition(job)
     job = replace(job, pending=None)
     if event.result is Result.OK:
-        return _finish(job, Outcome.SENT, "sent")
+        return _finish(job, Outcome.SENT, "the homeserver posted the leave")
     if event.result is Result.NOT_FOUND:
         return _finish(job, Outcome.ALREADY_SENT, "it had fired, been sent or been cancelled")
     if event.result is Result.REFUSED:

@@ -1,7 +1,7 @@
 """Fuzz the plugin's web endpoints on the real maubot server with a fixed corpus.
 
-Every endpoint the plugin serves (`/get_token`, `/sfu/get`, `/healthz`, `/status`, `/metrics`,
-`/health`, `/sfu_webhook`) gets malformed JSON, wrong types in every field, unknown fields,
+Every endpoint the plugin serves (`/get_token`, `/sfu/get`, `/delegate_delayed_leave`, `/healthz`,
+`/status`, `/metrics`, `/health`, `/sfu_webhook`) gets malformed JSON, wrong types in every field, unknown fields,
 2 MiB bodies (with and without a Content-Length), every method, bad Content-Types and bad
 bearer tokens. The corpus is a fixed list built from a valid request (deterministic: no
 random generation), so a failure names the exact case and reruns the same way.
@@ -39,7 +39,16 @@ pytestmark = pytest.mark.stack
 STATUS_TOKEN = "fuzz-status-token-5b1e0c7d"
 TWO_MIB = 2 * 1024 * 1024
 DISCONNECTED = 0  # the server closed the connection before answering
-PATHS = ("/get_token", "/sfu/get", "/healthz", "/status", "/metrics", "/health", "/sfu_webhook")
+PATHS = (
+    "/get_token",
+    "/sfu/get",
+    "/delegate_delayed_leave",
+    "/healthz",
+    "/status",
+    "/metrics",
+    "/health",
+    "/sfu_webhook",
+)
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND")
 
 # Values put in place of every field. No string here is a resolvable host name, so nothing
@@ -249,9 +258,13 @@ def corpus(stack: Stack, room: str, user: MatrixUser, openid: dict[str, Any]) ->
         "delay_timeout": 8000,
     }
     sfu_get = {"room": room, "openid_token": openid, "device_id": user.device_id}
+    # The /get_token fields with a delay (required here); a delegation of a leave that does
+    # not exist: the job ends when the homeserver answers 404.
+    delegate = {**get_token, "member": {**get_token["member"], "id": "fuzz-delegate"}}
     return [
         *_field_cases("/get_token", get_token),
         *_field_cases("/sfu/get", sfu_get),
+        *_field_cases("/delegate_delayed_leave", delegate),
         *_webhook_cases(stack),
         *_status_cases(),
         *_size_cases(),
@@ -321,6 +334,7 @@ async def test_fuzz_web_endpoints(
             for method, path in [
                 ("GET", "/status"),
                 ("POST", "/get_token"),
+                ("POST", "/delegate_delayed_leave"),
                 ("POST", "/sfu_webhook"),
             ]:
                 request = (
@@ -344,9 +358,13 @@ async def test_fuzz_web_endpoints(
     statuses = set(results.values())
     assert {200, 400, 401, 403, 404, 405, 413} <= statuses, sorted(statuses)
     assert results["/get_token valid"] == 200 and results["/sfu/get valid"] == 200
+    assert results["/delegate_delayed_leave valid"] == 200
+    assert results["POST /delegate_delayed_leave"] == 400  # Element Call's probe: offered
+    assert results["/delegate_delayed_leave without delay_id"] == 400
     assert results[f"/status Authorization {f'Bearer {STATUS_TOKEN}'[:40]!r}"] == 200
     assert results["/sfu_webhook body 0 signed"] == 200
     assert results["/get_token POST 2 MiB JSON chunked=True"] == 413
+    assert results["/delegate_delayed_leave POST 2 MiB JSON chunked=False"] == 413
     assert results["/sfu_webhook POST 2 MiB text chunked=False"] == 413
 
     written = log.read_bytes()[offset:].decode("utf-8", "replace")
