@@ -13,6 +13,8 @@ from typing import Any
 
 from maubot.handlers import event
 from mautrix.api import Method, Path
+from mautrix.client import SyncStream
+from mautrix.errors import MatrixRequestError
 from mautrix.types import EventType, Membership, RoomID, StateEvent, UserID
 
 from .clock import now_ms
@@ -154,6 +156,10 @@ class CallManager:
     async def on_call_member(self, evt: StateEvent) -> None:
         room_id = str(evt.room_id)
         raw = evt.serialize()
+        source: SyncStream | None = getattr(evt, "source", None)
+        if source is not None and source & SyncStream.STATE:
+            if not await self._still_current(room_id, raw):
+                return
         if evt.state_key.startswith(f"_{self.client.mxid}_") or evt.sender == self.client.mxid:
             # The bot is not one of the people in the call: its own membership only concerns
             # its publisher (and !call status), not the announcements or the call's lifetime.
@@ -165,6 +171,34 @@ class CallManager:
             derived = calls.apply_state(raw, now_ms())
         self.log.debug("call.member %s in %s → %s", evt.state_key, room_id, derived)
         await self._handle(room_id, derived, origin_ts=raw.get("origin_server_ts"))
+
+    async def _still_current(self, room_id: str, raw: dict[str, Any]) -> bool:
+        """Whether a call.member event from a sync's `state` section is still the current
+        state of its key. That section is the state *before* the sync's timeline, and Synapse
+        has put a member's old join there in the sync after the one whose timeline brought
+        their leave (Element Call's hang-up): applied, it started the ended call again. The
+        timeline brings every change in order; the state section matters after a gap in it."""
+        key = str(raw.get("state_key"))
+        try:
+            current = await self.client.api.request(
+                Method.GET,
+                Path.v3.rooms[room_id].state[CALL_MEMBER_TYPE][key],
+                query_params={"format": "event"},
+            )
+        except MatrixRequestError as e:
+            if e.http_status == 404:
+                return False
+            # Unknown: read the whole room again when it is next needed (no notices then).
+            self.log.warning("could not check call.member %s in %s: %s", key, room_id, e)
+            self.rooms.pop(room_id, None)
+            return False
+        if isinstance(current, dict) and "event_id" in current:
+            same = current["event_id"] == raw.get("event_id")
+        else:  # a server that ignores format=event answers with the content alone
+            same = current == (raw.get("content") or {})
+        if not same:
+            self.log.debug("skipped an outdated call.member %s in %s", key, room_id)
+        return same
 
     @event.on(RTC_MEMBER)
     async def on_sticky_member(self, evt: Any) -> None:
