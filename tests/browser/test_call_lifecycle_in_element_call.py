@@ -390,3 +390,31 @@ async def test_auto_record_records_an_element_call_user_from_her_join_to_her_han
         return await bot_membership(alice, bot_room, bot_state_key(stack)) == {}
 
     await poll("the bot's membership {}", bot_gone, 30)
+    await wait_for_text(alice, bot_room, bot_id, marker, "Call ended after", 30)
+
+    # What the bot said: this call, recorded once, ended once; nothing else. (Synapse once
+    # re-sent alice's join after her leave, in a sync's state section: the bot took it for a
+    # new call, "recorded" it for 0 s and failed a second auto-record. calls.py checks such
+    # events now.)
+    async def all_said() -> list[Event]:
+        said = await bot_said(alice, bot_room, bot_id, marker)
+        return said if len(audio_files(said)) >= 2 else []
+
+    said = await poll("the two recorded files", all_said, 60, 0.5)
+    lines = texts(said)
+    print(f"[lifecycle] the bot said: {lines}; files {sorted(audio_files(said))}")
+    once = [
+        "📞 Alice started a ",
+        "🔴 Recording this call",
+        "Call ended after",
+        "⏹️ Recording stopped",
+    ]
+    unexplained = [t for t in lines if not t.startswith((*once, "🔴 Recording for"))]
+    assert not unexplained, unexplained
+    for p in once:
+        assert sum(t.startswith(p) for t in lines) == 1, (p, lines)
+    assert next(t for t in lines if t.startswith("Call ended")).endswith("· 1 person"), lines
+    assert sorted(f.split(" — ")[0] for f in audio_files(said)) == [
+        f"Alice ({alice.device_id})",
+        "Mix of everyone",
+    ], sorted(audio_files(said))
