@@ -10,6 +10,10 @@
   is closed at the end of the test (the browser stays for the next test).
   `rtc_mode="legacy"` opens Element Call 0.25.0 (npm alias `element-call-legacy-mode`), the
   last build with that mode (0.26 knows only `compatibility` and `matrix_2_0`).
+  `livekit_service_url=…` makes the page publish on that transport instead of the one Synapse
+  advertises (EC's `custom-livekit-url` setting): multi-SFU calls;
+- `second_transport` (session, second_sfu.py): a second LiveKit and a second rtcbot as its
+  authorization service, for multi-SFU calls.
 """
 
 from __future__ import annotations
@@ -20,9 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from livekit import api
 
-from rtcbot.rtc.identity import livekit_room_alias
 from rtcbot_stack.stack import Stack
 from rtcbot_stack.synapse import SERVER_NAME
 from tests.browser.element_call import (
@@ -36,6 +38,11 @@ from tests.browser.element_call import (
     open_page,
     room_url,
     session_storage,
+)
+from tests.browser.second_sfu import (  # second_transport: the fixture, registered here
+    extra_transports,
+    second_transport,  # noqa: F401
+    stack_transport,
 )
 from tests.browser.static_server import StaticServer
 from tests.stack.matrix_user import MatrixUser
@@ -97,27 +104,19 @@ def element_call_legacy_server(
 
 
 ElementCallFactory = Callable[..., Awaitable[ElementCallPage]]
+# EC's per-browser setting for the transport to publish on (JSON string in localStorage).
+CUSTOM_LIVEKIT_URL = "matrix-setting-custom-livekit-url"
 
 
 def _identity_resolver(stack: Stack, room_id: str) -> Callable[[], Awaitable[dict[str, str]]]:
-    """Track sid and participant sid → identity, from the SFU's view of the call's room."""
-    lk_room = livekit_room_alias(room_id)
+    """Track sid and participant sid → identity, from every SFU's view of the call's room:
+    the stack's and any extra transport running (second_sfu.py), as a page subscribes on
+    each SFU where somebody publishes (sids are per SFU, so the maps do not collide)."""
 
     async def resolve() -> dict[str, str]:
-        lk = api.LiveKitAPI(
-            stack.livekit.url,
-            stack.secrets["livekit_api_key"],
-            stack.secrets["livekit_api_secret"],
-        )
-        try:
-            resp = await lk.room.list_participants(api.ListParticipantsRequest(room=lk_room))
-        finally:
-            await lk.aclose()
         out: dict[str, str] = {}
-        for p in resp.participants:
-            out[p.sid] = p.identity
-            for t in p.tracks:
-                out[t.sid] = p.identity
+        for transport in [stack_transport(stack), *extra_transports()]:
+            out.update(await transport.identities(room_id))
         return out
 
     return resolve
@@ -142,6 +141,7 @@ async def element_call(
         join: bool = True,
         connection_stats: bool = False,
         timeout: float = 30,
+        livekit_service_url: str | None = None,
     ) -> ElementCallPage:
         t0 = time.monotonic()
         browser = await chromium.browser_for_tone(tone_hz)
@@ -157,6 +157,10 @@ async def element_call(
         )
         if rtc_mode == "legacy":
             storage["matrix-setting-matrix-rtc-mode"] = json.dumps("legacy")
+        if livekit_service_url is not None:
+            # EC 0.26.1 (LocalTransport.ts): this setting replaces the homeserver's
+            # rtc/transports as the transport the page advertises and publishes on.
+            storage[CUSTOM_LIVEKIT_URL] = json.dumps(livekit_service_url)
         page = await open_page(
             chromium.driver,
             browser,
