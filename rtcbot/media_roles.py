@@ -52,6 +52,7 @@ from .media.tokens import (
 )
 from .media.tts import available_engine
 from .ports import CallEvent, CallMembership, TransportUrl
+from .recording_sfus import RecordingSfus
 from .rtc.identity import is_hashed_identity, livekit_room_alias, member_identity
 from .rtc.session import CallEnded, CallStarted
 
@@ -96,6 +97,15 @@ class MediaRoles:
         # Rooms where a schedule asked to record the next call, until (ms).
         self.armed_until: dict[str, int] = {}
         self._auth = AuthServiceClient(ctx.http, log=self.log.getChild("auth_client"))
+        # Multi-SFU calls: the recorder also listens on each other SFU where people publish.
+        self.other_sfus = RecordingSfus(
+            ctx,
+            calls,
+            home_service=self._home_service,
+            home_livekit=self._home_livekit,
+            access_at=self._service_access,
+            log=self.log.getChild("sfus"),
+        )
         self._retention: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -182,12 +192,25 @@ class MediaRoles:
             return mint_local_token(
                 lk, livekit_room_alias(room_id), self.identity(), roles, name=name
             )
-        service = await self.transport_url() or await self._members_transport(room_id)
+        service = await self._home_service(room_id)
         if not service:
             raise MediaError(
                 "I don't know this call's LiveKit service: the homeserver advertises no "
                 "MatrixRTC transport, and livekit.service_url / livekit.api_secret are not set."
             )
+        return await self._service_access(service, room_id)
+
+    async def _home_service(self, room_id: str) -> str:
+        """The authorization service of the bot's own transport in this room's call."""
+        return await self.transport_url() or await self._members_transport(room_id)
+
+    def _home_livekit(self, room_id: str) -> str | None:
+        presence = self.presences.get(room_id)
+        access = presence.participant.access if presence is not None else None
+        return access.url if access is not None else None
+
+    async def _service_access(self, service: str, room_id: str) -> SfuAccess:
+        """A token from that MatrixRTC authorization service, for the bot's membership."""
         openid = await self.ctx.client.api.request(
             Method.POST,
             ApiPath.v3.user[self.ctx.user_id].openid.request_token,
@@ -374,6 +397,7 @@ class MediaRoles:
                     f"I could not join the call's media: {getattr(e, 'message', e)}"
                 ) from e
             raise
+        self.other_sfus.follow(room_id, recorder)
         if settings.spoken_consent:
             self.ctx.tasks.spawn(
                 self._speak(room_id, "This call is now being recorded."), "consent-notice"

@@ -11,7 +11,8 @@ the event loop and every file is only touched by that one thread.
 
 A segment is one uninterrupted SFU connection. When the connection is lost for good (the
 SDK gave up resuming), the segment's files are finished; when `Participant` connects a new
-room, a new segment starts with new files named `…-part2`, `…-part3`.
+room, a new segment starts with new files named `…-part2`, `…-part3`. In a multi-SFU call
+the people on other SFUs are read into the same segment through `add_source` (other_sfus.py).
 
 Findings from the real server that shaped this (LiveKit 1.13, SDK 1.2): a remote stream
 delivers 100 ms frames on a steady clock, zeros while the sender is muted; after an
@@ -30,9 +31,9 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from livekit import rtc
@@ -46,7 +47,26 @@ from rtcbot.media.audio_files import (
     StreamClock,
     WrittenFile,
 )
+from rtcbot.media.other_sfus import OtherSfus
 from rtcbot.media.participant import Connection, State
+from rtcbot.media.recording_result import (
+    RecordedFile,
+    RecorderState,
+    RecordingResult,
+    RecordingStatus,
+    Speaker,
+    StopReason,
+)
+
+__all__ = [
+    "RecordedFile",
+    "Recorder",
+    "RecorderState",
+    "RecordingResult",
+    "RecordingStatus",
+    "Speaker",
+    "StopReason",
+]
 
 FRAME_MS = 100
 FRAME_SAMPLES = RATE * FRAME_MS // 1000
@@ -54,8 +74,6 @@ NameFor = Callable[[str], tuple[str, str]]
 # Looks a speaker's (display name, device) up, e.g. at the homeserver; awaited before the
 # speaker's first audio is written, since that names the file.
 ResolveName = Callable[[str], Awaitable[tuple[str, str]]]
-RecorderState = Literal["idle", "recording", "interrupted", "stopping", "stopped"]
-StopReason = Literal["stopped", "max_duration", "sfu_lost", "room_closed"]
 
 _SOURCE_SUFFIX = {
     rtc.TrackSource.SOURCE_SCREENSHARE_AUDIO: "screenshare",
@@ -64,57 +82,6 @@ _SOURCE_SUFFIX = {
 _STREAM_CAPACITY = 50
 # Writes queued for the worker thread before new chunks are dropped (and counted).
 _MAX_PENDING = 600
-
-
-@dataclass
-class RecordedFile:
-    path: Path
-    kind: Literal["participant", "mix"]
-    identity: str | None  # LiveKit identity (None for the mix)
-    display_name: str
-    device: str
-    segment: int
-    duration_ms: int
-    size_bytes: int
-    speaking_seconds: float = 0.0
-
-
-@dataclass
-class Speaker:
-    identity: str
-    display_name: str
-    device: str
-    speaking_seconds: float
-
-
-@dataclass
-class RecordingResult:
-    files: list[RecordedFile]
-    duration_ms: int  # wall time from start to stop, over all segments
-    segments: int
-    speakers: list[Speaker]
-    dropped_frames: int  # 100 ms frames lost to overload or overlap
-    reason: StopReason
-    started_at: float  # unix time
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.size_bytes for f in self.files)
-
-    @property
-    def speaking_seconds(self) -> dict[str, float]:
-        return {s.identity: s.speaking_seconds for s in self.speakers}
-
-
-@dataclass
-class RecordingStatus:
-    state: RecorderState
-    duration_s: float
-    segment: int
-    participants: list[str]  # display names of streams being recorded now
-    bytes_written: int
-    dropped_frames: int
 
 
 @dataclass
@@ -205,6 +172,15 @@ class Recorder:
         # stay connected for the bot's other role) and the publications it subscribed to.
         self._handlers: list[tuple[rtc.Room, str, Callable[..., Any]]] = []
         self._subscribed: dict[str, rtc.RemoteTrackPublication] = {}
+        self._home: rtc.Room | None = None
+        self._sources = OtherSfus(
+            watch=self._watch,
+            close_readers_of=self._close_readers_of,
+            read_existing=self._read_existing,
+            recording=lambda: self.state,
+            spawn=self._spawn,
+            log=self.log,
+        )
 
     # -- public ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -254,6 +230,18 @@ class Recorder:
             self._stop_task = asyncio.ensure_future(self._stop(reason))
         return await asyncio.shield(self._stop_task)
 
+    async def add_source(self, conn: Connection) -> None:
+        """Also record the people who publish on another SFU of the call (sources.py)."""
+        await self._sources.add(conn)
+
+    async def remove_source(self, conn: Connection) -> None:
+        await self._sources.remove(conn)
+
+    @property
+    def sources(self) -> int:
+        """SFUs recorded besides the bot's own."""
+        return len(self._sources)
+
     # -- room events -----------------------------------------------------------------------
     def _setup_room(self, room: rtc.Room) -> None:
         seg = self._segments[-1]
@@ -262,6 +250,10 @@ class Recorder:
             self._segments.append(seg)
         elif not seg.has_data:
             seg.t0 = self._now()  # a failed attempt before: start the clock now
+        self._home = room
+        self._watch(room)
+
+    def _watch(self, room: rtc.Room) -> None:
         self._on(room, "track_published", lambda pub, p: self._want(pub, p))
         self._on(room, "track_subscribed", lambda t, pub, p: self._on_track(room, t, pub, p))
         self._on(room, "track_unsubscribed", lambda t, pub, p: self._close_reader(pub.sid))
@@ -350,6 +342,13 @@ class Recorder:
         self._readers[pub.sid] = reader
         self.log.debug("Recording %s (track %s)", key, pub.sid)
 
+    def _close_readers_of(self, room: rtc.Room | None) -> None:
+        for sid in [s for s, r in self._readers.items() if r.room is room]:
+            self._close_reader(sid)
+
+    def _rooms(self) -> list[rtc.Room]:
+        return ([self._home] if self._home is not None else []) + self._sources.rooms()
+
     def _on_participant_left(self, room: rtc.Room, p: rtc.RemoteParticipant) -> None:
         for sid in [s for s, r in self._readers.items() if r.identity == p.identity]:
             self._close_reader(sid)
@@ -362,7 +361,8 @@ class Recorder:
     def _check_empty(self, room: rtc.Room, leaving: str | None = None) -> None:
         humans = [
             p
-            for p in room.remote_participants.values()
+            for r in self._rooms()
+            for p in r.remote_participants.values()
             if p.identity != leaving and not self.ignore(p)
         ]
         if humans:
@@ -379,7 +379,7 @@ class Recorder:
             return
         if room.connection_state != rtc.ConnectionState.CONN_CONNECTED:
             return
-        if any(not self.ignore(p) for p in room.remote_participants.values()):
+        if any(not self.ignore(p) for r in self._rooms() for p in r.remote_participants.values()):
             return
         self._empty_fired = True
         self.log.info("Nobody is left in the recorded room")
@@ -400,7 +400,19 @@ class Recorder:
             self.log.info("Recording continues in segment %d", self._segments[-1].part)
             self._subscribed.clear()  # the old room's publications
             self._subscribe_existing(room)
+            for other in self._sources.rooms():
+                self._read_existing(other)
             self._check_empty(room)
+
+    def _read_existing(self, room: rtc.Room) -> None:
+        """Read the room's audio again in the current segment: tracks still subscribed get
+        a new reader (theirs ended with the old segment), the others are subscribed."""
+        for p in list(room.remote_participants.values()):
+            for pub in list(p.track_publications.values()):
+                if pub.subscribed and pub.track is not None:
+                    self._on_track(room, pub.track, pub, p)
+                else:
+                    self._want(pub, p)
 
     def _on_participant_state(self, state: State, detail: str | None) -> None:
         if self._stop_task is not None or self.state in ("idle", "stopped"):
@@ -545,6 +557,7 @@ class Recorder:
             await self.participant.close()
         except Exception:
             self.log.exception("Leaving the LiveKit room failed")
+        await self._sources.close()
         for task in list(self._closing_readers):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

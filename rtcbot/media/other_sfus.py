@@ -1,0 +1,113 @@
+"""The other SFUs of a multi-SFU call, as far as a recording needs them.
+
+In Element Call's multi-SFU modes (compatibility, matrix_2_0) every member publishes on its
+own transport, usually its homeserver's SFU, and everyone subscribes on each SFU where
+somebody publishes. The recorder connects to the bot's own SFU (its home room) and, through
+this class, to each other one: their tracks are read into the same segment, files and mix.
+Losing another SFU ends only its readers; they come back with its connection. The recording
+itself follows the home room (segments, "SFU lost" notices).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from livekit import rtc
+
+from rtcbot.media.participant import Connection, State
+
+
+@dataclass
+class _Source:
+    conn: Connection
+    room: rtc.Room | None = None
+    hooks: tuple[Any, Any, Any] | None = None  # (on_lost, on_reconnected, on_state)
+
+
+class OtherSfus:
+    def __init__(
+        self,
+        *,
+        watch: Callable[[rtc.Room], None],
+        close_readers_of: Callable[[rtc.Room | None], None],
+        read_existing: Callable[[rtc.Room], None],
+        recording: Callable[[], str],
+        spawn: Callable[[Awaitable[Any]], None],
+        log: logging.Logger,
+    ) -> None:
+        self._watch = watch  # registers the recorder's room event handlers
+        self._close_readers_of = close_readers_of
+        self._read_existing = read_existing
+        self._recording = recording  # the recorder's state
+        self._spawn = spawn
+        self.log = log
+        self._sources: dict[int, _Source] = {}  # id(connection) → source
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def rooms(self) -> list[rtc.Room]:
+        return [s.room for s in self._sources.values() if s.room is not None]
+
+    async def add(self, conn: Connection) -> None:
+        """Connect and read that SFU's audio. Raises SfuConnectError / SfuAuthError."""
+        if self._recording() not in ("recording", "interrupted") or id(conn) in self._sources:
+            return
+        source = _Source(conn)
+        self._sources[id(conn)] = source
+
+        def setup(room: rtc.Room) -> None:  # the first room, and each one after a loss
+            source.room = room
+            self._watch(room)
+
+        def lost(_message: str) -> None:
+            self._close_readers_of(source.room)
+
+        async def back(room: rtc.Room) -> None:
+            if self._recording() == "recording":
+                self._read_existing(room)
+
+        def state(st: State, _detail: str | None) -> None:
+            if st in ("failed", "closed") and id(conn) in self._sources:
+                self.log.info("Recording without the people of another SFU (%s)", st)
+                self._spawn(self.remove(conn))
+
+        source.hooks = (lost, back, state)
+        conn.on_lost.append(lost)
+        conn.on_reconnected.append(back)
+        conn.on_state.append(state)
+        try:
+            room = await conn.connect(auto_subscribe=False, setup=setup)
+        except BaseException:
+            await self.remove(conn)
+            raise
+        if self._recording() == "recording":
+            self._read_existing(room)
+        elif self._recording() != "interrupted":  # stopped while connecting
+            await self.remove(conn)
+
+    async def remove(self, conn: Connection) -> None:
+        """Stop reading that SFU's audio and leave it."""
+        source = self._sources.pop(id(conn), None)
+        if source is None:
+            return
+        if source.hooks is not None:
+            lost, back, state = source.hooks
+            for hooks, hook in ((conn.on_lost, lost), (conn.on_reconnected, back)):
+                with contextlib.suppress(ValueError):
+                    hooks.remove(hook)
+            with contextlib.suppress(ValueError):
+                conn.on_state.remove(state)
+        self._close_readers_of(source.room)
+        try:
+            await conn.close()
+        except Exception:
+            self.log.exception("Leaving another SFU of the call failed")
+
+    async def close(self) -> None:
+        for source in list(self._sources.values()):
+            await self.remove(source.conn)

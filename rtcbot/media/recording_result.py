@@ -1,0 +1,61 @@
+"""What a recording is and was: its live status, and the files and speakers it produced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+RecorderState = Literal["idle", "recording", "interrupted", "stopping", "stopped"]
+StopReason = Literal["stopped", "max_duration", "sfu_lost", "room_closed"]
+
+
+@dataclass
+class RecordedFile:
+    path: Path
+    kind: Literal["participant", "mix"]
+    identity: str | None  # LiveKit identity (None for the mix)
+    display_name: str
+    device: str
+    segment: int
+    duration_ms: int
+    size_bytes: int
+    speaking_seconds: float = 0.0
+
+
+@dataclass
+class Speaker:
+    identity: str
+    display_name: str
+    device: str
+    speaking_seconds: float
+
+
+@dataclass
+class RecordingResult:
+    files: list[RecordedFile]
+    duration_ms: int  # wall time from start to stop, over all segments
+    segments: int
+    speakers: list[Speaker]
+    dropped_frames: int  # 100 ms frames lost to overload or overlap
+    reason: StopReason
+    started_at: float  # unix time
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size_bytes for f in self.files)
+
+    @property
+    def speaking_seconds(self) -> dict[str, float]:
+        return {s.identity: s.speaking_seconds for s in self.speakers}
+
+
+@dataclass
+class RecordingStatus:
+    state: RecorderState
+    duration_s: float
+    segment: int
+    participants: list[str]  # display names of streams being recorded now
+    bytes_written: int
+    dropped_frames: int

@@ -1,0 +1,52 @@
+"""Which SFUs a call's media is on, as Element Call decides it (pure).
+
+`multi_sfu` (Element Call's compatibility and matrix_2_0 modes): every member publishes on
+the first LiveKit transport of its own membership (`foci_preferred[0]`, or the sticky
+event's `transports.published[0]`), usually its own homeserver's. `oldest_membership`
+(legacy mode): everyone publishes on the oldest member's. Subscribers connect to each SFU
+where somebody publishes; a recorder must do the same to hear everyone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from .membership import Membership, Transport
+
+
+class _Member(Protocol):
+    @property
+    def since_ms(self) -> int: ...
+    @property
+    def membership(self) -> Membership: ...
+
+
+def service_key(url: str) -> str:
+    """URLs of one service compare equal whatever their trailing slash."""
+    return url.rstrip("/")
+
+
+def _first_livekit(transports: Iterable[Transport]) -> str | None:
+    for t in transports:
+        if t.type == "livekit" and t.livekit_service_url:
+            return service_key(t.livekit_service_url)
+    return None
+
+
+def _oldest_only(m: Membership) -> bool:
+    focus = m.focus_active or {}
+    return m.kind != "sticky" and focus.get("focus_selection") == "oldest_membership"
+
+
+def publishing_services(members: Iterable[_Member]) -> list[str]:
+    """The authorization-service URLs where the members publish, oldest member's first."""
+    ordered = sorted(members, key=lambda m: (m.since_ms, m.membership.user_id))
+    oldest = next((u for m in ordered if (u := _first_livekit(m.membership.transports))), None)
+    found: dict[str, None] = {}
+    for m in ordered:
+        own = _first_livekit(m.membership.transports)
+        where = oldest if _oldest_only(m.membership) else own
+        if where:
+            found[where] = None
+    return list(found)
