@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from .identity import member_identity
 from .membership import (
     CALL_MEMBER_TYPE,
     MAX_STICKY_DURATION_MS,
@@ -134,11 +133,10 @@ class ActiveCall:
     def member_by_identity(self, identity: str) -> CallMember | None:
         """The member whose LiveKit participant has this identity: `user:device` for a
         state-event membership, the MSC4195 hash for a sticky (matrix_2_0) one."""
-        for m in self.members.values():
-            member_id = m.membership_id if m.kind == "sticky" else None
-            if member_identity(m.user_id, m.device_id, member_id) == identity:
-                return m
-        return None
+        return next(
+            (m for m in self.members.values() if m.membership.rtc_backend_identity == identity),
+            None,
+        )
 
 
 def _member(membership: Membership, since_ms: int) -> CallMember:
