@@ -273,6 +273,8 @@ class DelegatedLeaves:
 
     # -- running a job -------------------------------------------------------------------------
     def _launch(self, first: Transition) -> None:
+        if not self._accepting:  # stop() ran meanwhile; the row stays for the next start
+            return
         runner = _Runner(first.job)
         self._runners[first.job.key] = runner
         runner.task = self.ctx.tasks.spawn(self._run(runner, first), "delegated-leave")
