@@ -68,9 +68,8 @@ class MediaCommands:
                 f"one file per person; `{ctx.prefix} record stop` ends it."
             )
         else:
-            result = await media.stop_recording(
-                ctx.room_id, reason_text=f"stopped by {md_escape(ctx.sender)}"
-            )
+            name = md_escape(await self.calls.display_name(ctx.room_id, ctx.sender), NAME_LIMIT)
+            result = await media.stop_recording(ctx.room_id, reason_text=f"stopped by {name}")
             if result is None:
                 await ctx.reply("Not recording in this room.")
 

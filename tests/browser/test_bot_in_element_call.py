@@ -333,6 +333,7 @@ async def test_recording_of_two_element_call_users_names_files_by_display_name(
     )
     print(f"[bot-in-ec] {body(summary)!r}")
     assert "Alice Example" in body(summary) and "Bob Example" in body(summary), body(summary)
+    assert "(stopped by Alice Example)" in body(summary), body(summary)  # a name, no user ID
 
     files: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + 30
