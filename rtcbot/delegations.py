@@ -231,6 +231,11 @@ class DelegatedLeaves:
             await self.cs_api.base_url(request.server_name)
         except ClientApiUnresolvable as e:
             raise DelegationRefused("unresolvable", f"{request.server_name}: {e}") from None
+        # A client that hangs up must not cut this in half (a row without a task, or a task
+        # replaced without a new one).
+        await asyncio.shield(self._take(request))
+
+    async def _take(self, request: LeaveRequest) -> None:
         async with self._lock:
             old = self._runners.get(request.key)
             if old is not None and old.job.request == request:
