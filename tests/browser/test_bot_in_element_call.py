@@ -362,3 +362,16 @@ async def test_recording_of_two_element_call_users_names_files_by_display_name(
         assert len(loud) > rate // 2, (label, len(loud) / rate)
         last_second = samples[max(loud[0], loud[-1] - rate) : loud[-1]]  # contiguous
         assert abs(dominant_hz(last_second, rate) - tone) < 10, label
+
+    # In every mode the bot follows the call: it said that bob joined, and says that he left.
+    said = [body(e) for e in await alice.messages(bot_room, 60) if is_message_from(e, bot_id)]
+    assert any("Bob Example joined" in n for n in said), said
+    hung_up = (await alice.messages(bot_room, 1))[-1]["event_id"]
+    await bob_page.hang_up()
+    left = await alice.wait_for(
+        bot_room,
+        lambda e: is_message_from(e, bot_id) and "Bob Example left" in body(e),
+        60,
+        hung_up,
+    )
+    print(f"[bot-in-ec] {rtc_mode}: {body(left)!r}")
