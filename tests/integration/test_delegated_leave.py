@@ -248,6 +248,7 @@ async def test_a_disconnect_sends_the_leave_at_once(
 ) -> None:
     delay_ms = 600_000  # Synapse alone would end the membership after 10 minutes
     sent_before = await metric(stack, "sent")
+    offset = stack.maubot.child.log_path.stat().st_size
     member_id = f"member-{alice.device_id}"
     token = await openid(alice)
     status, resp = await post(
@@ -279,6 +280,8 @@ async def test_a_disconnect_sends_the_leave_at_once(
     print(f"[delegated-leave] delay 600 s; membership gone {took:.1f} s after the disconnect")
     assert await pending(leave) is None
     await wait_until("the sent outcome is counted", lambda: _grew(stack, "sent", sent_before), 10)
+    written = stack.maubot.child.log_path.read_bytes()[offset:].decode("utf-8", "replace")
+    assert "ended: sent" in written and leave.delay_id not in written
 
 
 async def _grew(stack: Stack, outcome: str, before: float) -> bool:
@@ -318,6 +321,7 @@ async def test_a_restart_of_the_plugin_keeps_the_job(
         stack.maubot.api("PUT", "/instance/rtcbot", {"started": True})
         written = await _log_shows(log, offset, r"Delegated leaves: resumed (\d+)", 60)
         print(f"[delegated-leave] after the restart: {written}")
+        assert leave.delay_id not in log.read_text()[offset:]  # a capability: never logged
         # Back, the job finds the peer and restarts Synapse's timer again...
         await wait_until(
             "a restart after the plugin's", lambda: restarted_since(leave, stopped_ms), 15
