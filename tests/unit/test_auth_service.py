@@ -743,8 +743,9 @@ async def test_joined_members_of_asks_the_homeserver_as_the_bot() -> None:
 
 
 async def test_delegated_leave_probe_is_a_readable_404(harness: Harness) -> None:
-    """Element Call asks for delegated delayed leave; until it is offered, a 404 with CORS (a
-    browser can read it) so that Element Call keeps its own timings."""
+    """Element Call probes for delegated delayed leave. A service without a job manager (as
+    this harness wires it) or with `delegate_delayed_leave: false` does not offer it: a 404
+    with CORS (a browser can read it), so that Element Call keeps its own timings."""
     resp = await harness.client.options(
         "/delegate_delayed_leave",
         headers={"Origin": "https://call.test", "Access-Control-Request-Method": "POST"},
