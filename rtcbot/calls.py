@@ -62,6 +62,7 @@ class CallManager:
         self._support: DelayedEventsSupport | None = None
         self._names: dict[tuple[str, str], str] = {}
         self._room_locks: dict[str, asyncio.Lock] = {}
+        self._notice_locks: dict[str, asyncio.Lock] = {}
         self._tick_task: asyncio.Task[None] | None = None
 
     def _batch_ms(self) -> int:
@@ -284,10 +285,13 @@ class CallManager:
     ) -> None:
         if not derived:
             return
-        level = await self._level(room_id)
-        metrics = self.ctx.metrics
+        # Before any await, in the order they happened: the next event of the room may be
+        # handled while this one awaits. (A join the batcher got after the call's end opened a
+        # new window: "Alice joined" after "Call ended"; an observer told of the end before the
+        # start recorded an ended call.)
+        now = now_ms()
         for ev in derived:
-            self.batcher.add(ev, now_ms())  # joins/leaves wait for their window
+            self.batcher.add(ev, now)  # joins/leaves wait for their window
             if not isinstance(ev, CallStarted | CallEnded):
                 continue
             for observer in self.observers:
@@ -295,6 +299,19 @@ class CallManager:
             if isinstance(ev, CallEnded) and room_id in self.publishers:
                 # The last person left: the bot does not stay in an empty call.
                 self.ctx.tasks.spawn(self._leave_ended(room_id), "leave-ended-call")
+        calls = [ev for ev in derived if isinstance(ev, CallStarted | CallEnded)]
+        if not calls:
+            return
+        # Taken at once (nothing awaited above), so "started" is posted before "ended".
+        async with self._notice_locks.setdefault(room_id, asyncio.Lock()):
+            await self._post_calls(room_id, calls, origin_ts)
+
+    async def _post_calls(
+        self, room_id: str, calls: list[CallStarted | CallEnded], origin_ts: int | None
+    ) -> None:
+        level = await self._level(room_id)
+        metrics = self.ctx.metrics
+        for ev in calls:
             if not should_post(level, ev):
                 continue
             if isinstance(ev, CallStarted):
@@ -392,6 +409,7 @@ class CallManager:
         await self.ctx.db.remove_own_call(room_id)
         self.rooms.pop(room_id, None)
         self._room_locks.pop(room_id, None)
+        self._notice_locks.pop(room_id, None)
         for key in [k for k in self._names if k[0] == room_id]:
             del self._names[key]
 
