@@ -64,6 +64,10 @@ class MediaError(Exception):
     """A sentence for the room."""
 
 
+class RecordingCancelled(MediaError):
+    """The call ended while its recording was being started (nothing of it is posted)."""
+
+
 def _why(e: Exception) -> str:
     """An error for the room: our own sentences as they are, anything else escaped (it may
     quote people's or servers' text); secrets are scrubbed from every notice anyway."""
@@ -96,6 +100,8 @@ class MediaRoles:
         self._announcer_locks: dict[str, asyncio.Lock] = {}
         # Rooms where a schedule asked to record the next call, until (ms).
         self.armed_until: dict[str, int] = {}
+        # Rooms whose recording is being started (the bot entering the call, connecting).
+        self._starting: set[str] = set()
         self._auth = AuthServiceClient(ctx.http, log=self.log.getChild("auth_client"))
         # Multi-SFU calls: the recorder also listens on each other SFU where people publish.
         self.other_sfus = RecordingSfus(
@@ -386,9 +392,11 @@ class MediaRoles:
             exclude=lambda p: p.identity.startswith(f"{self.ctx.user_id}:"),
         )
         self.recorders[room_id] = recorder
-        await self._enter_call(room_id)
+        self._starting.add(room_id)
         try:
-            await recorder.start()
+            await self._enter_call(room_id)
+            if self.recorders.get(room_id) is recorder:
+                await recorder.start()
         except BaseException as e:
             self.recorders.pop(room_id, None)
             await self._leave_if_idle(room_id)
@@ -397,6 +405,13 @@ class MediaRoles:
                     f"I could not join the call's media: {getattr(e, 'message', e)}"
                 ) from e
             raise
+        finally:
+            self._starting.discard(room_id)
+        if self.recorders.get(room_id) is not recorder:  # the call ended meanwhile
+            if recorder.state != "idle":
+                await recorder.stop()
+            await self._leave_if_idle(room_id)
+            raise RecordingCancelled("The call ended before the recording started.")
         self.other_sfus.follow(room_id, recorder)
         if settings.spoken_consent:
             self.ctx.tasks.spawn(
@@ -584,15 +599,30 @@ class MediaRoles:
                 elif role == "announce":
                     await self.announcer(room_id)
             except Exception as e:
+                if isinstance(e, RecordingCancelled) or not await self._call_on(room_id):
+                    # A call that ended at once (a misclick): nothing to follow, nothing to say.
+                    self.log.info("auto-%s in %s: the call ended before it began", role, room_id)
+                    return
                 await self.ctx.notices.send(RoomID(room_id), f"Auto-{role} failed: {_why(e)}")
         elif isinstance(ev, CallEnded):
-            if room_id in self.recorders:
+            if room_id in self._starting:
+                # Not begun yet: no summary of nothing. start_recording sees it gone, stops it
+                # once its connection is made (not in the middle) and leaves the call.
+                self.recorders.pop(room_id, None)
+            elif room_id in self.recorders:
                 await self.stop_recording(room_id, reason_text="the call ended", speak=False)
             if room_id in self.announcers:
                 await self._close_announcer(room_id)
                 await self._leave_if_idle(room_id)
                 with contextlib.suppress(Exception):
                     await self.calls.leave(room_id)
+
+    async def _call_on(self, room_id: str) -> bool:
+        try:
+            await self.calls.require_call(room_id)
+        except Exception:
+            return False
+        return True
 
     async def record_scheduled(self, room_id: str, title: str, duration_s: int) -> None:
         """A schedule with --record reached its start: record the call if one is on, else the
