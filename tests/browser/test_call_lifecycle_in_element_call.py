@@ -38,7 +38,14 @@ from tests.browser.test_bot_in_element_call import (
 )
 from tests.conftest import UserFactory
 from tests.stack.delayed import bot_delayed_events
-from tests.stack.matrix_user import CALL_MEMBER, Event, MatrixUser, body, is_message_from
+from tests.stack.matrix_user import (
+    CALL_MEMBER,
+    Event,
+    MatrixUser,
+    body,
+    call_member_content,
+    is_message_from,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -418,3 +425,84 @@ async def test_auto_record_records_an_element_call_user_from_her_join_to_her_han
         f"Alice ({alice.device_id})",
         "Mix of everyone",
     ], sorted(audio_files(said))
+
+
+async def test_auto_record_and_a_hang_up_right_after_joining(
+    stack: Stack,
+    alice: MatrixUser,
+    bot_id: str,
+    bot_room: str,
+    element_call: ElementCallFactory,
+) -> None:
+    """alice joins from Element Call and hangs up at once (a misclick), while the bot is still
+    starting the auto-recording: whatever the race gives, the room hears nothing false (no
+    failure, a stop only for a recording announced as started) and the bot leaves."""
+    await alice.set_displayname("Alice")
+    reply = await alice.command(bot_room, "!call auto record", bot_id)
+    assert body(reply).startswith("Auto-follow set to record"), body(reply)
+    marker = await alice.send_text(bot_room, "lifecycle: join and hang up at once")
+    page = await element_call(alice, bot_room, tone_hz=440)
+    # The bot says "started a call" once it has set off the auto-recording (its membership,
+    # its media): hanging up now ends the call while the recording is being started.
+    await in_call_started(alice, bot_room, bot_id, marker)
+    took = await page.hang_up()
+    print(f"[lifecycle] alice hung up ({took:.1f} s) as soon as the bot said the call started")
+    await wait_for_text(alice, bot_room, bot_id, marker, "Call ended after", 30)
+
+    async def settled() -> bool:
+        return await bot_membership(
+            alice, bot_room, bot_state_key(stack)
+        ) == {} and not await asyncio.to_thread(bot_delayed_events, stack, bot_room)
+
+    await poll("the bot out of the call, no delayed leave pending", settled, 30)
+    said = await bot_said(alice, bot_room, bot_id, marker)
+    lines = texts(said)
+    print(f"[lifecycle] the bot said: {lines}; files {sorted(audio_files(said))}")
+    started = [t for t in lines if t.startswith("🔴 Recording this call")]
+    stopped = [t for t in lines if t.startswith("⏹️ Recording stopped")]
+    if started and not stopped:  # the stop notice may still be on its way
+        await wait_for_text(alice, bot_room, bot_id, marker, "⏹️ Recording stopped", 60)
+        lines = texts(await bot_said(alice, bot_room, bot_id, marker))
+        stopped = [t for t in lines if t.startswith("⏹️ Recording stopped")]
+    allowed = ("📞 Alice started a ", "Call ended after", "🔴 Recording this call", "⏹️ Recording")
+    assert all(t.startswith(allowed) for t in lines), lines
+    assert len(started) == len(stopped) <= 1, lines  # a stop only for an announced start
+    assert sum(t.startswith("Call ended after") for t in lines) == 1, lines
+    assert await live_call_members(alice, bot_room) == {}
+
+
+@pytest.mark.parametrize("gap_s", [0.0, 0.3])
+async def test_auto_record_of_a_call_that_ends_while_the_bot_starts_says_nothing_false(
+    stack: Stack, alice: MatrixUser, bot_id: str, bot_room: str, gap_s: float
+) -> None:
+    """The call ends while the bot is still starting its auto-recording (entering the call,
+    connecting). Element Call's own join and hang-up take seconds, too slow to land there, so
+    alice's membership is written as Element Call writes it, then emptied `gap_s` later.
+    Before: "⏹️ Recording stopped … after 0 s" for a recording never announced, "Auto-record
+    failed: RuntimeError: A Recorder can be started once." and "alice joined" after "Call
+    ended"."""
+    await alice.set_displayname("Alice")
+    reply = await alice.command(bot_room, "!call auto record", bot_id)
+    assert body(reply).startswith("Auto-follow set to record"), body(reply)
+    marker = await alice.send_text(bot_room, "lifecycle: a call that ends at once")
+    key = f"_{alice.user_id}_{alice.device_id}_m.call"
+    await alice.put_state(bot_room, CALL_MEMBER, key, call_member_content(alice))
+    await asyncio.sleep(gap_s)  # the scenario's timing, not a wait for a result
+    await alice.put_state(bot_room, CALL_MEMBER, key, {})
+    await wait_for_text(alice, bot_room, bot_id, marker, "Call ended after", 30)
+
+    async def settled() -> bool:
+        return await bot_membership(
+            alice, bot_room, bot_state_key(stack)
+        ) == {} and not await asyncio.to_thread(bot_delayed_events, stack, bot_room)
+
+    await poll("the bot out of the call, no delayed leave pending", settled, 30)
+    await asyncio.sleep(5)  # a window for late notices: none may be false
+    lines = texts(await bot_said(alice, bot_room, bot_id, marker))
+    print(f"[lifecycle] gap {gap_s:g} s: the bot said {lines}")
+    allowed = ("📞 Alice started a ", "Call ended after", "🔴 Recording this call", "⏹️ Recording")
+    assert all(t.startswith(allowed) for t in lines), lines
+    started = sum(t.startswith("🔴 Recording this call") for t in lines)
+    stopped = sum(t.startswith("⏹️ Recording stopped") for t in lines)
+    assert started == stopped <= 1, lines  # a stop only for a start that was announced
+    assert sum(t.startswith("Call ended after") for t in lines) == 1, lines
