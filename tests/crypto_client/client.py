@@ -204,6 +204,10 @@ class CryptoClient:
     async def is_encrypted(self, room_id: str) -> bool:
         return bool(await self._call("isEncrypted", roomId=room_id))
 
+    async def discard_session(self, room_id: str) -> None:
+        """Start a new Megolm session with the next message (its key goes out anew)."""
+        await self._call("discardSession", roomId=room_id)
+
     async def send_text(self, room_id: str, body: str) -> str:
         return str(await self._call("sendText", roomId=room_id, body=body))
 
@@ -234,6 +238,11 @@ class CryptoClient:
     async def device_status(self, user_id: str, device_id: str) -> dict[str, bool] | None:
         res = await self._call("deviceStatus", userId=user_id, deviceId=device_id)
         return None if res is None else {k: bool(v) for k, v in res.items()}
+
+    async def event_shield(self, room_id: str, event_id: str) -> dict[str, str | None] | None:
+        """The shield Element shows on the event: {"colour": NONE|GREY|RED, "reason": …}."""
+        res = await self._call("eventShield", roomId=room_id, eventId=event_id)
+        return None if res is None else dict(res)
 
     async def download_attachment(self, file: dict[str, Any]) -> dict[str, Any]:
         return dict(await self._call("downloadAttachment", file=file))

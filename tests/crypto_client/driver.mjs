@@ -26,6 +26,7 @@ if (typeof Promise.withResolvers !== "function") {
   };
 }
 const sdk = await import("matrix-js-sdk");
+const cryptoApi = await import("matrix-js-sdk/lib/crypto-api/index.js");
 
 const clients = new Map(); // id -> {client, baseUrl, token}
 let nextId = 1;
@@ -143,6 +144,12 @@ const ops = {
     return await entry(client).client.getCrypto().isEncryptionEnabledInRoom(roomId);
   },
 
+  // A new Megolm session for the next message (as after a member left the room).
+  async discardSession({ client, roomId }) {
+    await entry(client).client.getCrypto().forceDiscardSession(roomId);
+    return null;
+  },
+
   async sendText({ client, roomId, body }) {
     const c = entry(client).client;
     const { event_id } = await c.sendTextMessage(roomId, body);
@@ -192,6 +199,21 @@ const ops = {
       crossSigningVerified: st.crossSigningVerified,
       localVerified: st.localVerified,
       isVerified: st.isVerified(),
+    };
+  },
+
+  // The shield Element would show on an event: {colour: NONE|GREY|RED, reason}. An event from
+  // a device its owner has not cross-signed is RED / UNSIGNED_DEVICE (MSC4153).
+  async eventShield({ client, roomId, eventId }) {
+    const c = entry(client).client;
+    const ev = c.getRoom(roomId)?.findEventById(eventId);
+    if (!ev) throw new Error(`no event ${eventId} in ${roomId}`);
+    await c.decryptEventIfNeeded(ev);
+    const info = await c.getCrypto().getEncryptionInfoForEvent(ev);
+    if (!info) return null;
+    return {
+      colour: cryptoApi.EventShieldColour[info.shieldColour],
+      reason: info.shieldReason === null ? null : cryptoApi.EventShieldReason[info.shieldReason],
     };
   },
 

@@ -76,6 +76,9 @@ async def test_encrypted_command_gets_an_encrypted_answer(
     assert device_cross_signed(stack.synapse.url, eve.access_token, bot_id, device)
     status = await eve.device_status(bot_id, device)
     assert status is not None and status["signedByOwner"], status
+    # No warning shield on the bot's answer (an unsigned device gets RED / UNSIGNED_DEVICE).
+    shield = await eve.event_shield(room, reply.event_id)
+    assert shield == {"colour": "NONE", "reason": None}, shield
 
     # !call diag says so too (its crypto line), encrypted like every answer here.
     sent = await eve.send_text(room, "!call diag")
@@ -169,6 +172,29 @@ async def test_after_a_restart_encrypted_commands_are_answered(
     assert "Mismatching device ID in crypto store" not in log
 
 
+async def test_a_room_key_sent_while_maubot_was_down_is_asked_for_again(
+    stack: Stack, bot_id: str, make_crypto_user: CryptoUserFactory
+) -> None:
+    """maubot drops the whole first /sync after a restart, to-device room keys included. A
+    command encrypted with a new Megolm session while the bot was down cannot be decrypted
+    with stored keys: the catch-up asks the sender's devices for the key, and a later pass
+    answers the command (Element re-shares a key it already shared with that device)."""
+    eve = await make_crypto_user("eve")
+    room = await encrypted_room_with_bot(eve, bot_id)
+    first = await eve.send_text(room, "!call version")
+    await eve.wait_for_message(room, bot_id, reply_to=first, timeout=30)
+
+    stack.maubot.kill()
+    await eve.discard_session(room)
+    while_down = await eve.send_text(room, "!call version")  # new session, key to the bot
+    offset = len(stack.maubot.child.log_path.read_text(errors="replace"))
+    stack.restart_maubot()
+    caught = await eve.wait_for_message(room, bot_id, reply_to=while_down, timeout=60)
+    assert caught.body.startswith("rtcbot ") and caught.wire_type == "m.room.encrypted", caught
+    log = stack.maubot.child.log_path.read_text(errors="replace")[offset:]
+    assert "asking the sender's devices for it" in log
+
+
 async def test_olm_to_device_event_reaches_the_bots_handler(
     stack: Stack, bot_id: str, make_crypto_user: CryptoUserFactory
 ) -> None:
@@ -176,6 +202,8 @@ async def test_olm_to_device_event_reaches_the_bots_handler(
     `io.element.call.encryption_keys` from a js-sdk client is decrypted by maubot's OlmMachine
     and authenticated by the bot's handler (the key itself is never logged)."""
     eve = await make_crypto_user("eve")
+    # Eve's own device cross-signed, as Element sets up its users (the bot works either way).
+    assert await eve.cross_sign_self()
     room = await encrypted_room_with_bot(eve, bot_id)
     offset = len(stack.maubot.child.log_path.read_text(errors="replace"))
     key = "dGhpcyBpcyBub3QgbG9nZ2Vk"  # 16 bytes, as Element Call's keys
