@@ -70,7 +70,7 @@ rtcbot stack is up in {info["timings_s"]["total"]} s   (network namespace: {info
   maubot admin    {info["maubot"]["admin_url"]}   user {info["maubot"]["admin_user"]} / password {info["maubot"]["admin_password"]}
   LiveKit SFU     {info["livekit"]["url"]}   (media on {info["livekit"]["node_ip"]})
   Auth service    {info["auth_service_url"]}
-  Bot             {info["bot"]["user_id"]}
+  Bot             {info["bot"]["user_id"]}   (end-to-end encryption: device {info["bot"]["device_id"]} cross-signed; recovery key kept in {stack.secrets_path})
   Demo user       {demo["user_id"]} / password {demo["password"]}
   Demo room       {info["demo_room"]}
 
