@@ -26,8 +26,9 @@ from .db import DB
 from .delegations import DelegatedLeaves
 from .diagnostics import Diagnostics
 from .invites import OwnMembership
+from .matrix.call_keys import CallKeys
 from .matrix.notices import Notices
-from .matrix.to_device import EncryptedToDevice
+from .matrix.to_device import CALL_ENCRYPTION_KEYS, EncryptedToDevice
 from .matrix.transports import TransportDiscovery
 from .media_commands import MediaCommands
 from .media_roles import MediaRoles
@@ -90,7 +91,8 @@ class RtcBot(Plugin):
         router = CommandRouter(ctx)
         own = OwnMembership(ctx)
         calls = CallManager(ctx, transport_url)
-        media = MediaRoles(ctx, calls, transport_url)
+        call_keys = CallKeys(ctx, calls)  # Element Call's media keys (encrypted calls)
+        media = MediaRoles(ctx, calls, transport_url, keyrings=call_keys)
         schedules = ScheduleRunner(
             ctx,
             calls,
@@ -106,10 +108,11 @@ class RtcBot(Plugin):
         ctx.metrics.add_live_source(calls.live_metrics)
         ctx.metrics.add_live_source(media.live_metrics)
         ctx.metrics.add_live_source(delegations.live_metrics)
+        ctx.metrics.add_live_source(call_keys.live_metrics)
         CallCommands(ctx, calls, end_media=media.end_roles).register(router)
         MediaCommands(ctx, media, calls).register(router)
         ScheduleCommands(ctx, schedules).register(router)
-        Diagnostics(ctx, calls).register(router)
+        Diagnostics(ctx, calls, keys_report=call_keys.report).register(router)
         await delegations.start()  # the stored jobs run before new requests can arrive
         if self.webapp is not None:
             WebEndpoints(
@@ -123,6 +126,7 @@ class RtcBot(Plugin):
             ).mount(self.webapp)
         # Olm-encrypted to-device events (Element Call's media keys), authenticated.
         to_device = EncryptedToDevice(self.client, ctx.logger("to_device"))
+        to_device.subscribe(CALL_ENCRYPTION_KEYS, call_keys.on_keys)
         for handlers in (router, own, calls, to_device):
             self.register_handler_class(handlers)
 
@@ -135,6 +139,7 @@ class RtcBot(Plugin):
             catch_up.stop,
             lambda: self.tasks.close(grace_s=STOP_GRACE_S),
             media.stop,
+            call_keys.stop,
             calls.stop,
         ]
         await calls.start()

@@ -40,7 +40,7 @@ from .matrix.notices import NAME_LIMIT, md_escape
 from .matrix.publisher import PublishError, State
 from .media.announcer import Announcer
 from .media.participant import SfuConnectError
-from .media.presence import CallPresence
+from .media.presence import CallKeyring, CallPresence, Keyrings
 from .media.recorder import Recorder, RecordingResult
 from .media.tokens import (
     AuthServiceClient,
@@ -85,9 +85,15 @@ def fmt_s(seconds: float) -> str:
 
 class MediaRoles:
     def __init__(
-        self, ctx: BotContext, calls: CallMembership, transport_url: TransportUrl
+        self,
+        ctx: BotContext,
+        calls: CallMembership,
+        transport_url: TransportUrl,
+        keyrings: Keyrings | None = None,
     ) -> None:
         self.ctx = ctx
+        # Encrypted calls: the frame keys of each call the bot's participant is in.
+        self.keyrings = keyrings
         self.calls = calls
         self.transport_url = transport_url
         self.log = ctx.logger("media")
@@ -110,6 +116,7 @@ class MediaRoles:
             home_service=self._home_service,
             home_livekit=self._home_livekit,
             access_at=self._service_access,
+            frame_keys=lambda r: p.frame_keys if (p := self.presences.get(r)) else None,
             log=self.log.getChild("sfus"),
         )
         self._retention: asyncio.Task[None] | None = None
@@ -256,6 +263,7 @@ class MediaRoles:
                 self.log.getChild("participant"),
                 base_name=self.ctx.user_id[1:].split(":")[0],
                 update_grants=self._update_grants,
+                keys=CallKeyring.of(self.keyrings, room_id) if self.keyrings else None,
             )
             presence.participant.on_lost.append(lambda _m: self._on_sfu_lost(room_id))
             presence.participant.on_reconnected.append(lambda _r: self._on_sfu_back(room_id))
@@ -460,6 +468,14 @@ class MediaRoles:
             + ".",
             "Who spoke: " + (", ".join(people) if people else "nobody"),
         ]
+        if result.undecrypted:  # an encrypted call: a key came late or never
+            lines.append(
+                "🔒 Audio I could not decrypt (not in the files): "
+                + ", ".join(
+                    f"{md_escape(n, NAME_LIMIT)} {fmt_s(s)}"
+                    for n, s in sorted(result.undecrypted.items())
+                )
+            )
         settings = self.ctx.settings().recording
         limit = settings.max_upload_mb * 1024 * 1024
         if not result.files:

@@ -35,6 +35,10 @@ class _LiveGauges(Collector):
             "rtcbot_own_memberships": "Calls the bot itself is a member of",
             "rtcbot_recordings_active": "Recordings in progress",
             "rtcbot_delegated_leaves_pending": "Delegated delayed leaves being kept or sent",
+            "rtcbot_encrypted_calls": "End-to-end encrypted calls the bot takes part in",
+            "rtcbot_participants_not_decrypting": (
+                "Participants of those calls whose media the bot cannot decrypt now"
+            ),
         }
         for name, doc in docs.items():
             yield GaugeMetricFamily(name, doc, value=values.get(name, 0.0))
@@ -70,6 +74,31 @@ class Metrics:
             "Delegated delayed leaves that ended, by outcome (sent, already_sent, send_failed, "
             "restart_not_found, restart_failed, connection_aborted, expired, replaced)",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.media_keys_received = Counter(
+            "rtcbot_media_keys_received",
+            "Element Call media keys received over Olm, by outcome (accepted, outdated, invalid)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.media_keys_sent = Counter(
+            "rtcbot_media_keys_sent",
+            "The bot's own media key sent to one device, by outcome (sent, failed)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.media_key_rotations = Counter(
+            "rtcbot_media_key_rotations",
+            "New own media keys made after someone left (or joined after the grace period)",
+            registry=self.registry,
+        )
+        self.frame_crypto_states = Counter(
+            "rtcbot_frame_crypto_states",
+            "LiveKit frame encryption state changes, by state (OK, MISSING_KEY, "
+            "DECRYPTION_FAILED, …) and whose (participant: decrypting someone; bot: its own "
+            "sender)",
+            ["state", "whose"],
             registry=self.registry,
         )
         self.reaction_latency = Histogram(

@@ -20,6 +20,7 @@ from mautrix.types import RoomID
 
 from .context import BotContext
 from .matrix.notices import md_escape
+from .media.frame_keys import FrameKeys
 from .media.participant import Participant, SfuConnectError
 from .media.recorder import Recorder
 from .media.tokens import SfuAccess, SfuAuthError
@@ -53,6 +54,7 @@ class RecordingSfus:
         home_livekit: Callable[[str], str | None],
         access_at: AccessAt,
         log: logging.Logger,
+        frame_keys: Callable[[str], FrameKeys | None] = lambda _room: None,
         interval: float = 1.0,
         retry_after: float = 30.0,
     ) -> None:
@@ -61,6 +63,8 @@ class RecordingSfus:
         self.home_service = home_service  # the bot's own transport in that room's call
         self.home_livekit = home_livekit  # the LiveKit URL the bot's participant is on
         self.access_at = access_at
+        # An encrypted call's key ring: the links to other SFUs decrypt with it too.
+        self.frame_keys = frame_keys
         self.log = log
         self.interval = interval
         self.retry_after = retry_after
@@ -121,7 +125,12 @@ class RecordingSfus:
         async def access() -> SfuAccess:
             return pending.pop() if pending else await self.access_at(url, room_id)
 
-        return Participant(access, self.log.getChild("other_sfu"), name="other SFU")
+        return Participant(
+            access,
+            self.log.getChild("other_sfu"),
+            name="other SFU",
+            frame_keys=self.frame_keys(room_id),
+        )
 
     async def _tell_missing(self, room_id: str, url: str, e: Exception) -> None:
         why = getattr(e, "message", None) or f"{type(e).__name__}: {e}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -20,6 +20,7 @@ from mautrix.errors import MatrixRequestError
 from mautrix.types import EventID, RoomID
 
 from ..context import BotContext
+from ..matrix.call_keys import KeysReport
 from ..matrix.delayed_events import DelayedEvents
 from ..ports import CallDirectory
 from .report import FAIL, LINES, Check, matrix_error
@@ -67,6 +68,8 @@ class Probe:
     calls: CallDirectory
     log: logging.Logger
     request_timeout: float = REQUEST_TIMEOUT_S
+    # The media key exchange of the bot's encrypted call in a room (matrix/call_keys.py).
+    keys_report: Callable[[str], KeysReport | None] | None = None
 
     @property
     def server_name(self) -> str:

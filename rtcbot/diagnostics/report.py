@@ -42,6 +42,7 @@ STICKY = "Sticky events"
 CLOCK = "Clock skew"
 GHOSTS = "Ghost memberships"
 CRYPTO = "End-to-end encryption"
+MEDIA_KEYS = "Call media keys"
 LINES: Final = (
     DELAYED,
     ROUND_TRIP,
@@ -60,6 +61,7 @@ LINES: Final = (
     CLOCK,
     GHOSTS,
     CRYPTO,
+    MEDIA_KEYS,
 )
 
 TITLE = "rtcbot diagnostics"

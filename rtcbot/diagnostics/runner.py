@@ -21,8 +21,18 @@ from mautrix.types import EventID, RoomID
 
 from ..commands import CommandContext, CommandRouter
 from ..context import BotContext
+from ..matrix.call_keys import KeysReport
 from ..ports import CallDirectory
-from . import auth, clock_ghosts, crypto, delayed, discovery, own_membership, permissions
+from . import (
+    auth,
+    clock_ghosts,
+    crypto,
+    delayed,
+    discovery,
+    media_keys,
+    own_membership,
+    permissions,
+)
 from .probe import Probe, RunState
 from .report import (
     AUTH_ENDPOINTS,
@@ -35,6 +45,7 @@ from .report import (
     ICONS,
     JWT,
     LINES,
+    MEDIA_KEYS,
     OPENID,
     OWN_MEMBERSHIP,
     PERM_BOT,
@@ -72,6 +83,7 @@ GROUPS: Final[tuple[tuple[tuple[str, ...], float, GroupFn], ...]] = (
     ((CLOCK,), 4, clock_ghosts.clock_skew),
     ((GHOSTS,), 5, clock_ghosts.ghost_memberships),
     ((CRYPTO,), 5, crypto.crypto_check),
+    ((MEDIA_KEYS,), 2, media_keys.media_keys_check),
 )
 
 
@@ -137,10 +149,15 @@ class CheckRunner:
 class Diagnostics:
     """`!call diag`: check from the bot's seat everything a MatrixRTC call in a room needs."""
 
-    def __init__(self, ctx: BotContext, calls: CallDirectory) -> None:
+    def __init__(
+        self,
+        ctx: BotContext,
+        calls: CallDirectory,
+        keys_report: Callable[[str], KeysReport | None] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.log = ctx.logger("diagnostics")
-        self.probe = Probe(ctx, calls, self.log)
+        self.probe = Probe(ctx, calls, self.log, keys_report=keys_report)
         self.runner = CheckRunner(self.log)
 
     def register(self, router: CommandRouter) -> None:

@@ -8,6 +8,10 @@ queue, so feeding paces itself at real time; `say` returns after the audio has p
 When the SFU connection is replaced (see Participant), the track is published again; when the
 announcer closes, it unpublishes its track before it lets go of the connection (which may stay
 for the recorder).
+
+In an end-to-end encrypted call (the connection has a frame key ring) the track must go out
+encrypted: a publication the SFU reports without encryption is taken back at once and the
+announcer fails with a sentence saying so. Nothing unencrypted is spoken into such a call.
 """
 
 from __future__ import annotations
@@ -25,6 +29,14 @@ from rtcbot.media.tts import RATE, TtsEngine, TtsError, chime
 FRAME_MS = 100
 _FRAME = RATE * FRAME_MS // 1000
 TRACK_NAME = "announcer"
+
+
+class UnencryptedInEncryptedCall(RuntimeError):
+    """The announcer's track would have gone out unencrypted into an encrypted call."""
+
+    @property
+    def message(self) -> str:
+        return str(self)
 
 
 class Announcer:
@@ -133,6 +145,15 @@ class Announcer:
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE, dtx=True)
         try:
             pub = await room.local_participant.publish_track(track, options)
+            if getattr(self.participant, "frame_keys", None) is not None and (
+                pub.encryption_type == rtc.EncryptionType.NONE
+            ):
+                with contextlib.suppress(Exception):
+                    await room.local_participant.unpublish_track(pub.sid)
+                raise UnencryptedInEncryptedCall(
+                    "This call is end-to-end encrypted, but my microphone track was not: I took "
+                    "it back and say nothing here."
+                )
         except Exception:
             with contextlib.suppress(Exception):
                 await source.aclose()

@@ -12,7 +12,12 @@ seconds have passed. Users register callbacks:
   "lost", "failed", "closed"); detail is a sentence for people or None;
 - `on_lost(message)`: the connection is gone and the SDK gave up (the bot may tell the room);
 - `on_reconnected(room)`: a new room is connected after a loss (the recorder starts a new
-  segment).
+  segment);
+- `after_connect(room)`: every room right after its connect, before anything else sees it
+  (an encrypted call's key ring gives it every frame key: frame_keys.py).
+
+Frame encryption (`use_frame_keys`, or `encryption` given to `connect`) applies to every
+room, the ones connected after an SFU loss too; `frame_keys` is that call's key ring.
 
 Two SDK pitfalls shape the code (reference/livekit.md §1.7, §6): `room.connect` must never be
 cancelled (the native side then kills the process 15 s later), so it runs in its own
@@ -34,6 +39,7 @@ from typing import Any, Literal, Protocol
 import aiohttp
 from livekit import rtc
 
+from rtcbot.media.frame_keys import FrameKeys
 from rtcbot.media.tokens import SfuAccess, SfuAuthError
 
 from ..redaction import redact, shorten
@@ -46,6 +52,7 @@ StateCallback = Callable[[State, str | None], None]
 LostCallback = Callable[[str], None]
 ReconnectedCallback = Callable[[rtc.Room], Awaitable[None] | None]
 Setup = Callable[[rtc.Room], None]
+AfterConnect = Callable[[rtc.Room], None]
 
 _REASON = rtc.DisconnectReason
 # The SFU ended the session on purpose: reconnecting would fight the server or an admin.
@@ -238,6 +245,10 @@ class Connection(Protocol):
     def on_reconnected(self) -> list[ReconnectedCallback]: ...
     @property
     def state(self) -> State: ...
+    @property
+    def frame_keys(self) -> FrameKeys | None:
+        """The call's frame key ring when its media is end-to-end encrypted, else None."""
+        ...
 
     async def connect(
         self,
@@ -262,6 +273,7 @@ class Participant:
         max_backoff: float = 30.0,
         give_up_after: float | None = 900.0,
         name: str = "participant",
+        frame_keys: FrameKeys | None = None,
     ) -> None:
         self._get_access = get_access
         self.log = log
@@ -275,6 +287,10 @@ class Participant:
         self.on_state: list[StateCallback] = []
         self.on_lost: list[LostCallback] = []
         self.on_reconnected: list[ReconnectedCallback] = []
+        self.after_connect: list[AfterConnect] = []
+        self.encryption: rtc.E2EEOptions | None = None
+        self.frame_keys: FrameKeys | None = None
+        self.use_frame_keys(frame_keys)
         self._setup: Setup | None = None
         self._options: dict[str, Any] = {}
         self._closing = False
@@ -306,7 +322,11 @@ class Participant:
             raise RuntimeError(f"{self.name} is already connected")
         self._closing = False
         self._setup = setup
-        self._options = {"auto_subscribe": auto_subscribe, "encryption": encryption}
+        # Kept for every reconnect: an encrypted call's rooms are all encrypted.
+        self._options = {
+            "auto_subscribe": auto_subscribe,
+            "encryption": encryption or self.encryption,
+        }
         self._set_state("connecting", None)
         try:
             room = await self._connect_once()
@@ -315,6 +335,16 @@ class Participant:
             raise
         self._set_state("connected", None)
         return room
+
+    def use_frame_keys(self, keys: FrameKeys | None) -> None:
+        """Connect from now on with frame encryption and this key ring (None: without)."""
+        if self.frame_keys is not None:
+            with contextlib.suppress(ValueError):
+                self.after_connect.remove(self.frame_keys.attach)
+        self.frame_keys = keys
+        self.encryption = keys.options() if keys is not None else None
+        if keys is not None:
+            self.after_connect.append(keys.attach)
 
     async def close(self) -> None:
         """Leave the room; stops any reconnection. Safe to call more than once."""
@@ -365,8 +395,17 @@ class Participant:
                 await release_room(room)
                 raise SfuConnectError("unknown", "The connection was closed while connecting.")
             self.room = room
+            for hook in list(self.after_connect):
+                try:
+                    hook(room)
+                except Exception:
+                    self.log.exception("%s: after_connect hook failed", self.name)
         self.log.info(
-            "%s connected to LiveKit room %s as %s", self.name, access.room, access.identity
+            "%s connected to LiveKit room %s as %s%s",
+            self.name,
+            access.room,
+            access.identity,
+            " (media end-to-end encrypted)" if self._options.get("encryption") else "",
         )
         return room
 

@@ -22,6 +22,13 @@ the status track is published again before the roles' own `on_reconnected` callb
 The media is subscribed by hand (`auto_subscribe` off): the recorder asks for audio tracks
 only, so the bot never receives people's video, and an announcer holding a service token
 that allows subscribing still receives nothing.
+
+End-to-end encrypted calls (`keys`, matrix/call_keys.py): before the first connect the call's
+key ring is opened; in an encrypted call the participant connects with frame encryption and
+every room it connects gets every key before the status picture or a microphone is published
+(frame_keys.py). Without key machinery in an encrypted call the bot does not connect at all:
+it would record silence and speak where nobody can decrypt it. The key ring is closed when
+the participant leaves.
 """
 
 from __future__ import annotations
@@ -31,10 +38,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from livekit import rtc
 
+from rtcbot.media.frame_keys import FrameKeys
 from rtcbot.media.indicator import Indicator, Label, announcer_label, recording_label
 from rtcbot.media.participant import (
     LostCallback,
@@ -50,6 +59,28 @@ AccessFor = Callable[[Roles, str], Awaitable[SfuAccess]]
 # Change a connected participant's permissions (and name) to the roles' least privilege.
 GrantsUpdater = Callable[[SfuAccess, Roles, str], Awaitable[Any]]
 Setup = Callable[[rtc.Room], None]
+
+
+class Keyrings(Protocol):
+    """Frame keys per room (matrix/call_keys.py: CallKeys)."""
+
+    async def begin(self, room_id: str) -> FrameKeys | None: ...
+
+    async def end(self, room_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class CallKeyring:
+    """The call's frame keys: `begin` opens them (None: the call is not encrypted; raises
+    SfuConnectError when it is and the bot cannot take part encrypted), `end` closes them."""
+
+    begin: Callable[[], Awaitable[FrameKeys | None]]
+    end: Callable[[], Awaitable[None]]
+
+    @classmethod
+    def of(cls, keyrings: Keyrings, room_id: str) -> CallKeyring:
+        return cls(lambda: keyrings.begin(room_id), lambda: keyrings.end(room_id))
+
 
 _MIC = rtc.TrackSource.SOURCE_MICROPHONE
 
@@ -80,8 +111,10 @@ class CallPresence:
         connect_timeout: float = 10,
         give_up_after: float | None = 900.0,
         clock: Callable[[], float] = time.monotonic,
+        keys: CallKeyring | None = None,
     ) -> None:
         self.log = log
+        self._keys = keys
         self.base_name = base_name
         self.roles: set[Role] = set()
         self._access_for = access_for
@@ -114,6 +147,11 @@ class CallPresence:
     def identity(self) -> str | None:
         access = self.participant.access
         return access.identity if access is not None else None
+
+    @property
+    def frame_keys(self) -> FrameKeys | None:
+        """The key ring while the bot is in an encrypted call, else None."""
+        return self.participant.frame_keys
 
     def label(self) -> Label:
         if "recorder" in self.roles and self._recording_since is not None:
@@ -181,6 +219,7 @@ class CallPresence:
                         "I am reconnecting to the call's media server right now; "
                         "try again in a moment.",
                     )
+                await self._open_keys()
                 room = await self.participant.connect(auto_subscribe=False, setup=self._setup)
                 self.connects += 1
                 access = self.participant.access
@@ -268,10 +307,22 @@ class CallPresence:
             with contextlib.suppress(Exception):
                 self.indicator.refresh()
 
+    async def _open_keys(self) -> None:
+        if self._keys is not None:
+            self.participant.use_frame_keys(await self._keys.begin())
+
     async def _disconnect(self) -> None:
         if self.indicator is not None:
             await self.indicator.close()
         await self.participant.close()
+        if self.participant.frame_keys is not None:
+            self.participant.frame_keys.close()
+            self.participant.use_frame_keys(None)
+            if self._keys is not None:
+                try:
+                    await self._keys.end()
+                except Exception:
+                    self.log.exception("closing the call's frame keys failed")
 
 
 class RoleHandle:
@@ -307,6 +358,10 @@ class RoleHandle:
     def access(self) -> SfuAccess | None:
         return self.presence.participant.access
 
+    @property
+    def frame_keys(self) -> FrameKeys | None:
+        return self.presence.frame_keys
+
     async def connect(
         self,
         *,
@@ -315,7 +370,8 @@ class RoleHandle:
         encryption: rtc.E2EEOptions | None = None,
     ) -> rtc.Room:
         if auto_subscribe or encryption is not None:
-            raise ValueError("the shared participant subscribes by hand and has no E2EE")
+            # Frame encryption is the call's (CallPresence's key ring), not a role's.
+            raise ValueError("the shared participant subscribes by hand; E2EE is the call's")
         return await self.presence.acquire(self.role, setup)
 
     async def close(self) -> None:

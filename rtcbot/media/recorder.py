@@ -47,6 +47,7 @@ from rtcbot.media.audio_files import (
     StreamClock,
     WrittenFile,
 )
+from rtcbot.media.decryption_gate import DecryptionGate
 from rtcbot.media.other_sfus import OtherSfus
 from rtcbot.media.participant import Connection, State
 from rtcbot.media.recording_result import (
@@ -173,6 +174,10 @@ class Recorder:
         self._handlers: list[tuple[rtc.Room, str, Callable[..., Any]]] = []
         self._subscribed: dict[str, rtc.RemoteTrackPublication] = {}
         self._home: rtc.Room | None = None
+        # Encrypted calls: a speaker is written only while it decrypts (decryption_gate.py).
+        self._gate = DecryptionGate(
+            lambda: getattr(participant, "frame_keys", None), FRAME_MS / 1000
+        )
         self._sources = OtherSfus(
             watch=self._watch,
             close_readers_of=self._close_readers_of,
@@ -433,6 +438,8 @@ class Recorder:
             async for ev in reader.stream:
                 if seg.closing:
                     break
+                if not self._gate.allows(reader.key, reader.identity):
+                    continue
                 frame = ev.frame
                 samples = np.frombuffer(bytes(frame.data), dtype=np.int16)
                 if frame.num_channels != 1:
@@ -585,6 +592,7 @@ class Recorder:
             reason=reason,
             started_at=self.started_wall or time.time(),
             errors=list(self._errors),
+            undecrypted={self._labels[k][0]: s for k, s in self._gate.seconds().items()},
         )
         self.log.info(
             "Recording stopped (%s): %d files, %.1f s, %d bytes",

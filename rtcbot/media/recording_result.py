@@ -41,6 +41,9 @@ class RecordingResult:
     reason: StopReason
     started_at: float  # unix time
     errors: list[str] = field(default_factory=list)
+    # Encrypted calls: display name → seconds of that speaker's audio the bot could not
+    # decrypt (no key from them, or a wrong one); not in the files.
+    undecrypted: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:

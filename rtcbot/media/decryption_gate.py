@@ -1,0 +1,32 @@
+"""In an encrypted call the recorder writes a speaker's audio only while it decrypts.
+
+A stream the bot cannot decrypt still delivers frames, as digital silence (e2ee.md §3.2):
+written, it would look like a speaker who said nothing. The gate drops those frames (the
+speaker's file and the mix get a gap there, as for a muted speaker) and counts them, so the
+summary can say whose audio could not be decrypted and for how long. In an unencrypted call
+(no key ring) everything passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rtcbot.media.frame_keys import FrameKeys
+
+
+class DecryptionGate:
+    def __init__(self, keys: Callable[[], FrameKeys | None], frame_s: float) -> None:
+        self._keys = keys  # read at every frame: the key ring comes with the connection
+        self.frame_s = frame_s
+        self._refused: dict[str, int] = {}  # stream key → frames dropped
+
+    def allows(self, key: str, identity: str) -> bool:
+        ring = self._keys()
+        if ring is None or ring.decrypting(identity):
+            return True
+        self._refused[key] = self._refused.get(key, 0) + 1
+        return False
+
+    def seconds(self) -> dict[str, float]:
+        """Stream key → seconds of audio that could not be decrypted."""
+        return {k: round(n * self.frame_s, 1) for k, n in self._refused.items()}
