@@ -11,7 +11,7 @@ import { chromium } from "playwright-core";
 const browsers = new Map(); // id -> Browser
 const pages = new Map(); // id -> {context, page, log: string[]}
 let nextId = 1;
-const LOG_LINES = 400;
+const LOG_LINES = 5000; // a whole call of Element Call's debug log (read when a test fails)
 
 function send(msg) {
   process.stdout.write(JSON.stringify(msg) + "\n");
