@@ -12,6 +12,8 @@ gone, so a crashed client leaves the call at once instead of after its own long 
                   │  └ connection aborted ──► finished, nothing sent
     CONNECTED: restart at once, then every 80 % of the delay; 404 or no success before the
     homeserver's own deadline → finished, nothing sent (the homeserver fires it itself).
+    A left/aborted webhook is confirmed REJOIN_GRACE_S later by a poll (a reconnecting client
+    comes back under the same identity); the polls of CONNECTED decide.
     DISCONNECTED: send, retried until the homeserver's deadline (at least 1 s, at most 1 h);
     a 404 means it already fired or was sent or cancelled: done.
     After a restart of the plugin: a job past the homeserver's deadline is dropped unsent; a
@@ -39,6 +41,10 @@ MAX_SEND_WINDOW_S: Final = 3600.0
 DEFAULT_CONNECT_TIMEOUT_S: Final = 3600.0
 # A 429 without Retry-After / retry_after_ms.
 RATE_LIMIT_WAIT_S: Final = 5.0
+# After a participant_left of a connected participant, ask the SFU this much later before
+# sending: Element Call reconnects with the same identity (a new session joins a moment after
+# the old one left), and that must not end its membership.
+REJOIN_GRACE_S: Final = 3.0
 
 
 class Phase(StrEnum):
@@ -225,6 +231,7 @@ class Job:
     send_at: float | None = None
     send_attempt: int = 0
     send_by: float = 0.0
+    confirm_at: float | None = None  # CONNECTED after a left webhook: poll then to confirm
     outcome: Outcome | None = None
 
     @property
@@ -250,7 +257,7 @@ class Job:
         elif self.phase is Phase.RESUMED:
             times = [self.poll_at, self.deadline]
         elif self.phase is Phase.CONNECTED:
-            times = [self.restart_at, self.poll_at]
+            times = [self.restart_at, self.poll_at, self.confirm_at]
         elif self.phase is Phase.DISCONNECTED:
             times = [self.send_at]
         due = [t for t in times if t is not None]
@@ -374,8 +381,9 @@ def _apply(job: Job, event: Event, now: float, timings: Timings) -> Transition:
     if isinstance(event, ParticipantJoined):
         if phase in (Phase.WAITING, Phase.RESUMED):
             return Transition(_connect(job, event.sid, now, timings))
-        if phase is Phase.CONNECTED and event.sid:
-            return Transition(replace(job, sid=event.sid))  # a newer session of the identity
+        if phase is Phase.CONNECTED:
+            # A newer session of the identity (a reconnect): no leave to confirm any more.
+            return Transition(replace(job, sid=event.sid or job.sid, confirm_at=None))
         return Transition(job)
     if isinstance(event, ParticipantLeft):
         if phase is Phase.WAITING:
@@ -385,7 +393,9 @@ def _apply(job: Job, event: Event, now: float, timings: Timings) -> Transition:
         if phase in (Phase.CONNECTED, Phase.RESUMED):
             if job.sid and event.sid and event.sid != job.sid:
                 return Transition(job)  # an older session of the same identity
-            return Transition(_disconnect(job, now))
+            if phase is Phase.RESUMED:
+                return Transition(_disconnect(job, now))
+            return Transition(replace(job, confirm_at=now + REJOIN_GRACE_S))
         return Transition(job)
     if isinstance(event, PollResult):
         return _on_poll(job, event, now, timings)
@@ -415,6 +425,8 @@ def _on_poll(job: Job, event: PollResult, now: float, timings: Timings) -> Trans
     if job.phase is Phase.CONNECTED:
         if event.present is False:
             return Transition(_disconnect(job, now))  # the SFU says it is gone: a lost webhook
+        if event.present and job.confirm_at is not None and event.sid and event.sid != job.sid:
+            job = replace(job, confirm_at=None)  # it came back as a new session
         check = timings.check_interval_s
         sid = event.sid if event.present and event.sid else job.sid
         return Transition(replace(job, sid=sid, poll_at=now + check if check > 0 else None))
@@ -479,6 +491,8 @@ def _fire_due(job: Job, now: float, timings: Timings) -> Transition:
         if job.poll_at is not None and now >= job.poll_at:
             return Transition(replace(job, pending=Op.POLL), (Run(Op.POLL),))
     elif job.phase is Phase.CONNECTED:
+        if job.confirm_at is not None and now >= job.confirm_at:  # before any restart
+            return Transition(replace(job, pending=Op.POLL, confirm_at=None), (Run(Op.POLL),))
         if job.restart_at is not None and now >= job.restart_at:
             if now >= job.restart_by:
                 return _finish(job, Outcome.RESTART_FAILED, "the deadline passed before a restart")

@@ -15,6 +15,7 @@ from rtcbot.rtc.delegated_leave import (
     MIN_RESTART_INTERVAL_S,
     POLL_UNTIL_CONNECTED,
     RATE_LIMIT_WAIT_S,
+    REJOIN_GRACE_S,
     RESTART_RETRY,
     RESUME_POLL_RETRY,
     SEND_RETRY,
@@ -98,6 +99,14 @@ def connected(timeout_ms: int = 10_000, timings: Timings = NO_CHECK) -> Clock:
     c = started(timeout_ms, timings)
     c.feed(PollResult(True, "PA_1"))
     return c
+
+
+def confirm_gone(c: Clock) -> tuple[Action, ...]:
+    """The grace after a left webhook passes, and the SFU confirms the participant is gone."""
+    assert c.job.confirm_at is not None
+    c.now = c.job.confirm_at
+    assert runs(c.feed(Tick())) == [Op.POLL]
+    return c.feed(PollResult(False))
 
 
 def runs(actions: tuple[Action, ...]) -> list[Op]:
@@ -264,7 +273,9 @@ def test_a_left_or_aborted_participant_gets_its_leave_sent(aborted: bool) -> Non
     c = connected(timeout_ms=10_000)
     c.feed(RestartResult(Result.OK, c.now))
     c.now += 3.0
-    actions = c.feed(ParticipantLeft("PA_1", aborted=aborted))
+    assert c.feed(ParticipantLeft("PA_1", aborted=aborted)) == ()
+    assert c.job.phase is Phase.CONNECTED and c.job.confirm_at == c.now + REJOIN_GRACE_S
+    actions = confirm_gone(c)
     assert c.job.phase is Phase.DISCONNECTED and runs(actions) == [Op.SEND]
     assert isinstance(actions[0], Persist)
     assert c.job.send_by == T0 + 10.0  # until the homeserver would fire it itself
@@ -283,15 +294,37 @@ def test_a_newer_session_of_the_identity_becomes_the_one_watched() -> None:
     actions = c.feed(ParticipantJoined("PA_2"))
     assert actions == (Persist(),) and c.job.sid == "PA_2"
     assert c.feed(ParticipantLeft("PA_1")) == ()  # the old one leaving changes nothing
-    assert runs(c.feed(ParticipantLeft("PA_2"))) == [Op.SEND]
+    assert c.feed(ParticipantLeft("PA_2")) == ()
+    assert runs(confirm_gone(c)) == [Op.SEND]
 
 
-def test_a_left_while_a_restart_is_in_flight_wins_and_the_late_answer_is_ignored() -> None:
+def test_a_client_that_reconnects_within_the_grace_keeps_its_membership() -> None:
+    """Element Call reconnects under the same identity: a new session joins a moment after
+    the old one left. That must not send its leave (it would end the call for it)."""
     c = connected()
+    c.feed(RestartResult(Result.OK, c.now))
+    c.now += 1.0
+    assert c.feed(ParticipantLeft("PA_1")) == ()
+    c.now += 0.6
+    c.feed(ParticipantJoined("PA_2"))
+    assert c.job.phase is Phase.CONNECTED and c.job.sid == "PA_2" and c.job.confirm_at is None
+    # The joined webhook lost: the confirming poll finds the new session.
+    c = connected()
+    c.feed(RestartResult(Result.OK, c.now))
     c.feed(ParticipantLeft("PA_1"))
-    assert c.job.phase is Phase.DISCONNECTED and c.job.pending is Op.SEND
-    assert c.feed(RestartResult(Result.OK, c.now)) == ()
-    assert c.job.restarted_at == T0
+    c.now = T0 + REJOIN_GRACE_S
+    assert runs(c.feed(Tick())) == [Op.POLL]
+    c.feed(PollResult(True, "PA_2"))
+    assert c.job.phase is Phase.CONNECTED and c.job.sid == "PA_2" and c.job.confirm_at is None
+
+
+def test_a_left_while_a_restart_is_in_flight_is_confirmed_after_its_answer() -> None:
+    c = connected()
+    assert c.job.pending is Op.RESTART
+    assert c.feed(ParticipantLeft("PA_1")) == ()
+    c.feed(RestartResult(Result.OK, c.now))  # applied: still connected until confirmed
+    assert c.job.restarted_at == T0 and c.job.phase is Phase.CONNECTED
+    assert runs(confirm_gone(c)) == [Op.SEND]
 
 
 def test_the_sanity_check_sends_when_the_sfu_no_longer_knows_the_participant() -> None:
@@ -327,6 +360,7 @@ def disconnected(timeout_ms: int = 10_000, after_s: float = 3.0) -> Clock:
     c.feed(RestartResult(Result.OK, c.now))
     c.now += after_s
     c.feed(ParticipantLeft("PA_1"))
+    confirm_gone(c)
     return c
 
 
@@ -354,11 +388,12 @@ def test_failed_sends_are_retried_until_the_homeserver_deadline() -> None:
             assert runs(c.advance_to_wake()) == [Op.SEND]
             sends.append(c.now)
     assert drops(actions) == [Outcome.SEND_FAILED]
-    assert [round(s - T0, 3) for s in sends] == [3.0, 4.0, 5.5, 7.75]
+    # Left at +3, confirmed gone at +6 (REJOIN_GRACE_S); 8.5 + 2.25 would be past +10.
+    assert [round(s - T0, 3) for s in sends] == [6.0, 7.0, 8.5]
 
 
 def test_the_send_window_is_at_least_1s_and_at_most_1h() -> None:
-    late = disconnected(timeout_ms=10_000, after_s=9.9)
+    late = disconnected(timeout_ms=10_000, after_s=7.5)  # confirmed gone at +10.5
     assert late.job.send_by == late.now + 1.0
     long = disconnected(timeout_ms=3 * 3_600_000, after_s=1.0)
     assert long.job.send_by == long.now + MAX_SEND_WINDOW_S
