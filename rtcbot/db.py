@@ -26,6 +26,7 @@ class DB:
         self.db = db
         self.schedules = ScheduleStore(db)
         self.delegated_leaves = DelegatedLeaveStore(db)
+        self.recordings = RecordingLog(db)
 
     # -- room settings -----------------------------------------------------------------------
     async def get_notify_level(self, room_id: str) -> str | None:
@@ -322,4 +323,44 @@ class DelegatedLeaveStore:
                 sid=str(row["sid"] or ""),
             )
             for row in rows
+        ]
+
+
+@dataclass(frozen=True)
+class RecordingInProgress:
+    room_id: str
+    prefix: str
+    directory: str
+    started_ms: int
+
+
+class RecordingLog:
+    """Recordings that have started and not finished (crash recovery, recording_recovery.py)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def started(self, rec: RecordingInProgress) -> None:
+        await self.db.execute(
+            "INSERT INTO recording_in_progress (room_id, prefix, directory, started_ms) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (room_id, prefix) DO NOTHING",
+            rec.room_id,
+            rec.prefix,
+            rec.directory,
+            rec.started_ms,
+        )
+
+    async def finished(self, room_id: str, prefix: str) -> None:
+        await self.db.execute(
+            "DELETE FROM recording_in_progress WHERE room_id=$1 AND prefix=$2", room_id, prefix
+        )
+
+    async def unfinished(self) -> list[RecordingInProgress]:
+        rows = await self.db.fetch(
+            "SELECT room_id, prefix, directory, started_ms FROM recording_in_progress "
+            "ORDER BY started_ms"
+        )
+        return [
+            RecordingInProgress(r["room_id"], r["prefix"], r["directory"], int(r["started_ms"]))
+            for r in rows
         ]

@@ -7,8 +7,9 @@ from .context import BotContext
 from .crypto_status import refused_without_crypto
 from .matrix.notices import NAME_LIMIT, md_escape
 from .matrix.permissions import user_level
-from .media_roles import ROLES, MediaError, MediaRoles, fmt_s
+from .media_roles import ROLES, MediaError, MediaRoles
 from .ports import CallDirectory
+from .recording_posts import fmt_s
 
 MAX_ANNOUNCE = 500  # characters; longer is refused (it would take minutes to speak)
 

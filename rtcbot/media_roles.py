@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -27,16 +26,12 @@ from livekit import rtc
 from mautrix.api import Method
 from mautrix.api import Path as ApiPath
 from mautrix.types import (
-    AudioInfo,
-    MediaMessageEventContent,
-    MessageType,
     RoomID,
 )
 
 from .context import BotContext
 from .crypto_status import crypto_refusal
-from .matrix.attachments import upload_for_room
-from .matrix.notices import NAME_LIMIT, md_escape
+from .matrix.notices import md_escape
 from .matrix.publisher import PublishError, State
 from .media.announcer import Announcer
 from .media.participant import SfuConnectError
@@ -52,6 +47,8 @@ from .media.tokens import (
 )
 from .media.tts import available_engine
 from .ports import CallEvent, CallMembership, TransportUrl
+from .recording_posts import apply_retention, post_recording
+from .recording_recovery import RecordingRecovery
 from .recording_sfus import RecordingSfus
 from .rtc.identity import is_hashed_identity, livekit_room_alias, member_identity
 from .rtc.session import CallEnded, CallStarted
@@ -74,13 +71,6 @@ def _why(e: Exception) -> str:
     if isinstance(e, MediaError | PublishError):
         return str(e)
     return md_escape(f"{type(e).__name__}: {e}", 300)
-
-
-def fmt_s(seconds: float) -> str:
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole} s"
-    return f"{whole // 60} min {whole % 60:02d} s"
 
 
 class MediaRoles:
@@ -110,6 +100,8 @@ class MediaRoles:
         self._starting: set[str] = set()
         self._auth = AuthServiceClient(ctx.http, log=self.log.getChild("auth_client"))
         # Multi-SFU calls: the recorder also listens on each other SFU where people publish.
+        self.recovery = RecordingRecovery(ctx)
+        self._prefixes: dict[str, str] = {}  # room → the running recording's file prefix
         self.other_sfus = RecordingSfus(
             ctx,
             calls,
@@ -123,6 +115,8 @@ class MediaRoles:
 
     async def start(self) -> None:
         self._retention = asyncio.ensure_future(self._retention_loop())
+        # Recordings a crash cut off are posted now (nothing recorded is lost).
+        self.ctx.tasks.spawn(self.recovery.recover(), "recording-recovery")
 
     async def stop(self) -> None:
         if self._retention:
@@ -152,6 +146,7 @@ class MediaRoles:
         recorder = self.recorders.pop(room_id, None)
         if recorder is not None:
             result = await recorder.stop()
+            await self._recording_over(room_id)
             where = result.files[0].path.parent if result.files else "nowhere (no audio)"
             self.log.warning(
                 "removed from %s while recording: %d files kept in %s",
@@ -421,6 +416,11 @@ class MediaRoles:
             await self._leave_if_idle(room_id)
             raise RecordingCancelled("The call ended before the recording started.")
         self.other_sfus.follow(room_id, recorder)
+        try:
+            await self.recovery.started(room_id, directory, prefix)
+            self._prefixes[room_id] = prefix
+        except Exception:
+            self.log.exception("could not note the recording in %s for crash recovery", room_id)
         if settings.spoken_consent:
             self.ctx.tasks.spawn(
                 self._speak(room_id, "This call is now being recorded."), "consent-notice"
@@ -440,6 +440,14 @@ class MediaRoles:
         await self._finish(room_id, result, reason_text)
         return result
 
+    async def _recording_over(self, room_id: str) -> None:
+        prefix = self._prefixes.pop(room_id, None)
+        if prefix is not None:
+            try:
+                await self.recovery.finished(room_id, prefix)
+            except Exception:
+                self.log.exception("could not note the end of the recording in %s", room_id)
+
     async def _finish(self, room_id: str, result: RecordingResult, reason_text: str = "") -> None:
         presence = self.presences.get(room_id)
         if presence is None or presence.roles <= {"announcer"}:
@@ -448,75 +456,11 @@ class MediaRoles:
             await self._leave_call_for_media(room_id)
         await self._close_announcer(room_id)
         await self._leave_if_idle(room_id)
-        why = {
-            "max_duration": "it reached the maximum length",
-            "sfu_lost": "the media server was unreachable for too long",
-            "room_closed": "the call's media room was closed",
-        }.get(result.reason, reason_text)
-        people = [
-            f"{md_escape(s.display_name, NAME_LIMIT)} {fmt_s(s.speaking_seconds)}"
-            for s in result.speakers
-        ]
-        lines = [
-            f"⏹️ Recording stopped{f' ({why})' if why else ''} after "
-            f"{fmt_s(result.duration_ms / 1000)}"
-            + (
-                f", in {result.segments} parts (the media server was lost in between)"
-                if result.segments > 1
-                else ""
-            )
-            + ".",
-            "Who spoke: " + (", ".join(people) if people else "nobody"),
-        ]
-        if result.undecrypted:  # an encrypted call: a key came late or never
-            lines.append(
-                "🔒 Audio I could not decrypt (not in the files): "
-                + ", ".join(
-                    f"{md_escape(n, NAME_LIMIT)} {fmt_s(s)}"
-                    for n, s in sorted(result.undecrypted.items())
-                )
-            )
-        settings = self.ctx.settings().recording
-        limit = settings.max_upload_mb * 1024 * 1024
-        if not result.files:
-            lines.append("Nothing was recorded: nobody's audio reached me.")
-            await self.ctx.notices.send(RoomID(room_id), "\n".join(lines))
-        elif result.total_bytes <= limit:
-            await self.ctx.notices.send(RoomID(room_id), "\n".join(lines))
-            for f in sorted(
-                result.files, key=lambda f: (f.kind != "mix", f.segment, f.display_name)
-            ):
-                await self._upload(room_id, f)
-            if settings.retention_days == 0:
-                for f in result.files:
-                    f.path.unlink(missing_ok=True)
-        else:
-            where = result.files[0].path.parent
-            lines.append(
-                f"The files ({result.total_bytes / 1e6:.1f} MB) are larger than the upload limit "
-                f"and stay on the bot's disk in `{where}` for "
-                f"{settings.retention_days} days."
-            )
-            await self.ctx.notices.send(RoomID(room_id), "\n".join(lines))
+        await post_recording(self.ctx, RoomID(room_id), result, reason_text)
         if result.errors:
             self.log.warning("recording in %s had errors: %s", room_id, result.errors)
-
-    async def _upload(self, room_id: str, f: Any) -> None:
-        # Up to max_upload_mb: read off the event loop.
-        data = await asyncio.to_thread(f.path.read_bytes)
-        # Encrypted (content.file) in an encrypted room, else a plain upload (content.url).
-        where = await upload_for_room(
-            self.ctx.client, RoomID(room_id), data, "audio/ogg", f.path.name
-        )
-        label = "Mix of everyone" if f.kind == "mix" else f"{f.display_name} ({f.device})"
-        content = MediaMessageEventContent(
-            msgtype=MessageType.AUDIO,
-            body=f"{label} — {f.path.name}",
-            **where,
-            info=AudioInfo(mimetype="audio/ogg", size=len(data), duration=f.duration_ms),
-        )
-        content["filename"] = f.path.name
-        await self.ctx.client.send_message(RoomID(room_id), content)
+        # Posted (or kept and said where): only now is it no longer the recovery's business.
+        await self._recording_over(room_id)
 
     async def _retention_loop(self) -> None:
         while True:
@@ -525,7 +469,7 @@ class MediaRoles:
             try:
                 # glob, stat and rmtree of a large directory: off the event loop.
                 await asyncio.to_thread(
-                    _apply_retention, Path(settings.directory), settings.retention_days, busy
+                    apply_retention, Path(settings.directory), settings.retention_days, busy
                 )
             except Exception:
                 self.log.exception("applying the recording retention failed")
@@ -677,16 +621,3 @@ class MediaRoles:
                 }
             )
         return out
-
-
-def _apply_retention(root: Path, days: int, busy: set[Path]) -> None:
-    """Delete recordings older than `days` (blocking: run in a thread)."""
-    if not root.is_dir():
-        return
-    cutoff = time.time() - days * 86400
-    for path in root.glob("*/*"):
-        if path.stat().st_mtime < cutoff and path.parent not in busy:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)

@@ -94,3 +94,18 @@ async def upgrade_v3(conn: Connection) -> None:
             PRIMARY KEY (livekit_room, identity)
         )"""
     )
+
+
+@upgrade_table.register(description="Recordings in progress (posted after a crash)")
+async def upgrade_v4(conn: Connection) -> None:
+    # A row while a recording runs: if the process dies (kill -9, OOM), the next start finds
+    # it and posts what was written until then instead of leaving it unmentioned on disk.
+    await conn.execute(
+        """CREATE TABLE recording_in_progress (
+            room_id    TEXT NOT NULL,
+            prefix     TEXT NOT NULL,
+            directory  TEXT NOT NULL,
+            started_ms BIGINT NOT NULL,
+            PRIMARY KEY (room_id, prefix)
+        )"""
+    )

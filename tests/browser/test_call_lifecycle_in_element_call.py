@@ -353,6 +353,34 @@ async def test_kill_9_element_call_drops_the_bots_tile_within_the_delay(
         t for t in after_kill if t.startswith(("📞", "Call ended", "⏹️")) or " joined" in t
     ], said
 
+    # Nothing recorded is lost: the recording the crash cut off is posted after the restart,
+    # with what was written until then (alice's 440 Hz in her file).
+    notice = await wait_for_text(
+        alice, bot_room, bot_id, marker, "⚠️ I was restarted during the recording", 60
+    )
+    print(f"[lifecycle] after the restart: {body(notice)!r}")
+    assert "What was recorded until then" in body(notice), body(notice)
+
+    async def recovered() -> dict[str, Event] | None:
+        files = audio_files(await bot_said(alice, bot_room, bot_id, notice["event_id"]))
+        names = sorted(files)
+        return (
+            files
+            if any(n.startswith("Mix of everyone") for n in names)
+            and any(n.startswith("Alice (") for n in names)
+            else None
+        )
+
+    files = await poll("the cut-off recording's files", recovered, 60, 0.5)
+    print(f"[lifecycle] recovered files: {sorted(files)}")
+    alice_file = next(e for n, e in files.items() if n.startswith("Alice ("))
+    samples, rate = sf.read(
+        io.BytesIO(await download(alice, alice_file["content"]["url"])), dtype="int16"
+    )
+    loud = np.flatnonzero(np.abs(samples) > 2000)
+    assert len(loud) > rate, len(loud) / rate  # more than a second of her tone survived
+    assert abs(dominant_hz(samples[loud[-1] - rate // 2 : loud[-1]], rate) - 440) < 10
+
 
 # -- 3. auto record --------------------------------------------------------------------------------
 async def test_auto_record_records_an_element_call_user_from_her_join_to_her_hang_up(

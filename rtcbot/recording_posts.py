@@ -1,0 +1,116 @@
+"""What the room gets when a recording ends: the summary and the files (or where they stay).
+
+Shared by the normal end of a recording (media_roles.py) and the recovery of one a crash cut
+off (recording_recovery.py), so both post the same kind of messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+
+from mautrix.types import AudioInfo, MediaMessageEventContent, MessageType, RoomID
+
+from .context import BotContext
+from .matrix.attachments import upload_for_room
+from .matrix.notices import NAME_LIMIT, md_escape
+from .media.recording_result import RecordedFile, RecordingResult
+
+
+def fmt_s(seconds: float) -> str:
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    return f"{whole // 60} min {whole % 60:02d} s"
+
+
+def _label(f: RecordedFile) -> str:
+    return "Mix of everyone" if f.kind == "mix" else f"{f.display_name} ({f.device})"
+
+
+async def post_recording(
+    ctx: BotContext, room: RoomID, result: RecordingResult, reason_text: str = ""
+) -> None:
+    """The summary (who spoke, why it stopped), then each file, mix first."""
+    why = {
+        "max_duration": "it reached the maximum length",
+        "sfu_lost": "the media server was unreachable for too long",
+        "room_closed": "the call's media room was closed",
+    }.get(result.reason, reason_text)
+    people = [
+        f"{md_escape(s.display_name, NAME_LIMIT)} {fmt_s(s.speaking_seconds)}"
+        for s in result.speakers
+    ]
+    lines = [
+        f"⏹️ Recording stopped{f' ({why})' if why else ''} after "
+        f"{fmt_s(result.duration_ms / 1000)}"
+        + (
+            f", in {result.segments} parts (the media server was lost in between)"
+            if result.segments > 1
+            else ""
+        )
+        + ".",
+        "Who spoke: " + (", ".join(people) if people else "nobody"),
+    ]
+    if result.undecrypted:  # an encrypted call: a key came late or never
+        lines.append(
+            "🔒 Audio I could not decrypt (not in the files): "
+            + ", ".join(
+                f"{md_escape(n, NAME_LIMIT)} {fmt_s(s)}"
+                for n, s in sorted(result.undecrypted.items())
+            )
+        )
+    settings = ctx.settings().recording
+    limit = settings.max_upload_mb * 1024 * 1024
+    if not result.files:
+        lines.append("Nothing was recorded: nobody's audio reached me.")
+        await ctx.notices.send(room, "\n".join(lines))
+    elif result.total_bytes <= limit:
+        await ctx.notices.send(room, "\n".join(lines))
+        for f in sorted(result.files, key=lambda f: (f.kind != "mix", f.segment, f.display_name)):
+            await upload_recording(ctx, room, f.path, _label(f), f.duration_ms)
+        if settings.retention_days == 0:
+            for f in result.files:
+                f.path.unlink(missing_ok=True)
+    else:
+        where = result.files[0].path.parent
+        lines.append(
+            f"The files ({result.total_bytes / 1e6:.1f} MB) are larger than the upload limit "
+            f"and stay on the bot's disk in `{where}` for "
+            f"{settings.retention_days} days."
+        )
+        await ctx.notices.send(room, "\n".join(lines))
+
+
+async def upload_recording(
+    ctx: BotContext, room: RoomID, path: Path, label: str, duration_ms: int | None = None
+) -> None:
+    """One file as an m.audio message: encrypted (content.file) in an encrypted room."""
+    data = await asyncio.to_thread(path.read_bytes)  # up to max_upload_mb: off the loop
+    where = await upload_for_room(ctx.client, room, data, "audio/ogg", path.name)
+    info = AudioInfo(mimetype="audio/ogg", size=len(data))
+    if duration_ms is not None:
+        info.duration = duration_ms
+    content = MediaMessageEventContent(
+        msgtype=MessageType.AUDIO,
+        body=f"{label} — {path.name}",  # plain text: the label is not rendered
+        **where,
+        info=info,
+    )
+    content["filename"] = path.name
+    await ctx.client.send_message(room, content)
+
+
+def apply_retention(root: Path, days: int, busy: set[Path]) -> None:
+    """Delete recordings older than `days` (blocking: run in a thread)."""
+    if not root.is_dir():
+        return
+    cutoff = time.time() - days * 86400
+    for path in root.glob("*/*"):
+        if path.stat().st_mtime < cutoff and path.parent not in busy:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
