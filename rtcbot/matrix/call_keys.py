@@ -13,8 +13,10 @@ the content is validated, stored per room, (user, device) and index, and handed 
 ring of the room's call under the sender's LiveKit identity when that device is a member of
 the call, else held until its membership appears (or for 10 minutes).
 
-Sending (`begin` … `end`, while the bot's participant is in an encrypted call): the call's
-member devices are read from the call model (every 250 ms, memory only); each change goes
+Sending (`begin` … `end`, while the bot's participant is in an encrypted call): `begin`
+makes the bot's first key, sends it to the members and returns a second after it went out,
+so the bot's first frames never reach anyone before its key (no "MissingKey" errors, no lost
+first words); then the call's member devices are read from the call model (every 250 ms, memory only); each change goes
 through `OutboundKeys` and the resulting key is sent with the bot's OlmMachine to each target
 device (at most 8 at a time), with `member.id` = the bot's membership ID and
 `claimed_device_id` = its real device: the device of its call membership, the one Element
@@ -39,6 +41,7 @@ from ..media.frame_keys import FrameKeys
 from ..media.participant import SfuConnectError
 from ..ports import CallDirectory
 from ..rtc.e2ee_keys import (
+    USE_KEY_DELAY_MS,
     Device,
     InboundKeys,
     KeyMessage,
@@ -58,6 +61,7 @@ POLL_S = 0.25  # membership changes reach the key exchange within this
 SEND_CONCURRENCY = 8
 MAX_ROOMS = 256  # rooms whose received keys are kept (least recently used first out)
 RETRY_S = (2.0, 5.0, 15.0, 60.0)  # devices a key did not reach are tried again after these
+FIRST_SEND_WAIT_S = 5.0  # at most this long for the first key to go out before connecting
 
 NO_CRYPTO = (
     "This call is end-to-end encrypted and my end-to-end encryption is off: I would record "
@@ -77,6 +81,7 @@ class _Session:
     rollout: asyncio.Task[None] | None = None
     retry_at: float | None = None
     failures: int = 0
+    first_sent: asyncio.Event = field(default_factory=asyncio.Event)
     last_sent: dict[Device, float] = field(default_factory=dict)  # monotonic
 
 
@@ -233,6 +238,13 @@ class CallKeys:
             own.index,
             len(session.devices),
         )
+        if first is not None:
+            # The bot's first frames must not reach people before its key does: they would
+            # see "MissingKey" errors and lose the first words. Like js-sdk's useKeyDelay
+            # for a new key: sent, then a second for the to-device message to arrive.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.first_sent.wait(), FIRST_SEND_WAIT_S)
+            await asyncio.sleep(USE_KEY_DELAY_MS / 1000)
         return keys
 
     async def end(self, room_id: str) -> None:
@@ -307,6 +319,7 @@ class CallKeys:
                 # In the key provider now; the sender moves to it only after the delay.
                 session.frame_keys.set_own(rollout.key)
             delivered = await self._send(session, rollout)
+            session.first_sent.set()
             if not delivered:
                 out.failed(rollout)
                 self._retry_later(session)

@@ -21,6 +21,8 @@ import asyncio
 import io
 import re
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from rtcbot.rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE
 from rtcbot_stack.stack import Stack
 from tests.browser.conftest import ElementCallFactory
 from tests.browser.element_call import ElementCallPage
+from tests.conftest import UserFactory
 from tests.crypto_client import fixtures
 from tests.crypto_client.client import CryptoClient, Message
 from tests.crypto_client.fixtures import CryptoUserFactory
@@ -62,10 +65,12 @@ async def ec_device(stack: Stack, user_id: str, device: str, display_name: str) 
     return user
 
 
-async def person(stack: Stack, make_crypto_user: CryptoUserFactory, name: str) -> MatrixUser:
-    """A user whose only device is the Element Call one."""
-    owner = await make_crypto_user(name)  # registers the account (password "pw")
-    return await ec_device(stack, owner.user_id, f"{name.upper()}EC", f"{name.title()} Example")
+async def person(make_user: UserFactory, name: str) -> MatrixUser:
+    """A user whose only device is the one of its Element Call (which makes its own crypto):
+    one device per person keeps Element Call's Olm work (a session per device) small."""
+    user = await make_user(name)
+    await user.set_displayname(f"{name.title()} Example")
+    return user
 
 
 # -- what the SFU and the bot's log say -------------------------------------------------------
@@ -277,27 +282,64 @@ def decrypt_errors(lines: list[str]) -> list[str]:
 MODES = [pytest.param("compatibility", id="compatibility")]
 
 
+@pytest.fixture
+async def pages(
+    element_call: ElementCallFactory, tmp_path: Path
+) -> AsyncIterator[dict[str, ElementCallPage]]:
+    """The test's Element Call pages by person; their consoles are saved at the end (before
+    element_call closes them)."""
+    found: dict[str, ElementCallPage] = {}
+    yield found
+    await dump_consoles(found, tmp_path)
+
+
+@dataclass
+class EncryptedRoom:
+    room_id: str
+    alice: CryptoClient  # alice's js-sdk client: commands, the bot's encrypted answers
+    alice_ec: MatrixUser  # alice's Element Call device
+    marker: str  # an event before any call
+
+
+async def encrypted_room(
+    stack: Stack, bot_id: str, make_crypto_user: CryptoUserFactory, *others: MatrixUser
+) -> EncryptedRoom:
+    alice = await make_crypto_user("alice")
+    room = await alice.create_encrypted_room([bot_id])
+    await alice.wait_for_joined(room, bot_id)
+    assert await alice.is_encrypted(room)
+    alice_ec = await ec_device(stack, alice.user_id, "ALICEEC", "Alice Example")
+    for other in others:
+        await alice_ec.invite(room, other.user_id)
+        await other.join(room)
+    marker = await alice.send_text(room, "hello")
+    return EncryptedRoom(room, alice, alice_ec, marker)
+
+
+async def command(r: EncryptedRoom, bot_id: str, text: str, timeout: float = 60) -> Message:
+    sent = await r.alice.send_text(r.room_id, text)
+    reply = await r.alice.wait_for_message(r.room_id, bot_id, reply_to=sent, timeout=timeout)
+    assert reply.encrypted and reply.decryption_failure is None, reply
+    return reply
+
+
+async def wait_recorded(r: EncryptedRoom, bot_id: str, *names: str, timeout: float = 45) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await command(r, bot_id, "!call record status", timeout=30)
+        if all(n in status.body for n in names):
+            return
+        assert time.monotonic() < deadline, f"the recording does not list {names}: {status.body}"
+        await asyncio.sleep(1)
+
+
 @pytest.mark.parametrize("rtc_mode", MODES)
 async def test_encrypted_call_is_recorded_per_speaker(
     rtc_mode: str,
     stack: Stack,
     bot_id: str,
     make_crypto_user: CryptoUserFactory,
-    element_call: ElementCallFactory,
-    tmp_path: Path,
-) -> None:
-    pages: dict[str, ElementCallPage] = {}
-    try:
-        await recorded_per_speaker(rtc_mode, stack, bot_id, make_crypto_user, element_call, pages)
-    finally:
-        await dump_consoles(pages, tmp_path)
-
-
-async def recorded_per_speaker(
-    rtc_mode: str,
-    stack: Stack,
-    bot_id: str,
-    make_crypto_user: CryptoUserFactory,
+    make_user: UserFactory,
     element_call: ElementCallFactory,
     pages: dict[str, ElementCallPage],
 ) -> None:
@@ -307,40 +349,33 @@ async def recorded_per_speaker(
     client = stack.maubot.api("GET", f"/client/{bot_id}")
     assert client["device_id"] == bot_device and client.get("fingerprint"), client
 
-    alice = await make_crypto_user("alice")  # commands, encrypted answers
-    room = await alice.create_encrypted_room([bot_id])
-    await alice.wait_for_joined(room, bot_id)
-    assert await alice.is_encrypted(room)
-    alice_ec = await ec_device(stack, alice.user_id, "ALICEEC", "Alice Example")
-    bob_ec = await person(stack, make_crypto_user, "bob")
-    await alice_ec.invite(room, bob_ec.user_id)
-    await bob_ec.join(room)
-    sent = await alice.send_text(room, "hello")  # a marker in the timeline
+    bob = await person(make_user, "bob")
+    r = await encrypted_room(stack, bot_id, make_crypto_user, bob)
+    alice, alice_ec, room = r.alice, r.alice_ec, r.room_id
     offset = log_size(stack)
 
     alice_page = await join_call(element_call, pages, "alice", alice_ec, room, rtc_mode)
     alice_id = await identity_of(alice_ec, room, rtc_mode)
-    await alice.wait_for_message(room, bot_id, after=sent, contains="started a", timeout=30)
+    await alice.wait_for_message(room, bot_id, after=r.marker, contains="started a", timeout=30)
     crypto_lines = await console_report(alice_page, "alice")
     encryption = await wait_encrypted(stack, room, alice_id)
     print(f"[encrypted-call] {rtc_mode}: alice's tracks as the SFU sees them: {encryption}")
     assert encryption and all(e == "GCM" for e in encryption), encryption  # EC encrypts
 
-    start = await alice.send_text(room, "!call record start")
-    reply = await alice.wait_for_message(room, bot_id, reply_to=start, timeout=60)
-    assert reply.encrypted and reply.body.startswith("🔴 Recording started"), reply
+    reply = await command(r, bot_id, "!call record start")
+    assert reply.body.startswith("🔴 Recording started"), reply
     me = member_identity(bot_id, bot_device)
     bot_tracks = await wait_encrypted(stack, room, me)
     print(f"[encrypted-call] the bot's tracks: {bot_tracks}")
     assert all(e == "GCM" for e in bot_tracks), bot_tracks  # never plaintext into the call
 
-    bob_page = await join_call(element_call, pages, "bob", bob_ec, room, rtc_mode)
-    bob_id = await identity_of(bob_ec, room, rtc_mode)
+    bob_page = await join_call(element_call, pages, "bob", bob, room, rtc_mode)
+    bob_id = await identity_of(bob, room, rtc_mode)
     # The two browsers decrypt each other (proves Element Call's own E2EE works here).
     await alice_page.wait_for_audio(bob_id, min_power=0.05, window=1.0, timeout=60)
     await bob_page.wait_for_audio(alice_id, min_power=0.05, window=1.0, timeout=60)
     # The bot got both keys over Olm, authenticated, and decrypts both (its log, no key in it).
-    for user in (alice_ec, bob_ec):
+    for user in (alice_ec, bob):
         await wait_log(
             stack,
             r"media key index \d+ from " + re.escape(f"{user.user_id}/{user.device_id}"),
@@ -349,15 +384,7 @@ async def recorded_per_speaker(
     for identity in (alice_id, bob_id):
         await wait_log(stack, r"frame decryption of " + re.escape(identity) + r": OK", offset)
 
-    async def both_recorded() -> bool:
-        s = await alice.send_text(room, "!call record status")
-        status = await alice.wait_for_message(room, bot_id, reply_to=s, timeout=30)
-        return "Alice Example" in status.body and "Bob Example" in status.body
-
-    deadline = time.monotonic() + 30
-    while not await both_recorded():
-        assert time.monotonic() < deadline, "the recording does not list both speakers"
-        await asyncio.sleep(1)
+    await wait_recorded(r, bot_id, "Alice Example", "Bob Example")
     await asyncio.sleep(3)  # both speak together for a while: the mix has both
     stop = await alice.send_text(room, "!call record stop")
     summary = await alice.wait_for_message(
@@ -371,7 +398,7 @@ async def recorded_per_speaker(
 
     files = await bot_files(alice, room, bot_id, stop, 3)
     print(f"[encrypted-call] files: {sorted(files)}")
-    for name, user in (("Alice Example", alice_ec), ("Bob Example", bob_ec)):
+    for name, user in (("Alice Example", alice_ec), ("Bob Example", bob)):
         label = next((k for k in files if k.startswith(f"{name} ({user.device_id})")), None)
         assert label is not None, (name, sorted(files))
         samples, rate = await decrypted_audio(alice_ec, files[label])
@@ -390,3 +417,125 @@ async def recorded_per_speaker(
     print(
         f"[encrypted-call] alice's console: {len(crypto_lines)} crypto lines; errors {errors[:5]}"
     )
+
+
+def bot_decrypt_errors(lines: list[str], identity: str) -> list[str]:
+    """livekit-client's errors about the bot's media (MissingKey, InvalidKey, …)."""
+    return [x for x in lines if identity in x and DECRYPT_ERRORS.search(x) and "[error]" in x]
+
+
+@pytest.mark.parametrize("rtc_mode", MODES)
+async def test_announcement_is_heard_in_an_encrypted_call(
+    rtc_mode: str,
+    stack: Stack,
+    bot_id: str,
+    make_crypto_user: CryptoUserFactory,
+    element_call: ElementCallFactory,
+    pages: dict[str, ElementCallPage],
+) -> None:
+    r = await encrypted_room(stack, bot_id, make_crypto_user)
+    page = await join_call(element_call, pages, "alice", r.alice_ec, r.room_id, rtc_mode)
+    await r.alice.wait_for_message(
+        r.room_id, bot_id, after=r.marker, contains="started a", timeout=30
+    )
+    me = member_identity(bot_id, str(stack.bot["device_id"]))
+    heard = asyncio.create_task(page.wait_for_audio(me, min_power=1e-3, window=0.5, timeout=90))
+    reply = await command(r, bot_id, "!call announce Hello from the bot, end to end encrypted.")
+    assert "spoken in the call" in reply.body, reply.body
+    got = await heard
+    tracks = await track_encryption(stack, r.room_id)
+    print(f"[encrypted-call] announce heard by alice: {got}; tracks {tracks}")
+    assert tracks.get(me) and all(e == "GCM" for e in tracks[me]), tracks
+    lines = await page.console_tail(5000)
+    errors = bot_decrypt_errors(lines, me)
+    print(f"[encrypted-call] alice's console: {len(errors)} decryption errors about the bot")
+    assert not errors, errors[:5]
+    assert any(f"set participant sender key {me}" in x for x in lines), "no key from the bot"
+
+
+def key_indexes(log: str, user: MatrixUser) -> list[int]:
+    """The indexes of the media keys the bot received from that device, in order."""
+    who = re.escape(f"{user.user_id}/{user.device_id}")
+    return [int(i) for i in re.findall(r"media key index (\d+) from " + who, log)]
+
+
+async def wait_key_after(
+    stack: Stack, user: MatrixUser, offset: int, index: int, timeout: float = 60
+) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        later = [i for i in key_indexes(log_since(stack, offset), user) if i != index]
+        if later:
+            return later[-1]
+        assert time.monotonic() < deadline, f"no new key from {user.user_id} after {index}"
+        await asyncio.sleep(0.5)
+
+
+@pytest.mark.parametrize("rtc_mode", MODES)
+async def test_keys_rotate_as_people_come_and_go_and_the_recording_has_no_gap(
+    rtc_mode: str,
+    stack: Stack,
+    bot_id: str,
+    make_crypto_user: CryptoUserFactory,
+    make_user: UserFactory,
+    element_call: ElementCallFactory,
+    pages: dict[str, ElementCallPage],
+) -> None:
+    """bob leaves and carol joins during the recording: alice's Element Call and the bot
+    rotate their keys (a member left), and alice's file goes on without a gap over 2 s."""
+    bob = await person(make_user, "bob")
+    carol = await person(make_user, "carol")
+    r = await encrypted_room(stack, bot_id, make_crypto_user, bob, carol)
+    room = r.room_id
+    await join_call(element_call, pages, "alice", r.alice_ec, room, rtc_mode)
+    bob_page = await join_call(element_call, pages, "bob", bob, room, rtc_mode)
+    await r.alice.wait_for_message(room, bot_id, after=r.marker, contains="started a", timeout=30)
+    offset = log_size(stack)
+    reply = await command(r, bot_id, "!call record start")
+    assert reply.body.startswith("🔴 Recording started"), reply.body
+    await wait_recorded(r, bot_id, "Alice Example", "Bob Example")
+    # Element Call sends its key to the bot when it sees the bot's membership (after its
+    # rollout to bob, whose Olm session it makes first: seconds on a busy machine).
+    for user in (r.alice_ec, bob):
+        identity = member_identity(user.user_id, user.device_id)
+        await wait_log(stack, r"frame decryption of " + re.escape(identity) + r": OK", offset)
+    first = key_indexes(log_since(stack, offset), r.alice_ec)[-1]
+    own = re.escape(f"the bot now encrypts its media in {room} with key index ")
+
+    left_at = log_size(stack)
+    await bob_page.hang_up()
+    # A member left: alice's Element Call sends a new key (index + 1), and the bot rotates its
+    # own and switches to it a second after sending it.
+    after_leave = await wait_key_after(stack, r.alice_ec, left_at, first)
+    bot_rotated = await wait_log(stack, own + r"(\d+)", left_at)
+    print(
+        f"[encrypted-call] bob left: alice's key {first} → {after_leave}, "
+        f"the bot's key → {bot_rotated.group(1)}"
+    )
+    assert after_leave == (first + 1) % 256
+
+    joined_at = log_size(stack)
+    await join_call(element_call, pages, "carol", carol, room, rtc_mode)
+    await wait_recorded(r, bot_id, "Alice Example", "Carol Example")
+    await wait_log(stack, r"media key index \d+ from " + re.escape(carol.user_id), joined_at)
+    await asyncio.sleep(3)  # alice and carol together for a while
+    stop = await r.alice.send_text(room, "!call record stop")
+    summary = await r.alice.wait_for_message(
+        room, bot_id, after=stop, contains="Recording stopped", timeout=60
+    )
+    print(f"[encrypted-call] {summary.body!r}")
+    files = await bot_files(r.alice, room, bot_id, stop, 4)
+    print(f"[encrypted-call] files: {sorted(files)}")
+    alice_label = next(k for k in files if k.startswith("Alice Example (ALICEEC)"))
+    samples, rate = await decrypted_audio(r.alice_ec, files[alice_label])
+    gap = longest_gap_s(samples, rate)
+    span = loud_span(samples)
+    print(
+        f"[encrypted-call] alice's file: {len(span) / rate:.1f} s of tone, longest gap "
+        f"{gap:.2f} s, {dominant_hz(span[-rate:], rate):.1f} Hz"
+    )
+    assert gap <= 2.0, gap
+    assert abs(dominant_hz(span[-rate:], rate) - TONES["alice"]) < 10
+    carol_label = next(k for k in files if k.startswith(f"Carol Example ({carol.device_id})"))
+    heard, rate = await decrypted_audio(r.alice_ec, files[carol_label])
+    assert abs(dominant_hz(loud_span(heard)[-rate:], rate) - TONES["carol"]) < 10
