@@ -4,7 +4,9 @@ A stream the bot cannot decrypt still delivers frames, as digital silence (e2ee.
 written, it would look like a speaker who said nothing. The gate drops those frames (the
 speaker's file and the mix get a gap there, as for a muted speaker) and counts them, so the
 summary can say whose audio could not be decrypted and for how long. In an unencrypted call
-(no key ring) everything passes.
+(no key ring) everything passes, and so does a track published unencrypted into an encrypted
+call (LiveKit decrypts only tracks published encrypted; Element Call plays such a track with a
+warning, and the recording has what people heard).
 """
 
 from __future__ import annotations
@@ -19,10 +21,18 @@ class DecryptionGate:
         self._keys = keys  # read at every frame: the key ring comes with the connection
         self.frame_s = frame_s
         self._refused: dict[str, int] = {}  # stream key → frames dropped
+        self._plain: set[str] = set()  # stream keys of tracks published unencrypted
+
+    def track(self, key: str, encrypted: bool) -> None:
+        """A stream starts: was its track published encrypted?"""
+        if encrypted:
+            self._plain.discard(key)
+        else:
+            self._plain.add(key)
 
     def allows(self, key: str, identity: str) -> bool:
         ring = self._keys()
-        if ring is None or ring.decrypting(identity):
+        if ring is None or key in self._plain or ring.decrypting(identity):
             return True
         self._refused[key] = self._refused.get(key, 0) + 1
         return False

@@ -57,6 +57,7 @@ from rtcbot.media.recording_result import (
     RecordingStatus,
     Speaker,
     StopReason,
+    speakers_of,
 )
 
 __all__ = [
@@ -327,6 +328,7 @@ class Recorder:
             if self.resolve_name is not None:
                 self._unresolved[key] = suffix or ""
             self._key_identity[key] = participant.identity
+        self._gate.track(key, pub.encryption_type != rtc.EncryptionType.NONE)
         stream = rtc.AudioStream(
             track,
             sample_rate=RATE,
@@ -587,7 +589,7 @@ class Recorder:
             files=files,
             duration_ms=int((stopped_at - started) * 1000),
             segments=sum(1 for s in self._segments if s.has_data) or 1,
-            speakers=self._speakers(files),
+            speakers=speakers_of(files),
             dropped_frames=self._dropped_frames(),
             reason=reason,
             started_at=self.started_wall or time.time(),
@@ -618,19 +620,6 @@ class Recorder:
             size_bytes=w.size_bytes,
             speaking_seconds=round(w.speaking_seconds, 2),
         )
-
-    def _speakers(self, files: list[RecordedFile]) -> list[Speaker]:
-        by_key: dict[tuple[str, str], Speaker] = {}
-        for f in files:
-            if f.kind != "participant" or f.identity is None:
-                continue
-            k = (f.identity, f.device)
-            s = by_key.get(k)
-            if s is None:
-                by_key[k] = Speaker(f.identity, f.display_name, f.device, f.speaking_seconds)
-            else:
-                s.speaking_seconds = round(s.speaking_seconds + f.speaking_seconds, 2)
-        return sorted(by_key.values(), key=lambda s: -s.speaking_seconds)
 
     def _unhook(self) -> None:
         p = self.participant

@@ -54,6 +54,21 @@ class RecordingResult:
         return {s.identity: s.speaking_seconds for s in self.speakers}
 
 
+def speakers_of(files: list[RecordedFile]) -> list[Speaker]:
+    """Who spoke, from the per-speaker files of all segments, the most talkative first."""
+    by_key: dict[tuple[str, str], Speaker] = {}
+    for f in files:
+        if f.kind != "participant" or f.identity is None:
+            continue
+        k = (f.identity, f.device)
+        s = by_key.get(k)
+        if s is None:
+            by_key[k] = Speaker(f.identity, f.display_name, f.device, f.speaking_seconds)
+        else:
+            s.speaking_seconds = round(s.speaking_seconds + f.speaking_seconds, 2)
+    return sorted(by_key.values(), key=lambda s: -s.speaking_seconds)
+
+
 @dataclass
 class RecordingStatus:
     state: RecorderState
