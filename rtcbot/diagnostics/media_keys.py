@@ -4,8 +4,9 @@ sender have a key (matrix/call_keys.py, media/frame_keys.py)."""
 
 from __future__ import annotations
 
+import re
+
 from ..matrix.call_keys import KeysReport, MemberKeys
-from ..matrix.notices import md_escape
 from ..media.frame_keys import DECRYPTING
 from .probe import Probe, RunState
 from .report import MEDIA_KEYS, OK, WARN, Check, fmt_ms
@@ -25,12 +26,22 @@ OWN_CAUSE = (
 )
 
 
+def _who(user_id: str, device_id: str) -> str:
+    """A device for the report; its renderer reads `code` and **bold**, so IDs (which their
+    owners chose) lose those characters and any whitespace."""
+
+    def clean(text: str) -> str:
+        return re.sub(r"[`*\s]", "", text)[:80]
+
+    return f"{clean(user_id)} ({clean(device_id)})"
+
+
 def _age(seconds: float | None) -> str:
     return "never" if seconds is None else f"{fmt_ms(seconds * 1000)} ago"
 
 
 def _member_line(m: MemberKeys) -> str:
-    who = md_escape(f"{m.user_id} ({m.device_id})", 120)
+    who = _who(m.user_id, m.device_id)
     keys = (
         f"{m.keys} key{'s' if m.keys != 1 else ''}, last index {m.last_index} {_age(m.last_age_s)}"
         if m.keys
@@ -53,7 +64,7 @@ def judge_media_keys(report: KeysReport | None) -> Check:
     decrypting = [m for m in members if m.state in DECRYPTING]
     details = tuple(_member_line(m) for m in members)
     if report.waiting:
-        held = ", ".join(md_escape(f"{u} ({d})", 80) for u, d in report.waiting[:10])
+        held = ", ".join(_who(u, d) for u, d in report.waiting[:10])
         details += (f"keys held until their membership appears: {held}",)
     own = (
         f"my key index {report.own_index}"
@@ -77,7 +88,7 @@ def judge_media_keys(report: KeysReport | None) -> Check:
     lacking = [m for m in members if m.state not in DECRYPTING]
     if lacking:
         names = ", ".join(
-            md_escape(f"{m.user_id} ({m.device_id})", 80)
+            _who(m.user_id, m.device_id)
             + (f": {m.state}" if m.state else "" if m.keys else ": no key")
             for m in lacking[:5]
         )

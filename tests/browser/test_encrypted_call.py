@@ -269,9 +269,8 @@ async def dump_consoles(pages: dict[str, ElementCallPage], where: Path) -> None:
 
 
 def decrypt_errors(lines: list[str]) -> list[str]:
-    return [
-        x for x in lines if DECRYPT_ERRORS.search(x) and re.search(r"error|fail|missing", x, re.I)
-    ]
+    """livekit-client's frame decryption errors (a participant's key missing or wrong)."""
+    return [x for x in lines if DECRYPT_ERRORS.search(x) and "[error]" in x]
 
 
 # -- the tests --------------------------------------------------------------------------------
@@ -321,6 +320,33 @@ async def command(r: EncryptedRoom, bot_id: str, text: str, timeout: float = 60)
     reply = await r.alice.wait_for_message(r.room_id, bot_id, reply_to=sent, timeout=timeout)
     assert reply.encrypted and reply.decryption_failure is None, reply
     return reply
+
+
+async def report_block(
+    r: EncryptedRoom, bot_id: str, report_id: str, name: str, timeout: float = 30
+) -> str:
+    """Line `name` of the finished diagnostics report (edited in place) and its sub-lines."""
+    deadline = time.monotonic() + timeout
+    while True:
+        edits = [
+            m
+            for m in await r.alice.messages(r.room_id)
+            if m.sender == bot_id
+            and m.content.get("m.relates_to", {}).get("rel_type") == "m.replace"
+            and m.content.get("m.relates_to", {}).get("event_id") == report_id
+        ]
+        text = str(edits[-1].content.get("m.new_content", {}).get("body", "")) if edits else ""
+        if text and "Checking" not in text:
+            lines = text.splitlines()
+            start = next((i for i, x in enumerate(lines) if f"{name}:" in x), None)
+            assert start is not None, text
+            end = next(
+                (i for i in range(start + 1, len(lines)) if not lines[i].startswith("  ")),
+                len(lines),
+            )
+            return "\n".join(lines[start:end])
+        assert time.monotonic() < deadline, f"the report did not finish: {text}"
+        await asyncio.sleep(0.5)
 
 
 async def wait_recorded(r: EncryptedRoom, bot_id: str, *names: str, timeout: float = 45) -> None:
@@ -385,6 +411,19 @@ async def test_encrypted_call_is_recorded_per_speaker(
         await wait_log(stack, r"frame decryption of " + re.escape(identity) + r": OK", offset)
 
     await wait_recorded(r, bot_id, "Alice Example", "Bob Example")
+    # !call diag --verbose: the keys received from each member and each one's decryption.
+    diag = await command(r, bot_id, "!call diag --verbose")
+    block = await report_block(r, bot_id, diag.event_id, "Call media keys")
+    print(f"[encrypted-call] !call diag:\n{block}")
+    first = block.splitlines()[0]
+    assert "✅" in first and "encrypted call: keys from 2 of 2" in first, block
+    assert "decrypting 2 of 2" in block, block
+    for member in (alice_ec, bob):
+        assert re.search(
+            re.escape(f"{member.user_id} ({member.device_id}): ") + r"\d+ keys?, .*"
+            r"decryption OK for .*; my key sent .* ago",
+            block,
+        ), block
     await asyncio.sleep(3)  # both speak together for a while: the mix has both
     stop = await alice.send_text(room, "!call record stop")
     summary = await alice.wait_for_message(
