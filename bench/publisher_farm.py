@@ -3,22 +3,36 @@
 Speech-like: a voiced carrier (fundamental 100–250 Hz plus harmonics) shaped into ~4 syllables
 per second, with pauses — the energy pattern of talk, not a steady tone.
 
-    python -m bench.publisher_farm <N> <ws url> <api key> <api secret> <room> [cpu]
+    python -m bench.publisher_farm <N> <ws url> <api key> <api secret> <room> [cpu] [encrypted]
+
+`encrypted`: each speaker frame-encrypts its audio as Element Call does (HKDF, its own key
+`farm_key(i)` at index 0), for bench/recorder_scale.py's encrypted runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import sys
 
 import numpy as np
 from livekit import rtc
 
+from rtcbot.media.frame_keys import e2ee_options
 from tests.stack.peers import mint_token
 
 RATE = 48_000
 FRAME = RATE // 10  # 100 ms frames: cheap to push
+
+
+def farm_key(i: int) -> bytes:
+    """Speaker i's media key (16 bytes, as Element Call's)."""
+    return hashlib.sha256(f"speaker{i}".encode()).digest()[:16]
+
+
+def speaker_identity(i: int) -> str:
+    return f"@speaker{i}:localhost:S{i}"
 
 
 def speech_like(seed: int, seconds: float = 10.0) -> np.ndarray:
@@ -33,14 +47,24 @@ def speech_like(seed: int, seconds: float = 10.0) -> np.ndarray:
     return (voice * syllables * pauses * 6000).astype(np.int16)
 
 
-async def publish(i: int, url: str, key: str, secret: str, room_name: str) -> None:
+async def publish(
+    i: int, url: str, key: str, secret: str, room_name: str, encrypted: bool = False
+) -> None:
     room = rtc.Room()
-    identity = f"@speaker{i}:localhost:S{i}"
+    identity = speaker_identity(i)
     await room.connect(
         url,
         mint_token(key, secret, room_name, identity, subscribe=False),
-        rtc.RoomOptions(auto_subscribe=False, connect_timeout=20),
+        rtc.RoomOptions(
+            auto_subscribe=False,
+            connect_timeout=20,
+            encryption=e2ee_options() if encrypted else None,
+        ),
     )
+    if encrypted:
+        provider = room.e2ee_manager.key_provider
+        assert provider is not None
+        provider.set_key(identity, farm_key(i), 0)
     source = rtc.AudioSource(RATE, 1)
     track = rtc.LocalAudioTrack.create_audio_track("mic", source)
     await room.local_participant.publish_track(
@@ -63,7 +87,8 @@ async def main() -> None:
     n, url, key, secret, room = int(sys.argv[1]), *sys.argv[2:6]
     if len(sys.argv) > 6:
         os.sched_setaffinity(0, {int(sys.argv[6])})
-    await asyncio.gather(*(publish(i, url, key, secret, room) for i in range(n)))
+    encrypted = len(sys.argv) > 7 and sys.argv[7] == "encrypted"
+    await asyncio.gather(*(publish(i, url, key, secret, room, encrypted) for i in range(n)))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,12 @@ publish speech-like audio from a separate process pinned to CPU 1 (bench/publish
 For each N: record `--seconds`, then report CPU used by this process (one core = 100 %),
 dropped frames, and the recorded length of every file against the wall-clock length.
 
+`--modes plain,encrypted` (the default: both, one after the other for each N): in the
+encrypted runs every speaker frame-encrypts its audio with a key of its own, as Element Call
+does in an encrypted room, and the recorder decrypts with the bot's key ring
+(media/frame_keys.py: HKDF, ring 256); its files must hold audio (a decryption that failed
+would give files of silence, which the "silent files" column counts).
+
     python -m rtcbot_stack.netns -- .venv/bin/python -m bench.recorder_scale --sizes 4,8,16,24,32
 """
 
@@ -22,12 +28,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
 from livekit import api
 
+from bench.publisher_farm import farm_key, speaker_identity
 from rtcbot.config import LiveKitSettings
+from rtcbot.media.frame_keys import FrameKeys
 from rtcbot.media.participant import Participant
 from rtcbot.media.recorder import Recorder
 from rtcbot.media.tokens import SfuAccess, mint_local_token
+from rtcbot.rtc.e2ee_keys import MediaKey
 from rtcbot_stack import netns
 from rtcbot_stack.paths import MAUBOT_PYTHON, ROOT
 from rtcbot_stack.stack import Stack, StackSettings
@@ -38,7 +49,15 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def measure(stack: Stack, n: int, seconds: float, workdir: Path) -> dict[str, float]:
+def silent(path: Path) -> bool:
+    """A file with (almost) nothing in it: what undecryptable audio leaves."""
+    data, _rate = sf.read(str(path), dtype="int16")
+    return len(data) == 0 or float(np.sqrt(np.mean(np.asarray(data, np.float64) ** 2))) < 50
+
+
+async def measure(
+    stack: Stack, n: int, seconds: float, workdir: Path, encrypted: bool = False
+) -> dict[str, float]:
     key, secret = stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"]
     room = f"scale-{n}-{int(time.time())}"
     farm = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
@@ -52,6 +71,7 @@ async def measure(stack: Stack, n: int, seconds: float, workdir: Path) -> dict[s
             secret,
             room,
             "1",
+            "encrypted" if encrypted else "plain",
         ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -73,9 +93,14 @@ async def measure(stack: Stack, n: int, seconds: float, workdir: Path) -> dict[s
         async def access() -> SfuAccess:
             return mint_local_token(settings, room, "@rtcbot:localhost:RTCBOT", "recorder")
 
-        recorder = Recorder(
-            Participant(access, logging.getLogger("bench")), workdir / str(n), "bench"
-        )
+        participant = Participant(access, logging.getLogger("bench"))
+        if encrypted:
+            keys = FrameKeys(logging.getLogger("bench.keys"))
+            for i in range(n):
+                keys.set_remote(speaker_identity(i), MediaKey(0, farm_key(i)))
+            participant.use_frame_keys(keys)
+        mode = "encrypted" if encrypted else "plain"
+        recorder = Recorder(participant, workdir / f"{mode}-{n}", "bench")
         await recorder.start()
         await asyncio.sleep(3)  # all tracks subscribed and flowing
         c0, t0 = cpu_s(), time.monotonic()
@@ -94,31 +119,39 @@ async def measure(stack: Stack, n: int, seconds: float, workdir: Path) -> dict[s
             "recorded_s": wall,
             "shortest_s": shortest,
             "live_participants": len(status.participants),
+            "silent": sum(1 for f in tracks if silent(f.path)),
         }
     finally:
         farm.terminate()
         farm.wait(10)
 
 
-async def run(sizes: list[int], seconds: float) -> None:
+async def run(sizes: list[int], seconds: float, modes: list[str]) -> None:
     os.sched_setaffinity(0, {0})
     state = Path(tempfile.mkdtemp(prefix="rtcbot-recscale-"))
     stack = Stack(StackSettings(state_dir=state, netns=netns.current(), demo_room=False)).start()
     try:
         print(
-            f"{'speakers':>8} {'files':>5} {'CPU (1 core=100%)':>18} {'per track':>9} "
-            f"{'dropped':>7} {'recorded/wall':>13}",
+            f"{'mode':>9} {'speakers':>8} {'files':>5} {'CPU (1 core=100%)':>18} "
+            f"{'per track':>9} {'dropped':>7} {'recorded/wall':>13} {'silent files':>12}",
             flush=True,
         )
+        done: set[str] = set()  # modes that reached their limit
         for n in sizes:
-            r = await measure(stack, n, seconds, state / "rec")
-            ratio = r["shortest_s"] / r["recorded_s"] if r["recorded_s"] else 0
-            print(
-                f"{n:8d} {int(r['tracks']):5d} {r['cpu']:17.0%} {r['cpu'] / n:9.1%} "
-                f"{int(r['dropped']):7d} {ratio:13.3f}",
-                flush=True,
-            )
-            if r["cpu"] > 0.95 or r["dropped"] > 0:
+            for mode in modes:
+                if mode in done:
+                    continue
+                r = await measure(stack, n, seconds, state / "rec", mode == "encrypted")
+                ratio = r["shortest_s"] / r["recorded_s"] if r["recorded_s"] else 0
+                print(
+                    f"{mode:>9} {n:8d} {int(r['tracks']):5d} {r['cpu']:17.0%} "
+                    f"{r['cpu'] / n:9.1%} {int(r['dropped']):7d} {ratio:13.3f} "
+                    f"{int(r['silent']):12d}",
+                    flush=True,
+                )
+                if r["cpu"] > 0.95 or r["dropped"] > 0:
+                    done.add(mode)
+            if done >= set(modes):
                 break
     finally:
         stack.stop()
@@ -128,6 +161,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--sizes", default="4,8,16,24,32,48,64")
     p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--modes", default="plain,encrypted", help="plain, encrypted or both")
     a = p.parse_args()
-    asyncio.run(run([int(x) for x in a.sizes.split(",")], a.seconds))
+    asyncio.run(run([int(x) for x in a.sizes.split(",")], a.seconds, a.modes.split(",")))
     sys.exit(0)
