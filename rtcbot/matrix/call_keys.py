@@ -220,6 +220,15 @@ class CallKeys:
         keys = FrameKeys(self.log.getChild("frames"), on_state=self._on_state)
         session = _Session(room_id, keys, OutboundKeys())
         self.sessions[room_id] = session
+        try:
+            await self._open(session)
+        except BaseException:
+            await self.end(room_id)
+            raise
+        return keys
+
+    async def _open(self, session: _Session) -> None:
+        room_id, keys = session.room_id, session.frame_keys
         session.devices = await self._devices(room_id)
         self._bind(session)
         first = session.outbound.update(self._targets(session), self._clock_ms())
@@ -245,7 +254,6 @@ class CallKeys:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(session.first_sent.wait(), FIRST_SEND_WAIT_S)
             await asyncio.sleep(USE_KEY_DELAY_MS / 1000)
-        return keys
 
     async def end(self, room_id: str) -> None:
         """The bot's participant left the call: no more keys go out; received ones are kept
@@ -292,8 +300,10 @@ class CallKeys:
                 self.log.warning("could not read the call of %s: %s", session.room_id, e)
                 continue
             if devices != session.devices:
-                for device in session.devices.keys() - devices.keys():
-                    session.frame_keys.forget(session.devices[device].identity)
+                for device, gone in session.devices.items():
+                    now = devices.get(device)
+                    if now is None or now.identity != gone.identity:  # left, or re-created
+                        session.frame_keys.forget(gone.identity)
                 session.devices = devices
                 self._bind(session)
                 self._plan(session)

@@ -318,11 +318,11 @@ class CallPresence:
         if self.participant.frame_keys is not None:
             self.participant.frame_keys.close()
             self.participant.use_frame_keys(None)
-            if self._keys is not None:
-                try:
-                    await self._keys.end()
-                except Exception:
-                    self.log.exception("closing the call's frame keys failed")
+        if self._keys is not None:  # also when opening them was interrupted
+            try:
+                await self._keys.end()
+            except Exception:
+                self.log.exception("closing the call's frame keys failed")
 
 
 class RoleHandle:

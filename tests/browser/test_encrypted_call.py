@@ -33,7 +33,7 @@ from livekit import api
 from mautrix.crypto.attachments import decrypt_attachment
 
 from rtcbot.rtc.identity import livekit_identity, livekit_room_alias, member_identity
-from rtcbot.rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE
+from rtcbot.rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE, make_state_key
 from rtcbot_stack.stack import Stack
 from tests.browser.conftest import ElementCallFactory
 from tests.browser.element_call import ElementCallPage
@@ -389,6 +389,12 @@ async def test_encrypted_call_is_recorded_per_speaker(
     reply = await command(r, bot_id, "!call record start")
     assert reply.body.startswith("🔴 Recording started"), reply
     me = member_identity(bot_id, bot_device)
+    # ... and its call membership names that device (no key would reach it otherwise).
+    own = await alice_ec.get_state_event_full(
+        room, CALL_MEMBER_TYPE, make_state_key(bot_id, bot_device)
+    )
+    assert own["content"]["device_id"] == bot_device, own
+    assert own["content"]["membershipID"] == me, own
     bot_tracks = await wait_encrypted(stack, room, me)
     print(f"[encrypted-call] the bot's tracks: {bot_tracks}")
     assert all(e == "GCM" for e in bot_tracks), bot_tracks  # never plaintext into the call
@@ -483,6 +489,9 @@ async def test_announcement_is_heard_in_an_encrypted_call(
     tracks = await track_encryption(stack, r.room_id)
     print(f"[encrypted-call] announce heard by alice: {got}; tracks {tracks}")
     assert tracks.get(me) and all(e == "GCM" for e in tracks[me]), tracks
+    # The bot's status picture is encrypted like its voice: what Element Call shows of it.
+    pictures = [p for p in await page.tile_pictures() if p.name == bot_id[1:].split(":")[0]]
+    print(f"[encrypted-call] the bot's tile in alice's Element Call: {pictures}")
     lines = await page.console_tail(5000)
     errors = bot_decrypt_errors(lines, me)
     print(f"[encrypted-call] alice's console: {len(errors)} decryption errors about the bot")
