@@ -14,9 +14,9 @@ ring of the room's call under the sender's LiveKit identity when that device is 
 the call, else held until its membership appears (or for 10 minutes).
 
 Sending (`begin` … `end`, while the bot's participant is in an encrypted call): `begin`
-makes the bot's first key, sends it to the members and returns a second after it went out,
-so the bot's first frames never reach anyone before its key (no "MissingKey" errors, no lost
-first words); then the call's member devices are read from the call model (every 250 ms, memory only); each change goes
+makes the bot's first key, sends it to the members and returns a second after it went out
+and each member's own key came (at most 5 s), so the bot's first frames do not reach anyone
+before its key (no "MissingKey" errors, no lost first words); then the call's member devices are read from the call model (every 250 ms, memory only); each change goes
 through `OutboundKeys` and the resulting key is sent with the bot's OlmMachine to each target
 device (at most 8 at a time), with `member.id` = the bot's membership ID and
 `claimed_device_id` = its real device: the device of its call membership, the one Element
@@ -61,7 +61,7 @@ POLL_S = 0.25  # membership changes reach the key exchange within this
 SEND_CONCURRENCY = 8
 MAX_ROOMS = 256  # rooms whose received keys are kept (least recently used first out)
 RETRY_S = (2.0, 5.0, 15.0, 60.0)  # devices a key did not reach are tried again after these
-FIRST_SEND_WAIT_S = 5.0  # at most this long for the first key to go out before connecting
+FIRST_SEND_WAIT_S = 5.0  # at most this long for the first keys (out and in) before connecting
 
 NO_CRYPTO = (
     "This call is end-to-end encrypted and my end-to-end encryption is off: I would record "
@@ -248,12 +248,28 @@ class CallKeys:
             len(session.devices),
         )
         if first is not None:
-            # The bot's first frames must not reach people before its key does: they would
-            # see "MissingKey" errors and lose the first words. Like js-sdk's useKeyDelay
-            # for a new key: sent, then a second for the to-device message to arrive.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(session.first_sent.wait(), FIRST_SEND_WAIT_S)
-            await asyncio.sleep(USE_KEY_DELAY_MS / 1000)
+            await self._first_key_out(session)
+
+    async def _first_key_out(self, session: _Session) -> None:
+        """The bot's first frames must not reach people before its key does: they would see
+        "MissingKey" errors and lose the first words. Wait until the key is sent and each
+        member's own key has come (its client has seen the bot's membership, so its sync
+        runs; at most FIRST_SEND_WAIT_S), then a second more, js-sdk's useKeyDelay."""
+        since = self._clock_ms()
+        deadline = asyncio.get_running_loop().time() + FIRST_SEND_WAIT_S
+
+        def everyone_keyed() -> bool:
+            keys = self.inbound.get(session.room_id)
+            return keys is not None and all(
+                (latest := keys.latest(d)) is not None and latest[1] >= since
+                for d in session.devices
+            )
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(session.first_sent.wait(), FIRST_SEND_WAIT_S)
+        while not everyone_keyed() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(USE_KEY_DELAY_MS / 1000)
 
     async def end(self, room_id: str) -> None:
         """The bot's participant left the call: no more keys go out; received ones are kept
