@@ -374,6 +374,11 @@ class MediaRoles:
         prefix = time.strftime("%Y-%m-%d_%H%M%S")
 
         async def on_empty() -> None:
+            # The SFU room is empty; the call's memberships decide whether people left or are
+            # reconnecting (Element Call on a busy machine): the call's end stops it then.
+            if await self.calls.has_people(room_id):
+                self.log.info("%s: nobody on the SFU, but people are in the call", room_id)
+                return
             await self.stop_recording(room_id, reason_text="everyone left the call", speak=False)
 
         async def on_stopped(result: RecordingResult) -> None:
@@ -436,6 +441,10 @@ class MediaRoles:
         if speak and self.ctx.settings().recording.spoken_consent:
             with contextlib.suppress(Exception):
                 await self._speak(room_id, "The recording has stopped.")
+        # The membership goes before the recorder stops: stopping first unpublishes the status
+        # picture while the membership stays, and Element Call shows "Waiting for media…" for
+        # as long as the gap lasts (seen on a loaded machine).
+        await self._leave_call_for_media(room_id)
         result = await recorder.stop()
         await self._finish(room_id, result, reason_text)
         return result

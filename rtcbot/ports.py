@@ -38,6 +38,10 @@ class CallDirectory(Protocol):
 
     def publisher(self, room_id: str) -> MembershipPublisher | None: ...
 
+    async def has_people(self, room_id: str) -> bool:
+        """Whether a call with at least one person (not the bot) is going on in the room."""
+        ...
+
 
 class CallMembership(CallDirectory, Protocol):
     """The bot's own membership in a room's call."""
