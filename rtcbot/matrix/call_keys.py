@@ -9,7 +9,8 @@ LiveKit side applies them (media/frame_keys.py).
 Receiving (`on_keys`, subscribed to `EncryptedToDevice`, matrix/to_device.py, whose maubot
 handler takes ONLY Olm-decrypted events and authenticates the sending device by the
 Curve25519 key of the Olm session, its Ed25519 key and the content's `claimed_device_id`):
-the content is validated, stored per room, (user, device) and index, and handed to the key
+the content is validated, kept only for a room the bot is in from a sender who has not left
+it, stored per room, (user, device) and index, and handed to the key
 ring of the room's call under the sender's LiveKit identity when that device is a member of
 the call, else held until its membership appears (or for 10 minutes).
 
@@ -33,7 +34,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from mautrix.types import DeviceID, RoomID, UserID
+from mautrix.types import DeviceID, Membership, RoomID, UserID
 
 from ..context import BotContext
 from ..crypto_status import CRYPTO_FIX, room_is_encrypted
@@ -160,6 +161,15 @@ class CallKeys:
         if msg.device_id != event.device_id:  # to_device.py checked it; never trust twice less
             metrics.labels("invalid").inc()
             return
+        if not await self._may_hold(msg.room_id, msg.user_id):
+            metrics.labels("invalid").inc()
+            self.log.warning(
+                "dropped a media key from %s/%s for %s: not a room the two of us are in",
+                msg.user_id,
+                msg.device_id,
+                msg.room_id,
+            )
+            return
         if not self._accepted(msg.room_id, msg, self._clock_ms()):
             metrics.labels("outdated").inc()
             self.log.info(
@@ -182,6 +192,23 @@ class CallKeys:
         )
         if session is not None and member is not None:
             session.frame_keys.set_remote(member.identity, msg.key)
+
+    async def _may_hold(self, room_id: str, sender: str) -> bool:
+        """Keys are kept only for rooms the bot is in, from senders who have not left them
+        (anyone with an Olm session can send a key for any room ID: bounded memory)."""
+        store = self.ctx.client.state_store
+        if store is None:
+            return True
+        try:
+            bot = await store.get_member(RoomID(room_id), UserID(self.ctx.user_id))
+            member = await store.get_member(RoomID(room_id), UserID(sender))
+        except Exception:
+            return True  # the store is unavailable: the call's own checks still apply
+        if bot is None or bot.membership != Membership.JOIN:
+            return False
+        # Unknown (lazy-loaded members) is kept: such a sender is held until its call
+        # membership appears, or forgotten.
+        return member is None or member.membership == Membership.JOIN
 
     def _accepted(self, room_id: str, msg: KeyMessage, now_ms: int) -> bool:
         inbound = self.inbound.get(room_id)

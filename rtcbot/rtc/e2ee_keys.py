@@ -33,7 +33,7 @@ from .session import CallMember
 
 KEY_EVENT_TYPE: Final = "io.element.call.encryption_keys"
 KEY_BYTES: Final = 16  # what js-sdk generates
-MAX_KEY_BYTES: Final = 128  # HKDF takes any length; more is no key anyone sends
+MAX_KEY_BYTES: Final = 64  # HKDF takes any length; EC sends 16, MSC4143's draft 32
 INDEX_COUNT: Final = 256  # key indexes 0–255: one byte in the frame trailer, EC's key ring
 GRACE_MS: Final = 10_000  # js-sdk keyRotationGracePeriodMs
 USE_KEY_DELAY_MS: Final = 1_000  # js-sdk useKeyDelay (Element Call leaves the default)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from mautrix.client import Client
 from mautrix.client.state_store import MemoryStateStore
-from mautrix.types import RoomID, UserID
+from mautrix.types import Membership, RoomID, UserID
 
 from rtcbot.context import BotContext
 from rtcbot.matrix.call_keys import CallKeys
@@ -91,7 +91,9 @@ GOOD = {
 
 
 async def test_a_key_is_stored_for_its_room_and_device_bad_content_is_counted() -> None:
-    keys, _, metrics = call_keys()
+    keys, client, metrics = call_keys()
+    assert client.state_store is not None
+    await client.state_store.set_membership(RoomID(ROOM), BOT, Membership.JOIN)
     await keys.on_keys(key_event(GOOD))
     inbound = keys.inbound[ROOM]
     assert inbound.devices() == [(EVE, "EVEPHONE")]
@@ -105,3 +107,20 @@ async def test_a_key_is_stored_for_its_room_and_device_bad_content_is_counted() 
     await keys.on_keys(key_event(GOOD, device="OTHER"))
     assert counted(metrics, "invalid") == 3
     assert [k.index for k in inbound.keys_of((EVE, "EVEPHONE"))] == [2]
+
+
+async def test_keys_only_for_rooms_the_bot_is_in_from_senders_still_there() -> None:
+    """Anyone with an Olm session can send a key naming any room: memory stays bounded."""
+    keys, client, metrics = call_keys()
+    store = client.state_store
+    assert store is not None
+    await keys.on_keys(key_event(GOOD))  # the bot is not in that room
+    await store.set_membership(RoomID(ROOM), BOT, Membership.JOIN)
+    await store.set_membership(RoomID(ROOM), UserID(EVE), Membership.LEAVE)
+    await keys.on_keys(key_event(GOOD))  # eve left it
+    assert counted(metrics, "invalid") == 2 and ROOM not in keys.inbound
+    await store.set_membership(RoomID(ROOM), UserID(EVE), Membership.JOIN)
+    await keys.on_keys(key_event(GOOD))
+    assert counted(metrics, "accepted") == 1 and keys.inbound[ROOM].devices() == [
+        (EVE, "EVEPHONE")
+    ]
