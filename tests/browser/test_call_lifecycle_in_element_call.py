@@ -362,14 +362,10 @@ async def test_kill_9_element_call_drops_the_bots_tile_within_the_delay(
     assert "What was recorded until then" in body(notice), body(notice)
 
     async def recovered() -> dict[str, Event] | None:
+        # alice's file; the mix is posted too when it was flushed before the kill (it trails
+        # the speakers by 1.5 s, so a short recording may have none yet).
         files = audio_files(await bot_said(alice, bot_room, bot_id, notice["event_id"]))
-        names = sorted(files)
-        return (
-            files
-            if any(n.startswith("Mix of everyone") for n in names)
-            and any(n.startswith("Alice (") for n in names)
-            else None
-        )
+        return files if any(n.startswith("Alice (") for n in files) else None
 
     files = await poll("the cut-off recording's files", recovered, 60, 0.5)
     print(f"[lifecycle] recovered files: {sorted(files)}")
@@ -378,7 +374,7 @@ async def test_kill_9_element_call_drops_the_bots_tile_within_the_delay(
         io.BytesIO(await download(alice, alice_file["content"]["url"])), dtype="int16"
     )
     loud = np.flatnonzero(np.abs(samples) > 2000)
-    assert len(loud) > rate, len(loud) / rate  # more than a second of her tone survived
+    assert len(loud) > rate // 2, len(loud) / rate  # her tone, up to the last flush
     assert abs(dominant_hz(samples[loud[-1] - rate // 2 : loud[-1]], rate) - 440) < 10
 
 
