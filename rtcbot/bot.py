@@ -36,7 +36,7 @@ from .metrics import Metrics
 from .migrations import upgrade_table
 from .schedules.commands import ScheduleCommands
 from .schedules.runner import ScheduleRunner
-from .tasks import Tasks, plugin_tasks
+from .tasks import Tasks, owner_logger, plugin_tasks
 from .web import WebEndpoints
 
 # Background tasks get this long to finish on stop (a notice being posted) before cancel.
@@ -164,8 +164,13 @@ class RtcBot(Plugin):
         )
 
     def _own_tasks(self) -> list[asyncio.Task[Any]]:
-        """Running tasks of rtcbot code started since this instance started."""
-        return [t for t in plugin_tasks() if t not in self._tasks_before]
+        """Running tasks of rtcbot code started since this instance started, less the loops
+        of another instance of the plugin started meanwhile (e.g. after a restart of maubot)."""
+        return [
+            t
+            for t in plugin_tasks()
+            if t not in self._tasks_before and owner_logger(t) in (None, self.log)
+        ]
 
     def _validated_settings(self) -> Settings:
         try:

@@ -85,3 +85,14 @@ def plugin_tasks() -> list[asyncio.Task[Any]]:
         if any(marker in f for f in files for marker in PLUGIN_CODE):
             found.append(task)
     return found
+
+
+def owner_logger(task: asyncio.Task[Any]) -> logging.Logger | None:
+    """The instance logger of the manager whose method the task runs (`self.ctx.log`), if any.
+
+    Several instances of the plugin share one maubot process and one code base: this tells
+    another instance's loops apart from ours."""
+    frame = getattr(task.get_coro(), "cr_frame", None)
+    owner = frame.f_locals.get("self") if frame is not None else None
+    log = getattr(getattr(owner, "ctx", None), "log", None)
+    return log if isinstance(log, logging.Logger) else None
