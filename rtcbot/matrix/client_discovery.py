@@ -15,7 +15,6 @@ server name, the path is fixed, redirects are refused, the answer is capped at 1
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from .server_discovery import InvalidServerName, parse_server_name
+from .server_discovery import InvalidServerName, fetch_well_known, parse_server_name
 
 WELL_KNOWN_CLIENT = "/.well-known/matrix/client"
 _MAX_BYTES = 16 * 1024
@@ -103,22 +102,8 @@ class ClientApiDiscovery:
         if self._well_known_port and ":" not in authority:
             authority = f"{authority}:{self._well_known_port}"
         url = f"{self._scheme}://{authority}{WELL_KNOWN_CLIENT}"
-        try:
-            async with self._session.get(
-                url, timeout=aiohttp.ClientTimeout(total=self._timeout), allow_redirects=False
-            ) as resp:
-                if resp.status != 200:
-                    return None
-                raw = await resp.content.read(_MAX_BYTES + 1)
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return None
-        if len(raw) > _MAX_BYTES:
-            return None
-        try:
-            body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            return None
-        homeserver = body.get("m.homeserver") if isinstance(body, dict) else None
+        body = await fetch_well_known(self._session, url, self._timeout)
+        homeserver = body.get("m.homeserver") if body is not None else None
         base = homeserver.get("base_url") if isinstance(homeserver, dict) else None
         if not isinstance(base, str) or not _HTTP_URL.fullmatch(base):
             return None

@@ -29,6 +29,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -156,27 +157,34 @@ class FederationDiscovery:
     async def _well_known(self, host: str) -> ServerName | None:
         port = f":{self._well_known_port}" if self._well_known_port else ""
         url = f"{self._scheme}://{host}{port}{WELL_KNOWN_PATH}"
-        try:
-            async with self._session.get(
-                url,
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-                allow_redirects=False,
-            ) as resp:
-                if resp.status != 200:
-                    return None
-                raw = await resp.content.read(_MAX_WELL_KNOWN_BYTES + 1)
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return None
-        if len(raw) > _MAX_WELL_KNOWN_BYTES:
-            return None
-        try:
-            body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            return None
-        delegated = body.get("m.server") if isinstance(body, dict) else None
+        body = await fetch_well_known(self._session, url, self._timeout)
+        delegated = body.get("m.server") if body is not None else None
         if not isinstance(delegated, str):
             return None
         try:
             return parse_server_name(delegated)
         except InvalidServerName:
             return None
+
+
+async def fetch_well_known(
+    session: aiohttp.ClientSession, url: str, timeout: float
+) -> dict[str, Any] | None:
+    """A `.well-known` JSON object, or None: not 200, a redirect, over 16 KiB, not a JSON
+    object, or unreachable (the caller's fallback applies then)."""
+    try:
+        async with session.get(
+            url, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
+        ) as resp:
+            if resp.status != 200:
+                return None
+            raw = await resp.content.read(_MAX_WELL_KNOWN_BYTES + 1)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    if len(raw) > _MAX_WELL_KNOWN_BYTES:
+        return None
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return body if isinstance(body, dict) else None
