@@ -25,7 +25,6 @@ import aiohttp
 from .server_discovery import InvalidServerName, fetch_well_known, parse_server_name
 
 WELL_KNOWN_CLIENT = "/.well-known/matrix/client"
-_MAX_BYTES = 16 * 1024
 _HTTP_URL = re.compile(r"https?://[^/\s?#]+(/[^\s?#]*)?")
 
 
