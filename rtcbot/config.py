@@ -10,6 +10,7 @@ from mautrix.util.config import BaseProxyConfig, ConfigUpdateHelper
 
 from .command_permissions import DEFAULT_LEVELS
 from .schedules.parse import UnknownTimezone, resolve_timezone
+from .transcripts.engine import ModelSettings
 
 NOTIFY_LEVELS = ("off", "summary", "all")
 ROOMS_WITHOUT_BOT = ("refuse", "full_access", "any_user")
@@ -65,6 +66,19 @@ class Config(BaseProxyConfig):
             "recording.retention_days",
             "recording.spoken_consent",
             "announcer.join_chime",
+            "transcripts.enabled",
+            "transcripts.model",
+            "transcripts.language",
+            "transcripts.compute_type",
+            "transcripts.cpu_threads",
+            "transcripts.max_jobs",
+            "transcripts.chunk_minutes",
+            "transcripts.download_root",
+            "transcripts.local_files_only",
+            "captions.enabled",
+            "captions.batch_seconds",
+            "call_card.enabled",
+            "call_card.image",
         ):
             helper.copy(key)
 
@@ -137,6 +151,44 @@ class RecordingSettings:
 
 
 @dataclass(frozen=True)
+class TranscriptSettings:
+    # A transcript after each recording (a room can turn it off or on: `!call transcript`).
+    enabled: bool = True
+    model: str = "small"  # a faster-whisper model name, a local directory or package:<module>
+    language: str = ""  # "" = detect
+    compute_type: str = "int8"
+    cpu_threads: int = 1
+    max_jobs: int = 1
+    chunk_minutes: float = 5.0
+    download_root: str = ""
+    local_files_only: bool = False
+
+    def model_settings(self) -> ModelSettings:
+        return ModelSettings(
+            model=self.model,
+            language=self.language,
+            compute_type=self.compute_type,
+            cpu_threads=self.cpu_threads,
+            max_jobs=self.max_jobs,
+            download_root=self.download_root,
+            local_files_only=self.local_files_only,
+        )
+
+
+@dataclass(frozen=True)
+class CaptionSettings:
+    # Live captions while recording (off by default; a room turns them on: `!call captions`).
+    enabled: bool = False
+    batch_seconds: float = 4.0  # one caption message per speaker per this many seconds
+
+
+@dataclass(frozen=True)
+class CallCardSettings:
+    enabled: bool = True  # the card at the end of a call (where `!call notify` posts the end)
+    image: bool = True  # with the picture of who spoke when
+
+
+@dataclass(frozen=True)
 class AnnouncerSettings:
     join_chime: bool = True
 
@@ -167,6 +219,9 @@ class Settings:
     recording: RecordingSettings = RecordingSettings()
     announcer: AnnouncerSettings = AnnouncerSettings()
     calls: CallSettings = CallSettings()
+    transcripts: TranscriptSettings = TranscriptSettings()
+    captions: CaptionSettings = CaptionSettings()
+    call_card: CallCardSettings = CallCardSettings()
     # Power level needed per command (command_permissions.py).
     permissions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LEVELS))
 
@@ -355,7 +410,46 @@ def parse_settings(raw: Any) -> Settings:
         ),
         announcer=AnnouncerSettings(join_chime=_bool(raw, "announcer.join_chime", True)),
         calls=CallSettings(bot_may_start=_bool(raw, "calls.bot_may_start", False)),
+        transcripts=_transcripts(raw),
+        captions=CaptionSettings(
+            enabled=_bool(raw, "captions.enabled", False),
+            batch_seconds=_float(raw, "captions.batch_seconds", 4.0, 0.5, 60.0),
+        ),
+        call_card=CallCardSettings(
+            enabled=_bool(raw, "call_card.enabled", True),
+            image=_bool(raw, "call_card.image", True),
+        ),
         permissions=_permissions(raw),
+    )
+
+
+COMPUTE_TYPES = ("int8", "int8_float32", "int16", "float32", "default")
+
+
+def _transcripts(raw: Any) -> TranscriptSettings:
+    model = _str(raw, "transcripts.model", "small") or "small"
+    compute = _str(raw, "transcripts.compute_type", "int8") or "int8"
+    if compute not in COMPUTE_TYPES:
+        raise ConfigError(
+            f"transcripts.compute_type must be one of {', '.join(COMPUTE_TYPES)}, got {compute!r}"
+        )
+    language = _str(raw, "transcripts.language", "").strip().lower()
+    if language in ("auto", "detect"):
+        language = ""
+    if language and not re.fullmatch(r"[a-z]{2,3}", language):
+        raise ConfigError(
+            f"transcripts.language must be a language code such as 'en' or empty, got {language!r}"
+        )
+    return TranscriptSettings(
+        enabled=_bool(raw, "transcripts.enabled", True),
+        model=model,
+        language=language,
+        compute_type=compute,
+        cpu_threads=_int(raw, "transcripts.cpu_threads", 1, 1, 64),
+        max_jobs=_int(raw, "transcripts.max_jobs", 1, 1, 16),
+        chunk_minutes=_float(raw, "transcripts.chunk_minutes", 5.0, 0.5, 60.0),
+        download_root=_str(raw, "transcripts.download_root", ""),
+        local_files_only=_bool(raw, "transcripts.local_files_only", False),
     )
 
 

