@@ -18,6 +18,8 @@ DEFAULT_LEVELS: Mapping[str, int] = {
     "status": 0,
     "diag": 0,
     "record_status": 0,
+    # Anyone may leave their own voice out of recordings (and take it back).
+    "record_optout": 0,
     "schedule_list": 0,
     "schedule_next": 0,
     "join": MODERATOR,
@@ -26,18 +28,22 @@ DEFAULT_LEVELS: Mapping[str, int] = {
     "announce": MODERATOR,
     "auto": MODERATOR,
     "record": MODERATOR,
+    "transcript": MODERATOR,
+    "captions": MODERATOR,
     "schedule_add": MODERATOR,
     "schedule_remove": MODERATOR,
     "schedule_tz": MODERATOR,
 }
 # Asking for the current value (`!call notify`, `!call auto`, `!call schedule tz`) only reads.
-_SHOWS_WITHOUT_ARGS = ("notify", "auto", "schedule_tz")
+_SHOWS_WITHOUT_ARGS = ("notify", "auto", "schedule_tz", "transcript", "captions")
 
 
 def permission_key(name: str, args: tuple[str, ...]) -> str:
     """The config key that governs `!call <name> <args…>`."""
     first = args[0].lower() if args else ""
     if name == "record":
+        if first in ("optout", "optin"):
+            return "record_optout"
         return "record_status" if first in ("", "status") else "record"
     if name == "schedule":
         key = f"schedule_{first or 'list'}"

@@ -27,6 +27,7 @@ class DB:
         self.schedules = ScheduleStore(db)
         self.delegated_leaves = DelegatedLeaveStore(db)
         self.recordings = RecordingLog(db)
+        self.optouts = OptOutStore(db)
 
     # -- room settings -----------------------------------------------------------------------
     async def get_notify_level(self, room_id: str) -> str | None:
@@ -55,6 +56,22 @@ class DB:
             "ON CONFLICT (room_id) DO UPDATE SET auto_role=excluded.auto_role",
             room_id,
             role,
+        )
+
+    async def get_feature(self, room_id: str, feature: str) -> bool | None:
+        """A room's own choice for `transcript` / `captions` (None: the config decides)."""
+        val = await self.db.fetchval(
+            "SELECT enabled FROM room_feature WHERE room_id=$1 AND feature=$2", room_id, feature
+        )
+        return None if val is None else bool(val)
+
+    async def set_feature(self, room_id: str, feature: str, enabled: bool) -> None:
+        await self.db.execute(
+            "INSERT INTO room_feature (room_id, feature, enabled) VALUES ($1, $2, $3) "
+            "ON CONFLICT (room_id, feature) DO UPDATE SET enabled=excluded.enabled",
+            room_id,
+            feature,
+            enabled,
         )
 
     # -- exactly-once commands ---------------------------------------------------------------
@@ -364,3 +381,37 @@ class RecordingLog:
             RecordingInProgress(r["room_id"], r["prefix"], r["directory"], int(r["started_ms"]))
             for r in rows
         ]
+
+
+class OptOutStore:
+    """Who is left out of a room's recordings (recording_optout.py): user → anonymous."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def of_room(self, room_id: str) -> dict[str, bool]:
+        rows = await self.db.fetch(
+            "SELECT user_id, anonymous FROM recording_optout WHERE room_id=$1", room_id
+        )
+        return {str(r["user_id"]): bool(r["anonymous"]) for r in rows}
+
+    async def opt_out(self, room_id: str, user_id: str, anonymous: bool) -> None:
+        await self.db.execute(
+            "INSERT INTO recording_optout (room_id, user_id, anonymous, since_ms) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (room_id, user_id) "
+            "DO UPDATE SET anonymous=excluded.anonymous",
+            room_id,
+            user_id,
+            anonymous,
+            int(time.time() * 1000),
+        )
+
+    async def opt_in(self, room_id: str, user_id: str) -> bool:
+        """True if the user had opted out."""
+        had = await self.db.fetchval(
+            "SELECT 1 FROM recording_optout WHERE room_id=$1 AND user_id=$2", room_id, user_id
+        )
+        await self.db.execute(
+            "DELETE FROM recording_optout WHERE room_id=$1 AND user_id=$2", room_id, user_id
+        )
+        return had is not None

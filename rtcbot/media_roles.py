@@ -19,15 +19,14 @@ import asyncio
 import contextlib
 import re
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from livekit import rtc
 from mautrix.api import Method
 from mautrix.api import Path as ApiPath
-from mautrix.types import (
-    RoomID,
-)
+from mautrix.types import EventID, RoomID
 
 from .context import BotContext
 from .crypto_status import crypto_refusal
@@ -36,7 +35,7 @@ from .matrix.publisher import PublishError, State
 from .media.announcer import Announcer
 from .media.participant import SfuConnectError
 from .media.presence import CallKeyring, CallPresence, Keyrings
-from .media.recorder import Recorder, RecordingResult
+from .media.recorder import AudioTap, Recorder, RecordingResult
 from .media.tokens import (
     AuthServiceClient,
     Roles,
@@ -47,7 +46,7 @@ from .media.tokens import (
 )
 from .media.tts import available_engine
 from .ports import CallEvent, CallMembership, TransportUrl
-from .recording_posts import apply_retention, post_recording
+from .recording_posts import apply_retention, drop_posted_files, post_recording
 from .recording_recovery import RecordingRecovery
 from .recording_sfus import RecordingSfus
 from .rtc.identity import is_hashed_identity, livekit_room_alias, member_identity
@@ -55,6 +54,12 @@ from .rtc.session import CallEnded, CallStarted
 
 ROLES = ("record", "announce")
 RETENTION_EVERY_S = 3600
+# What else follows a recording (captions, the call card, transcripts, opt-outs): given the
+# room when a recorder is made, each may hand it an audio tap; told when it has ended (before
+# the summary is posted) and when the summary is posted (its event, None if not posted).
+TapFactory = Callable[[str], AudioTap | None]
+RecordingEnded = Callable[[str], Awaitable[None]]
+RecordingPosted = Callable[[RoomID, RecordingResult, EventID], Coroutine[Any, Any, None]]
 
 
 class MediaError(Exception):
@@ -112,6 +117,13 @@ class MediaRoles:
             log=self.log.getChild("sfus"),
         )
         self._retention: asyncio.Task[None] | None = None
+        self.tap_factories: list[TapFactory] = []
+        self.on_recording_ended: list[RecordingEnded] = []
+        self.on_recording_posted: list[RecordingPosted] = []
+        # Opt-outs (recording_optout.py): room → "is this LiveKit identity left out now?",
+        # and the summary's lines about them.
+        self.withheld_for: Callable[[str], Callable[[str], bool]] | None = None
+        self.summary_notes: Callable[[str], list[str]] | None = None
 
     async def start(self) -> None:
         self._retention = asyncio.ensure_future(self._retention_loop())
@@ -398,6 +410,8 @@ class MediaRoles:
             on_stopped=on_stopped,
             ignore=self._ignore,
             exclude=lambda p: p.identity.startswith(f"{self.ctx.user_id}:"),
+            withheld=self.withheld_for(room_id) if self.withheld_for else None,
+            taps=[t for make in self.tap_factories if (t := make(room_id)) is not None],
         )
         self.recorders[room_id] = recorder
         self._starting.add(room_id)
@@ -465,11 +479,27 @@ class MediaRoles:
             await self._leave_call_for_media(room_id)
         await self._close_announcer(room_id)
         await self._leave_if_idle(room_id)
-        await post_recording(self.ctx, RoomID(room_id), result, reason_text)
+        for ended in self.on_recording_ended:
+            try:
+                await ended(room_id)
+            except Exception:
+                self.log.exception("after the recording in %s: %s failed", room_id, ended)
+        notes = self.summary_notes(room_id) if self.summary_notes else []
+        summary = await post_recording(self.ctx, RoomID(room_id), result, reason_text, notes)
+        self.ctx.tasks.spawn(self._after_posted(room_id, result, summary), "recording-posted")
         if result.errors:
             self.log.warning("recording in %s had errors: %s", room_id, result.errors)
         # Posted (or kept and said where): only now is it no longer the recovery's business.
         await self._recording_over(room_id)
+
+    async def _after_posted(self, room_id: str, result: RecordingResult, summary: EventID) -> None:
+        """What reads the files (the transcript) first, then a retention of 0 deletes them."""
+        for posted in self.on_recording_posted:
+            try:
+                await posted(RoomID(room_id), result, summary)
+            except Exception:
+                self.log.exception("after posting the recording in %s: %s failed", room_id, posted)
+        drop_posted_files(self.ctx, result)
 
     async def _retention_loop(self) -> None:
         while True:

@@ -109,3 +109,26 @@ async def upgrade_v4(conn: Connection) -> None:
             PRIMARY KEY (room_id, prefix)
         )"""
     )
+
+
+@upgrade_table.register(description="Transcripts/captions per room, recording opt-outs")
+async def upgrade_v5(conn: Connection) -> None:
+    # A room's choice overrides the config's default (`!call transcript|captions on|off`).
+    await conn.execute(
+        """CREATE TABLE room_feature (
+            room_id TEXT NOT NULL,
+            feature TEXT NOT NULL,
+            enabled BOOLEAN NOT NULL,
+            PRIMARY KEY (room_id, feature)
+        )"""
+    )
+    # People who asked to be left out of this room's recordings (`!call record optout`).
+    await conn.execute(
+        """CREATE TABLE recording_optout (
+            room_id   TEXT NOT NULL,
+            user_id   TEXT NOT NULL,
+            anonymous BOOLEAN NOT NULL,
+            since_ms  BIGINT NOT NULL,
+            PRIMARY KEY (room_id, user_id)
+        )"""
+    )

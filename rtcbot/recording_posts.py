@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from mautrix.types import AudioInfo, MediaMessageEventContent, MessageType, RoomID
+from mautrix.types import AudioInfo, EventID, MediaMessageEventContent, MessageType, RoomID
 
 from .context import BotContext
 from .matrix.attachments import upload_for_room
@@ -31,9 +31,14 @@ def _label(f: RecordedFile) -> str:
 
 
 async def post_recording(
-    ctx: BotContext, room: RoomID, result: RecordingResult, reason_text: str = ""
-) -> None:
-    """The summary (who spoke, why it stopped), then each file, mix first."""
+    ctx: BotContext,
+    room: RoomID,
+    result: RecordingResult,
+    reason_text: str = "",
+    notes: list[str] | None = None,
+) -> EventID:
+    """The summary (who spoke, why it stopped, `notes`), then each file, mix first.
+    Returns the summary's event (the recording's message: a transcript replies to it)."""
     why = {
         "max_duration": "it reached the maximum length",
         "sfu_lost": "the media server was unreachable for too long",
@@ -62,18 +67,16 @@ async def post_recording(
                 for n, s in sorted(result.undecrypted.items())
             )
         )
+    lines.extend(notes or ())
     settings = ctx.settings().recording
     limit = settings.max_upload_mb * 1024 * 1024
     if not result.files:
         lines.append("Nothing was recorded: nobody's audio reached me.")
-        await ctx.notices.send(room, "\n".join(lines))
+        summary = await ctx.notices.send(room, "\n".join(lines))
     elif result.total_bytes <= limit:
-        await ctx.notices.send(room, "\n".join(lines))
+        summary = await ctx.notices.send(room, "\n".join(lines))
         for f in sorted(result.files, key=lambda f: (f.kind != "mix", f.segment, f.display_name)):
             await upload_recording(ctx, room, f.path, _label(f), f.duration_ms)
-        if settings.retention_days == 0:
-            for f in result.files:
-                f.path.unlink(missing_ok=True)
     else:
         where = result.files[0].path.parent
         lines.append(
@@ -81,7 +84,16 @@ async def post_recording(
             f"and stay on the bot's disk in `{where}` for "
             f"{settings.retention_days} days."
         )
-        await ctx.notices.send(room, "\n".join(lines))
+        summary = await ctx.notices.send(room, "\n".join(lines))
+    return summary
+
+
+def drop_posted_files(ctx: BotContext, result: RecordingResult) -> None:
+    """retention_days 0: the files are deleted once posted (and transcribed)."""
+    settings = ctx.settings().recording
+    if settings.retention_days == 0 and result.total_bytes <= settings.max_upload_mb * 1024**2:
+        for f in result.files:
+            f.path.unlink(missing_ok=True)
 
 
 async def upload_recording(

@@ -1,9 +1,12 @@
-"""Real LiveKit peers (the `livekit` Python SDK): publish a sine tone, or record what they hear."""
+"""Real LiveKit peers (the `livekit` Python SDK): publish a sine tone or speech (espeak-ng),
+or record what they hear."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import subprocess
 from collections import defaultdict
 from datetime import timedelta
 
@@ -40,6 +43,22 @@ def sine(
 ) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (np.sin(2 * np.pi * freq * t) * amplitude * 32767).astype(np.int16)
+
+
+def speech(text: str, voice: str = "en-us", words_per_minute: int = 150) -> np.ndarray:
+    """`text` spoken by espeak-ng, as int16 mono at 48 kHz."""
+    import soundfile as sf
+
+    wav = subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(words_per_minute), "--stdout", text],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout
+    data, rate = sf.read(io.BytesIO(wav), dtype="float32")
+    n = int(len(data) * SAMPLE_RATE / rate)
+    resampled = np.interp(np.arange(n) * rate / SAMPLE_RATE, np.arange(len(data)), data)
+    return (resampled * 0.8 * 32767).astype(np.int16)
 
 
 def dominant_frequency(samples: np.ndarray, rate: int = SAMPLE_RATE) -> float:
@@ -98,6 +117,44 @@ class Peer:
         opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         await self.room.local_participant.publish_track(track, opts)
         self._tasks.append(asyncio.ensure_future(self._play(source, freq)))
+
+    async def publish_samples(self, samples: np.ndarray, name: str = "speech") -> None:
+        """Publish a microphone track that plays `samples` once (int16, 48 kHz), then silence;
+        `play` plays more on the same track."""
+        source = rtc.AudioSource(SAMPLE_RATE, 1)
+        track = rtc.LocalAudioTrack.create_audio_track(name, source)
+        opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        await self.room.local_participant.publish_track(track, opts)
+        self._queue: list[np.ndarray] = [samples]
+        self.played = asyncio.Event()
+        self._tasks.append(asyncio.ensure_future(self._play_queue(source)))
+
+    def play(self, samples: np.ndarray) -> None:
+        self.played.clear()
+        self._queue.append(samples)
+
+    async def _play_queue(self, source: rtc.AudioSource) -> None:
+        n = SAMPLE_RATE * FRAME_MS // 1000
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        sent = 0
+        pending = np.zeros(0, dtype=np.int16)
+        while True:
+            if not len(pending) and self._queue:
+                pending = self._queue.pop(0)
+            if len(pending):
+                data, pending = pending[:n], pending[n:]
+                if len(data) < n:
+                    data = np.concatenate([data, np.zeros(n - len(data), dtype=np.int16)])
+                if not len(pending) and not self._queue:
+                    self.played.set()
+            else:
+                data = np.zeros(n, dtype=np.int16)
+            await source.capture_frame(rtc.AudioFrame(data.tobytes(), SAMPLE_RATE, 1, n))
+            sent += 1
+            delay = start + sent * FRAME_MS / 1000 - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
 
     async def _play(self, source: rtc.AudioSource, freq: float) -> None:
         n = SAMPLE_RATE * FRAME_MS // 1000
