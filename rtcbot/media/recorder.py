@@ -585,7 +585,8 @@ class Recorder:
                 self._errors.append(f"segment {s.part}: {type(exc).__name__}: {exc}")
                 self.log.exception("Finishing segment %d failed", s.part)
                 written = s.writer.files()
-            files.extend(self._recorded(s.part, w) for w in written)
+            offset = s.t0 - (self.started_at or s.t0)
+            files.extend(self._recorded(s.part, w, offset) for w in written)
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -613,7 +614,7 @@ class Recorder:
             self._call(self.on_stopped, result)
         return result
 
-    def _recorded(self, part: int, w: WrittenFile) -> RecordedFile:
+    def _recorded(self, part: int, w: WrittenFile, offset: float) -> RecordedFile:
         identity = self._key_identity.get(w.key) if w.key else None
         return RecordedFile(
             path=w.path,
@@ -625,6 +626,7 @@ class Recorder:
             duration_ms=w.duration_ms,
             size_bytes=w.size_bytes,
             speaking_seconds=round(w.speaking_seconds, 2),
+            offset_s=round(offset, 3),
         )
 
     def _unhook(self) -> None:

@@ -21,6 +21,7 @@ class RecordedFile:
     duration_ms: int
     size_bytes: int
     speaking_seconds: float = 0.0
+    offset_s: float = 0.0  # where its part starts, from the start of the recording
 
 
 @dataclass
