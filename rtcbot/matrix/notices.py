@@ -13,6 +13,7 @@ from mautrix.types import (
     InReplyTo,
     MessageType,
     RelatesTo,
+    RelationType,
     RoomID,
     TextMessageEventContent,
 )
@@ -58,6 +59,16 @@ def _strip_md(text: str) -> str:
     return _PLAIN.sub(lambda m: m.group(1) or "", text)
 
 
+def in_thread(root: EventID, last: EventID | None = None) -> RelatesTo:
+    """A threaded reply to `root` (MSC3440), replying to `last` for clients without threads."""
+    return RelatesTo(
+        rel_type=RelationType.THREAD,
+        event_id=root,
+        is_falling_back=True,
+        in_reply_to=InReplyTo(event_id=last or root),
+    )
+
+
 class Notices:
     """Every message the bot posts goes through here (one place to tag and format them)."""
 
@@ -86,9 +97,12 @@ class Notices:
         html_body: str | None = None,
         extra: dict[str, Any] | None = None,
         mentions_room: bool = False,
+        thread: RelatesTo | None = None,
     ) -> EventID:
         content = self._content(markdown, html_body, extra)
         content["m.mentions"] = {"room": True} if mentions_room else {}
+        if thread is not None:  # in_thread(root): a message in a thread
+            content.relates_to = thread
         return await self.client.send_message(room_id, content)
 
     async def reply(

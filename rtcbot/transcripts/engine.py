@@ -120,27 +120,42 @@ class SpeechToText:
         """Every word of one speaker's file, on the recording's axis (`offset_s` = where the
         file starts). Waits for a free job slot; the work runs in a thread."""
         async with self.slots():
-            return await asyncio.to_thread(self._file_words, path, offset_s, progress, chunk_s)
+            return await _in_thread(self._file_words, path, offset_s, progress, chunk_s)
 
     async def transcribe_pcm(self, samples: np.ndarray, offset_s: float = 0.0) -> list[Word]:
         """A short piece of 16 kHz float32 mono audio (a caption)."""
         async with self.slots():
-            return await asyncio.to_thread(self._words, samples, offset_s, False)
+            return await _in_thread(self._words, samples, offset_s, False)
 
     def _file_words(
-        self, path: Path, offset_s: float, progress: Progress | None, chunk_s: float
+        self,
+        path: Path,
+        offset_s: float,
+        progress: Progress | None,
+        chunk_s: float,
+        stop: threading.Event,
     ) -> list[Word]:
         words: list[Word] = []
         done = 0.0
         for start_s, chunk in read_chunks(path, chunk_s):
-            words.extend(self._words(chunk, offset_s + start_s, True))
+            if stop.is_set():
+                break
+            within = None if progress is None else _shifted(progress, start_s)
+            words.extend(self._words(chunk, offset_s + start_s, True, stop, within))
             done = start_s + len(chunk) / RATE
             if progress is not None:
                 progress(done)
         return words
 
-    def _words(self, audio: np.ndarray, offset_s: float, vad: bool) -> list[Word]:
-        if len(audio) < RATE // 10:
+    def _words(
+        self,
+        audio: np.ndarray,
+        offset_s: float,
+        vad: bool,
+        stop: threading.Event,
+        progress: Progress | None = None,  # seconds of `audio` done, after each segment
+    ) -> list[Word]:
+        if len(audio) < RATE // 10 or stop.is_set():
             return []
         s = self.settings()
         model = self._load()
@@ -155,7 +170,9 @@ class SpeechToText:
             beam_size=1,
         )
         out: list[Word] = []
-        for seg in segments:
+        for seg in segments:  # decoded lazily, one 30 s window at a time
+            if stop.is_set():  # the caller was cancelled: end within one window
+                return out
             for w in seg.words or ():
                 text = w.word.strip()
                 if text:
@@ -167,7 +184,24 @@ class SpeechToText:
                             round(float(w.probability), 3),
                         )
                     )
+            if progress is not None:
+                progress(float(seg.end))
         return out
+
+
+def _shifted(progress: Progress, by: float) -> Progress:
+    return lambda t: progress(by + t)
+
+
+async def _in_thread(fn: Callable[..., list[Word]], *args: Any) -> list[Word]:
+    """`fn(*args, stop)` in a worker thread. A cancelled caller returns at once, and `stop`
+    tells the thread to give up at its next window (a plugin stop never waits for minutes)."""
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(fn, *args, stop)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
 
 
 def read_chunks(
