@@ -37,6 +37,9 @@ from .migrations import upgrade_table
 from .schedules.commands import ScheduleCommands
 from .schedules.runner import ScheduleRunner
 from .tasks import Tasks, owner_logger, plugin_tasks
+from .transcript_commands import TranscriptCommands
+from .transcripts.engine import SpeechToText
+from .transcripts.jobs import TranscriptJobs
 from .web import WebEndpoints
 
 # Background tasks get this long to finish on stop (a notice being posted) before cancel.
@@ -46,6 +49,7 @@ STOP_GRACE_S = 2.0
 class RtcBot(Plugin):
     settings: Settings
     tasks: Tasks
+    speech: SpeechToText
     _stop_steps: list[Callable[[], Awaitable[None]]] = []
     _tasks_before: set[asyncio.Task[Any]] = set()
 
@@ -103,6 +107,12 @@ class RtcBot(Plugin):
         catch_up = CommandCatchUp(ctx, router.run_command)
         delegations = DelegatedLeaves(ctx)
 
+        # ONE speech model per instance, shared by the transcripts and the live captions.
+        self.speech = SpeechToText(
+            lambda: self.settings.transcripts.model_settings(), ctx.logger("speech")
+        )
+        transcripts = TranscriptJobs(ctx, self.speech)
+        media.on_recording_posted.append(transcripts.after_recording)
         calls.observers.append(media.on_call_event)
         own.on_room_gone += [media.forget_room, calls.forget_room]
         ctx.metrics.add_live_source(calls.live_metrics)
@@ -112,6 +122,7 @@ class RtcBot(Plugin):
         CallCommands(ctx, calls, end_media=media.end_roles).register(router)
         MediaCommands(ctx, media, calls).register(router)
         ScheduleCommands(ctx, schedules).register(router)
+        TranscriptCommands(ctx, transcripts).register(router)
         Diagnostics(ctx, calls, keys_report=call_keys.report).register(router)
         await delegations.start()  # the stored jobs run before new requests can arrive
         if self.webapp is not None:
@@ -137,6 +148,7 @@ class RtcBot(Plugin):
             delegations.stop,
             schedules.stop,
             catch_up.stop,
+            transcripts.stop,  # a running transcript is cancelled, not waited for
             lambda: self.tasks.close(grace_s=STOP_GRACE_S),
             media.stop,
             call_keys.stop,
