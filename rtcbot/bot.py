@@ -34,6 +34,7 @@ from .media_commands import MediaCommands
 from .media_roles import MediaRoles
 from .metrics import Metrics
 from .migrations import upgrade_table
+from .recording_optout import RecordingOptOuts
 from .schedules.commands import ScheduleCommands
 from .schedules.runner import ScheduleRunner
 from .tasks import Tasks, owner_logger, plugin_tasks
@@ -120,7 +121,9 @@ class RtcBot(Plugin):
         ctx.metrics.add_live_source(delegations.live_metrics)
         ctx.metrics.add_live_source(call_keys.live_metrics)
         CallCommands(ctx, calls, end_media=media.end_roles).register(router)
-        MediaCommands(ctx, media, calls).register(router)
+        optouts = RecordingOptOuts(ctx, media.owner, calls.display_name)
+        media.withheld_for, media.summary_notes = optouts.withheld_for, optouts.summary_notes
+        MediaCommands(ctx, media, calls, optouts).register(router)
         ScheduleCommands(ctx, schedules).register(router)
         TranscriptCommands(ctx, transcripts).register(router)
         Diagnostics(ctx, calls, keys_report=call_keys.report).register(router)
@@ -154,6 +157,7 @@ class RtcBot(Plugin):
             call_keys.stop,
             calls.stop,
         ]
+        await optouts.start()
         await calls.start()
         await media.start()
         await schedules.start()

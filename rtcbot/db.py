@@ -395,6 +395,13 @@ class OptOutStore:
         )
         return {str(r["user_id"]): bool(r["anonymous"]) for r in rows}
 
+    async def all(self) -> dict[str, dict[str, bool]]:
+        rows = await self.db.fetch("SELECT room_id, user_id, anonymous FROM recording_optout")
+        out: dict[str, dict[str, bool]] = {}
+        for r in rows:
+            out.setdefault(str(r["room_id"]), {})[str(r["user_id"])] = bool(r["anonymous"])
+        return out
+
     async def opt_out(self, room_id: str, user_id: str, anonymous: bool) -> None:
         await self.db.execute(
             "INSERT INTO recording_optout (room_id, user_id, anonymous, since_ms) "

@@ -9,22 +9,31 @@ from .matrix.notices import NAME_LIMIT, md_escape
 from .matrix.permissions import user_level
 from .media_roles import ROLES, MediaError, MediaRoles
 from .ports import CallDirectory
+from .recording_optout import RecordingOptOuts
 from .recording_posts import fmt_s
 
 MAX_ANNOUNCE = 500  # characters; longer is refused (it would take minutes to speak)
 
 
 class MediaCommands:
-    def __init__(self, ctx: BotContext, media: MediaRoles, calls: CallDirectory) -> None:
+    def __init__(
+        self,
+        ctx: BotContext,
+        media: MediaRoles,
+        calls: CallDirectory,
+        optouts: RecordingOptOuts,
+    ) -> None:
         self.ctx = ctx
         self.media = media
         self.calls = calls
+        self.optouts = optouts
 
     def register(self, router: CommandRouter) -> None:
         router.add(
             "record",
-            "[start|stop|status]",
-            "record the call: a file per speaker plus a mix, posted here at the end",
+            "[start|stop|status|optout [anonymous]|optin]",
+            "record the call: a file per speaker plus a mix, posted here at the end; "
+            "optout leaves your own voice out of this room's recordings",
             self.record,
         )
         router.add(
@@ -52,8 +61,13 @@ class MediaCommands:
                 f"{st.bytes_written / 1e6:.1f} MB so far, {st.dropped_frames} frames dropped."
             )
             return
+        if action in ("optout", "optin"):
+            await self._opt(ctx, action, ctx.line.args[1:])
+            return
         if action not in ("start", "stop"):
-            await ctx.reply(f"Usage: `{ctx.prefix} record [start|stop|status]`")
+            await ctx.reply(
+                f"Usage: `{ctx.prefix} record [start|stop|status|optout [anonymous]|optin]`"
+            )
             return
         if action == "start":
             if await refused_without_crypto(self.ctx.client, ctx.room_id, "record", ctx.reply):
@@ -66,13 +80,41 @@ class MediaCommands:
             name = md_escape(await self.calls.display_name(ctx.room_id, ctx.sender), NAME_LIMIT)
             await ctx.reply(
                 f"🔴 Recording started by {name}. Everyone's audio in this call is recorded, "
-                f"one file per person; `{ctx.prefix} record stop` ends it."
+                f"one file per person; `{ctx.prefix} record stop` ends it. Don't want to be "
+                f"recorded? `{ctx.prefix} record optout` leaves your voice out."
             )
         else:
             name = md_escape(await self.calls.display_name(ctx.room_id, ctx.sender), NAME_LIMIT)
             result = await media.stop_recording(ctx.room_id, reason_text=f"stopped by {name}")
             if result is None:
                 await ctx.reply("Not recording in this room.")
+
+    async def _opt(self, ctx: CommandContext, action: str, rest: tuple[str, ...]) -> None:
+        """Anyone may leave their own voice out (or take it back); never somebody else's."""
+        optouts = self.optouts
+        name = md_escape(await self.calls.display_name(ctx.room_id, ctx.sender), NAME_LIMIT)
+        if action == "optin":
+            if await optouts.opt_in(ctx.room_id, ctx.sender):
+                await ctx.reply(f"🎙️ {name}, your voice is recorded again in this room's calls.")
+            else:
+                await ctx.reply(f"{name}, you had not opted out here: your voice is recorded.")
+            return
+        anonymous = bool(rest) and rest[0].lower() in ("anonymous", "anon", "quietly")
+        if rest and not anonymous:
+            await ctx.reply(f"Usage: `{ctx.prefix} record optout [anonymous]`")
+            return
+        await optouts.opt_out(ctx.room_id, ctx.sender, anonymous)
+        now = " (the recording running now too)" if ctx.room_id in self.media.recorders else ""
+        how = (
+            "the summary will only say that one person opted out, not who"
+            if anonymous
+            else "the summary will say that you opted out"
+        )
+        await ctx.reply(
+            f"🙈 {name}, your voice is left out of this room's recordings from now on{now}: "
+            f"your own file, the mix, the transcript and the captions; {how}. "
+            f"`{ctx.prefix} record optin` takes it back."
+        )
 
     async def announce(self, ctx: CommandContext) -> None:
         text = ctx.line.rest.strip()

@@ -53,6 +53,12 @@ from .rtc.identity import is_hashed_identity, livekit_room_alias, member_identit
 from .rtc.session import CallEnded, CallStarted
 
 ROLES = ("record", "announce")
+# Said into the call when a recording starts (and how to stay out of it: recording_optout.py).
+CONSENT_SPOKEN = (
+    "This call is now being recorded. To keep your voice out of it, "
+    "send: call record opt out, in the chat."
+)
+OPT_OUT_HINT = "Don't want to be recorded? `!{command} record optout` leaves your voice out."
 RETENTION_EVERY_S = 3600
 # What else follows a recording (captions, the call card, transcripts, opt-outs): given the
 # room when a recorder is made, each may hand it an audio tap; told when it has ended (before
@@ -123,7 +129,7 @@ class MediaRoles:
         # Opt-outs (recording_optout.py): room → "is this LiveKit identity left out now?",
         # and the summary's lines about them.
         self.withheld_for: Callable[[str], Callable[[str], bool]] | None = None
-        self.summary_notes: Callable[[str], list[str]] | None = None
+        self.summary_notes: Callable[[str], Awaitable[list[str]]] | None = None
 
     async def start(self) -> None:
         self._retention = asyncio.ensure_future(self._retention_loop())
@@ -335,7 +341,7 @@ class MediaRoles:
         return ""
 
     # -- recording ---------------------------------------------------------------------------
-    def _owner(self, room_id: str, identity: str) -> tuple[str, str] | None:
+    def owner(self, room_id: str, identity: str) -> tuple[str, str] | None:
         """(user, device) behind a LiveKit identity: a call member's (hashed matrix_2_0
         identities too), else what an `@user:server:DEVICE` identity says."""
         found = self.calls.member_by_identity(room_id, identity)
@@ -348,7 +354,7 @@ class MediaRoles:
 
     def _name_for(self, room_id: str) -> Any:
         def name_for(identity: str) -> tuple[str, str]:
-            owner = self._owner(room_id, identity)
+            owner = self.owner(room_id, identity)
             if owner is None:
                 return "", ""
             user, device = owner
@@ -360,10 +366,10 @@ class MediaRoles:
         async def resolve(identity: str) -> tuple[str, str]:
             # A matrix_2_0 member's sticky membership can reach the bot after its media does;
             # the recorder bounds this wait (resolve_timeout) and buffers the audio meanwhile.
-            owner = self._owner(room_id, identity)
+            owner = self.owner(room_id, identity)
             while owner is None and is_hashed_identity(identity):
                 await asyncio.sleep(0.2)
-                owner = self._owner(room_id, identity)
+                owner = self.owner(room_id, identity)
             if owner is None:
                 return "", ""
             user, device = owner
@@ -441,9 +447,7 @@ class MediaRoles:
         except Exception:
             self.log.exception("could not note the recording in %s for crash recovery", room_id)
         if settings.spoken_consent:
-            self.ctx.tasks.spawn(
-                self._speak(room_id, "This call is now being recorded."), "consent-notice"
-            )
+            self.ctx.tasks.spawn(self._speak(room_id, CONSENT_SPOKEN), "consent-notice")
         return recorder
 
     async def stop_recording(
@@ -484,7 +488,7 @@ class MediaRoles:
                 await ended(room_id)
             except Exception:
                 self.log.exception("after the recording in %s: %s failed", room_id, ended)
-        notes = self.summary_notes(room_id) if self.summary_notes else []
+        notes = await self.summary_notes(room_id) if self.summary_notes else []
         summary = await post_recording(self.ctx, RoomID(room_id), result, reason_text, notes)
         self.ctx.tasks.spawn(self._after_posted(room_id, result, summary), "recording-posted")
         if result.errors:
@@ -593,7 +597,8 @@ class MediaRoles:
                     )
                     await self.ctx.notices.send(
                         RoomID(room_id),
-                        f"🔴 Recording this call ({why}). Everyone's audio is recorded.",
+                        f"🔴 Recording this call ({why}). Everyone's audio is recorded. "
+                        + self._opt_out_hint(),
                     )
                 elif role == "announce":
                     await self.announcer(room_id)
@@ -642,8 +647,12 @@ class MediaRoles:
             return
         await self.ctx.notices.send(
             RoomID(room_id),
-            "🔴 Recording this call (a schedule asked for it). Everyone's audio is recorded.",
+            "🔴 Recording this call (a schedule asked for it). Everyone's audio is recorded. "
+            + self._opt_out_hint(),
         )
+
+    def _opt_out_hint(self) -> str:
+        return OPT_OUT_HINT.format(command=self.ctx.settings().command)
 
     def status_json(self) -> list[dict[str, object]]:
         out: list[dict[str, object]] = []

@@ -31,6 +31,7 @@ import pytest
 import soundfile as sf
 
 from rtcbot.media.tts import available_engine, chime
+from rtcbot.media_roles import CONSENT_SPOKEN
 from rtcbot.rtc.identity import livekit_identity, member_identity
 from rtcbot.rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE
 from rtcbot_stack.stack import Stack
@@ -212,7 +213,7 @@ async def test_bot_is_seen_and_heard_in_element_call(
     print(f"[bot-in-ec] announcing: tiles {tiles}; picture {pic}; screenshot {shot}")
 
     # (2) `!call record start`: the spoken consent notice is heard; the tile says "● Recording".
-    consent, consent_s = await speech_energy("This call is now being recorded.")
+    consent, consent_s = await speech_energy(CONSENT_SPOKEN)
     base = (await page.audio_by_identity())[me].total_audio_energy
     utterance_task = asyncio.create_task(next_utterance(page, me, base))
     reply = await alice.command(bot_room, "!call record start", bot_id, timeout=60)
