@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from maubot.handlers import event
@@ -33,7 +34,7 @@ from .rtc.announce import (
     should_post,
 )
 from .rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE, livekit_transport
-from .rtc.session import CallEnded, CallStarted, RoomCalls
+from .rtc.session import CallEnded, CallEvent, CallStarted, RoomCalls
 
 CALL_MEMBER = EventType.find(CALL_MEMBER_TYPE, EventType.Class.STATE)
 
@@ -57,6 +58,12 @@ class CallManager:
         self.publishers: dict[str, MembershipPublisher] = {}
         # Told when people start or end a call (the media roles' auto-follow subscribes).
         self.observers: list[CallObserver] = []
+        # Told of every derived event (joins and leaves too) at once, in order, before any
+        # await (the call card's log); must not block.
+        self.event_observers: list[Callable[[str, CallEvent], None]] = []
+        # Posts the end of a call as a card instead of the one line (call_cards.py); returns
+        # False when the card is off.
+        self.end_card: Callable[[str, CallEnded], Awaitable[bool]] | None = None
         self.delayed = DelayedEvents(self.client)
         self.batcher = NoticeBatcher(self._batch_ms())
         self._support: DelayedEventsSupport | None = None
@@ -292,6 +299,11 @@ class CallManager:
         now = now_ms()
         for ev in derived:
             self.batcher.add(ev, now)  # joins/leaves wait for their window
+            for watch in self.event_observers:
+                try:
+                    watch(room_id, ev)
+                except Exception:
+                    self.log.exception("call event observer %s failed", watch)
             if not isinstance(ev, CallStarted | CallEnded):
                 continue
             for observer in self.observers:
@@ -319,12 +331,22 @@ class CallManager:
                 await self.ctx.notices.send(RoomID(room_id), describe_started(name, ev.intent))
                 metrics.announcements.labels("started").inc()
             else:
-                await self.ctx.notices.send(
-                    RoomID(room_id), describe_ended(ev.duration_ms, ev.peak_participants)
-                )
+                if not await self._post_card(room_id, ev):
+                    await self.ctx.notices.send(
+                        RoomID(room_id), describe_ended(ev.duration_ms, ev.peak_participants)
+                    )
                 metrics.announcements.labels("ended").inc()
             if isinstance(origin_ts, int):
                 metrics.reaction_latency.observe(max(0, now_ms() - origin_ts) / 1000)
+
+    async def _post_card(self, room_id: str, ev: CallEnded) -> bool:
+        if self.end_card is None:
+            return False
+        try:
+            return await self.end_card(room_id, ev)
+        except Exception:  # the plain line then: the end of a call is never left unsaid
+            self.log.exception("the call card in %s failed", room_id)
+            return False
 
     async def _flush_batches(self, now: int) -> None:
         for batch in self.batcher.flush_due(now):
