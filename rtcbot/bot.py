@@ -16,6 +16,7 @@ from mautrix.util.async_db import UpgradeTable
 from mautrix.util.config import BaseProxyConfig
 
 from . import redaction
+from .call_cards import CallCards
 from .call_commands import CallCommands
 from .calls import CallManager
 from .catch_up import CommandCatchUp
@@ -115,7 +116,17 @@ class RtcBot(Plugin):
         transcripts = TranscriptJobs(ctx, self.speech)
         media.on_recording_posted.append(transcripts.after_recording)
         calls.observers.append(media.on_call_event)
-        own.on_room_gone += [media.forget_room, calls.forget_room]
+        cards = CallCards(  # the card at the end of a call, with who spoke when
+            ctx,
+            display_name=calls.display_name,
+            current_call=lambda r, key: rc.calls.get(key) if (rc := calls.rooms.get(r)) else None,
+            sfu_room=lambda r: p.participant.room if (p := media.presences.get(r)) else None,
+            owner=media.owner,
+        )
+        calls.event_observers.append(cards.on_event)
+        calls.end_card = cards.post_ended
+        media.tap_factories.append(cards.tap_for)
+        own.on_room_gone += [media.forget_room, calls.forget_room, cards.forget_room]
         ctx.metrics.add_live_source(calls.live_metrics)
         ctx.metrics.add_live_source(media.live_metrics)
         ctx.metrics.add_live_source(delegations.live_metrics)
@@ -154,11 +165,13 @@ class RtcBot(Plugin):
             transcripts.stop,  # a running transcript is cancelled, not waited for
             lambda: self.tasks.close(grace_s=STOP_GRACE_S),
             media.stop,
+            cards.stop,
             call_keys.stop,
             calls.stop,
         ]
         await optouts.start()
         await calls.start()
+        await cards.start()
         await media.start()
         await schedules.start()
         catch_up.start()
