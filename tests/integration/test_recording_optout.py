@@ -29,7 +29,7 @@ def band(samples: np.ndarray, tone: float) -> float:
     """Energy at `tone` (±5 Hz) relative to the spectrum's mean (20 = clearly there)."""
     if len(samples) < RATE // 2:
         return 0.0
-    spectrum = np.abs(np.fft.rfft(samples.astype(float)))
+    spectrum = np.abs(np.fft.rfft(samples.astype(float) * np.hanning(len(samples))))
     freqs = np.fft.rfftfreq(len(samples), 1 / RATE)
     return float(spectrum[np.abs(freqs - tone) < 5].max() / (spectrum.mean() + 1e-9))
 
@@ -95,6 +95,7 @@ async def test_opted_out_voice_is_in_no_file(
     assert len(files) == 2, list(files)  # Alice's file and the mix: none for Bob
     assert not any("Bob" in name for name in files), list(files)
     for name, samples in files.items():
+        print(f"[optout] {name}: 440 Hz {band(samples, 440):.1f}, 660 Hz {band(samples, 660):.1f}")
         assert band(samples, 440) > 20, (name, band(samples, 440))
         assert band(samples, 660) < 3, (name, band(samples, 660))
 
