@@ -19,6 +19,7 @@ from . import redaction
 from .call_cards import CallCards
 from .call_commands import CallCommands
 from .calls import CallManager
+from .caption_commands import CaptionCommands
 from .catch_up import CommandCatchUp
 from .commands import CommandRouter
 from .config import Config, ConfigError, Settings, parse_settings
@@ -40,6 +41,7 @@ from .schedules.commands import ScheduleCommands
 from .schedules.runner import ScheduleRunner
 from .tasks import Tasks, owner_logger, plugin_tasks
 from .transcript_commands import TranscriptCommands
+from .transcripts.captions import LiveCaptions
 from .transcripts.engine import SpeechToText
 from .transcripts.jobs import TranscriptJobs
 from .web import WebEndpoints
@@ -115,6 +117,9 @@ class RtcBot(Plugin):
         )
         transcripts = TranscriptJobs(ctx, self.speech)
         media.on_recording_posted.append(transcripts.after_recording)
+        captions = LiveCaptions(ctx, self.speech)  # while recording, if the room wants them
+        media.tap_factories.append(captions.tap_for)
+        media.on_recording_ended.append(captions.recording_ended)
         calls.observers.append(media.on_call_event)
         cards = CallCards(  # the card at the end of a call, with who spoke when
             ctx,
@@ -137,6 +142,7 @@ class RtcBot(Plugin):
         MediaCommands(ctx, media, calls, optouts).register(router)
         ScheduleCommands(ctx, schedules).register(router)
         TranscriptCommands(ctx, transcripts).register(router)
+        CaptionCommands(ctx, captions).register(router)
         Diagnostics(ctx, calls, keys_report=call_keys.report).register(router)
         await delegations.start()  # the stored jobs run before new requests can arrive
         if self.webapp is not None:
@@ -162,6 +168,7 @@ class RtcBot(Plugin):
             delegations.stop,
             schedules.stop,
             catch_up.stop,
+            captions.stop,
             transcripts.stop,  # a running transcript is cancelled, not waited for
             lambda: self.tasks.close(grace_s=STOP_GRACE_S),
             media.stop,
