@@ -97,7 +97,8 @@ async def test_opted_out_voice_is_in_no_file(
     for name, samples in files.items():
         print(f"[optout] {name}: 440 Hz {band(samples, 440):.1f}, 660 Hz {band(samples, 660):.1f}")
         assert band(samples, 440) > 20, (name, band(samples, 440))
-        assert band(samples, 660) < 3, (name, band(samples, 660))
+        # Bob's tone is as loud as Alice's: absent = a thousand times weaker than hers.
+        assert band(samples, 660) < band(samples, 440) / 1000, name
 
     # Opting in again: the next recording has Bob's voice.
     reply = await bob.command(bot_room, "!call record optin", bot_id)
@@ -147,6 +148,6 @@ async def test_opting_out_during_a_recording_anonymously(
     assert band(bob_file, 660) > 20
     cut = int((applied_by + 1.0) * RATE)
     assert len(mix) - cut > 2 * RATE, (len(mix) / RATE, applied_by)
-    assert band(mix[cut:], 660) < 3, band(mix[cut:], 660)
     assert band(mix[cut:], 440) > 20
+    assert band(mix[cut:], 660) < band(mix[cut:], 440) / 1000
     assert band(bob_file[cut:], 660) < 3
