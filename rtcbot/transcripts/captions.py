@@ -47,7 +47,9 @@ class _Speaker:
 
     def take(self, n: int) -> np.ndarray:
         """The first `n` samples, removed from the buffer; n=0: the whole buffer, kept."""
-        buf = np.concatenate(self.audio) if len(self.audio) != 1 else self.audio[0]
+        if not self.audio:
+            return np.zeros(0, np.float32)
+        buf = np.concatenate(self.audio) if len(self.audio) > 1 else self.audio[0]
         if n == 0:
             self.audio = [buf] if len(buf) else []
             return buf
