@@ -78,10 +78,15 @@ async def test_live_captions_attribute_each_speaker(
 
     reply = await alice.command(bot_room, "!call captions on", bot_id)
     assert "Live captions are on" in body(reply), body(reply)
-    reply = await alice.command(bot_room, "!call record start", bot_id, timeout=30)
-    assert body(reply).startswith("🔴 Recording started"), body(reply)
+    asked = await alice.send_text(bot_room, "!call record start")
+    await alice.wait_for(
+        bot_room, lambda e: body(e).startswith("🔴 Recording started"), 30, after=asked
+    )
     root_evt = await alice.wait_for(
-        bot_room, lambda e: body(e).startswith("💬 Live captions of this recording"), 30
+        bot_room,
+        lambda e: body(e).startswith("💬 Live captions of this recording"),
+        30,
+        after=asked,
     )
     root = root_evt["event_id"]
 
@@ -112,7 +117,10 @@ async def test_live_captions_attribute_each_speaker(
     # Off: the next recording has no captions thread.
     reply = await alice.command(bot_room, "!call captions off", bot_id)
     assert "off" in body(reply)
-    reply = await alice.command(bot_room, "!call record start", bot_id, timeout=30)
+    asked = await alice.send_text(bot_room, "!call record start")
+    await alice.wait_for(
+        bot_room, lambda e: body(e).startswith("🔴 Recording started"), 30, after=asked
+    )
     a.play(speech(ALICE_SAYS))
     await a.played.wait()
     stopped = await alice.send_text(bot_room, "!call record stop")
@@ -121,5 +129,5 @@ async def test_live_captions_attribute_each_speaker(
     )
     events = await alice.messages(bot_room, 100)
     ids = [e["event_id"] for e in events]
-    later = events[ids.index(reply["event_id"]) :]
+    later = events[ids.index(asked) :]
     assert not any(body(e).startswith("💬 Live captions of this recording") for e in later)
