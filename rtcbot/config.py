@@ -179,7 +179,7 @@ class TranscriptSettings:
 class CaptionSettings:
     # Live captions while recording (off by default; a room turns them on: `!call captions`).
     enabled: bool = False
-    batch_seconds: float = 4.0  # one caption message per speaker per this many seconds
+    batch_seconds: float = 4.0  # a speaker who speaks on is posted this often (else at a pause)
 
 
 @dataclass(frozen=True)

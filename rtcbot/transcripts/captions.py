@@ -5,9 +5,9 @@ Fed by a recorder tap (the frames the recorder writes: never an opted-out person
 speaker: 48 kHz → 16 kHz into a buffer; every half second a worker looks at each buffer with
 the Silero VAD that faster-whisper ships (no download) and cuts an utterance when its speech
 is followed by a pause (or has gone on for `MAX_UTTERANCE_S`); the utterance goes to the
-shared speech model (engine.py, off the loop); its text waits in a per-speaker batch that is
-posted once `captions.batch_seconds` have passed since its first words, so a long speech
-becomes one message every few seconds rather than one per pause.
+shared speech model (engine.py, off the loop); its text is posted when the speaker pauses,
+or, for one who speaks on, once `captions.batch_seconds` have passed since its first words
+(one message per speaker every few seconds rather than one per breath).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class _Speaker:
     batch: list[str] = field(default_factory=list)
     batch_since: float = 0.0
     batch_at: float = 0.0  # unix time of the batch's first words
+    quiet: bool = False  # no speech waiting in the buffer: the batch need not wait
 
     def take(self, n: int) -> np.ndarray:
         """The first `n` samples, removed from the buffer; n=0: the whole buffer, kept."""
@@ -180,6 +181,7 @@ class LiveCaptions:
                 audio = sp.take(0)  # joined on the loop: `feed` appends meanwhile
                 spans = await asyncio.to_thread(speech_spans, audio)
                 cut = utterance_end(spans, len(audio), final)
+                sp.quiet = not spans[1 if cut else 0 :]
                 if cut is None:
                     if not spans and (final or len(audio) > 2 * RATE):
                         sp.take(max(0, len(audio) - RATE // 2))  # speech may be starting
@@ -201,7 +203,7 @@ class LiveCaptions:
         due = [
             sp
             for sp in session.speakers.values()
-            if sp.batch and (final or now - sp.batch_since >= wait)
+            if sp.batch and (final or sp.quiet or now - sp.batch_since >= wait)
         ]
         for sp in sorted(due, key=lambda s: s.batch_at):
             stamp = time.strftime("%H:%M:%S", time.gmtime(sp.batch_at))

@@ -115,8 +115,8 @@ async def test_live_captions_attribute_each_speaker(
     assert {s for s, _ in caps} == {"Alice Caption", "Bob Caption"}, caps
 
     # Off: the next recording has no captions thread.
-    reply = await alice.command(bot_room, "!call captions off", bot_id)
-    assert "off" in body(reply)
+    asked = await alice.send_text(bot_room, "!call captions off")
+    await alice.wait_for(bot_room, lambda e: "Live captions are off" in body(e), 30, after=asked)
     asked = await alice.send_text(bot_room, "!call record start")
     await alice.wait_for(
         bot_room, lambda e: body(e).startswith("🔴 Recording started"), 30, after=asked
