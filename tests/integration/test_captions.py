@@ -107,7 +107,15 @@ async def test_live_captions_attribute_each_speaker(
     await alice.wait_for(
         bot_room, lambda e: body(e).startswith("⏹️ Recording stopped"), 60, after=stopped
     )
-    caps = captions_of(await alice.messages(bot_room, 100), root)
+    events = await alice.messages(bot_room, 100)
+    caps = captions_of(events, root)
+    thread = [
+        body(e)
+        for e in events
+        if e["event_id"] == root
+        or (e.get("content", {}).get("m.relates_to") or {}).get("event_id") == root
+    ]
+    print("[captions] the thread:\n" + "\n".join(thread))
     # Attribution: nothing of Bob's sentence under Alice's name, and the other way round.
     alice_text = " ".join(t for s, t in caps if s == "Alice Caption")
     bob_text = " ".join(t for s, t in caps if s == "Bob Caption")
