@@ -67,6 +67,7 @@ class CallCards:
         self._ended: dict[CallKey, CallLog] = {}  # ended, until its card is made
         self.timelines: dict[str, TalkTimeline] = {}
         self.listeners: dict[str, SpeakerListener] = {}
+        self._in_sfu: set[str] = set()  # rooms where the bot's participant was in this call
         self._follow_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -83,6 +84,7 @@ class CallCards:
         self.listeners.clear()
 
     async def forget_room(self, room_id: str) -> None:
+        self._in_sfu.discard(room_id)
         for store in (self.logs, self._ended):
             for key in [k for k in store if k[0] == room_id]:
                 del store[key]
@@ -105,6 +107,7 @@ class CallCards:
         log = self.logs.get(key)
         if isinstance(ev, CallStarted):
             log = self.logs[key] = CallLog(room_id, ev.slot_id, ev.at_ms)
+            self._in_sfu.discard(room_id)
             self._timeline(room_id)
         elif log is None:
             # A call that was going on before the bot (re)started: what its model knows now.
@@ -151,6 +154,8 @@ class CallCards:
                     self._timeline(room_id), self.log
                 )
             listener.follow(room)
+            if room is not None:
+                self._in_sfu.add(room_id)
 
     # -- the card ----------------------------------------------------------------------------
     async def post_ended(self, room_id: str, ev: CallEnded) -> bool:
@@ -169,7 +174,17 @@ class CallCards:
         names = {u: await self.display_name(room_id, u) for u in users}
         card = build_card(log, names, talk, source)
         tz, tz_name = await self._zone(room_id)
-        text = card_markdown(card, lambda s: md_escape(s, NAME_LIMIT), tz, tz_name)
+        in_sfu = room_id in self._in_sfu or self.sfu_room(room_id) is not None
+        self._in_sfu.discard(room_id)
+        why = (
+            "I was in the call's media only to speak, and LiveKit tells who speaks only to "
+            "those who listen"
+            if in_sfu
+            else "I was not in the call's media"
+        )
+        text = card_markdown(
+            card, lambda s: md_escape(s, NAME_LIMIT), tz, tz_name, why_unknown=why
+        )
         event_id = await self.ctx.notices.send(
             RoomID(room_id), text, extra={"call_card": card.to_json()}
         )

@@ -114,6 +114,7 @@ class CallCard:
                     "user_id": p.user_id,
                     "stints": [list(s) for s in p.stints],
                     "talk_ms": p.talk_ms,
+                    "talk": [list(t) for t in p.talk],
                 }
                 for p in self.people
             ],
@@ -143,8 +144,9 @@ def build_card(
     talk: Mapping[str, Sequence[Interval]] | None,
     talk_source: str | None = None,
 ) -> CallCard:
-    """The card of an ended call. `talk`: who spoke when (None: unknown); people who spoke
-    without a membership the bot saw are added after the others."""
+    """The card of an ended call. `talk`: who spoke when (None: unknown), counted while the
+    person was in the call; people who spoke without a membership the bot saw are added
+    after the others."""
     end = log.ended_ms if log.ended_ms is not None else log.started_ms
     rows: list[PersonRow] = []
     users = list(log.stints)
@@ -159,6 +161,8 @@ def build_card(
         talk_ms: int | None = None
         if talk is not None:
             spoke = tuple(merge(clip(talk.get(user, ()), log.started_ms, end)))
+            if spans:  # LiveKit's speaker levels linger: not past the person's presence
+                spoke = tuple(piece for s, e in spans for piece in clip(spoke, s, e))
             talk_ms = sum(e - s for s, e in spoke)
         rows.append(PersonRow(user, names.get(user, _localpart(user)), spans, spoke, talk_ms))
     return CallCard(

@@ -113,7 +113,9 @@ async def bot_said(user: MatrixUser, room: str, bot_id: str, after: str) -> list
 
 
 def texts(events: list[Event]) -> list[str]:
-    return [body(e) for e in events if e.get("content", {}).get("msgtype") != "m.audio"]
+    # Files are not text: recordings, the call card's picture.
+    media = ("m.audio", "m.image")
+    return [body(e) for e in events if e.get("content", {}).get("msgtype") not in media]
 
 
 def audio_files(events: list[Event]) -> dict[str, Event]:
@@ -253,7 +255,8 @@ async def test_last_hang_up_ends_the_recording_and_the_bot_leaves(
         ("⏹️ Recording stopped (the call ended)", "⏹️ Recording stopped (everyone left the call)")
     ), summary
     assert "Alice" in summary and "Bob" in summary, summary  # "Who spoke: Alice …, Bob …"
-    assert body(ended).endswith("· 2 people"), body(ended)  # alice and bob, not the bot
+    # alice and bob, not the bot (the call card's first line)
+    assert body(ended).splitlines()[0].endswith("· 2 people"), body(ended)
     files = audio_files(said)
     assert any(f.startswith("Mix of everyone") for f in files), sorted(files)
     assert any(f.startswith(f"Alice ({alice.device_id})") for f in files), sorted(files)
@@ -454,7 +457,8 @@ async def test_auto_record_records_an_element_call_user_from_her_join_to_her_han
     assert not unexplained, unexplained
     for p in once:
         assert sum(t.startswith(p) for t in lines) == 1, (p, lines)
-    assert next(t for t in lines if t.startswith("Call ended")).endswith("· 1 person"), lines
+    ended_line = next(t for t in lines if t.startswith("Call ended")).splitlines()[0]
+    assert ended_line.endswith("· 1 person"), lines
     assert sorted(f.split(" — ")[0] for f in audio_files(said)) == [
         f"Alice ({alice.device_id})",
         "Mix of everyone",

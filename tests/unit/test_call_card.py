@@ -128,6 +128,9 @@ def test_card_numbers_and_text() -> None:
     card = build_card(a_call(), {A: "Alice", B: "*Bob*"}, talk, RECORDING)
     assert card.duration_ms == 65_000 and card.peak == 2 and len(card.people) == 2
     assert [p.talk_ms for p in card.people] == [40_000, 0]
+    # Speech outside a person's presence (lingering speaker levels) does not count.
+    late = build_card(a_call(), {}, {B: [(T0 + 15_000, T0 + 35_000)]}, RECORDING)
+    assert late.people[1].talk == ((T0 + 15_000, T0 + 20_000), (T0 + 30_000, T0 + 35_000))
     text = card_markdown(card, md_escape)
     lines = text.splitlines()
     assert lines[0] == "Call ended after 1 min 05 s · 2 people"
