@@ -46,3 +46,14 @@ def test_config_overrides_and_refuses_unknown_commands() -> None:
         parse_settings({"permissions": {"anounce": 0}})
     with pytest.raises(ConfigError, match=r"permissions\.join must be a whole number"):
         parse_settings({"permissions": {"join": "mods"}})
+
+
+def test_opt_out_is_for_everyone_and_transcript_captions_for_moderators() -> None:
+    assert permission_key("record", ("optout",)) == "record_optout"
+    assert permission_key("record", ("optin",)) == "record_optout"
+    assert DEFAULT_LEVELS["record_optout"] == 0
+    assert permission_key("record", ("start",)) == "record"
+    for name in ("transcript", "captions"):
+        assert permission_key(name, ()) == "help"  # showing the state only reads
+        assert permission_key(name, ("on",)) == name
+        assert DEFAULT_LEVELS[name] == 50
