@@ -27,6 +27,9 @@ RATE = 16_000
 DEFAULT_CHUNK_S = 300.0
 _CUT_SEARCH_S = 10.0  # a chunk ends in the quietest 0.5 s of its last 10 s
 _CUT_WINDOW = RATE // 2
+# Beam search for the files after a recording (accuracy; nobody waits word by word), greedy
+# for live captions (latency).
+FILE_BEAM = 5
 
 Progress = Callable[[float], None]  # seconds of the file done
 
@@ -141,7 +144,7 @@ class SpeechToText:
             if stop.is_set():
                 break
             within = None if progress is None else _shifted(progress, start_s)
-            words.extend(self._words(chunk, offset_s + start_s, True, stop, within))
+            words.extend(self._words(chunk, offset_s + start_s, True, stop, within, FILE_BEAM))
             done = start_s + len(chunk) / RATE
             if progress is not None:
                 progress(done)
@@ -154,6 +157,7 @@ class SpeechToText:
         vad: bool,
         stop: threading.Event,
         progress: Progress | None = None,  # seconds of `audio` done, after each segment
+        beam_size: int = 1,
     ) -> list[Word]:
         if len(audio) < RATE // 10 or stop.is_set():
             return []
@@ -167,7 +171,7 @@ class SpeechToText:
             vad_parameters={"min_silence_duration_ms": 500} if vad else None,
             # Each chunk on its own: a hallucination never carries into the next one.
             condition_on_previous_text=False,
-            beam_size=1,
+            beam_size=beam_size,
         )
         out: list[Word] = []
         for seg in segments:  # decoded lazily, one 30 s window at a time
