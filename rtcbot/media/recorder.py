@@ -221,7 +221,10 @@ class Recorder:
         for s in self._segments:
             with contextlib.suppress(Exception):
                 size += s.writer.bytes_written()
-        names = sorted({self._labels[r.key][0] for r in self._readers.values()})
+        left_out = self.withheld or (lambda _identity: False)
+        names = sorted(
+            {self._labels[r.key][0] for r in self._readers.values() if not left_out(r.identity)}
+        )
         return RecordingStatus(
             state=self.state,
             duration_s=max(0.0, now - self.started_at) if self.started_at is not None else 0.0,

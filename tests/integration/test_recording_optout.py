@@ -82,6 +82,8 @@ async def test_opted_out_voice_is_in_no_file(
     reply = await alice.command(bot_room, "!call record start", bot_id, timeout=30)
     assert "!call record optout leaves your voice out" in body(reply), body(reply)
     await asyncio.sleep(6)
+    status = await alice.command(bot_room, "!call record status", bot_id)
+    assert "Recording for" in body(status) and "Bob" not in body(status), body(status)
     stopped = await alice.send_text(bot_room, "!call record stop")
     summary = await alice.wait_for(
         bot_room, lambda e: body(e).startswith("⏹️ Recording stopped"), 60, after=stopped
