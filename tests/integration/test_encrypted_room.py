@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from rtcbot.rtc.identity import livekit_room_alias
@@ -25,6 +26,7 @@ from tests.crypto_client import fixtures
 from tests.crypto_client.client import CryptoClient
 from tests.crypto_client.fixtures import CryptoUserFactory
 from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body, call_member_content
+from tests.stack.peers import speech
 
 pytestmark = pytest.mark.stack
 # The crypto client's fixtures, used by name below.
@@ -109,6 +111,9 @@ async def final_report_line(
         await asyncio.sleep(0.5)
 
 
+SAID = "Encrypted rooms keep every spoken word private"
+
+
 async def test_recording_in_an_encrypted_room_is_an_encrypted_attachment(
     stack: Stack, bot_id: str, make_crypto_user: CryptoUserFactory, make_peer: Any
 ) -> None:
@@ -119,7 +124,7 @@ async def test_recording_in_an_encrypted_room_is_an_encrypted_attachment(
     plain = MatrixUser(stack.synapse.url, eve.user_id, eve.access_token, eve.device_id)
     try:
         peer = await make_peer(livekit_room_alias(room), f"{eve.user_id}:{eve.device_id}")
-        await peer.publish_tone(440)
+        await peer.publish_samples(np.zeros(0, dtype=np.int16))
         sent_state = await plain.put_state(
             room, CALL_MEMBER, f"_{eve.user_id}_{eve.device_id}_m.call", call_member_content(plain)
         )
@@ -129,7 +134,9 @@ async def test_recording_in_an_encrypted_room_is_an_encrypted_attachment(
         sent = await eve.send_text(room, "!call record start")
         started = await eve.wait_for_message(room, bot_id, reply_to=sent, timeout=45)
         assert started.body.startswith("🔴 Recording started"), started.body
-        await asyncio.sleep(3)  # some audio to record (its length is not asserted)
+        peer.play(speech(SAID))  # what the transcript must hold, encrypted
+        await peer.played.wait()
+        await asyncio.sleep(1)
         stop = await eve.send_text(room, "!call record stop")
         mix = await eve.wait_for_message(
             room, bot_id, after=stop, contains="Mix of everyone", timeout=60
@@ -140,6 +147,22 @@ async def test_recording_in_an_encrypted_room_is_an_encrypted_attachment(
         got = await eve.download_attachment(mix.content["file"])
         assert got["size"] == mix.content["info"]["size"], (got, mix.content["info"])
         assert base64.b64decode(got["head"]).startswith(b"OggS"), got
+        # The transcript, in the summary's thread, is encrypted too: the message and its files.
+        transcript = await eve.wait_for_message(
+            room, bot_id, after=stop, contains="📝 Transcript (", timeout=120
+        )
+        assert transcript.wire_type == "m.room.encrypted", transcript
+        assert transcript.content["m.relates_to"]["rel_type"] == "m.thread", transcript.content
+        text = str(transcript.content["body"]).lower()
+        heard = [w for w in SAID.lower().split() if w in text]
+        print(f"[encrypted] transcript: {transcript.content['body']!r}")
+        assert len(heard) >= len(SAID.split()) // 2, (heard, text)
+        txt = await eve.wait_for_message(
+            room, bot_id, after=stop, contains="-transcript.txt", timeout=60
+        )
+        assert txt.wire_type == "m.room.encrypted" and "url" not in txt.content, txt.content
+        got = await eve.download_attachment(txt.content["file"])
+        assert base64.b64decode(got["head"]).startswith(b"Transcript of the recording"), got
     finally:
         await plain.put_state(room, CALL_MEMBER, f"_{eve.user_id}_{eve.device_id}_m.call", {})
         await plain.close()
