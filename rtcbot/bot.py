@@ -121,12 +121,14 @@ class RtcBot(Plugin):
         media.tap_factories.append(captions.tap_for)
         media.on_recording_ended.append(captions.recording_ended)
         calls.observers.append(media.on_call_event)
+        optouts = RecordingOptOuts(ctx, media.owner, calls.display_name)
         cards = CallCards(  # the card at the end of a call, with who spoke when
             ctx,
             display_name=calls.display_name,
             current_call=lambda r, key: rc.calls.get(key) if (rc := calls.rooms.get(r)) else None,
             sfu_room=lambda r: p.participant.room if (p := media.presences.get(r)) else None,
             owner=media.owner,
+            opted_out=optouts.is_opted_out,
         )
         calls.event_observers.append(cards.on_event)
         calls.end_card = cards.post_ended
@@ -137,7 +139,6 @@ class RtcBot(Plugin):
         ctx.metrics.add_live_source(delegations.live_metrics)
         ctx.metrics.add_live_source(call_keys.live_metrics)
         CallCommands(ctx, calls, end_media=media.end_roles).register(router)
-        optouts = RecordingOptOuts(ctx, media.owner, calls.display_name)
         media.withheld_for, media.summary_notes = optouts.withheld_for, optouts.summary_notes
         MediaCommands(ctx, media, calls, optouts).register(router)
         ScheduleCommands(ctx, schedules).register(router)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -56,6 +57,7 @@ class CallCards:
         current_call: CurrentCall,
         sfu_room: SfuRoom,
         owner: IdentityOwner,
+        opted_out: Callable[[str, str], bool] = lambda _room, _user: False,
     ) -> None:
         self.ctx = ctx
         self.log = ctx.logger("call_cards")
@@ -63,6 +65,8 @@ class CallCards:
         self.current_call = current_call
         self.sfu_room = sfu_room
         self.owner = owner
+        # People who opted out of recordings (recording_optout.py): no talk time, no bars.
+        self.opted_out = opted_out
         self.logs: dict[CallKey, CallLog] = {}
         self._ended: dict[CallKey, CallLog] = {}  # ended, until its card is made
         self.timelines: dict[str, TalkTimeline] = {}
@@ -173,6 +177,14 @@ class CallCards:
         users = list(dict.fromkeys([*log.stints, *(talk or {})]))
         names = {u: await self.display_name(room_id, u) for u in users}
         card = build_card(log, names, talk, source)
+        if any(self.opted_out(room_id, p.user_id) for p in card.people):
+            card = replace(
+                card,
+                people=tuple(
+                    replace(p, talk=(), talk_ms=None) if self.opted_out(room_id, p.user_id) else p
+                    for p in card.people
+                ),
+            )
         tz, tz_name = await self._zone(room_id)
         in_sfu = room_id in self._in_sfu or self.sfu_room(room_id) is not None
         self._in_sfu.discard(room_id)

@@ -227,7 +227,13 @@ def card_markdown(
         where = f"in {stints}" if stints else "in the media only"
         if len(row.stints) > 1:
             where += f" (joined {len(row.stints)} times)"
-        talked = "" if row.talk_ms is None else f" · spoke {format_duration_precise(row.talk_ms)}"
+        talked = (
+            f" · spoke {format_duration_precise(row.talk_ms)}"
+            if row.talk_ms is not None
+            else " · not recorded (at their request)"
+            if card.talk_source is not None
+            else ""
+        )
         lines.append(f"- **{escape(row.name)}** {where}{talked}")
     if len(card.people) > _MAX_ROWS:
         lines.append(f"- and {len(card.people) - _MAX_ROWS} more")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -141,6 +142,18 @@ def test_card_numbers_and_text() -> None:
     assert lines[-1] == "Talk time from the recording."
     js = card.to_json()
     assert js["people"] == 2 and js["peak"] == 2 and js["rows"][1]["talk_ms"] == 0
+
+
+def test_an_opted_out_person_has_no_talk_time() -> None:
+    # call_cards.py blanks the row of someone who opted out of recordings.
+    card = build_card(a_call(), {A: "Alice", B: "Bob"}, {A: [], B: [(T0, T0 + 9_000)]}, RECORDING)
+    bob = replace(card.people[1], talk=(), talk_ms=None)
+    text = card_markdown(replace(card, people=(card.people[0], bob)), md_escape)
+    assert (
+        "- **Bob** in 20:26:50–20:27:00, 20:27:10–20:27:40 (joined 2 times) · not recorded "
+        in (text)
+    )
+    assert "spoke 9 s" not in text
 
 
 def test_card_in_the_rooms_timezone_and_unknown_talk() -> None:
