@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from rtcbot.rtc.identity import livekit_room_alias
+from rtcbot_stack.stack import Stack
 from tests.integration.test_call_media import download, is_audio
 from tests.stack.matrix_user import MatrixUser, body
 from tests.stack.peers import SAMPLE_RATE, Peer, speech
@@ -194,6 +195,7 @@ async def test_transcript_in_the_recordings_thread(
     assert [LINE.match(ln).groups()[2:] for ln in txt_lines] == lines  # type: ignore[union-attr]
 
     vtt = (await download(alice, files[vtt_name]["content"]["url"])).decode()
+    print(f"--- {txt_name} ---\n{txt}--- {vtt_name} ---\n{vtt}")
     assert vtt.startswith("WEBVTT\n\n")
     cues = [c.split("\n") for c in vtt.strip().split("\n\n")[1:]]
     parsed = []
@@ -240,3 +242,58 @@ async def test_transcript_off_means_none_after_the_next_recording(
     events = await alice.messages(room, 100)
     later = events[[e.get("event_id") for e in events].index(summary["event_id"]) :]
     assert not [e for e in later if "📝" in body(e)], [body(e) for e in later]
+
+
+async def test_a_stop_while_transcribing_cancels_it_at_once(
+    stack: Stack, make_user: Any, make_peer: Any, bot_id: str
+) -> None:
+    """The bot is stopped while it transcribes: the stop ends the job (0 tasks left), the
+    progress message says so, and no transcript follows. About 80 s of speech to transcribe
+    (two peers, 40 s each) keep it busy for many seconds after its progress message shows."""
+    alice, room, pa, pb = await room_with_two_speakers(make_user, make_peer, bot_id)
+    talk_a = np.concatenate([speech(s) for s in (A1, A2, B1, A1, A2, B1)])[: 40 * SAMPLE_RATE]
+    talk_b = np.concatenate([speech(s) for s in (B1, A1, A2, B1, A1, A2)])[: 40 * SAMPLE_RATE]
+    reply = await alice.command(room, "!call record start", bot_id, timeout=30)
+    assert body(reply).startswith("🔴 Recording started"), body(reply)
+    pa.play(talk_a)
+    pb.play(talk_b)
+    await asyncio.wait_for(asyncio.gather(pa.played.wait(), pb.played.wait()), 90)
+    stopped = await alice.send_text(room, "!call record stop")
+    summary = await alice.wait_for(
+        room, lambda e: body(e).startswith("⏹️ Recording stopped"), 60, after=stopped
+    )
+
+    def progress(events: list[Event]) -> Event | None:
+        return next(
+            (
+                e
+                for e in events
+                if e.get("sender") == bot_id
+                and thread_root(e) == summary["event_id"]
+                and body(e).startswith("📝 Transcrib")
+            ),
+            None,
+        )
+
+    shown = await until_found(alice, room, progress, 120, "the progress message", limit=30)
+    log = stack.maubot.child.log_path
+    offset = len(log.read_text())
+    asked = time.monotonic()
+    stack.maubot.api("PUT", "/instance/rtcbot", {"started": False})
+    try:
+        deadline = time.monotonic() + 60
+        while (
+            m := re.search(r"rtcbot stopped; (\d+) of its tasks", log.read_text()[offset:])
+        ) is None:
+            assert time.monotonic() < deadline, "no stop line in the maubot log"
+            await asyncio.sleep(0.2)
+        print(f"\nthe stop took {time.monotonic() - asked:.1f} s (stop asked → stop line)")
+        assert m.group(1) == "0", log.read_text()[offset:][-3000:]
+        events = await alice.messages(room, 50)
+        edits = edits_of(events, shown["event_id"])
+        assert edits and edits[-1] == "📝 Transcript cancelled: the bot was stopped.", edits
+        assert not [e for e in events if body(e).startswith("📝 Transcript (")]
+    finally:
+        stack.maubot.api("PUT", "/instance/rtcbot", {"started": True})
+    reply = await alice.command(room, "!call version", bot_id, timeout=30)
+    assert body(reply).startswith("rtcbot ")
