@@ -98,10 +98,7 @@ class SpeechToText:
                     )
                 except Exception as e:
                     self.log.warning("loading the speech model %r failed: %s", s.model, e)
-                    raise ModelUnavailable(
-                        f"the speech model `{s.model}` could not be loaded "
-                        f"({type(e).__name__}); check transcripts.model in the config"
-                    ) from e
+                    raise ModelUnavailable(_not_loaded(s, e)) from e
                 self._model_key = key
                 self.log.info("speech model %s loaded (%s)", s.model, s.compute_type)
             return self._model
@@ -191,6 +188,16 @@ class SpeechToText:
             if progress is not None:
                 progress(float(seg.end))
         return out
+
+
+def _not_loaded(s: ModelSettings, e: Exception) -> str:
+    """Why the model did not load, as a sentence for the room (no traceback)."""
+    why = type(e).__name__
+    if s.model.startswith(("/", "./", "../", "~")) and not Path(s.model).expanduser().exists():
+        why = "no such directory"
+    elif s.local_files_only and not s.model.startswith("package:"):
+        why += ", and transcripts.local_files_only forbids downloading it"
+    return f"the speech model `{s.model}` could not be loaded ({why}); check transcripts.model"
 
 
 def _shifted(progress: Progress, by: float) -> Progress:
