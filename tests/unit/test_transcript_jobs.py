@@ -177,3 +177,25 @@ async def test_a_second_recording_queues_behind_the_first(tmp_path: Path) -> Non
     await first
     queued = [b for b in room.bodies() if b.startswith("📝 Transcript queued")]
     assert len(queued) == 1, room.bodies()
+
+
+def test_parts_of_one_person_are_one_speaker_and_namesakes_are_told_apart() -> None:
+    from rtcbot.transcripts.jobs import speakers_of as transcript_speakers
+
+    def f(identity: str, name: str, device: str, part: int) -> RecordedFile:
+        return RecordedFile(
+            Path(f"/x/{identity}-{part}.ogg"), "participant", identity, name, device, part, 1, 1
+        )
+
+    files = [
+        f("@a:hs:D1", "Alex", "D1", 1),
+        f("@b:hs:D2", "Alex", "D2", 1),
+        f("@c:hs:D3", "Chris\n Lee", "D3", 1),
+        f("@a:hs:D1", "Alex", "D1", 2),
+    ]
+    speakers = transcript_speakers(files)
+    assert [(s.name, len(s.files)) for s in speakers] == [
+        ("Alex (D1)", 2),
+        ("Alex (D2)", 1),
+        ("Chris Lee", 1),
+    ]
