@@ -154,11 +154,11 @@ class RecordingSettings:
 class TranscriptSettings:
     # A transcript after each recording (a room can turn it off or on: `!call transcript`).
     enabled: bool = True
-    model: str = "small"  # a faster-whisper model name, a local directory or package:<module>
+    model: str = "base"  # a faster-whisper model name, a local directory or package:<module>
     language: str = ""  # "" = detect
     compute_type: str = "int8"
     cpu_threads: int = 1
-    max_jobs: int = 1
+    max_jobs: int = 2
     chunk_minutes: float = 5.0
     download_root: str = ""
     local_files_only: bool = False
@@ -427,7 +427,7 @@ COMPUTE_TYPES = ("int8", "int8_float32", "int16", "float32", "default")
 
 
 def _transcripts(raw: Any) -> TranscriptSettings:
-    model = _str(raw, "transcripts.model", "small") or "small"
+    model = _str(raw, "transcripts.model", "base") or "base"
     compute = _str(raw, "transcripts.compute_type", "int8") or "int8"
     if compute not in COMPUTE_TYPES:
         raise ConfigError(
@@ -446,7 +446,7 @@ def _transcripts(raw: Any) -> TranscriptSettings:
         language=language,
         compute_type=compute,
         cpu_threads=_int(raw, "transcripts.cpu_threads", 1, 1, 64),
-        max_jobs=_int(raw, "transcripts.max_jobs", 1, 1, 16),
+        max_jobs=_int(raw, "transcripts.max_jobs", 2, 1, 16),
         chunk_minutes=_float(raw, "transcripts.chunk_minutes", 5.0, 0.5, 60.0),
         download_root=_str(raw, "transcripts.download_root", ""),
         local_files_only=_bool(raw, "transcripts.local_files_only", False),

@@ -48,11 +48,11 @@ class Word:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    model: str = "small"  # a name faster-whisper downloads, or a local CTranslate2 directory
+    model: str = "base"  # a name faster-whisper downloads, or a local CTranslate2 directory
     language: str = ""  # "" = detect
     compute_type: str = "int8"
     cpu_threads: int = 1
-    max_jobs: int = 1
+    max_jobs: int = 2
     download_root: str = ""  # where named models are kept ("" = the library's cache)
     local_files_only: bool = False  # offline servers: never download
 
