@@ -19,7 +19,6 @@ from . import redaction
 from .call_cards import CallCards
 from .call_commands import CallCommands
 from .calls import CallManager
-from .caption_commands import CaptionCommands
 from .catch_up import CommandCatchUp
 from .commands import CommandRouter
 from .config import Config, ConfigError, Settings, parse_settings
@@ -27,6 +26,7 @@ from .context import BotContext
 from .db import DB
 from .delegations import DelegatedLeaves
 from .diagnostics import Diagnostics
+from .feature_commands import captions_command, transcript_command
 from .invites import OwnMembership
 from .matrix.call_keys import CallKeys
 from .matrix.notices import Notices
@@ -40,7 +40,6 @@ from .recording_optout import RecordingOptOuts
 from .schedules.commands import ScheduleCommands
 from .schedules.runner import ScheduleRunner
 from .tasks import Tasks, owner_logger, plugin_tasks
-from .transcript_commands import TranscriptCommands
 from .transcripts.captions import LiveCaptions
 from .transcripts.engine import SpeechToText
 from .transcripts.jobs import TranscriptJobs
@@ -142,8 +141,8 @@ class RtcBot(Plugin):
         media.withheld_for, media.summary_notes = optouts.withheld_for, optouts.summary_notes
         MediaCommands(ctx, media, calls, optouts).register(router)
         ScheduleCommands(ctx, schedules).register(router)
-        TranscriptCommands(ctx, transcripts).register(router)
-        CaptionCommands(ctx, captions).register(router)
+        transcript_command(ctx).register(router)
+        captions_command(ctx, captions.switched).register(router)
         Diagnostics(ctx, calls, keys_report=call_keys.report).register(router)
         await delegations.start()  # the stored jobs run before new requests can arrive
         if self.webapp is not None:

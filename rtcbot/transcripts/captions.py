@@ -21,6 +21,7 @@ import numpy as np
 from mautrix.types import EventID, RoomID
 
 from ..context import BotContext
+from ..feature_commands import feature_enabled
 from ..matrix.notices import NAME_LIMIT, in_thread, md_escape
 from ..media.recorder import AudioTap
 from .engine import RATE, ModelUnavailable, SpeechToText
@@ -105,11 +106,8 @@ class LiveCaptions:
         return session.feed if session.task is not None else None
 
     async def enabled_in(self, room_id: str) -> tuple[bool, str]:
-        """On or off here, and who decided (the room, or the config's default)."""
-        own = await self.ctx.db.get_feature(room_id, FEATURE)
-        if own is not None:
-            return own, "set in this room"
-        return self.ctx.settings().captions.enabled, "the bot's default"
+        default = self.ctx.settings().captions.enabled
+        return await feature_enabled(self.ctx, room_id, FEATURE, default)
 
     def switched(self, room_id: str, on: bool) -> bool:
         """`!call captions on|off` during a recording: applies to it at once. True if one runs."""

@@ -23,6 +23,7 @@ from typing import Any
 from mautrix.types import EventID, FileInfo, MediaMessageEventContent, MessageType, RoomID
 
 from ..context import BotContext
+from ..feature_commands import feature_enabled
 from ..matrix.attachments import upload_for_room
 from ..matrix.notices import NAME_LIMIT, in_thread, md_escape
 from ..media.recording_result import RecordedFile, RecordingResult
@@ -45,10 +46,8 @@ class TranscriptJobs:
 
     async def enabled_in(self, room_id: str) -> tuple[bool, str]:
         """Whether this room gets transcripts, and what decided it."""
-        own = await self.ctx.db.get_feature(room_id, FEATURE)
-        if own is not None:
-            return own, "set for this room"
-        return self.ctx.settings().transcripts.enabled, "the bot's default"
+        default = self.ctx.settings().transcripts.enabled
+        return await feature_enabled(self.ctx, room_id, FEATURE, default)
 
     async def after_recording(
         self, room_id: RoomID, result: RecordingResult, summary: EventID
