@@ -164,6 +164,7 @@ class MediaRoles:
         recorder = self.recorders.pop(room_id, None)
         if recorder is not None:
             result = await recorder.stop()
+            await self._tell_ended(room_id)
             await self._recording_over(room_id)
             where = result.files[0].path.parent if result.files else "nowhere (no audio)"
             self.log.warning(
@@ -427,6 +428,7 @@ class MediaRoles:
                 await recorder.start()
         except BaseException as e:
             self.recorders.pop(room_id, None)
+            await self._tell_ended(room_id)  # what its taps started ends too
             await self._leave_if_idle(room_id)
             if isinstance(e, SfuConnectError | SfuAuthError):
                 raise MediaError(
@@ -438,6 +440,7 @@ class MediaRoles:
         if self.recorders.get(room_id) is not recorder:  # the call ended meanwhile
             if recorder.state != "idle":
                 await recorder.stop()
+            await self._tell_ended(room_id)
             await self._leave_if_idle(room_id)
             raise RecordingCancelled("The call ended before the recording started.")
         self.other_sfus.follow(room_id, recorder)
@@ -483,11 +486,7 @@ class MediaRoles:
             await self._leave_call_for_media(room_id)
         await self._close_announcer(room_id)
         await self._leave_if_idle(room_id)
-        for ended in self.on_recording_ended:
-            try:
-                await ended(room_id)
-            except Exception:
-                self.log.exception("after the recording in %s: %s failed", room_id, ended)
+        await self._tell_ended(room_id)
         notes = await self.summary_notes(room_id) if self.summary_notes else []
         summary = await post_recording(self.ctx, RoomID(room_id), result, reason_text, notes)
         self.ctx.tasks.spawn(self._after_posted(room_id, result, summary), "recording-posted")
@@ -495,6 +494,13 @@ class MediaRoles:
             self.log.warning("recording in %s had errors: %s", room_id, result.errors)
         # Posted (or kept and said where): only now is it no longer the recovery's business.
         await self._recording_over(room_id)
+
+    async def _tell_ended(self, room_id: str) -> None:
+        for ended in self.on_recording_ended:
+            try:
+                await ended(room_id)
+            except Exception:
+                self.log.exception("after the recording in %s: %s failed", room_id, ended)
 
     async def _after_posted(self, room_id: str, result: RecordingResult, summary: EventID) -> None:
         """What reads the files (the transcript) first, then a retention of 0 deletes them."""

@@ -153,12 +153,6 @@ class LiveCaptions:
             session.off = True
             session.speakers.clear()
             return
-        prefix = f"!{self.ctx.settings().command}"
-        session.root = session.last = await self.ctx.notices.send(
-            RoomID(room),
-            f"💬 Live captions of this recording, in this thread. `{prefix} captions off` "
-            "turns them off.",
-        )
         while not session.ending:
             await asyncio.sleep(TICK_S)
             try:
@@ -212,8 +206,13 @@ class LiveCaptions:
             )
 
     async def _say(self, session: _Session, markdown: str) -> None:
-        if session.root is None:
-            return
+        if session.root is None:  # opened with the first caption: no empty thread
+            prefix = f"!{self.ctx.settings().command}"
+            session.root = session.last = await self.ctx.notices.send(
+                RoomID(session.room_id),
+                f"💬 Live captions of this recording, in this thread. `{prefix} captions off` "
+                "turns them off.",
+            )
         session.last = await self.ctx.notices.send(
             RoomID(session.room_id), markdown, thread=in_thread(session.root, session.last)
         )
