@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from tests.stack.node_driver import NodeDriver
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DRIVER = HERE / "driver.mjs"
@@ -124,101 +126,21 @@ def write_tone_wav(path: Path, freq: float, seconds: float = 4.0, rate: int = 48
 
 
 # -- the Node driver ----------------------------------------------------------------------------
-class Driver:
-    """One `node driver.mjs` process; JSON lines both ways; commands run concurrently."""
+class Driver(NodeDriver):
+    """One `node driver.mjs` process (playwright-core driving Chromium)."""
 
     def __init__(self, install: Installation, log_path: Path) -> None:
+        super().__init__("the browser driver", install.node, DRIVER, REPO, log_path, 32 * 2**20)
         self.install = install
-        self.log_path = log_path
-        self._proc: asyncio.subprocess.Process | None = None
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._next = 1
-        self._reader: asyncio.Task[None] | None = None
-        self._log: Any = None
 
     async def start(self, timeout: float = 20) -> None:
-        self._log = self.log_path.open("ab")
-        self._proc = await asyncio.create_subprocess_exec(
-            self.install.node,
-            str(DRIVER),
-            cwd=str(REPO),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=self._log,
-            limit=32 * 1024 * 1024,
-        )
-        ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[0] = ready
-        self._reader = asyncio.create_task(self._read())
         try:
-            await asyncio.wait_for(ready, timeout)
+            await super().start(timeout)
         except (TimeoutError, ConnectionError) as e:
             raise HarnessMissing(
                 f"the browser driver (node {DRIVER.name}) did not start: {e}; "
                 f"its log: {self.log_tail()}"
             ) from e
-
-    async def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        while True:
-            line = await self._proc.stdout.readline()
-            if not line:
-                break
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            fut = self._pending.pop(msg.get("id"), None)
-            if fut is None or fut.done():
-                continue
-            if msg.get("ok"):
-                fut.set_result(msg.get("result"))
-            else:
-                fut.set_exception(RuntimeError(str(msg.get("error"))))
-        err = ConnectionError(f"the browser driver exited; its log: {self.log_tail()}")
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(err)
-        self._pending.clear()
-
-    async def call(self, op: str, timeout: float = 60, **args: Any) -> Any:
-        if self._proc is None or self._proc.stdin is None or self._proc.returncode is not None:
-            raise ConnectionError(f"the browser driver is not running; its log: {self.log_tail()}")
-        cid = self._next
-        self._next += 1
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[cid] = fut
-        self._proc.stdin.write((json.dumps({"id": cid, "op": op, **args}) + "\n").encode())
-        await self._proc.stdin.drain()
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        finally:
-            self._pending.pop(cid, None)
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:]) or "(empty)"
-
-    async def close(self, timeout: float = 15) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.stdin is not None and not proc.stdin.is_closing():
-            proc.stdin.close()  # the driver closes its browsers and exits
-        try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-        if self._log is not None:
-            self._log.close()
-        self._proc = None
 
 
 class Chromium:

@@ -7,13 +7,13 @@ Everything it talks to is the stack's homeserver on loopback (inside the test na
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.stack.node_driver import NodeDriver
 
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("driver.mjs")
@@ -32,100 +32,20 @@ def find_node() -> str:
     return node
 
 
-class Driver:
-    """One `node driver.mjs` process; JSON lines both ways; commands run concurrently."""
+class Driver(NodeDriver):
+    """One `node driver.mjs` process (matrix-js-sdk clients with Rust crypto)."""
 
     def __init__(self, log_path: Path) -> None:
-        self.log_path = log_path
-        self._proc: asyncio.subprocess.Process | None = None
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._next = 1
-        self._reader: asyncio.Task[None] | None = None
-        self._log: Any = None
+        super().__init__("the crypto client driver", "", DRIVER, REPO, log_path, 16 * 2**20)
 
     async def start(self, timeout: float = 30) -> None:
-        node = find_node()
-        self._log = self.log_path.open("ab")
-        self._proc = await asyncio.create_subprocess_exec(
-            node,
-            str(DRIVER),
-            cwd=str(REPO),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=self._log,
-            limit=16 * 1024 * 1024,
-        )
-        ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[0] = ready
-        self._reader = asyncio.create_task(self._read())
+        self.node = find_node()
         try:
-            await asyncio.wait_for(ready, timeout)
+            await super().start(timeout)
         except (TimeoutError, ConnectionError) as e:
             raise CryptoClientMissing(
                 f"the crypto client driver did not start: {e}; its log: {self.log_tail()}"
             ) from e
-
-    async def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        while True:
-            line = await self._proc.stdout.readline()
-            if not line:
-                break
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            fut = self._pending.pop(msg.get("id"), None)
-            if fut is None or fut.done():
-                continue
-            if msg.get("ok"):
-                fut.set_result(msg.get("result"))
-            else:
-                fut.set_exception(RuntimeError(str(msg.get("error"))))
-        err = ConnectionError(f"the crypto client driver exited; its log: {self.log_tail()}")
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(err)
-        self._pending.clear()
-
-    async def call(self, op: str, timeout: float = 60, **args: Any) -> Any:
-        if self._proc is None or self._proc.stdin is None or self._proc.returncode is not None:
-            raise ConnectionError(f"the crypto client driver is not running: {self.log_tail()}")
-        cid = self._next
-        self._next += 1
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[cid] = fut
-        self._proc.stdin.write((json.dumps({"id": cid, "op": op, **args}) + "\n").encode())
-        await self._proc.stdin.drain()
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        finally:
-            self._pending.pop(cid, None)
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:]) or "(empty)"
-
-    async def close(self, timeout: float = 15) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.stdin is not None and not proc.stdin.is_closing():
-            proc.stdin.close()  # the driver stops its clients and exits
-        try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-        if self._log is not None:
-            self._log.close()
-        self._proc = None
 
 
 @dataclass
