@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -38,7 +37,7 @@ from rtcbot_stack.stack import Stack
 from tests.browser.conftest import ElementCallFactory
 from tests.browser.element_call import ElementCallPage, Tile, TilePicture
 from tests.conftest import UserFactory
-from tests.stack.matrix_user import MatrixUser, body, is_message_from
+from tests.stack.matrix_user import MatrixUser, body, files_after, is_message_from
 
 pytestmark = pytest.mark.stack
 
@@ -336,18 +335,7 @@ async def test_recording_of_two_element_call_users_names_files_by_display_name(
     assert "Alice Example" in body(summary) and "Bob Example" in body(summary), body(summary)
     assert "(stopped by Alice Example)" in body(summary), body(summary)  # a name, no user ID
 
-    files: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + 30
-    while len(files) < 3:
-        assert time.monotonic() < deadline, f"the bot posted {sorted(files)}"
-        events = await alice.messages(bot_room, 50)
-        ids = [e.get("event_id") for e in events]
-        files = {
-            body(e): e
-            for e in events[ids.index(stopped) + 1 if stopped in ids else 0 :]
-            if e.get("sender") == bot_id and e.get("content", {}).get("msgtype") == "m.audio"
-        }
-        await asyncio.sleep(0.5)
+    files = await files_after(alice, bot_room, bot_id, stopped, 3)
     print(f"[bot-in-ec] files: {sorted(files)}")
     for person, device, tone in (
         ("Alice Example", alice.device_id, 440),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ from tests.browser.second_sfu import SecondTransport, stack_transport
 from tests.browser.test_bot_in_element_call import dominant_hz, download
 from tests.browser.test_multi_sfu import sent_membership, wait_for_publishers
 from tests.conftest import UserFactory
-from tests.stack.matrix_user import MatrixUser, body, is_message_from
+from tests.stack.matrix_user import MatrixUser, body, files_after, is_message_from
 
 pytestmark = pytest.mark.stack
 
@@ -100,18 +99,7 @@ async def test_bot_records_people_on_two_sfus(
     notices = [body(e) for e in await alice.messages(bot_room, 30) if is_message_from(e, bot_id)]
     assert not [n for n in notices if "could not connect there" in n], notices
 
-    files: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + 30
-    while len(files) < 3:
-        assert time.monotonic() < deadline, f"the bot posted {sorted(files)}"
-        events = await alice.messages(bot_room, 50)
-        ids = [e.get("event_id") for e in events]
-        files = {
-            body(e): e
-            for e in events[ids.index(stopped) + 1 if stopped in ids else 0 :]
-            if e.get("sender") == bot_id and e.get("content", {}).get("msgtype") == "m.audio"
-        }
-        await asyncio.sleep(0.5)
+    files = await files_after(alice, bot_room, bot_id, stopped, 3)
     print(f"[multi-sfu-rec] files: {sorted(files)}")
 
     async def samples_of(prefix: str) -> tuple[np.ndarray, int]:

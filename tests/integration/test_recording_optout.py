@@ -10,15 +10,14 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from rtcbot.rtc.identity import livekit_room_alias
-from tests.integration.test_call_media import download, is_audio
-from tests.stack.matrix_user import MatrixUser, body
+from tests.integration.test_call_media import download
+from tests.stack.matrix_user import MatrixUser, body, files_after
 from tests.stack.peers import rms
 
 pytestmark = pytest.mark.stack
@@ -39,22 +38,12 @@ async def recorded_files(
     alice: MatrixUser, room: str, bot_id: str, after: str, n_min: int
 ) -> dict[str, np.ndarray]:
     """The bot's m.audio files posted after the event `after`: body → int16 samples."""
-    deadline = time.monotonic() + 60
-    found: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        events = await alice.messages(room, 60)
-        ids = [e["event_id"] for e in events]
-        newer = events[ids.index(after) + 1 :] if after in ids else events
-        found = [e for e in newer if is_audio(e, bot_id)]
-        if len(found) >= n_min:
-            break
-        await asyncio.sleep(0.5)
     files = {}
-    for evt in found:
+    for name, evt in (await files_after(alice, room, bot_id, after, n_min, 60)).items():
         data = await download(alice, evt["content"]["url"])
         samples, rate = sf.read(io.BytesIO(data), dtype="int16")
         assert rate == RATE
-        files[body(evt)] = samples
+        files[name] = samples
     return files
 
 

@@ -213,3 +213,23 @@ def is_message_from(evt: Event, sender: str) -> bool:
 
 def body(evt: Event) -> str:
     return str(evt.get("content", {}).get("body", ""))
+
+
+async def files_after(
+    user: MatrixUser, room_id: str, sender: str, after: str, count: int, timeout: float = 30
+) -> dict[str, Event]:
+    """The m.audio messages `sender` posted after event `after`, by body, once there are
+    `count` of them (a recording's files arrive one by one after its summary)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        events = await user.messages(room_id, 60)
+        ids = [e.get("event_id") for e in events]
+        files = {
+            body(e): e
+            for e in events[ids.index(after) + 1 if after in ids else 0 :]
+            if e.get("sender") == sender and e.get("content", {}).get("msgtype") == "m.audio"
+        }
+        if len(files) >= count:
+            return files
+        assert time.monotonic() < deadline, f"{sender} posted only {sorted(files)}"
+        await asyncio.sleep(0.5)
