@@ -60,6 +60,9 @@ CONSENT_SPOKEN = (
 )
 OPT_OUT_HINT = "Don't want to be recorded? `!{command} record optout` leaves your voice out."
 RETENTION_EVERY_S = 3600
+# Between removing the bot's membership and ending its media at a recording's stop: clients
+# drop the bot's tile instead of showing it "Waiting for media…" (a sync round trip).
+CLIENTS_SEE_LEAVE_S = 1.0
 # What else follows a recording (captions, the call card, transcripts, opt-outs): given the
 # room when a recorder is made, each may hand it an audio tap; told when it has ended (before
 # the summary is posted) and when the summary is posted (its event, None if not posted).
@@ -323,11 +326,14 @@ class MediaRoles:
             del self.presences[room_id]
         await self._leave_call_for_media(room_id)
 
-    async def _leave_call_for_media(self, room_id: str) -> None:
-        if room_id in self.joined_for_media:
-            self.joined_for_media.discard(room_id)
-            with contextlib.suppress(Exception):
-                await self.calls.leave(room_id)
+    async def _leave_call_for_media(self, room_id: str) -> bool:
+        """True if the bot's membership was removed (it was there for a media role)."""
+        if room_id not in self.joined_for_media:
+            return False
+        self.joined_for_media.discard(room_id)
+        with contextlib.suppress(Exception):
+            return await self.calls.leave(room_id)
+        return False
 
     async def _members_transport(self, room_id: str) -> str:
         """The call members' own advertised transport (foci_preferred / rtc_transports),
@@ -465,7 +471,10 @@ class MediaRoles:
         # The membership goes before the recorder stops: stopping first unpublishes the status
         # picture while the membership stays, and Element Call shows "Waiting for media…" for
         # as long as the gap lasts (seen on a loaded machine).
-        await self._leave_call_for_media(room_id)
+        if await self._leave_call_for_media(room_id):
+            # ... and clients get a moment to see it gone before the media changes: a busy
+            # Element Call (0.25 in a CI run) applied the track change first all the same.
+            await asyncio.sleep(CLIENTS_SEE_LEAVE_S)
         result = await recorder.stop()
         await self._finish(room_id, result, reason_text)
         return result
