@@ -386,6 +386,12 @@ class MembershipPublisher:
             self.delay_id = None
             self.state = State.SCHEDULING_LEAVE
             await self._schedule_delayed_leave()
+            # It fired (the bot was frozen or cut off longer than the delay): the membership is
+            # gone too. Put it back here: the sync that shows it gone may have been handled
+            # while this was still scheduling (on_own_state acts only when JOINED), and then
+            # nothing else would (seen in a CI run: SIGSTOP, SIGCONT, no membership for 30 s).
+            self.rejoins += 1
+            await self._send_membership()
             self.state = State.JOINED
         except (TimeoutError, TransientError, RateLimited) as e:
             self.heartbeat_failures += 1
