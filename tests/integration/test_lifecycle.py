@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
-import time
 
 import aiohttp
 import pytest
 
 from rtcbot.rtc.identity import livekit_room_alias
 from rtcbot_stack.stack import Stack
+from tests.stack.instance import stop_instance
 from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body
 
 pytestmark = pytest.mark.stack
@@ -35,7 +33,6 @@ async def test_stop_leaves_no_task_of_the_plugin_running(
     cfg = stack.plugin_config()
     cfg["web"] = {"status_token": STATUS_TOKEN}
     stack.maubot.put_instance("rtcbot", "dev.rtcbot", bot_id, json.dumps(cfg))
-    log = stack.maubot.child.log_path
     try:
         idle = int(str((await plugin_status(stack))["tasks"]))
         # Everything that runs in the background at once: a recording (recorder, LiveKit
@@ -51,15 +48,8 @@ async def test_stop_leaves_no_task_of_the_plugin_running(
         # The count sees the plugin's tasks (so its zero below means something).
         assert busy > idle > 0, (idle, busy)
 
-        offset = len(log.read_text())
-        stack.maubot.api("PUT", "/instance/rtcbot", {"started": False})
-        deadline = time.monotonic() + 60
-        while (
-            m := re.search(r"rtcbot stopped; (\d+) of its tasks", log.read_text()[offset:])
-        ) is None:
-            assert time.monotonic() < deadline, "no stop line in the maubot log"
-            await asyncio.sleep(0.2)
-        assert m.group(1) == "0", log.read_text()[offset:][-3000:]
+        left, written = await stop_instance(stack)
+        assert left == 0, written[-3000:]
 
         # What the room sees: the recording was finished and posted, the bot left the call.
         summary = await alice.wait_for(

@@ -21,6 +21,7 @@ import pytest
 from rtcbot.rtc.identity import livekit_room_alias
 from rtcbot_stack.stack import Stack
 from tests.integration.test_call_media import download, is_audio
+from tests.stack.instance import stop_instance
 from tests.stack.matrix_user import MatrixUser, body
 from tests.stack.peers import SAMPLE_RATE, Peer, speech
 
@@ -276,19 +277,11 @@ async def test_a_stop_while_transcribing_cancels_it_at_once(
         )
 
     shown = await until_found(alice, room, progress, 120, "the progress message", limit=30)
-    log = stack.maubot.child.log_path
-    offset = len(log.read_text())
     asked = time.monotonic()
-    stack.maubot.api("PUT", "/instance/rtcbot", {"started": False})
     try:
-        deadline = time.monotonic() + 60
-        while (
-            m := re.search(r"rtcbot stopped; (\d+) of its tasks", log.read_text()[offset:])
-        ) is None:
-            assert time.monotonic() < deadline, "no stop line in the maubot log"
-            await asyncio.sleep(0.2)
+        left, written = await stop_instance(stack)
         print(f"\nthe stop took {time.monotonic() - asked:.1f} s (stop asked → stop line)")
-        assert m.group(1) == "0", log.read_text()[offset:][-3000:]
+        assert left == 0, written[-3000:]
         events = await alice.messages(room, 50)
         edits = edits_of(events, shown["event_id"])
         assert edits and edits[-1] == "📝 Transcript cancelled: the bot was stopped.", edits
