@@ -26,6 +26,7 @@ class Config(BaseProxyConfig):
             "command",
             "invites.allowed_users",
             "invites.allowed_servers",
+            "invites.from_anyone",
             "notices.default_level",
             "notices.batch_seconds",
             "membership.delayed_leave_ms",
@@ -87,6 +88,7 @@ class Config(BaseProxyConfig):
 class InviteSettings:
     allowed_users: tuple[str, ...] = ()
     allowed_servers: tuple[str, ...] = ()
+    from_anyone: bool = False  # both lists empty: only the bot's own homeserver
 
 
 @dataclass(frozen=True)
@@ -386,6 +388,7 @@ def parse_settings(raw: Any) -> Settings:
         invites=InviteSettings(
             allowed_users=_str_list(raw, "invites.allowed_users"),
             allowed_servers=_str_list(raw, "invites.allowed_servers"),
+            from_anyone=_bool(raw, "invites.from_anyone", False),
         ),
         notices=NoticeSettings(
             default_level=level,

@@ -1,5 +1,5 @@
 """The bot's own room membership: which invites it accepts (an allowlist of users (globs) and
-homeservers), and what happens when it is kicked, banned or leaves (the observers forget the room)."""
+homeservers; by default only its own homeserver), and what happens when it is kicked, banned or leaves (the observers forget the room)."""
 
 from __future__ import annotations
 
@@ -20,11 +20,19 @@ def server_of(user_id: str) -> str:
 
 
 def invite_allowed(
-    inviter: str, allowed_users: tuple[str, ...], allowed_servers: tuple[str, ...]
+    inviter: str,
+    own_server: str,
+    allowed_users: tuple[str, ...] = (),
+    allowed_servers: tuple[str, ...] = (),
+    from_anyone: bool = False,
 ) -> bool:
-    """Empty lists accept everyone; otherwise the inviter must match one of them."""
-    if not allowed_users and not allowed_servers:
+    """`from_anyone` accepts every invite. Otherwise the inviter must match one of the
+    lists; with both empty, only users of the bot's own homeserver (`own_server`) may invite
+    (anyone on a federated server could otherwise make the bot record their rooms)."""
+    if from_anyone:
         return True
+    if not allowed_users and not allowed_servers:
+        return server_of(inviter) == own_server
     if any(fnmatchcase(inviter, pattern) for pattern in allowed_users):
         return True
     return server_of(inviter) in allowed_servers
@@ -56,7 +64,10 @@ class OwnMembership:
 
     async def _invited(self, evt: StateEvent) -> None:
         inv = self.ctx.settings().invites
-        if invite_allowed(evt.sender, inv.allowed_users, inv.allowed_servers):
+        own = server_of(self.ctx.user_id)
+        if invite_allowed(
+            evt.sender, own, inv.allowed_users, inv.allowed_servers, inv.from_anyone
+        ):
             self.log.info("accepting invite to %s from %s", evt.room_id, evt.sender)
             await self.ctx.client.join_room(evt.room_id)
         else:
