@@ -172,7 +172,10 @@ class CallManager:
             # The bot is not one of the people in the call: its own membership only concerns
             # its publisher (and !call status), not the announcements or the call's lifetime.
             if room_id in self.publishers:
-                self.publishers[room_id].on_own_state(raw.get("content") or {})
+                # Written by someone else (an admin can write any state key): it is not the
+                # bot's membership, so the bot's is gone and is put back (review L4).
+                mine = evt.sender == self.client.mxid
+                self.publishers[room_id].on_own_state((raw.get("content") or {}) if mine else {})
             return
         async with self._lock(room_id):
             calls = await self.room(room_id, skip_key=str(evt.state_key))
