@@ -66,6 +66,9 @@ class Config(BaseProxyConfig):
             "recording.max_upload_mb",
             "recording.retention_days",
             "recording.spoken_consent",
+            "recording.max_concurrent",
+            "recording.max_tracks",
+            "recording.min_free_mb",
             "announcer.join_chime",
             "transcripts.enabled",
             "transcripts.model",
@@ -73,6 +76,8 @@ class Config(BaseProxyConfig):
             "transcripts.compute_type",
             "transcripts.cpu_threads",
             "transcripts.max_jobs",
+            "transcripts.max_queued",
+            "transcripts.max_queued_per_room",
             "transcripts.chunk_minutes",
             "transcripts.download_root",
             "transcripts.local_files_only",
@@ -150,6 +155,10 @@ class RecordingSettings:
     max_upload_mb: int = 50
     retention_days: int = 7
     spoken_consent: bool = True
+    # Limits: recordings at once (instance-wide), speakers per recording, free disk (MB).
+    max_concurrent: int = 4
+    max_tracks: int = 25
+    min_free_mb: int = 500
 
 
 @dataclass(frozen=True)
@@ -410,6 +419,9 @@ def parse_settings(raw: Any) -> Settings:
             max_upload_mb=_int(raw, "recording.max_upload_mb", 50, 0, 10_000),
             retention_days=_int(raw, "recording.retention_days", 7, 0, 3650),
             spoken_consent=_bool(raw, "recording.spoken_consent", True),
+            max_concurrent=_int(raw, "recording.max_concurrent", 4, 1, 1000),
+            max_tracks=_int(raw, "recording.max_tracks", 25, 1, 1000),
+            min_free_mb=_int(raw, "recording.min_free_mb", 500, 0, 10**12),
         ),
         announcer=AnnouncerSettings(join_chime=_bool(raw, "announcer.join_chime", True)),
         calls=CallSettings(bot_may_start=_bool(raw, "calls.bot_may_start", False)),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -46,6 +45,8 @@ from .media.tokens import (
 )
 from .media.tts import available_engine
 from .ports import CallEvent, CallMembership, TransportUrl
+from .recording_disk import room_folder
+from .recording_limits import DiskFloor, recording_refusal
 from .recording_posts import apply_retention, drop_posted_files, post_recording
 from .recording_recovery import RecordingRecovery
 from .recording_sfus import RecordingSfus
@@ -395,7 +396,10 @@ class MediaRoles:
             raise MediaError("I am already recording this call. `!call record stop` ends it.")
         await self._require_call(room_id)
         settings = self.ctx.settings().recording
-        directory = Path(settings.directory) / re.sub(r"[^A-Za-z0-9]+", "_", room_id).strip("_")
+        refusal = recording_refusal(len(self.recorders), settings)
+        if refusal is not None:
+            raise MediaError(refusal)
+        directory = Path(settings.directory) / room_folder(room_id)
         prefix = time.strftime("%Y-%m-%d_%H%M%S")
 
         async def on_empty() -> None:
@@ -425,6 +429,7 @@ class MediaRoles:
             exclude=lambda p: p.identity.startswith(f"{self.ctx.user_id}:"),
             withheld=self.withheld_for(room_id) if self.withheld_for else None,
             taps=[t for make in self.tap_factories if (t := make(room_id)) is not None],
+            max_tracks=settings.max_tracks,
         )
         self.recorders[room_id] = recorder
         self._starting.add(room_id)
@@ -450,6 +455,8 @@ class MediaRoles:
             await self._leave_if_idle(room_id)
             raise RecordingCancelled("The call ended before the recording started.")
         self.other_sfus.follow(room_id, recorder)
+        floor = DiskFloor(directory, lambda: self.ctx.settings().recording, self.log)
+        self.ctx.tasks.spawn(floor.watch(recorder), "disk-floor")
         try:
             await self.recovery.started(room_id, directory, prefix)
             self._prefixes[room_id] = prefix

@@ -17,6 +17,7 @@ from .context import BotContext
 from .matrix.attachments import upload_for_room
 from .matrix.notices import NAME_LIMIT, md_escape
 from .media.recording_result import RecordedFile, RecordingResult
+from .recording_disk import kept_where
 
 
 def fmt_s(seconds: float) -> str:
@@ -43,6 +44,7 @@ async def post_recording(
         "max_duration": "it reached the maximum length",
         "sfu_lost": "the media server was unreachable for too long",
         "room_closed": "the call's media room was closed",
+        "disk_full": "the disk is nearly full",
     }.get(result.reason, reason_text)
     people = [
         f"{md_escape(s.display_name, NAME_LIMIT)} {fmt_s(s.speaking_seconds)}"
@@ -67,6 +69,12 @@ async def post_recording(
                 for n, s in sorted(result.undecrypted.items())
             )
         )
+    if result.not_recorded:
+        lines.append(
+            "🚫 Not recorded (the recording already had as many speakers as "
+            "recording.max_tracks allows): "
+            + ", ".join(md_escape(n, NAME_LIMIT) for n in result.not_recorded)
+        )
     lines.extend(notes or ())
     settings = ctx.settings().recording
     limit = settings.max_upload_mb * 1024 * 1024
@@ -78,11 +86,11 @@ async def post_recording(
         for f in sorted(result.files, key=lambda f: (f.kind != "mix", f.segment, f.display_name)):
             await upload_recording(ctx, room, f.path, _label(f), f.duration_ms)
     else:
-        where = result.files[0].path.parent
+        # The room's folder and the recording's name, never the absolute path (review L7).
         lines.append(
             f"The files ({result.total_bytes / 1e6:.1f} MB) are larger than the upload limit "
-            f"and stay on the bot's disk in `{where}` for "
-            f"{settings.retention_days} days."
+            f"and stay on the bot's disk, in `{kept_where(result.files[0].path)}` of its "
+            f"recordings folder, for {settings.retention_days} days."
         )
         summary = await ctx.notices.send(room, "\n".join(lines))
     return summary

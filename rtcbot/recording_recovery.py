@@ -19,6 +19,7 @@ from mautrix.types import RoomID
 
 from .context import BotContext
 from .db import RecordingInProgress
+from .recording_disk import kept_where
 from .recording_posts import upload_recording
 
 
@@ -93,7 +94,8 @@ class RecordingRecovery:
             await self.ctx.notices.send(
                 room,
                 f"{head} Its {len(files)} files ({sum(sizes) / 1e6:.1f} MB) are larger than the "
-                f"upload limit and stay on the bot's disk in `{directory}`.",
+                f"upload limit and stay on the bot's disk, in `{kept_where(files[0].path)}` "
+                "of its recordings folder.",
             )
         else:
             await self.ctx.notices.send(room, f"{head} What was recorded until then:")

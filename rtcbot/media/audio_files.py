@@ -113,6 +113,12 @@ class StreamClock:
         return pos
 
 
+def private_dir(directory: Path) -> None:
+    """The recording's folder, readable by the bot's own user only (0700)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(directory, 0o700)
+
+
 class OggOpusFile:
     """One mono Ogg/Opus file written incrementally; the write position is a sample count.
 
@@ -130,7 +136,10 @@ class OggOpusFile:
         self.path = path
         self.rate = rate
         self.samples = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        # Owner-only from the first byte (people's voices; not the process umask's choice).
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        os.chmod(path, 0o600)
         complexity = DEFAULT_COMPRESSION if compression_level is None else int(compression_level)
         # Short Ogg pages: what is on disk is never more than ~0.1 s behind (crash safety).
         page_us = str(int(min(max(0.05, flush_every), 0.1) * 1_000_000))
@@ -296,7 +305,7 @@ class SegmentWriter:
     closed: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         self._names: set[str] = set()
         self._mixer = Mixer() if self.mix else None
         self._mix_file: OggOpusFile | None = None

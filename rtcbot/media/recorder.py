@@ -56,8 +56,10 @@ from rtcbot.media.recording_result import (
     RecordingResult,
     RecordingStatus,
     StopReason,
+    recorded_file,
     speakers_of,
 )
+from rtcbot.media.track_limit import TrackLimit
 
 __all__ = ["Recorder", "RecordingResult"]
 
@@ -124,6 +126,7 @@ class Recorder:
         exclude: Callable[[rtc.RemoteParticipant], bool] | None = None,
         withheld: Callable[[str], bool] | None = None,
         taps: list[AudioTap] | None = None,
+        max_tracks: int | None = None,
         mix: bool = True,
         compression_level: float | None = DEFAULT_COMPRESSION,
         speech_threshold: float = DEFAULT_SPEECH_THRESHOLD,
@@ -147,6 +150,7 @@ class Recorder:
         # an opt-out during the recording applies from the next 100 ms on.
         self.withheld = withheld
         self.taps = taps if taps is not None else []
+        self._limit = TrackLimit(max_tracks, self.log)  # speakers beyond it: not recorded
         self.mix = mix
         self.compression_level = compression_level
         self.speech_threshold = speech_threshold
@@ -326,6 +330,11 @@ class Recorder:
         self._close_reader(pub.sid)
         suffix = _SOURCE_SUFFIX.get(pub.source)
         key = participant.identity + (f"/{suffix}" if suffix else "")
+        if self._limit.refuses(key, self._labels, lambda: self._names(participant)[0]):
+            self._subscribed.pop(pub.sid, None)
+            with contextlib.suppress(Exception):
+                pub.set_subscribed(False)  # no bandwidth or decoding for it
+            return
         if key not in self._labels:
             display, device = self._names(participant)
             self._labels[key] = (display, f"{device}-{suffix}" if suffix else device)
@@ -589,7 +598,8 @@ class Recorder:
                 self.log.exception("Finishing segment %d failed", s.part)
                 written = s.writer.files()
             offset = s.t0 - (self.started_at or s.t0)
-            files.extend(self._recorded(s.part, w, offset) for w in written)
+            ids = self._key_identity
+            files.extend(recorded_file(s.part, w, ids.get(w.key or ""), offset) for w in written)
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -605,6 +615,7 @@ class Recorder:
             started_at=self.started_wall or time.time(),
             errors=list(self._errors),
             undecrypted={self._labels[k][0]: s for k, s in self._gate.seconds().items()},
+            not_recorded=self._limit.names(),
         )
         self.log.info(
             "Recording stopped (%s): %d files, %.1f s, %d bytes",
@@ -616,21 +627,6 @@ class Recorder:
         if reason != "stopped" and self.on_stopped is not None:
             self._call(self.on_stopped, result)
         return result
-
-    def _recorded(self, part: int, w: WrittenFile, offset: float) -> RecordedFile:
-        identity = self._key_identity.get(w.key) if w.key else None
-        return RecordedFile(
-            path=w.path,
-            kind="mix" if w.kind == "mix" else "participant",
-            identity=identity,
-            display_name=w.display_name,
-            device=w.device,
-            segment=part,
-            duration_ms=w.duration_ms,
-            size_bytes=w.size_bytes,
-            speaking_seconds=round(w.speaking_seconds, 2),
-            offset_s=round(offset, 3),
-        )
 
     def _unhook(self) -> None:
         p = self.participant

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .audio_files import WrittenFile
+
 RecorderState = Literal["idle", "recording", "interrupted", "stopping", "stopped"]
-StopReason = Literal["stopped", "max_duration", "sfu_lost", "room_closed"]
+StopReason = Literal["stopped", "max_duration", "sfu_lost", "room_closed", "disk_full"]
 
 
 @dataclass
@@ -45,6 +47,8 @@ class RecordingResult:
     # Encrypted calls: display name → seconds of that speaker's audio the bot could not
     # decrypt (no key from them, or a wrong one); not in the files.
     undecrypted: dict[str, float] = field(default_factory=dict)
+    # Display names of speakers beyond recording.max_tracks: heard, but not recorded.
+    not_recorded: list[str] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
@@ -53,6 +57,22 @@ class RecordingResult:
     @property
     def speaking_seconds(self) -> dict[str, float]:
         return {s.identity: s.speaking_seconds for s in self.speakers}
+
+
+def recorded_file(part: int, w: WrittenFile, identity: str | None, offset: float) -> RecordedFile:
+    """A file the writer finished, as the result lists it (`identity`: its speaker's)."""
+    return RecordedFile(
+        path=w.path,
+        kind="mix" if w.kind == "mix" else "participant",
+        identity=identity if w.key else None,
+        display_name=w.display_name,
+        device=w.device,
+        segment=part,
+        duration_ms=w.duration_ms,
+        size_bytes=w.size_bytes,
+        speaking_seconds=round(w.speaking_seconds, 2),
+        offset_s=round(offset, 3),
+    )
 
 
 def speakers_of(files: list[RecordedFile]) -> list[Speaker]:
