@@ -47,8 +47,9 @@ from .media.tts import available_engine
 from .ports import CallEvent, CallMembership, TransportUrl
 from .recording_disk import room_folder
 from .recording_limits import DiskFloor, recording_refusal
-from .recording_posts import apply_retention, drop_posted_files, post_recording
+from .recording_posts import drop_posted_files, post_recording
 from .recording_recovery import RecordingRecovery
+from .recording_retention import Retention
 from .recording_sfus import RecordingSfus
 from .rtc.identity import is_hashed_identity, livekit_room_alias, member_identity
 from .rtc.session import CallEnded, CallStarted
@@ -60,7 +61,6 @@ CONSENT_SPOKEN = (
     "send: call record opt out, in the chat."
 )
 OPT_OUT_HINT = "Don't want to be recorded? `!{command} record optout` leaves your voice out."
-RETENTION_EVERY_S = 3600
 # Between removing the bot's membership and ending its media at a recording's stop: clients
 # drop the bot's tile instead of showing it "Waiting for media…" (a sync round trip).
 CLIENTS_SEE_LEAVE_S = 1.0
@@ -126,7 +126,12 @@ class MediaRoles:
             frame_keys=lambda r: p.frame_keys if (p := self.presences.get(r)) else None,
             log=self.log.getChild("sfus"),
         )
-        self._retention: asyncio.Task[None] | None = None
+        self.retention = Retention(
+            lambda: ctx.settings().recording,
+            running=lambda: [(r.directory, r.prefix) for r in self.recorders.values()],
+            listed=self.recovery.listed,
+            log=self.log.getChild("retention"),
+        )
         self.tap_factories: list[TapFactory] = []
         self.on_recording_ended: list[RecordingEnded] = []
         self.on_recording_posted: list[RecordingPosted] = []
@@ -136,16 +141,12 @@ class MediaRoles:
         self.summary_notes: Callable[[str], Awaitable[list[str]]] | None = None
 
     async def start(self) -> None:
-        self._retention = asyncio.ensure_future(self._retention_loop())
-        # Recordings a crash cut off are posted now (nothing recorded is lost).
-        self.ctx.tasks.spawn(self.recovery.recover(), "recording-recovery")
+        # Recordings a crash cut off are posted now (nothing recorded is lost); the retention
+        # starts after that, so it never deletes what the recovery is about to post.
+        self.retention.start(self.recovery.recover())
 
     async def stop(self) -> None:
-        if self._retention:
-            self._retention.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retention
-            self._retention = None
+        await self.retention.stop()
         for room_id in list(self.recorders):
             try:
                 await self.stop_recording(room_id, reason_text="the bot is shutting down")
@@ -503,8 +504,13 @@ class MediaRoles:
         await self._close_announcer(room_id)
         await self._leave_if_idle(room_id)
         await self._tell_ended(room_id)
+        self.retention.hold(f.path for f in result.files)  # until transcribed (_after_posted)
         notes = await self.summary_notes(room_id) if self.summary_notes else []
-        summary = await post_recording(self.ctx, RoomID(room_id), result, reason_text, notes)
+        try:
+            summary = await post_recording(self.ctx, RoomID(room_id), result, reason_text, notes)
+        except BaseException:
+            self.retention.release(f.path for f in result.files)
+            raise
         self.ctx.tasks.spawn(self._after_posted(room_id, result, summary), "recording-posted")
         if result.errors:
             self.log.warning("recording in %s had errors: %s", room_id, result.errors)
@@ -520,25 +526,15 @@ class MediaRoles:
 
     async def _after_posted(self, room_id: str, result: RecordingResult, summary: EventID) -> None:
         """What reads the files (the transcript) first, then a retention of 0 deletes them."""
-        for posted in self.on_recording_posted:
-            try:
-                await posted(RoomID(room_id), result, summary)
-            except Exception:
-                self.log.exception("after posting the recording in %s: %s failed", room_id, posted)
-        drop_posted_files(self.ctx, result)
-
-    async def _retention_loop(self) -> None:
-        while True:
-            settings = self.ctx.settings().recording
-            busy = {r.directory for r in self.recorders.values()}
-            try:
-                # glob, stat and rmtree of a large directory: off the event loop.
-                await asyncio.to_thread(
-                    apply_retention, Path(settings.directory), settings.retention_days, busy
-                )
-            except Exception:
-                self.log.exception("applying the recording retention failed")
-            await asyncio.sleep(RETENTION_EVERY_S)
+        try:
+            for posted in self.on_recording_posted:
+                try:
+                    await posted(RoomID(room_id), result, summary)
+                except Exception:
+                    self.log.exception("after posting in %s: %s failed", room_id, posted)
+            drop_posted_files(self.ctx, result)
+        finally:
+            self.retention.release(f.path for f in result.files)
 
     # -- announcer ---------------------------------------------------------------------------
     async def announcer(self, room_id: str) -> Announcer:

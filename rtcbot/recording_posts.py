@@ -7,8 +7,6 @@ off (recording_recovery.py), so both post the same kind of messages.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import time
 from pathlib import Path
 
 from mautrix.types import AudioInfo, EventID, MediaMessageEventContent, MessageType, RoomID
@@ -90,14 +88,20 @@ async def post_recording(
         lines.append(
             f"The files ({result.total_bytes / 1e6:.1f} MB) are larger than the upload limit "
             f"and stay on the bot's disk, in `{kept_where(result.files[0].path)}` of its "
-            f"recordings folder, for {settings.retention_days} days."
+            "recordings folder, "
+            + (
+                f"for {settings.retention_days} days."
+                if settings.retention_days
+                else "until the bot's operator removes them."
+            )
         )
         summary = await ctx.notices.send(room, "\n".join(lines))
     return summary
 
 
 def drop_posted_files(ctx: BotContext, result: RecordingResult) -> None:
-    """retention_days 0: the files are deleted once posted (and transcribed)."""
+    """retention_days 0: the files are deleted once posted (and transcribed); files too large
+    to post are kept (recording_retention.py)."""
     settings = ctx.settings().recording
     if settings.retention_days == 0 and result.total_bytes <= settings.max_upload_mb * 1024**2:
         for f in result.files:
@@ -121,16 +125,3 @@ async def upload_recording(
     )
     content["filename"] = path.name
     await ctx.client.send_message(room, content)
-
-
-def apply_retention(root: Path, days: int, busy: set[Path]) -> None:
-    """Delete recordings older than `days` (blocking: run in a thread)."""
-    if not root.is_dir():
-        return
-    cutoff = time.time() - days * 86400
-    for path in root.glob("*/*"):
-        if path.stat().st_mtime < cutoff and path.parent not in busy:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)

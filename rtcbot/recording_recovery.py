@@ -63,6 +63,11 @@ class RecordingRecovery:
         rec = RecordingInProgress(room_id, prefix, str(directory), int(time.time() * 1000))
         await self.ctx.db.recordings.started(rec)
 
+    async def listed(self) -> list[tuple[Path, str]]:
+        """(folder, prefix) of every recording still listed: running, or cut off by a crash
+        and not yet posted (retention never deletes these)."""
+        return [(Path(r.directory), r.prefix) for r in await self.ctx.db.recordings.unfinished()]
+
     async def finished(self, room_id: str, prefix: str) -> None:
         await self.ctx.db.recordings.finished(room_id, prefix)
 
@@ -101,4 +106,7 @@ class RecordingRecovery:
             await self.ctx.notices.send(room, f"{head} What was recorded until then:")
             for f in files:
                 await upload_recording(self.ctx, room, f.path, f.label)
+            if self.ctx.settings().recording.retention_days == 0:  # posted: not kept
+                for f in files:
+                    f.path.unlink(missing_ok=True)
         self.log.warning("posted the recording cut off by a restart in %s", rec.room_id)
