@@ -173,6 +173,9 @@ class TranscriptSettings:
     chunk_minutes: float = 5.0
     download_root: str = ""
     local_files_only: bool = False
+    # Recordings waiting for (or getting) their transcript: in all rooms, and per room.
+    max_queued: int = 20
+    max_queued_per_room: int = 3
 
     def model_settings(self) -> ModelSettings:
         return ModelSettings(
@@ -465,6 +468,8 @@ def _transcripts(raw: Any) -> TranscriptSettings:
         chunk_minutes=_float(raw, "transcripts.chunk_minutes", 5.0, 0.5, 60.0),
         download_root=_str(raw, "transcripts.download_root", ""),
         local_files_only=_bool(raw, "transcripts.local_files_only", False),
+        max_queued=_int(raw, "transcripts.max_queued", 20, 1, 1000),
+        max_queued_per_room=_int(raw, "transcripts.max_queued_per_room", 3, 1, 1000),
     )
 
 

@@ -180,7 +180,9 @@ class LiveCaptions:
                     break
                 start, end = cut
                 at = sp.start + start / RATE
-                words = await self.speech.transcribe_pcm(sp.take(end)[start:])
+                words = await self.speech.transcribe_pcm(
+                    sp.take(end)[start:], room=session.room_id
+                )
                 text = " ".join(w.text for w in words).strip()
                 if text:
                     if not sp.batch:

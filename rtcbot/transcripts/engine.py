@@ -23,6 +23,8 @@ from typing import Any
 import av
 import numpy as np
 
+from .fair_slots import FairSlots
+
 RATE = 16_000
 DEFAULT_CHUNK_S = 300.0
 _CUT_SEARCH_S = 10.0  # a chunk ends in the quietest 0.5 s of its last 10 s
@@ -75,8 +77,7 @@ class SpeechToText:
         self._model: Any = None
         self._model_key: tuple[Any, ...] | None = None
         self._load_lock = threading.Lock()
-        self._slots: asyncio.Semaphore | None = None
-        self._slots_n = 0
+        self._slots = FairSlots(settings().max_jobs)  # shared fairly between rooms
 
     # -- the model -------------------------------------------------------------------------
     def _load(self) -> Any:
@@ -103,10 +104,10 @@ class SpeechToText:
                 self.log.info("speech model %s loaded (%s)", s.model, s.compute_type)
             return self._model
 
-    def slots(self) -> asyncio.Semaphore:
+    def slots(self) -> FairSlots:
         n = self.settings().max_jobs
-        if self._slots is None or self._slots_n != n:
-            self._slots, self._slots_n = asyncio.Semaphore(n), n
+        if self._slots.n != n:
+            self._slots.resize(n)
         return self._slots
 
     # -- transcribing ----------------------------------------------------------------------
@@ -116,15 +117,18 @@ class SpeechToText:
         offset_s: float = 0.0,
         progress: Progress | None = None,
         chunk_s: float = DEFAULT_CHUNK_S,
+        room: str = "",
     ) -> list[Word]:
         """Every word of one speaker's file, on the recording's axis (`offset_s` = where the
-        file starts). Waits for a free job slot; the work runs in a thread."""
-        async with self.slots():
+        file starts). Waits for a job slot (`room`'s turn); the work runs in a thread."""
+        async with self.slots().turn(room):
             return await _in_thread(self._file_words, path, offset_s, progress, chunk_s)
 
-    async def transcribe_pcm(self, samples: np.ndarray, offset_s: float = 0.0) -> list[Word]:
+    async def transcribe_pcm(
+        self, samples: np.ndarray, offset_s: float = 0.0, room: str = ""
+    ) -> list[Word]:
         """A short piece of 16 kHz float32 mono audio (a caption)."""
-        async with self.slots():
+        async with self.slots().turn(room):
             return await _in_thread(self._words, samples, offset_s, False)
 
     def _file_words(

@@ -7,8 +7,9 @@ and at last replaced by the outcome), the transcript (lines with the speaker and
 and the same as `.txt` and WebVTT attachments.
 
 Each speaker has a file of their own, so every word is attributed without guessing. Files
-are transcribed through the shared `SpeechToText` (its `max_jobs` slots queue recordings
-that end together). A plugin stop cancels a running job at once (the worker thread gives up
+are transcribed through the shared `SpeechToText`: its `max_jobs` slots go to the waiting
+rooms in turn (fair_slots.py), and at most `max_queued_per_room` recordings of a room
+(`max_queued` in all) wait or run; one more is told in its thread that it gets no transcript. A plugin stop cancels a running job at once (the worker thread gives up
 at its next 30 s window) and says so in the progress message.
 """
 
@@ -17,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mautrix.types import EventID, FileInfo, MediaMessageEventContent, MessageType, RoomID
 
@@ -31,6 +33,9 @@ from ..recording_posts import fmt_s
 from .engine import ModelUnavailable, SpeechToText, Word
 from .lines import merge_lines, render_message, render_text, render_vtt
 
+if TYPE_CHECKING:
+    from ..config import TranscriptSettings
+
 PROGRESS_EVERY_S = 4.0  # at most one edit of the progress message this often
 STOP_WAIT_S = 5.0  # a stop waits this long for the cancelled jobs to say so
 FEATURE = "transcript"
@@ -42,6 +47,7 @@ class TranscriptJobs:
         self.speech = speech
         self.log = ctx.logger("transcripts")
         self._running: set[asyncio.Task[None]] = set()
+        self._queued: Counter[str] = Counter()  # room → recordings waiting or transcribing
         self._closed = False
 
     async def enabled_in(self, room_id: str) -> tuple[bool, str]:
@@ -58,8 +64,14 @@ class TranscriptJobs:
         if not files:  # nobody's audio: the summary already says so
             return
         job = _Job(self.ctx, self.speech, room_id, result, summary, files)
+        full = queue_full(self._queued, room_id, self.ctx.settings().transcripts)
+        if full is not None:
+            self.log.warning("no transcript in %s: %s", room_id, full)
+            await job.refused(full)
+            return
         task = asyncio.ensure_future(job.run())
         self._running.add(task)
+        self._queued[room_id] += 1
         try:
             await task
         except asyncio.CancelledError:
@@ -70,6 +82,9 @@ class TranscriptJobs:
                 raise
         finally:
             self._running.discard(task)
+            self._queued[room_id] -= 1
+            if self._queued[room_id] <= 0:
+                del self._queued[room_id]
 
     async def stop(self) -> None:
         """Cancel running jobs; each says so in its progress message (bounded wait)."""
@@ -187,6 +202,10 @@ class _Job:
             self.log.exception("the transcript in %s failed", self.room)
             await self._final(f"📝 No transcript: something went wrong ({type(e).__name__}).")
 
+    async def refused(self, why: str) -> None:
+        """No transcript for this recording (the queue is full): said in its thread."""
+        await self._final(f"📝 No transcript: {why}")
+
     async def _final(self, text: str) -> None:
         with contextlib.suppress(Exception):
             await self._progress(text)
@@ -219,7 +238,9 @@ class _Job:
                 self.done[key] = seconds
 
             try:
-                words = await self.speech.transcribe_file(f.path, f.offset_s, progress, chunk_s)
+                words = await self.speech.transcribe_file(
+                    f.path, f.offset_s, progress, chunk_s, room=str(self.room)
+                )
             except ModelUnavailable:
                 raise
             except Exception as e:  # a file that cannot be read: the others still count
@@ -260,6 +281,23 @@ class _Job:
         content["filename"] = name
         content.relates_to = in_thread(self.summary, self.last)
         self.last = await self.ctx.client.send_message(self.room, content)
+
+
+def queue_full(queued: Counter[str], room: str, settings: TranscriptSettings) -> str | None:
+    """Why a recording gets no transcript because too many wait already, or None."""
+    if queued[room] >= settings.max_queued_per_room:
+        n = settings.max_queued_per_room
+        waiting = f"{n} recordings wait for their" if n != 1 else "1 recording waits for its"
+        return (
+            f"{waiting} transcript in this room already, the most a room may queue "
+            "(transcripts.max_queued_per_room). The files are above."
+        )
+    if sum(queued.values()) >= settings.max_queued:
+        return (
+            f"{settings.max_queued} recordings are already waiting for their transcripts, "
+            "the most the bot queues (transcripts.max_queued). The files are above."
+        )
+    return None
 
 
 def _errors(failed: list[_Speaker]) -> str:

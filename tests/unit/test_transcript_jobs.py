@@ -65,11 +65,17 @@ class Room:
         return [str(e.get("body", "")) for e in self.events if "m.new_content" not in e]
 
 
-async def make_jobs(room: Room, model: str = MODEL, max_jobs: int = 1) -> TranscriptJobs:
+async def make_jobs(
+    room: Room, model: str = MODEL, max_jobs: int = 1, max_queued_per_room: int = 3
+) -> TranscriptJobs:
     settings = dataclasses.replace(
         Settings(),
         transcripts=TranscriptSettings(
-            model=model, language="en", local_files_only=True, max_jobs=max_jobs
+            model=model,
+            language="en",
+            local_files_only=True,
+            max_jobs=max_jobs,
+            max_queued_per_room=max_queued_per_room,
         ),
     )
 
@@ -177,6 +183,58 @@ async def test_a_second_recording_queues_behind_the_first(tmp_path: Path) -> Non
     await first
     queued = [b for b in room.bodies() if b.startswith("📝 Transcript queued")]
     assert len(queued) == 1, room.bodies()
+
+
+async def test_a_full_room_queue_refuses_in_the_thread_other_rooms_go_on(tmp_path: Path) -> None:
+    """One room's flood is bounded (transcripts.max_queued_per_room) and said so in the
+    recording's thread; another room's recording is still transcribed."""
+    room = Room()
+    jobs = await make_jobs(room, max_jobs=1, max_queued_per_room=1)
+    noise = (np.random.default_rng(3).standard_normal(48_000 * 20) * 2000).astype(np.int16)
+    a = ogg(tmp_path / "alice.ogg", noise)
+    b = ogg(tmp_path / "bob.ogg", noise)
+    c = ogg(tmp_path / "carol.ogg", np.zeros(48_000 * 2, dtype=np.int16))
+    first = asyncio.ensure_future(jobs.after_recording(ROOM, result_of([a]), SUMMARY))
+    while not jobs.speech.slots().locked():  # the first job holds the one slot
+        await asyncio.sleep(0.01)
+    await jobs.after_recording(ROOM, result_of([b]), EventID("$flood"))  # returns at once
+    refusals = [e for e in room.events if e.get("body", "").startswith("📝 No transcript")]
+    assert [e["m.relates_to"]["event_id"] for e in refusals] == ["$flood"], room.bodies()
+    print(f"[queue] {refusals[0]['body']}")
+    assert "1 recording waits for its transcript in this room already" in refusals[0]["body"]
+    await jobs.after_recording(RoomID("!other:localhost"), result_of([c]), EventID("$other"))
+    await first
+    other = [e for e in room.events if e.get("m.relates_to", {}).get("event_id") == "$other"]
+    latest = [str(e.get("m.new_content", e).get("body", "")) for e in room.events]
+    assert other and any("no speech was recognised" in t for t in latest), latest
+    assert not jobs._queued  # every slot counted back
+
+
+async def test_slots_go_to_waiting_rooms_in_turn() -> None:
+    """A room with many files waiting gets one slot, then every other waiting room one."""
+    from rtcbot.transcripts.fair_slots import FairSlots
+
+    slots = FairSlots(1)
+    order: list[str] = []
+    go = asyncio.Event()
+
+    async def job(room: str, name: str) -> None:
+        async with slots.turn(room):
+            order.append(name)
+            await go.wait()
+
+    tasks = [asyncio.ensure_future(job("!flood", f"flood{i}")) for i in range(4)]
+    await asyncio.sleep(0)
+    tasks.append(asyncio.ensure_future(job("!quiet", "quiet")))
+    await asyncio.sleep(0)
+    cancelled = asyncio.ensure_future(job("!gone", "gone"))  # gives up while waiting
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    go.set()
+    await asyncio.gather(*tasks)
+    # A semaphore: flood0..flood3, then quiet. Fair: quiet right after the flood's next one.
+    assert order == ["flood0", "flood1", "quiet", "flood2", "flood3"], order
+    assert slots.busy == 0 and not slots.locked()
 
 
 def test_parts_of_one_person_are_one_speaker_and_namesakes_are_told_apart() -> None:
