@@ -133,6 +133,7 @@ class RtcBot(Plugin):
         calls.end_card = cards.post_ended
         media.tap_factories.append(cards.tap_for)
         own.on_room_gone += [media.forget_room, calls.forget_room, cards.forget_room]
+        own.on_room_gone.append(optouts.forgotten)
         ctx.metrics.add_live_source(calls.live_metrics)
         ctx.metrics.add_live_source(media.live_metrics)
         ctx.metrics.add_live_source(delegations.live_metrics)

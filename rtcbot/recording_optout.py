@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from .context import BotContext
 from .matrix.notices import NAME_LIMIT, md_escape
+from .rtc.identity import is_hashed_identity
 
 # (room, LiveKit identity) → (user, device) of a call member, or None (MediaRoles.owner).
 Owner = Callable[[str, str], tuple[str, str] | None]
@@ -31,7 +32,10 @@ class RecordingOptOuts:
         self._rooms: dict[str, dict[str, bool]] = {}  # room → user → anonymous
         # Who was left out of the running recording of a room (user → anonymous).
         self._left_out: dict[str, dict[str, bool]] = {}
-        self._users: dict[str, str] = {}  # LiveKit identity → user (found once, kept)
+        # Room → LiveKit identity → user (found once; kept while the room's recording runs).
+        self._users: dict[str, dict[str, str]] = {}
+        # Room → identities not matched to a member yet, left out meanwhile (review L5).
+        self._unmatched: dict[str, set[str]] = {}
 
     async def start(self) -> None:
         self._rooms = await self.ctx.db.optouts.all()
@@ -53,12 +57,18 @@ class RecordingOptOuts:
     def withheld_for(self, room_id: str) -> Callable[[str], bool]:
         """For a new recording of the room: is this identity's audio left out now?"""
         self._left_out[room_id] = {}
+        self._users[room_id], self._unmatched[room_id] = {}, set()
 
         def withheld(identity: str) -> bool:
             optouts = self._rooms.get(room_id)
             if not optouts:
                 return False
             user = self._user(room_id, identity)
+            if user is None and is_hashed_identity(identity):
+                # A matrix_2_0 identity whose membership has not arrived: it may be someone
+                # who opted out, so nothing of it is written until it is known.
+                self._unmatched.setdefault(room_id, set()).add(identity)
+                return True
             if user is None or user not in optouts:
                 return False
             self._left_out.setdefault(room_id, {})[user] = optouts[user]
@@ -67,19 +77,39 @@ class RecordingOptOuts:
         return withheld
 
     def _user(self, room_id: str, identity: str) -> str | None:
-        user = self._users.get(identity)
+        known = self._users.setdefault(room_id, {})
+        user = known.get(identity)
         if user is None:
             found = self.owner(room_id, identity)
             if found is None:
                 return None
-            user = self._users[identity] = found[0]
+            user = known[identity] = found[0]
         return user
+
+    async def forgotten(self, room_id: str) -> None:
+        """OwnMembership: the bot is no longer in the room."""
+        self.forget_room(room_id)
+
+    def forget_room(self, room_id: str) -> None:
+        """The room's recording ended, or the bot left the room: its identities go."""
+        self._users.pop(room_id, None)
+        self._unmatched.pop(room_id, None)
+        self._left_out.pop(room_id, None)
 
     async def summary_notes(self, room_id: str) -> list[str]:
         """The summary's line about who was left out of the recording that just ended."""
         left_out = self._left_out.pop(room_id, {})
+        unmatched = {i for i in self._unmatched.get(room_id, ()) if not self._user(room_id, i)}
+        self.forget_room(room_id)
+        lines = []
+        if unmatched:
+            n = len(unmatched)
+            lines.append(
+                f"🙈 Left out: {n} participant{'s' if n != 1 else ''} I could not match to a "
+                "member of this room (someone here opted out, so unknown voices are not kept)."
+            )
         if not left_out:
-            return []
+            return lines
         named = [u for u, anonymous in left_out.items() if not anonymous]
         hidden = len(left_out) - len(named)
         parts = [md_escape(await self.display_name(room_id, u), NAME_LIMIT) for u in named]
@@ -92,5 +122,6 @@ class RecordingOptOuts:
         return [
             "🙈 Left out of the files, the mix and the transcript at their request: "
             + ", ".join(parts)
-            + "."
+            + ".",
+            *lines,
         ]

@@ -221,7 +221,8 @@ class CallKeys:
                     break
                 del self.inbound[oldest]
         self.inbound.move_to_end(room_id)
-        return inbound.add(msg, now_ms)
+        session = self.sessions.get(room_id)
+        return inbound.add(msg, now_ms, session.devices if session is not None else ())
 
     # -- the bot in an encrypted call ----------------------------------------------------------
     async def begin(self, room_id: str) -> FrameKeys | None:

@@ -25,7 +25,7 @@ import base64
 import binascii
 import re
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -206,15 +206,19 @@ class InboundKeys:
         self.max_devices = max_devices
         self._held: dict[Device, _Held] = {}
 
-    def add(self, msg: KeyMessage, received_ms: int) -> bool:
+    def add(self, msg: KeyMessage, received_ms: int, in_call: Container[Device] = ()) -> bool:
         """Store a received key; False when a later one for that index is already stored
-        (js-sdk's OutdatedKeyFilter: keys can arrive out of order after a quick rejoin)."""
+        (js-sdk's OutdatedKeyFilter: keys can arrive out of order after a quick rejoin), or
+        when the store is full of devices `in_call` (their keys are never evicted: the bot
+        would stop decrypting people who are talking)."""
         device = (msg.user_id, msg.device_id)
         held = self._held.get(device)
         if held is None:
             if len(self._held) >= self.max_devices:
-                oldest = min(self._held, key=lambda d: self._held[d].last_ms)
-                del self._held[oldest]
+                evictable = [d for d in self._held if d not in in_call]
+                if not evictable:
+                    return False
+                del self._held[min(evictable, key=lambda d: self._held[d].last_ms)]
             held = self._held[device] = _Held()
         old = held.keys.get(msg.key.index)
         if old is not None and old[1] > received_ms:

@@ -283,6 +283,20 @@ def test_held_keys_expire_and_memory_is_bounded() -> None:
     assert inbound.prune(members, T0 + 10_000) == [(ALICE, "D3")]  # members' keys stay
 
 
+def test_a_full_store_never_evicts_devices_in_the_call() -> None:
+    """Review L7: eviction was by age alone, so a flood of keys from strangers pushed out the
+    key of someone talking in the call (the bot could no longer decrypt them)."""
+    inbound = InboundKeys(max_devices=2)
+    in_call = {(ALICE, "A1")}
+    inbound.add(msg(0, K1), T0, in_call)  # Alice, in the call, the oldest sender
+    inbound.add(msg(0, K2, user=BOB, device="B1"), T0 + 1, in_call)
+    inbound.add(msg(0, K3, user=CAROL, device="C1"), T0 + 2, in_call)  # evicts Bob, not Alice
+    assert sorted(inbound.devices()) == [(ALICE, "A1"), (CAROL, "C1")]
+    both = {(ALICE, "A1"), (CAROL, "C1")}
+    assert not inbound.add(msg(0, K2, user=BOB, device="B2"), T0 + 3, both)  # refused
+    assert inbound.keys_of((ALICE, "A1")) == [MediaKey(0, K1)]
+
+
 # -- the bot's own key ------------------------------------------------------------------------
 A = (ALICE, "A1", T0)
 B = (BOB, "B1", T0 + 1)
