@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from rtcbot.config import RecordingSettings
+from rtcbot.config import RecordingSettings, Settings
 from rtcbot.recording_retention import Recording, Retention
 
 OLD = time.time() - 30 * 86400  # a month ago: past any retention of 7 days
@@ -89,3 +89,54 @@ async def test_the_first_pass_waits_for_the_recovery(tmp_path: Path) -> None:
             await asyncio.sleep(0.01)
     finally:
         await r.stop()
+
+
+async def test_the_recovery_keeps_a_crash_recording_listed_then_drops_it_once_posted(
+    tmp_path: Path,
+) -> None:
+    """With 0 days, a recording cut off by a crash is never deleted before the recovery
+    posts it; once posted, the recovery deletes it (nothing posted stays with 0 days)."""
+    from rtcbot.context import BotContext
+    from rtcbot.db import RecordingInProgress
+    from rtcbot.matrix.notices import Notices
+    from rtcbot.metrics import Metrics
+    from rtcbot.recording_recovery import RecordingRecovery
+    from rtcbot.tasks import Tasks
+    from tests.unit.test_transcript_jobs import Room
+
+    prefix = "2026-11-01_100000"
+    files = recording(tmp_path, "room", prefix)
+    rows = [RecordingInProgress("!room:localhost", prefix, str(tmp_path / "room"), 0)]
+
+    class Rows:
+        async def unfinished(self) -> list[RecordingInProgress]:
+            return list(rows)
+
+        async def finished(self, room_id: str, prefix: str) -> None:
+            rows.clear()
+
+    room = Room()
+    settings = dataclasses.replace(
+        Settings(),
+        recording=dataclasses.replace(
+            RecordingSettings(), directory=str(tmp_path), retention_days=0
+        ),
+    )
+    log = logging.getLogger("test.recovery")
+    ctx = BotContext(
+        client=room,  # type: ignore[arg-type]
+        http=None,  # type: ignore[arg-type]
+        db=type("DB", (), {"recordings": Rows()})(),  # type: ignore[arg-type]
+        notices=Notices(room),  # type: ignore[arg-type]
+        metrics=Metrics(),
+        log=log,
+        settings=lambda: settings,
+        tasks=Tasks(log),
+    )
+    recovery = RecordingRecovery(ctx)
+    r = retention(tmp_path, 0)
+    r.listed = recovery.listed
+    assert await r.apply_once() == [] and all(f.exists() for f in files)
+    assert await recovery.recover() == 1
+    assert [name for name, _ in room.uploads] == [f.name for f in files]
+    assert not any(f.exists() for f in files)  # posted, 0 days: gone
