@@ -6,14 +6,13 @@ what is for everyone answers. Judged by what the room shows."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from rtcbot.command_permissions import COMMANDS, MODERATOR, describe
 from rtcbot.config import parse_settings
 from rtcbot_stack.stack import Stack
-from tests.stack.matrix_user import Event, MatrixUser, body
+from tests.stack.matrix_user import MatrixUser, body, is_reply_to
 
 pytestmark = pytest.mark.stack
 
@@ -49,14 +48,6 @@ def lines_to_send(sid: int, levels: dict[str, int]) -> Iterator[tuple[str, str, 
         yield f"!call {command.name} frobnicate", "", strictest
 
 
-def reply_to(bot_id: str, sent: str) -> Any:
-    def match(evt: Event) -> bool:
-        rel = evt.get("content", {}).get("m.relates_to") or {}
-        return evt.get("sender") == bot_id and rel.get("m.in_reply_to", {}).get("event_id") == sent
-
-    return match
-
-
 async def test_a_level_0_member_gets_exactly_the_level_0_actions(
     stack: Stack, make_user, bot_room: str, alice: MatrixUser, bot_id: str
 ) -> None:  # type: ignore[no-untyped-def]
@@ -82,7 +73,7 @@ async def test_a_level_0_member_gets_exactly_the_level_0_actions(
     wrong: list[tuple[str, str]] = []  # every wrong answer, not only the first
     for event_id, text, action, key in sent:
         evt = await mallory.wait_for(
-            bot_room, reply_to(bot_id, event_id), 60, after=event_id, limit=400
+            bot_room, is_reply_to(bot_id, event_id), 60, after=event_id, limit=400
         )
         answers[text] = answer = body(evt)
         if text == "!call status":
