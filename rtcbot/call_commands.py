@@ -161,7 +161,7 @@ class CallCommands:
                 )
             elif st.mode == LeaveMode.EXPIRING:
                 lines.append(
-                    f"* no delayed leave: {md_escape(st.fallback_reason, 200)}; the membership expires "
+                    f"* no delayed leave: {md_escape(st.fallback_reason or '', 200)}; the membership expires "
                     "by itself and is refreshed on time (expiring fallback)"
                 )
             if st.expires_at_ms:

@@ -6,6 +6,7 @@ what is for everyone answers. Judged by what the room shows."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -49,8 +50,8 @@ def lines_to_send(sid: int, levels: dict[str, int]) -> Iterator[tuple[str, str, 
 
 
 async def test_a_level_0_member_gets_exactly_the_level_0_actions(
-    stack: Stack, make_user, bot_room: str, alice: MatrixUser, bot_id: str
-) -> None:  # type: ignore[no-untyped-def]
+    stack: Stack, make_user: Any, bot_room: str, alice: MatrixUser, bot_id: str
+) -> None:
     levels = parse_settings(stack.plugin_config()).permissions
     mallory: MatrixUser = await make_user("mallory")
     await alice.invite(bot_room, mallory.user_id)
