@@ -69,6 +69,7 @@ async def test_opted_out_voice_is_in_no_file(
     assert body(reply).startswith("🙈 Bob Optout, your voice is left out"), body(reply)
     await alice.start_call(bot_room, bot_id)
     reply = await alice.command(bot_room, "!call record start", bot_id, timeout=30)
+    print(f"\n[optout] {body(reply)}")
     # The notice says what is recorded, transcribed and captioned (the stack's defaults) and
     # how to opt out, in words that work for a level-0 member (test_permissions.py).
     assert "one file per person plus a mix" in body(reply), body(reply)
