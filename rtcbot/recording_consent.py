@@ -40,7 +40,9 @@ def spoken_notice(command: str, consent: Consent) -> str:
     return (
         "This call is now being recorded, every voice in its own file. "
         f"{_what(consent, 'in the chat')} "
-        f"To keep your voice out of it, send: {command} record opt out, in the chat."
+        # Heard without the "!", "call record opt out" typed as heard does nothing: say it.
+        f"To keep your voice out of it, send in the chat: exclamation mark, {command} record "
+        "opt out."
     )
 
 

@@ -23,7 +23,7 @@ def test_the_opt_out_the_notices_teach_is_for_level_0() -> None:
     spoken = spoken_notice("call", consent)
     taught = [
         posted.split("`")[1],  # `!call record opt out`
-        "!" + spoken.split("send: ")[1].split(",")[0],  # said without the "!"
+        spoken.split("send in the chat: ")[1].replace("exclamation mark, ", "!").rstrip("."),
     ]
     for text in taught:
         line = parse_command_line(text, "call")
