@@ -131,7 +131,7 @@ COMMANDS: Mapping[str, Command] = {
                 Action("remove", "schedule_remove", ("remove", "rm", "delete")),
                 Action("tz", "schedule_tz", ("tz", "timezone"), key_alone="schedule_list"),
             ),
-            bare="list",
+            bare="usage",
         ),
     )
 }
