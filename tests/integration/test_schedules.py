@@ -235,11 +235,13 @@ async def test_a_schedule_acts_with_its_creators_levels_of_now(
     stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str, make_user: Any
 ) -> None:
     """`--record` needs the level for recording (review L3); and at its start, a schedule
-    whose creator was demoted neither pings, rings nor records, and says so."""
+    whose creator was demoted, or left, neither pings, rings nor records, and says so."""
     bob: MatrixUser = await make_user("bob")
-    await alice.invite(bot_room, bob.user_id)
-    await bob.join(bot_room)
-    await set_level(alice, bot_room, bob.user_id, 50)  # a moderator
+    carol: MatrixUser = await make_user("carol")
+    for user in (bob, carol):
+        await alice.invite(bot_room, user.user_id)
+        await user.join(bot_room)
+        await set_level(alice, bot_room, user.user_id, 50)  # moderators
     cfg = stack.plugin_config()
     cfg["permissions"] = {"record": 100}
     stack.maubot.put_instance("rtcbot", "dev.rtcbot", bot_id, json.dumps(cfg))
@@ -252,16 +254,21 @@ async def test_a_schedule_acts_with_its_creators_levels_of_now(
     assert "--record needs the power level for recording, 100 (you have 50)" in refused, refused
     assert "No schedules" in body(await alice.command(bot_room, "!call schedule list", bot_id))
 
-    sid, reply = await add(bob, bot_room, bot_id, "in 6s Demoted --ring --record")
+    bob_sid, bob_reply = await add(bob, bot_room, bot_id, "in 8s Demoted --ring --record")
+    carol_sid, _ = await add(carol, bot_room, bot_id, "in 8s Gone --ring")
     await set_level(alice, bot_room, bob.user_id, 0)
-    start = await alice.wait_for(bot_room, is_action(bot_id, "start", sid), 20, reply["event_id"])
-    print(f"\n[schedules] the start of a demoted creator's schedule: {body(start)!r}")
-    assert body(start) == (
-        "📞 Demoted starts now: join the call in this room.\n\n⚠️ No ring and no recording: "
-        "whoever made this schedule has left the room or no longer has the power level for it."
-    ), body(start)
-    assert start["content"]["m.mentions"] == {}
-    # Answered after the start notice: a ring, had there been one, came before this answer.
+    await carol.leave(bot_room)
+    after = bob_reply["event_id"]
+    for sid, title in ((bob_sid, "Demoted"), (carol_sid, "Gone")):
+        start = await alice.wait_for(bot_room, is_action(bot_id, "start", sid), 20, after)
+        print(f"\n[schedules] the start of {title}: {body(start)!r}")
+        assert body(start) == (
+            f"📞 {title} starts now: join the call in this room.\n\n⚠️ No ring and no "
+            "recording: whoever made this schedule has left the room or no longer has the "
+            "power level for it."
+        ), body(start)
+        assert start["content"]["m.mentions"] == {}
+    # Answered after the start notices: a ring, had there been one, came before this answer.
     await alice.command(bot_room, "!call schedule list", bot_id)
     assert await count(alice, bot_room, is_ring(bot_id)) == 0
 

@@ -116,3 +116,15 @@ def test_opt_out_in_every_spelling_is_for_everyone() -> None:
         assert permission_key(name, ()) == "help"  # showing the state only reads
         assert permission_key(name, ("on",)) == name
         assert DEFAULT_LEVELS[name] == 50
+
+
+def test_the_router_refuses_a_command_missing_from_the_table() -> None:
+    import logging
+    from types import SimpleNamespace
+
+    from rtcbot.commands import CommandRouter
+
+    ctx = SimpleNamespace(logger=logging.getLogger)
+    router = CommandRouter(ctx)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"not in command_permissions\.COMMANDS"):
+        router.add("purge", "", "an action nobody declared", router._help)
