@@ -29,6 +29,26 @@ def _ago(ms: int | None, now_ms: int) -> str:
     return f"{secs // 3600} h {secs % 3600 // 60} min"
 
 
+def call_heading(application: str, slot_id: str, started: str, people: int, peak: int) -> str:
+    """The first line of a call in `!call status`. The application and slot come from
+    members' state events: escaped, never in a code span (a backtick would end it)."""
+    label = "Call" if application == "m.call" else f"Session {md_escape(application, 80)}"
+    return (
+        f"**{label}** ({md_escape(slot_id, 120)}), started {started} ago, {people} people, "
+        f"peak {peak}:"
+    )
+
+
+def member_line(name: str, device_id: str, intent: str | None, since: str, kind: str) -> str:
+    """One member in `!call status`; `name` is escaped already, the rest is the member's
+    state event (device id, `m.call.intent`): escaped here (review L1)."""
+    intent_part = f", {md_escape(intent, 80)}" if intent else ""
+    return (
+        f"* {name} — device {md_escape(device_id, 80)}{intent_part}, since {since} "
+        f"({md_escape(kind, 40)})"
+    )
+
+
 class CallCommands:
     def __init__(
         self,
@@ -100,23 +120,25 @@ class CallCommands:
         if not calls.calls:
             lines.append("No active call in this room.")
         for call in calls.calls.values():
-            label = "Call" if call.application == "m.call" else f"Session `{call.application}`"
             lines.append(
-                f"**{label}** (`{call.slot_id}`), started {_ago(call.started_at_ms, now)} "
-                f"ago, {len(call.user_ids())} people, peak {call.peak_participants}:"
+                call_heading(
+                    call.application,
+                    call.slot_id,
+                    _ago(call.started_at_ms, now),
+                    len(call.user_ids()),
+                    call.peak_participants,
+                )
             )
             for m in sorted(call.members.values(), key=lambda m: m.since_ms):
                 name = md_escape(await self.calls.display_name(ctx.room_id, m.user_id), NAME_LIMIT)
-                intent = f", {m.intent}" if m.intent else ""
                 lines.append(
-                    f"* {name} — device `{m.device_id}`{intent}, since "
-                    f"{_ago(m.since_ms, now)} ({m.kind})"
+                    member_line(name, m.device_id, m.intent, _ago(m.since_ms, now), str(m.kind))
                 )
         ghosts = calls.ghosts(now)
         for g in ghosts:
             name = md_escape(await self.calls.display_name(ctx.room_id, g.user_id), NAME_LIMIT)
             lines.append(
-                f"* 👻 {name} — device `{g.device_id}`: membership expired but still in "
+                f"* 👻 {name} — device {md_escape(g.device_id, 80)}: membership expired but still in "
                 "the room state (a client that crashed without leaving)"
             )
         lines.append("")
@@ -139,7 +161,7 @@ class CallCommands:
                 )
             elif st.mode == LeaveMode.EXPIRING:
                 lines.append(
-                    f"* no delayed leave: {st.fallback_reason}; the membership expires "
+                    f"* no delayed leave: {md_escape(st.fallback_reason or '', 200)}; the membership expires "
                     "by itself and is refreshed on time (expiring fallback)"
                 )
             if st.expires_at_ms:
@@ -149,7 +171,7 @@ class CallCommands:
             if st.rejoins:
                 lines.append(f"* rejoined {st.rejoins}× after the membership was removed")
             if st.last_error:
-                lines.append(f"* last error: {st.last_error}")
+                lines.append(f"* last error: {md_escape(st.last_error, 300)}")
         try:
             perm = await check_call_permission(self.ctx.client, ctx.room_id, self.ctx.client.mxid)
             if not perm.members_can_join:
@@ -160,7 +182,7 @@ class CallCommands:
         await ctx.reply("\n".join(lines))
 
     async def notify(self, ctx: CommandContext) -> None:
-        level = (ctx.line.args or ("",))[0].lower()
+        level = ctx.action  # "show" alone, "" for an unknown word (command_permissions.COMMANDS)
         if level not in NOTIFY_LEVELS:
             current = await self.ctx.db.get_notify_level(ctx.room_id)
             current = current or f"{self.ctx.settings().notices.default_level} (default)"

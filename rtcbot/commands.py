@@ -15,7 +15,7 @@ from maubot.handlers import event
 from mautrix.types import EventID, EventType, MessageType, RoomID, UserID
 
 from .command_line import CommandLine, parse_command_line
-from .command_permissions import MODERATOR, describe, permission_key
+from .command_permissions import COMMANDS, MODERATOR, describe, resolve
 from .context import BotContext
 from .matrix.notices import Notices, md_escape
 from .matrix.permissions import user_level
@@ -34,6 +34,11 @@ class CommandContext:
     sender: UserID
     event_id: EventID
     line: CommandLine
+    # What the router found in the words (command_permissions.COMMANDS), the only thing a
+    # handler acts on: the action's name ("" for an unknown sub-word: answer with the usage)
+    # and the words after its spelling.
+    action: str = ""
+    action_args: tuple[str, ...] = ()
 
     async def reply(self, markdown: str, html_body: str | None = None) -> EventID:
         return await self.notices.reply(self.room_id, self.event_id, markdown, html_body)
@@ -58,6 +63,8 @@ class CommandRouter:
         self.add("version", "", "show the rtcbot version", self._version)
 
     def add(self, name: str, usage: str, help_text: str, handler: Handler) -> None:
+        if name not in COMMANDS:  # no command without its actions and their permission keys
+            raise ValueError(f"!{name} is not in command_permissions.COMMANDS")
         self._subcommands[name] = Subcommand(name, usage, help_text, handler)
 
     @property
@@ -90,13 +97,15 @@ class CommandRouter:
         cmd = CommandContext(self.ctx.notices, self.prefix, room_id, sender, event_id, line)
         sub = self._subcommands.get(line.name or "help")
         self.ctx.metrics.commands.labels(sub.name if sub else "unknown").inc()
-        if sub is not None and not await self._permitted(cmd, sub.name):
-            return True
-        if sub is None:
+        found = resolve(sub.name, line.args, self.ctx.settings().permissions) if sub else None
+        if sub is None or found is None:
             await cmd.reply(
                 f"Unknown command {md_escape(line.name or '', 40)}. "
                 f"Type `{self.prefix} help` for the list."
             )
+            return True
+        cmd.action, cmd.action_args = found.action, found.args
+        if not await self._permitted(cmd, found.key):
             return True
         try:
             await sub.handler(cmd)
@@ -109,9 +118,8 @@ class CommandRouter:
             )
         return True
 
-    async def _permitted(self, cmd: CommandContext, name: str) -> bool:
+    async def _permitted(self, cmd: CommandContext, key: str) -> bool:
         """Check the sender's power level before anything happens; tell them if it is too low."""
-        key = permission_key(name, cmd.line.args)
         need = self.ctx.settings().permissions.get(key, MODERATOR)
         if need <= 0:
             return True

@@ -46,7 +46,7 @@ class FeatureCommand:
         router.add(self.feature, "[on|off]", self.help_text, self.command)
 
     async def command(self, ctx: CommandContext) -> None:
-        arg = (ctx.line.args or ("",))[0].lower()
+        arg = ctx.action  # "show" alone, "" for an unknown word (command_permissions.COMMANDS)
         if arg in ("on", "off"):
             on = arg == "on"
             await self.ctx.db.set_feature(ctx.room_id, self.feature, on)
@@ -54,7 +54,7 @@ class FeatureCommand:
             text = f"{self.on_text}." if on else "."
             await ctx.reply(f"{self.emoji} {self.title} are {arg} in this room{text}{now}")
             return
-        if arg:
+        if arg != "show":
             await ctx.reply(f"Usage: `{ctx.prefix} {self.feature} [on|off]`")
             return
         on, source = await feature_enabled(self.ctx, ctx.room_id, self.feature, self.default())

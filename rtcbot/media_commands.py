@@ -12,6 +12,7 @@ from .ports import CallDirectory
 from .recording_optout import RecordingOptOuts
 from .recording_posts import fmt_s
 
+RECORD_USAGE = "[start|stop|status|opt out [anonymous]|opt in]"
 MAX_ANNOUNCE = 500  # characters; longer is refused (it would take minutes to speak)
 
 
@@ -31,9 +32,9 @@ class MediaCommands:
     def register(self, router: CommandRouter) -> None:
         router.add(
             "record",
-            "[start|stop|status|optout [anonymous]|optin]",
+            RECORD_USAGE,
             "record the call: a file per speaker plus a mix, posted here at the end; "
-            "optout leaves your own voice out of this room's recordings",
+            "opt out leaves your own voice out of this room's recordings (anyone may)",
             self.record,
         )
         router.add(
@@ -47,7 +48,8 @@ class MediaCommands:
         )
 
     async def record(self, ctx: CommandContext) -> None:
-        action = (ctx.line.args or ("status",))[0].lower()
+        # The router found the action in command_permissions.COMMANDS (and checked its level).
+        action = ctx.action
         media = self.media
         if action == "status":
             rec = media.recorders.get(ctx.room_id)
@@ -61,13 +63,11 @@ class MediaCommands:
                 f"{st.bytes_written / 1e6:.1f} MB so far, {st.dropped_frames} frames dropped."
             )
             return
-        if action in ("optout", "optin"):
-            await self._opt(ctx, action, ctx.line.args[1:])
+        if action in ("optout", "optout_anonymous", "optin"):
+            await self._opt(ctx, action)
             return
         if action not in ("start", "stop"):
-            await ctx.reply(
-                f"Usage: `{ctx.prefix} record [start|stop|status|optout [anonymous]|optin]`"
-            )
+            await ctx.reply(f"Usage: `{ctx.prefix} record {RECORD_USAGE}`")
             return
         if action == "start":
             if await refused_without_crypto(self.ctx.client, ctx.room_id, "record", ctx.reply):
@@ -79,9 +79,8 @@ class MediaCommands:
                 return
             name = md_escape(await self.calls.display_name(ctx.room_id, ctx.sender), NAME_LIMIT)
             await ctx.reply(
-                f"🔴 Recording started by {name}. Everyone's audio in this call is recorded, "
-                f"one file per person; `{ctx.prefix} record stop` ends it. Don't want to be "
-                f"recorded? `{ctx.prefix} record optout` leaves your voice out."
+                f"🔴 Recording started by {name}; `{ctx.prefix} record stop` ends it. "
+                + await media.consent_text(ctx.room_id)
             )
         else:
             name = md_escape(await self.calls.display_name(ctx.room_id, ctx.sender), NAME_LIMIT)
@@ -89,7 +88,7 @@ class MediaCommands:
             if result is None:
                 await ctx.reply("Not recording in this room.")
 
-    async def _opt(self, ctx: CommandContext, action: str, rest: tuple[str, ...]) -> None:
+    async def _opt(self, ctx: CommandContext, action: str) -> None:
         """Anyone may leave their own voice out (or take it back); never somebody else's."""
         optouts = self.optouts
         name = md_escape(await self.calls.display_name(ctx.room_id, ctx.sender), NAME_LIMIT)
@@ -99,9 +98,9 @@ class MediaCommands:
             else:
                 await ctx.reply(f"{name}, you had not opted out here: your voice is recorded.")
             return
-        anonymous = bool(rest) and rest[0].lower() in ("anonymous", "anon", "quietly")
-        if rest and not anonymous:
-            await ctx.reply(f"Usage: `{ctx.prefix} record optout [anonymous]`")
+        anonymous = action == "optout_anonymous"
+        if ctx.action_args:
+            await ctx.reply(f"Usage: `{ctx.prefix} record opt out [anonymous]`")
             return
         await optouts.opt_out(ctx.room_id, ctx.sender, anonymous)
         now = " (the recording running now too)" if ctx.room_id in self.media.recorders else ""
@@ -113,7 +112,7 @@ class MediaCommands:
         await ctx.reply(
             f"🙈 {name}, your voice is left out of this room's recordings from now on{now}: "
             f"your own file, the mix, the transcript and the captions; {how}. "
-            f"`{ctx.prefix} record optin` takes it back."
+            f"`{ctx.prefix} record opt in` takes it back."
         )
 
     async def announce(self, ctx: CommandContext) -> None:
@@ -136,7 +135,7 @@ class MediaCommands:
         await ctx.reply(f"📢 {name}: {said}  _(spoken in the call, {seconds:.1f} s)_")
 
     async def auto(self, ctx: CommandContext) -> None:
-        role = (ctx.line.args or ("",))[0].lower()
+        role = ctx.action  # "show" alone, "" for an unknown word (command_permissions.COMMANDS)
         if role not in (*ROLES, "off"):
             current = await self.ctx.db.get_auto_role(ctx.room_id) or "off"
             await ctx.reply(

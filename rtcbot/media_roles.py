@@ -45,6 +45,7 @@ from .media.tokens import (
 )
 from .media.tts import available_engine
 from .ports import CallEvent, CallMembership, TransportUrl
+from .recording_consent import posted_notice, room_consent, spoken_notice
 from .recording_disk import room_folder
 from .recording_limits import DiskFloor, recording_refusal
 from .recording_posts import drop_posted_files, post_recording
@@ -55,12 +56,6 @@ from .rtc.identity import is_hashed_identity, livekit_room_alias, member_identit
 from .rtc.session import CallEnded, CallStarted
 
 ROLES = ("record", "announce")
-# Said into the call when a recording starts (and how to stay out of it: recording_optout.py).
-CONSENT_SPOKEN = (
-    "This call is now being recorded. To keep your voice out of it, "
-    "send: call record opt out, in the chat."
-)
-OPT_OUT_HINT = "Don't want to be recorded? `!{command} record optout` leaves your voice out."
 # Between removing the bot's membership and ending its media at a recording's stop: clients
 # drop the bot's tile instead of showing it "Waiting for media…" (a sync round trip).
 CLIENTS_SEE_LEAVE_S = 1.0
@@ -464,7 +459,7 @@ class MediaRoles:
         except Exception:
             self.log.exception("could not note the recording in %s for crash recovery", room_id)
         if settings.spoken_consent:
-            self.ctx.tasks.spawn(self._speak(room_id, CONSENT_SPOKEN), "consent-notice")
+            self.ctx.tasks.spawn(self._speak_consent(room_id), "consent-notice")
         return recorder
 
     async def stop_recording(
@@ -615,8 +610,7 @@ class MediaRoles:
                     )
                     await self.ctx.notices.send(
                         RoomID(room_id),
-                        f"🔴 Recording this call ({why}). Everyone's audio is recorded. "
-                        + self._opt_out_hint(),
+                        f"🔴 Recording this call ({why}). " + await self.consent_text(room_id),
                     )
                 elif role == "announce":
                     await self.announcer(room_id)
@@ -665,12 +659,20 @@ class MediaRoles:
             return
         await self.ctx.notices.send(
             RoomID(room_id),
-            "🔴 Recording this call (a schedule asked for it). Everyone's audio is recorded. "
-            + self._opt_out_hint(),
+            "🔴 Recording this call (a schedule asked for it). "
+            + await self.consent_text(room_id),
         )
 
-    def _opt_out_hint(self) -> str:
-        return OPT_OUT_HINT.format(command=self.ctx.settings().command)
+    async def consent_text(self, room_id: str) -> str:
+        """The posted consent notice (recording_consent.py): what is recorded, transcribed,
+        captioned, and how to opt out."""
+        settings = self.ctx.settings()
+        consent = await room_consent(self.ctx, room_id)
+        return posted_notice(settings.command, consent, settings.permissions["record_optout"] <= 0)
+
+    async def _speak_consent(self, room_id: str) -> None:
+        consent = await room_consent(self.ctx, room_id)
+        await self._speak(room_id, spoken_notice(self.ctx.settings().command, consent))
 
     def status_json(self) -> list[dict[str, object]]:
         out: list[dict[str, object]] = []

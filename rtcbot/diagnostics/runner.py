@@ -64,6 +64,7 @@ from .report import (
     redact,
     render,
 )
+from .throttle import DiagThrottle
 
 OVERALL_TIMEOUT_S: Final = 9.5  # every check is done or abandoned by then (the brief says ≤ 10 s)
 EDIT_INTERVAL_S: Final = 0.5  # at most two progress edits a second
@@ -159,6 +160,7 @@ class Diagnostics:
         self.log = ctx.logger("diagnostics")
         self.probe = Probe(ctx, calls, self.log, keys_report=keys_report)
         self.runner = CheckRunner(self.log)
+        self.throttle = DiagThrottle()
 
     def register(self, router: CommandRouter) -> None:
         router.add(
@@ -170,7 +172,12 @@ class Diagnostics:
 
     async def command(self, cmd: CommandContext) -> None:
         verbose = any(a.lower() in ("--verbose", "-v", "verbose") for a in cmd.line.args)
-        await self.run(cmd.room_id, cmd.event_id, verbose)
+        refusal = self.throttle.refusal(cmd.room_id, f"{cmd.prefix} diag")
+        if refusal is not None:
+            await cmd.reply(refusal)
+            return
+        with self.throttle.running(cmd.room_id):
+            await self.run(cmd.room_id, cmd.event_id, verbose)
 
     def _secrets(self) -> set[str]:
         """The secrets known before the run; checks add what they obtain (tokens, delay ids)."""

@@ -17,9 +17,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mautrix.types import EventType, PowerLevelStateEventContent, RoomID, StateEvent, UserID
+from mautrix.types import (
+    EventType,
+    Membership,
+    PowerLevelStateEventContent,
+    RoomID,
+    StateEvent,
+    UserID,
+)
 
 from ..context import BotContext
+from ..matrix.permissions import user_level
 from ..ports import CallDirectory
 from .format import format_clock, format_delta
 from .occurrences import KIND_ONCE, Schedule, to_ms
@@ -32,6 +40,11 @@ RING_LIFETIME_MS = 30_000
 MAX_SLEEP_S = 30.0  # wake at least this often, whatever the schedules say
 STOP_GRACE_S = 5.0  # how long stop() lets a tick that is posting finish
 LATE_NOTE = "(posted late: the bot was offline)"
+# At the start of a schedule whose creator left or was demoted (review L3): one fixed sentence.
+CREATOR_GONE = (
+    "⚠️ No ring and no recording: whoever made this schedule has left the room or no longer "
+    "has the power level for it."
+)
 
 # Called at the start notice of a schedule with `record` (room_id, schedule): the bot joins
 # the call and records. It runs in the background; stop() cancels it.
@@ -213,8 +226,10 @@ class ScheduleRunner:
         self, schedule: Schedule, action: Action, clock: str, late: str, extra: dict[str, Any]
     ) -> None:
         room = RoomID(schedule.room_id)
-        # The bot pings the room for whoever made the schedule: only for those who may.
-        may_ping = await self.may_mention_room(schedule.room_id, schedule.creator)
+        # The bot acts for whoever made the schedule, with their levels of now, not of then.
+        trusted = await self.creator_still_may(schedule)
+        # It pings the room for them only if they may.
+        may_ping = trusted and await self.may_mention_room(schedule.room_id, schedule.creator)
         mention = self.ctx.settings().schedules.mention_room and may_ping
         prefix = "@room " if mention else ""
         if action.late:
@@ -225,11 +240,13 @@ class ScheduleRunner:
             )
         else:
             text = prefix + "📞 **{title}** starts now: join the call in this room."
+        if not trusted and (schedule.ring or schedule.record):
+            text += f"\n\n{CREATOR_GONE}"
         md, html_body = render(text, title=schedule.title)
         await self.ctx.notices.send(room, md, html_body, extra=extra, mentions_room=mention)
         if schedule.ring and may_ping:
             await self.ring(schedule.room_id)
-        if schedule.record:
+        if schedule.record and trusted:
             if self.start_recording is None:
                 self.log.warning(
                     "schedule #%d wants a recording; recording is not wired", schedule.id
@@ -266,6 +283,21 @@ class ScheduleRunner:
             "m.call.intent": intent,
         }
         await self.ctx.client.send_message_event(RoomID(room_id), RING, content)
+
+    async def creator_still_may(self, schedule: Schedule) -> bool:
+        """Whether the schedule's creator is still in the room with the levels its start acts
+        on: `schedule_add`, and `record` if it records."""
+        perms = self.ctx.settings().permissions
+        need = max(perms["schedule_add"], perms["record"] if schedule.record else 0)
+        room, creator = RoomID(schedule.room_id), UserID(schedule.creator)
+        try:
+            member = await self.ctx.client.get_state_event(room, EventType.ROOM_MEMBER, creator)
+            if getattr(member, "membership", None) != Membership.JOIN:
+                return False
+            return await user_level(self.ctx.client, room, creator) >= need
+        except Exception as e:  # never a member (M_NOT_FOUND), or the levels unreadable
+            self.log.info("schedule #%d: its creator's level is unknown: %s", schedule.id, e)
+            return False
 
     async def may_mention_room(self, room_id: str, user_id: str) -> bool:
         """Whether `user_id` has the power level to notify the whole room (@room)."""

@@ -30,7 +30,7 @@ import pytest
 import soundfile as sf
 
 from rtcbot.media.tts import available_engine, chime
-from rtcbot.media_roles import CONSENT_SPOKEN
+from rtcbot.recording_consent import Consent, spoken_notice
 from rtcbot.rtc.identity import livekit_identity, member_identity
 from rtcbot.rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE
 from rtcbot_stack.stack import Stack
@@ -212,7 +212,9 @@ async def test_bot_is_seen_and_heard_in_element_call(
     print(f"[bot-in-ec] announcing: tiles {tiles}; picture {pic}; screenshot {shot}")
 
     # (2) `!call record start`: the spoken consent notice is heard; the tile says "● Recording".
-    consent, consent_s = await speech_energy(CONSENT_SPOKEN)
+    # The stack's defaults: transcripts on, captions off.
+    said_consent = spoken_notice("call", Consent(transcribed=True, captioned=False))
+    consent, consent_s = await speech_energy(said_consent)
     base = (await page.audio_by_identity())[me].total_audio_energy
     utterance_task = asyncio.create_task(next_utterance(page, me, base))
     reply = await alice.command(bot_room, "!call record start", bot_id, timeout=60)

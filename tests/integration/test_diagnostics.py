@@ -33,7 +33,7 @@ from rtcbot.diagnostics import (
 )
 from rtcbot_stack.stack import Stack, free_port
 from tests.integration.test_own_membership import AltServer, _alt_server
-from tests.stack.matrix_user import MatrixUser, body
+from tests.stack.matrix_user import MatrixUser, body, is_reply_to
 
 pytestmark = pytest.mark.stack
 
@@ -79,14 +79,29 @@ class Report:
         return float(m.group(1))
 
 
+COOLING = "try again in"  # the answer while diag cools down (diagnostics/throttle.py)
+
+
+async def report_started(
+    user: MatrixUser, room: str, bot_id: str, text: str = "!call diag", timeout: float = 30
+) -> dict[str, Any]:
+    """The report's first message. Runs are a few seconds apart over all rooms (the bot's
+    rate limits): while the bot says to try again, try again."""
+    deadline = time.monotonic() + timeout
+    while COOLING in body(original := await user.command(room, text, bot_id, timeout=timeout)):
+        assert time.monotonic() < deadline, body(original)
+        await asyncio.sleep(0.5)
+    return original
+
+
 async def diag(
     user: MatrixUser, room: str, bot_id: str, text: str = "!call diag", timeout: float = 30
 ) -> Report:
     """Send the command; wait for the report's final edit (the one saying "Finished in")."""
     start = time.monotonic()
-    original = await user.command(room, text, bot_id, timeout=timeout)
+    deadline = start + timeout
+    original = await report_started(user, room, bot_id, text, timeout)
     orig_id = original["event_id"]
-    deadline = time.monotonic() + timeout
     while True:
         events = await user.messages(room, 100)
         edits = [
@@ -160,6 +175,26 @@ async def test_healthy_stack_every_line_is_ok(
 
 
 # -- power levels ----------------------------------------------------------------------------
+async def test_one_run_per_room_and_a_cooldown_over_all_rooms(
+    bot_room: str, alice: MatrixUser, bot_id: str
+) -> None:
+    """Each run spends the bot's own delayed-event rate limit (review M4): a second request
+    in the room, and one in another room right after, get a short answer instead of a run."""
+    other = await alice.create_room(invite=[bot_id])
+    await alice.wait_for_member(other, bot_id)
+    first = await report_started(alice, bot_room, bot_id)  # an earlier test's run may cool down
+    sent = [(room, await alice.send_text(room, "!call diag")) for room in (bot_room, other)]
+    answers = [
+        body(await alice.wait_for(room, is_reply_to(bot_id, event_id), 30, after=event_id))
+        for room, event_id in sent
+    ]
+    print(f"\n[diag] right after a run started: {answers}")
+    assert "Checking" in body(first), body(first)
+    # Still running (or, a fast run, already over): either way not again so soon.
+    assert "running in this room already" in answers[0] or COOLING in answers[0], answers
+    assert COOLING in answers[1] and "rate limits" in answers[1], answers
+
+
 async def test_power_levels_too_low_for_members_and_bot(alice: MatrixUser, bot_id: str) -> None:
     room = await alice.create_room(invite=[bot_id], call_member_level=None)  # default: 50
     await alice.wait_for_member(room, bot_id)

@@ -65,11 +65,16 @@ async def test_opted_out_voice_is_in_no_file(
 ) -> None:  # type: ignore[no-untyped-def]
     bob = await two_people(make_user, bot_room, alice, make_peer)
     # Anyone may opt out (power level 0): Bob is no moderator.
-    reply = await bob.command(bot_room, "!call record optout", bot_id)
+    reply = await bob.command(bot_room, "!call record opt out", bot_id)  # as the notices say
     assert body(reply).startswith("🙈 Bob Optout, your voice is left out"), body(reply)
     await alice.start_call(bot_room, bot_id)
     reply = await alice.command(bot_room, "!call record start", bot_id, timeout=30)
-    assert "!call record optout leaves your voice out" in body(reply), body(reply)
+    print(f"\n[optout] {body(reply)}")
+    # The notice says what is recorded, transcribed and captioned (the stack's defaults) and
+    # how to opt out, in words that work for a level-0 member (test_permissions.py).
+    assert "one file per person plus a mix" in body(reply), body(reply)
+    assert "It is transcribed after the call and not captioned." in body(reply), body(reply)
+    assert "!call record opt out leaves your voice out; anyone here" in body(reply), body(reply)
     await asyncio.sleep(6)
     status = await alice.command(bot_room, "!call record status", bot_id)
     assert "Recording for" in body(status) and "Bob" not in body(status), body(status)

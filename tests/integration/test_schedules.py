@@ -225,6 +225,54 @@ async def _bob_schedules(bot_room: str, alice: MatrixUser, bot_id: str, make_use
     assert await count(bob, bot_room, is_ring(bot_id)) == 0
 
 
+async def set_level(admin: MatrixUser, room: str, user_id: str, level: int) -> None:
+    levels = await admin.get_state_event(room, "m.room.power_levels")
+    levels.setdefault("users", {})[user_id] = level
+    await admin.put_state(room, "m.room.power_levels", "", levels)
+
+
+async def test_a_schedule_acts_with_its_creators_levels_of_now(
+    stack: Stack, bot_room: str, alice: MatrixUser, bot_id: str, make_user: Any
+) -> None:
+    """`--record` needs the level for recording (review L3); and at its start, a schedule
+    whose creator was demoted, or left, neither pings, rings nor records, and says so."""
+    bob: MatrixUser = await make_user("bob")
+    carol: MatrixUser = await make_user("carol")
+    for user in (bob, carol):
+        await alice.invite(bot_room, user.user_id)
+        await user.join(bot_room)
+        await set_level(alice, bot_room, user.user_id, 50)  # moderators
+    cfg = stack.plugin_config()
+    cfg["permissions"] = {"record": 100}
+    stack.maubot.put_instance("rtcbot", "dev.rtcbot", bot_id, json.dumps(cfg))
+    try:
+        refused = body(await bob.command(bot_room, "!call schedule add in 1h X --record", bot_id))
+    finally:
+        stack.maubot.put_instance(
+            "rtcbot", "dev.rtcbot", bot_id, json.dumps(stack.plugin_config())
+        )
+    assert "--record needs the power level for recording, 100 (you have 50)" in refused, refused
+    assert "No schedules" in body(await alice.command(bot_room, "!call schedule list", bot_id))
+
+    bob_sid, bob_reply = await add(bob, bot_room, bot_id, "in 8s Demoted --ring --record")
+    carol_sid, _ = await add(carol, bot_room, bot_id, "in 8s Gone --ring")
+    await set_level(alice, bot_room, bob.user_id, 0)
+    await carol.leave(bot_room)
+    after = bob_reply["event_id"]
+    for sid, title in ((bob_sid, "Demoted"), (carol_sid, "Gone")):
+        start = await alice.wait_for(bot_room, is_action(bot_id, "start", sid), 20, after)
+        print(f"\n[schedules] the start of {title}: {body(start)!r}")
+        assert body(start) == (
+            f"📞 {title} starts now: join the call in this room.\n\n⚠️ No ring and no "
+            "recording: whoever made this schedule has left the room or no longer has the "
+            "power level for it."
+        ), body(start)
+        assert start["content"]["m.mentions"] == {}
+    # Answered after the start notices: a ring, had there been one, came before this answer.
+    await alice.command(bot_room, "!call schedule list", bot_id)
+    assert await count(alice, bot_room, is_ring(bot_id)) == 0
+
+
 async def test_commands_and_their_errors(bot_room: str, alice: MatrixUser, bot_id: str) -> None:
     async def ask(text: str) -> str:
         return body(await alice.command(bot_room, f"!call schedule {text}", bot_id))

@@ -211,6 +211,19 @@ def is_message_from(evt: Event, sender: str) -> bool:
     )
 
 
+def is_reply_to(sender: str, event_id: str) -> Callable[[Event], bool]:
+    """A predicate: `sender`'s reply to the event `event_id` (answers sent in a burst)."""
+
+    def match(evt: Event) -> bool:
+        rel = evt.get("content", {}).get("m.relates_to") or {}
+        return (
+            evt.get("sender") == sender
+            and rel.get("m.in_reply_to", {}).get("event_id") == event_id
+        )
+
+    return match
+
+
 def body(evt: Event) -> str:
     return str(evt.get("content", {}).get("body", ""))
 

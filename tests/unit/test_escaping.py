@@ -37,3 +37,23 @@ def test_any_text_round_trips_through_the_plain_body(text: str) -> None:
     assert _strip_md(md_escape(text, limit=500)) == flat
     html = _md_to_html(f"x {md_escape(text, limit=500)}")
     assert "<a " not in html and "<script" not in html.lower()
+
+
+def test_status_lines_show_members_state_literally() -> None:
+    """`!call status`: `m.call.intent`, device id, application and slot come from members'
+    state events (review L1): no link, no markup, no broken code span of theirs."""
+    from rtcbot.call_commands import call_heading, member_line
+
+    link = "audio [Re-verify your session](https://evil.example)"
+    markdown = "\n".join(
+        [
+            call_heading("x`<b>y</b>` [l](http://e)", "m.call#`**R**`", "5 s", 1, 1),
+            member_line("Alice", "DEV` [d](http://e) `", link, "5 s", "session"),
+        ]
+    )
+    html = _md_to_html(markdown)
+    assert "<a " not in html and "<b>" not in html and "<code>" not in html, html
+    assert "<strong>Session x" in html  # the bot's own markup still works
+    plain = _strip_md(markdown)
+    assert link in plain and "DEV` [d](http://e) `" in plain, plain
+    assert "m.call#`**R**`" in plain, plain
