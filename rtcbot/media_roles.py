@@ -10,7 +10,9 @@ if a role put it there.
 Tokens: minted locally with the least privilege of the roles held when a LiveKit API secret is
 configured (a role added later widens the live participant's permissions, one that ends
 narrows them), else from the MatrixRTC authorization service (OpenID → /sfu/get for the
-bot's state-event membership, /get_token if that is gone).
+bot's state-event membership, /get_token if that is gone). The bot's OpenID token goes only
+to services it trusts (rtc/trust.py); requests to other SFUs' services go through their own
+guarded client (net/outbound.py), never the Matrix client's connections.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from livekit import rtc
 from mautrix.api import Method
@@ -33,6 +36,7 @@ from .crypto_status import crypto_refusal
 from .matrix.notices import md_escape
 from .matrix.publisher import PublishError, State
 from .media.announcer import Announcer
+from .media.failure_sentences import room_sentence
 from .media.participant import SfuConnectError
 from .media.presence import CallKeyring, CallPresence, Keyrings
 from .media.recorder import AudioTap, Recorder, RecordingResult
@@ -45,12 +49,14 @@ from .media.tokens import (
     update_live_grants,
 )
 from .media.tts import available_engine
+from .net.outbound import AddressPolicy, GuardedClient
 from .ports import CallEvent, CallMembership, TransportUrl
 from .recording_posts import apply_retention, drop_posted_files, post_recording
 from .recording_recovery import RecordingRecovery
 from .recording_sfus import RecordingSfus
 from .rtc.identity import is_hashed_identity, livekit_room_alias, member_identity
 from .rtc.session import CallEnded, CallStarted
+from .rtc.trust import canonical_service, trusted_service
 
 ROLES = ("record", "announce")
 # Said into the call when a recording starts (and how to stay out of it: recording_optout.py).
@@ -113,6 +119,12 @@ class MediaRoles:
         # Rooms whose recording is being started (the bot entering the call, connecting).
         self._starting: set[str] = set()
         self._auth = AuthServiceClient(ctx.http, log=self.log.getChild("auth_client"))
+        # Other SFUs' services (a member's transport): their own small, guarded pool.
+        self._home_seen = ""  # the home service last discovered (its host counts as local)
+        self._outbound = GuardedClient(AddressPolicy(local_hosts=self._local_hosts))
+        self._foreign_auth = AuthServiceClient(
+            self._outbound, log=self.log.getChild("other_auth_client")
+        )
         # Multi-SFU calls: the recorder also listens on each other SFU where people publish.
         self.recovery = RecordingRecovery(ctx)
         self._prefixes: dict[str, str] = {}  # room → the running recording's file prefix
@@ -121,7 +133,8 @@ class MediaRoles:
             calls,
             home_service=self._home_service,
             home_livekit=self._home_livekit,
-            access_at=self._service_access,
+            access_at=self._foreign_access,
+            trusted=self._trusted_services,
             frame_keys=lambda r: p.frame_keys if (p := self.presences.get(r)) else None,
             log=self.log.getChild("sfus"),
         )
@@ -157,6 +170,7 @@ class MediaRoles:
         for presence in presences:
             with contextlib.suppress(Exception):
                 await presence.close()
+        await self._outbound.close()
 
     async def forget_room(self, room_id: str) -> None:
         """The bot was kicked, banned or left: end what it did there. The room cannot be told
@@ -226,7 +240,8 @@ class MediaRoles:
         if not service:
             raise MediaError(
                 "I don't know this call's LiveKit service: the homeserver advertises no "
-                "MatrixRTC transport, and livekit.service_url / livekit.api_secret are not set."
+                "MatrixRTC transport, livekit.service_url / livekit.api_secret are not set, "
+                "and no call member's own service is in livekit.trusted_services."
             )
         return await self._service_access(service, room_id)
 
@@ -234,12 +249,36 @@ class MediaRoles:
         """The authorization service of the bot's own transport in this room's call."""
         return await self.transport_url() or await self._members_transport(room_id)
 
+    async def _trusted_services(self) -> list[str]:
+        """Where the bot's OpenID token may go: its configured or homeserver-advertised
+        service and `livekit.trusted_services` (rtc/trust.py)."""
+        self._home_seen = await self.transport_url()
+        lk = self.ctx.settings().livekit
+        return [u for u in (lk.service_url, self._home_seen, *lk.trusted_services) if u]
+
+    def _local_hosts(self) -> set[str]:
+        """Hosts the operator named (the services above): they may use plain http and
+        private or loopback addresses; no other host may (net/outbound.py)."""
+        lk = self.ctx.settings().livekit
+        urls = (lk.service_url, self._home_seen, *lk.trusted_services)
+        return {urlsplit(c).hostname or "" for u in urls if u and (c := canonical_service(u))}
+
+    async def _foreign_access(self, service: str, room_id: str) -> SfuAccess:
+        """A token from another SFU's service: only a trusted one, through the guarded
+        client (RecordingSfus checks first; this is the last gate before the token leaves)."""
+        url = trusted_service(service, await self._trusted_services())
+        if url is None:
+            raise SfuAuthError("unauthorised", None, "That service is not a trusted one.")
+        return await self._service_access(url, room_id, self._foreign_auth)
+
     def _home_livekit(self, room_id: str) -> str | None:
         presence = self.presences.get(room_id)
         access = presence.participant.access if presence is not None else None
         return access.url if access is not None else None
 
-    async def _service_access(self, service: str, room_id: str) -> SfuAccess:
+    async def _service_access(
+        self, service: str, room_id: str, client: AuthServiceClient | None = None
+    ) -> SfuAccess:
         """A token from that MatrixRTC authorization service, for the bot's membership."""
         openid = await self.ctx.client.api.request(
             Method.POST,
@@ -248,7 +287,7 @@ class MediaRoles:
             sensitive=True,
         )
         # The bot's membership is a state event: /sfu/get gives its `user:device` identity.
-        return await self._auth.get_access(
+        return await (client or self._auth).get_access(
             service,
             room_id,
             openid,
@@ -337,14 +376,18 @@ class MediaRoles:
 
     async def _members_transport(self, room_id: str) -> str:
         """The call members' own advertised transport (foci_preferred / rtc_transports),
-        oldest member first, as Element Call's "oldest_membership" selection does."""
+        oldest member first, as Element Call's "oldest_membership" selection does; only one
+        the bot trusts (`livekit.trusted_services`): the bot's token goes nowhere else."""
         call = (await self.calls.room(room_id)).call()
         if call is None:
             return ""
+        trusted = await self._trusted_services()
         for member in sorted(call.members.values(), key=lambda m: m.since_ms):
             for transport in member.transports:
                 if transport.type == "livekit" and transport.livekit_service_url:
-                    return transport.livekit_service_url.rstrip("/")
+                    url = trusted_service(transport.livekit_service_url, trusted)
+                    if url is not None:
+                        return url
         return ""
 
     # -- recording ---------------------------------------------------------------------------
@@ -437,9 +480,8 @@ class MediaRoles:
             await self._tell_ended(room_id)  # what its taps started ends too
             await self._leave_if_idle(room_id)
             if isinstance(e, SfuConnectError | SfuAuthError):
-                raise MediaError(
-                    f"I could not join the call's media: {getattr(e, 'message', e)}"
-                ) from e
+                self.log.warning("joining the media of %s failed: %s", room_id, e)
+                raise MediaError(f"I could not join the call's media: {room_sentence(e)}.") from e
             raise
         finally:
             self._starting.discard(room_id)
@@ -497,6 +539,7 @@ class MediaRoles:
         await self._leave_if_idle(room_id)
         await self._tell_ended(room_id)
         notes = await self.summary_notes(room_id) if self.summary_notes else []
+        notes += await self.other_sfus.summary_notes(room_id)
         summary = await post_recording(self.ctx, RoomID(room_id), result, reason_text, notes)
         self.ctx.tasks.spawn(self._after_posted(room_id, result, summary), "recording-posted")
         if result.errors:
@@ -553,8 +596,9 @@ class MediaRoles:
                 except BaseException as e:
                     await self._leave_if_idle(room_id)
                     if isinstance(e, SfuConnectError | SfuAuthError):
+                        self.log.warning("joining the media of %s failed: %s", room_id, e)
                         raise MediaError(
-                            f"I could not join the call's media: {getattr(e, 'message', e)}"
+                            f"I could not join the call's media: {room_sentence(e)}."
                         ) from e
                     raise
                 self.announcers[room_id] = ann

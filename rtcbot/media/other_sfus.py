@@ -6,6 +6,10 @@ somebody publishes. The recorder connects to the bot's own SFU (its home room) a
 this class, to each other one: their tracks are read into the same segment, files and mix.
 Losing another SFU ends only its readers; they come back with its connection. The recording
 itself follows the home room (segments, "SFU lost" notices).
+
+Another SFU is not trusted for who is speaking (security review M2): each source has an
+`admits(identity)` rule, and only the participants it admits are read there (those whose
+call membership publishes on that SFU); everyone else there is whoever its operator says.
 """
 
 from __future__ import annotations
@@ -21,9 +25,14 @@ from livekit import rtc
 from rtcbot.media.participant import Connection, State
 
 
+def _everyone(_identity: str) -> bool:
+    return True
+
+
 @dataclass
 class _Source:
     conn: Connection
+    admits: Callable[[str], bool] = _everyone
     room: rtc.Room | None = None
     hooks: tuple[Any, Any, Any] | None = None  # (on_lost, on_reconnected, on_state)
 
@@ -53,11 +62,22 @@ class OtherSfus:
     def rooms(self) -> list[rtc.Room]:
         return [s.room for s in self._sources.values() if s.room is not None]
 
-    async def add(self, conn: Connection) -> None:
-        """Connect and read that SFU's audio. Raises SfuConnectError / SfuAuthError."""
+    def room_of(self, conn: Connection) -> rtc.Room | None:
+        source = self._sources.get(id(conn))
+        return source.room if source is not None else None
+
+    def admits(self, room: rtc.Room, identity: str) -> bool:
+        """Whether that participant of `room` may be recorded: on another SFU only those its
+        rule admits; on the bot's own SFU (not a source here) everyone."""
+        source = next((s for s in self._sources.values() if s.room is room), None)
+        return source is None or source.admits(identity)
+
+    async def add(self, conn: Connection, admits: Callable[[str], bool] = _everyone) -> None:
+        """Connect and read the audio of the participants `admits` lets in on that SFU.
+        Raises SfuConnectError / SfuAuthError."""
         if self._recording() not in ("recording", "interrupted") or id(conn) in self._sources:
             return
-        source = _Source(conn)
+        source = _Source(conn, admits)
         self._sources[id(conn)] = source
 
         def setup(room: rtc.Room) -> None:  # the first room, and each one after a loss

@@ -176,6 +176,7 @@ class Recorder:
         self._handlers: list[tuple[rtc.Room, str, Callable[..., Any]]] = []
         self._subscribed: dict[str, rtc.RemoteTrackPublication] = {}
         self._home: rtc.Room | None = None
+        self._refused: set[str] = set()  # identities on another SFU not recorded (logged once)
         # Encrypted calls: a speaker is written only while it decrypts (decryption_gate.py).
         self._gate = DecryptionGate(
             lambda: getattr(participant, "frame_keys", None), FRAME_MS / 1000
@@ -240,9 +241,33 @@ class Recorder:
             self._stop_task = asyncio.ensure_future(self._stop(reason))
         return await asyncio.shield(self._stop_task)
 
-    async def add_source(self, conn: Connection) -> None:
-        """Also record the people who publish on another SFU of the call (sources.py)."""
-        await self._sources.add(conn)
+    async def add_source(
+        self, conn: Connection, admits: Callable[[str], bool] | None = None
+    ) -> None:
+        """Also record the people who publish on another SFU of the call (other_sfus.py):
+        those identities there that `admits` lets in (default: all)."""
+        if admits is None:
+            await self._sources.add(conn)
+        else:
+            await self._sources.add(conn, admits)
+
+    def recheck_source(self, conn: Connection) -> None:
+        """The rule of that source may have changed (people's memberships did): read those
+        it admits now, stop reading those it no longer admits."""
+        room = self._sources.room_of(conn)
+        if room is None or self.state != "recording":
+            return
+        for sid, reader in list(self._readers.items()):
+            if reader.room is room and not self._sources.admits(room, reader.identity):
+                self._close_reader(sid)
+                pub = self._subscribed.pop(sid, None)
+                if pub is not None:
+                    with contextlib.suppress(Exception):
+                        pub.set_subscribed(False)
+        for p in list(room.remote_participants.values()):
+            for pub in list(p.track_publications.values()):
+                if not pub.subscribed:
+                    self._want(room, pub, p)
 
     async def remove_source(self, conn: Connection) -> None:
         await self._sources.remove(conn)
@@ -264,7 +289,7 @@ class Recorder:
         self._watch(room)
 
     def _watch(self, room: rtc.Room) -> None:
-        self._on(room, "track_published", lambda pub, p: self._want(pub, p))
+        self._on(room, "track_published", lambda pub, p: self._want(room, pub, p))
         self._on(room, "track_subscribed", lambda t, pub, p: self._on_track(room, t, pub, p))
         self._on(room, "track_unsubscribed", lambda t, pub, p: self._close_reader(pub.sid))
         self._on(room, "participant_disconnected", lambda p: self._on_participant_left(room, p))
@@ -284,13 +309,31 @@ class Recorder:
         """Tracks published before this recorder was set up (no `track_published` for them)."""
         for p in list(room.remote_participants.values()):
             for pub in list(p.track_publications.values()):
-                self._want(pub, p)
+                self._want(room, pub, p)
 
-    def _want(self, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+    def _admitted(self, room: rtc.Room, participant: rtc.RemoteParticipant) -> bool:
+        if self._sources.admits(room, participant.identity):
+            return True
+        if participant.identity not in self._refused:
+            self._refused.add(participant.identity)
+            self.log.warning(
+                "not recording %s on another SFU: no call membership publishes there as them",
+                participant.identity,
+            )
+        return False
+
+    def _want(
+        self,
+        room: rtc.Room,
+        pub: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+    ) -> None:
         """Subscribe to an audio track while recording (never to video)."""
         if pub.kind != rtc.TrackKind.KIND_AUDIO or self.state not in ("recording", "interrupted"):
             return
         if self.exclude is not None and self.exclude(participant):
+            return
+        if not self._admitted(room, participant):
             return
         self._subscribed[pub.sid] = pub
         if not pub.subscribed:
@@ -314,6 +357,8 @@ class Recorder:
     ) -> None:
         if self.exclude is not None and self.exclude(participant):
             return  # e.g. the bot's own announcer speaking the consent notice
+        if not self._admitted(room, participant):
+            return
         # "interrupted": a new room's tracks can arrive before on_reconnected has run.
         if track.kind != rtc.TrackKind.KIND_AUDIO or self.state not in (
             "recording",
@@ -423,7 +468,7 @@ class Recorder:
                 if pub.subscribed and pub.track is not None:
                     self._on_track(room, pub.track, pub, p)
                 else:
-                    self._want(pub, p)
+                    self._want(room, pub, p)
 
     def _on_participant_state(self, state: State, detail: str | None) -> None:
         if self._stop_task is not None or self.state in ("idle", "stopped"):
@@ -605,6 +650,9 @@ class Recorder:
             started_at=self.started_wall or time.time(),
             errors=list(self._errors),
             undecrypted={self._labels[k][0]: s for k, s in self._gate.seconds().items()},
+            unencrypted={
+                self._labels[k][0]: s for k, s in self._gate.unencrypted_seconds().items()
+            },
         )
         self.log.info(
             "Recording stopped (%s): %d files, %.1f s, %d bytes",

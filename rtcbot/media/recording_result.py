@@ -45,6 +45,9 @@ class RecordingResult:
     # Encrypted calls: display name → seconds of that speaker's audio the bot could not
     # decrypt (no key from them, or a wrong one); not in the files.
     undecrypted: dict[str, float] = field(default_factory=dict)
+    # Encrypted calls: display name → seconds of audio published without encryption (anyone
+    # on the SFU could have sent or changed it); not in the files either.
+    unencrypted: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
