@@ -10,9 +10,8 @@ if a role put it there.
 Tokens: minted locally with the least privilege of the roles held when a LiveKit API secret is
 configured (a role added later widens the live participant's permissions, one that ends
 narrows them), else from the MatrixRTC authorization service (OpenID → /sfu/get for the
-bot's state-event membership, /get_token if that is gone). The bot's OpenID token goes only
-to services it trusts (rtc/trust.py); requests to other SFUs' services go through their own
-guarded client (net/outbound.py), never the Matrix client's connections.
+bot's state-event membership, /get_token if that is gone), a trusted one only
+(trusted_services.py).
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from livekit import rtc
 from mautrix.api import Method
@@ -49,14 +47,13 @@ from .media.tokens import (
     update_live_grants,
 )
 from .media.tts import available_engine
-from .net.outbound import AddressPolicy, GuardedClient
 from .ports import CallEvent, CallMembership, TransportUrl
 from .recording_posts import apply_retention, drop_posted_files, post_recording
 from .recording_recovery import RecordingRecovery
 from .recording_sfus import RecordingSfus
 from .rtc.identity import is_hashed_identity, livekit_room_alias, member_identity
 from .rtc.session import CallEnded, CallStarted
-from .rtc.trust import canonical_service, trusted_service
+from .trusted_services import TrustedServices
 
 ROLES = ("record", "announce")
 # Said into the call when a recording starts (and how to stay out of it: recording_optout.py).
@@ -119,12 +116,8 @@ class MediaRoles:
         # Rooms whose recording is being started (the bot entering the call, connecting).
         self._starting: set[str] = set()
         self._auth = AuthServiceClient(ctx.http, log=self.log.getChild("auth_client"))
-        # Other SFUs' services (a member's transport): their own small, guarded pool.
-        self._home_seen = ""  # the home service last discovered (its host counts as local)
-        self._outbound = GuardedClient(AddressPolicy(local_hosts=self._local_hosts))
-        self._foreign_auth = AuthServiceClient(
-            self._outbound, log=self.log.getChild("other_auth_client")
-        )
+        # Where the bot's token may go; other SFUs' services through their own guarded pool.
+        self.trust = TrustedServices(ctx, transport_url, self.log.getChild("other_auth_client"))
         # Multi-SFU calls: the recorder also listens on each other SFU where people publish.
         self.recovery = RecordingRecovery(ctx)
         self._prefixes: dict[str, str] = {}  # room → the running recording's file prefix
@@ -134,7 +127,7 @@ class MediaRoles:
             home_service=self._home_service,
             home_livekit=self._home_livekit,
             access_at=self._foreign_access,
-            trusted=self._trusted_services,
+            trusted=self.trust.urls,
             frame_keys=lambda r: p.frame_keys if (p := self.presences.get(r)) else None,
             log=self.log.getChild("sfus"),
         )
@@ -170,7 +163,7 @@ class MediaRoles:
         for presence in presences:
             with contextlib.suppress(Exception):
                 await presence.close()
-        await self._outbound.close()
+        await self.trust.close()
 
     async def forget_room(self, room_id: str) -> None:
         """The bot was kicked, banned or left: end what it did there. The room cannot be told
@@ -247,29 +240,16 @@ class MediaRoles:
 
     async def _home_service(self, room_id: str) -> str:
         """The authorization service of the bot's own transport in this room's call."""
-        return await self.transport_url() or await self._members_transport(room_id)
-
-    async def _trusted_services(self) -> list[str]:
-        """Where the bot's OpenID token may go: its configured or homeserver-advertised
-        service and `livekit.trusted_services` (rtc/trust.py)."""
-        self._home_seen = await self.transport_url()
-        lk = self.ctx.settings().livekit
-        return [u for u in (lk.service_url, self._home_seen, *lk.trusted_services) if u]
-
-    def _local_hosts(self) -> set[str]:
-        """Hosts the operator named (the services above): they may use plain http and
-        private or loopback addresses; no other host may (net/outbound.py)."""
-        lk = self.ctx.settings().livekit
-        urls = (lk.service_url, self._home_seen, *lk.trusted_services)
-        return {urlsplit(c).hostname or "" for u in urls if u and (c := canonical_service(u))}
+        own = await self.transport_url()
+        return own or await self.trust.members_service((await self.calls.room(room_id)).call())
 
     async def _foreign_access(self, service: str, room_id: str) -> SfuAccess:
         """A token from another SFU's service: only a trusted one, through the guarded
         client (RecordingSfus checks first; this is the last gate before the token leaves)."""
-        url = trusted_service(service, await self._trusted_services())
+        url = await self.trust.check(service)
         if url is None:
             raise SfuAuthError("unauthorised", None, "That service is not a trusted one.")
-        return await self._service_access(url, room_id, self._foreign_auth)
+        return await self._service_access(url, room_id, self.trust.auth)
 
     def _home_livekit(self, room_id: str) -> str | None:
         presence = self.presences.get(room_id)
@@ -373,22 +353,6 @@ class MediaRoles:
         with contextlib.suppress(Exception):
             return await self.calls.leave(room_id)
         return False
-
-    async def _members_transport(self, room_id: str) -> str:
-        """The call members' own advertised transport (foci_preferred / rtc_transports),
-        oldest member first, as Element Call's "oldest_membership" selection does; only one
-        the bot trusts (`livekit.trusted_services`): the bot's token goes nowhere else."""
-        call = (await self.calls.room(room_id)).call()
-        if call is None:
-            return ""
-        trusted = await self._trusted_services()
-        for member in sorted(call.members.values(), key=lambda m: m.since_ms):
-            for transport in member.transports:
-                if transport.type == "livekit" and transport.livekit_service_url:
-                    url = trusted_service(transport.livekit_service_url, trusted)
-                    if url is not None:
-                        return url
-        return ""
 
     # -- recording ---------------------------------------------------------------------------
     def owner(self, room_id: str, identity: str) -> tuple[str, str] | None:

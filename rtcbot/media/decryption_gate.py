@@ -47,6 +47,6 @@ class DecryptionGate:
         """Stream key → seconds of audio that could not be decrypted."""
         return {k: round(n * self.frame_s, 1) for k, n in self._refused.items()}
 
-    def unencrypted_seconds(self) -> dict[str, float]:
+    def plain_seconds(self) -> dict[str, float]:
         """Stream key → seconds of audio dropped because it came unencrypted."""
         return {k: round(n * self.frame_s, 1) for k, n in self._unencrypted.items()}

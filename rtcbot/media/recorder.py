@@ -48,7 +48,7 @@ from rtcbot.media.audio_files import (
     WrittenFile,
 )
 from rtcbot.media.decryption_gate import DecryptionGate
-from rtcbot.media.other_sfus import OtherSfus
+from rtcbot.media.other_sfus import OtherSfus, everyone
 from rtcbot.media.participant import Connection, State
 from rtcbot.media.recording_result import (
     RecordedFile,
@@ -176,7 +176,6 @@ class Recorder:
         self._handlers: list[tuple[rtc.Room, str, Callable[..., Any]]] = []
         self._subscribed: dict[str, rtc.RemoteTrackPublication] = {}
         self._home: rtc.Room | None = None
-        self._refused: set[str] = set()  # identities on another SFU not recorded (logged once)
         # Encrypted calls: a speaker is written only while it decrypts (decryption_gate.py).
         self._gate = DecryptionGate(
             lambda: getattr(participant, "frame_keys", None), FRAME_MS / 1000
@@ -241,33 +240,14 @@ class Recorder:
             self._stop_task = asyncio.ensure_future(self._stop(reason))
         return await asyncio.shield(self._stop_task)
 
-    async def add_source(
-        self, conn: Connection, admits: Callable[[str], bool] | None = None
-    ) -> None:
+    async def add_source(self, conn: Connection, admits: Callable[[str], bool] = everyone) -> None:
         """Also record the people who publish on another SFU of the call (other_sfus.py):
-        those identities there that `admits` lets in (default: all)."""
-        if admits is None:
-            await self._sources.add(conn)
-        else:
-            await self._sources.add(conn, admits)
+        the identities there that `admits` lets in."""
+        await self._sources.add(conn, admits)
 
     def recheck_source(self, conn: Connection) -> None:
-        """The rule of that source may have changed (people's memberships did): read those
-        it admits now, stop reading those it no longer admits."""
-        room = self._sources.room_of(conn)
-        if room is None or self.state != "recording":
-            return
-        for sid, reader in list(self._readers.items()):
-            if reader.room is room and not self._sources.admits(room, reader.identity):
-                self._close_reader(sid)
-                pub = self._subscribed.pop(sid, None)
-                if pub is not None:
-                    with contextlib.suppress(Exception):
-                        pub.set_subscribed(False)
-        for p in list(room.remote_participants.values()):
-            for pub in list(p.track_publications.values()):
-                if not pub.subscribed:
-                    self._want(room, pub, p)
+        """Who that source admits may have changed (memberships did): read it again."""
+        self._sources.recheck(conn)
 
     async def remove_source(self, conn: Connection) -> None:
         await self._sources.remove(conn)
@@ -289,7 +269,7 @@ class Recorder:
         self._watch(room)
 
     def _watch(self, room: rtc.Room) -> None:
-        self._on(room, "track_published", lambda pub, p: self._want(room, pub, p))
+        self._on(room, "track_published", lambda pub, p: self._want(pub, p))
         self._on(room, "track_subscribed", lambda t, pub, p: self._on_track(room, t, pub, p))
         self._on(room, "track_unsubscribed", lambda t, pub, p: self._close_reader(pub.sid))
         self._on(room, "participant_disconnected", lambda p: self._on_participant_left(room, p))
@@ -309,31 +289,13 @@ class Recorder:
         """Tracks published before this recorder was set up (no `track_published` for them)."""
         for p in list(room.remote_participants.values()):
             for pub in list(p.track_publications.values()):
-                self._want(room, pub, p)
+                self._want(pub, p)
 
-    def _admitted(self, room: rtc.Room, participant: rtc.RemoteParticipant) -> bool:
-        if self._sources.admits(room, participant.identity):
-            return True
-        if participant.identity not in self._refused:
-            self._refused.add(participant.identity)
-            self.log.warning(
-                "not recording %s on another SFU: no call membership publishes there as them",
-                participant.identity,
-            )
-        return False
-
-    def _want(
-        self,
-        room: rtc.Room,
-        pub: rtc.RemoteTrackPublication,
-        participant: rtc.RemoteParticipant,
-    ) -> None:
+    def _want(self, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
         """Subscribe to an audio track while recording (never to video)."""
         if pub.kind != rtc.TrackKind.KIND_AUDIO or self.state not in ("recording", "interrupted"):
             return
-        if self.exclude is not None and self.exclude(participant):
-            return
-        if not self._admitted(room, participant):
+        if self._excluded(participant):
             return
         self._subscribed[pub.sid] = pub
         if not pub.subscribed:
@@ -341,6 +303,9 @@ class Recorder:
                 pub.set_subscribed(True)
             except Exception:
                 self.log.exception("subscribing to %s of %s failed", pub.sid, participant.identity)
+
+    def _excluded(self, p: rtc.RemoteParticipant) -> bool:
+        return bool(self.exclude and self.exclude(p)) or not self._sources.admits(p)
 
     def _unsubscribe_all(self) -> None:
         subscribed, self._subscribed = self._subscribed, {}
@@ -355,10 +320,8 @@ class Recorder:
         pub: rtc.RemoteTrackPublication,
         participant: rtc.RemoteParticipant,
     ) -> None:
-        if self.exclude is not None and self.exclude(participant):
-            return  # e.g. the bot's own announcer speaking the consent notice
-        if not self._admitted(room, participant):
-            return
+        if self._excluded(participant):
+            return  # e.g. the bot's own announcer, or someone another SFU made up
         # "interrupted": a new room's tracks can arrive before on_reconnected has run.
         if track.kind != rtc.TrackKind.KIND_AUDIO or self.state not in (
             "recording",
@@ -468,7 +431,7 @@ class Recorder:
                 if pub.subscribed and pub.track is not None:
                     self._on_track(room, pub.track, pub, p)
                 else:
-                    self._want(room, pub, p)
+                    self._want(pub, p)
 
     def _on_participant_state(self, state: State, detail: str | None) -> None:
         if self._stop_task is not None or self.state in ("idle", "stopped"):
@@ -650,9 +613,7 @@ class Recorder:
             started_at=self.started_wall or time.time(),
             errors=list(self._errors),
             undecrypted={self._labels[k][0]: s for k, s in self._gate.seconds().items()},
-            unencrypted={
-                self._labels[k][0]: s for k, s in self._gate.unencrypted_seconds().items()
-            },
+            unencrypted={self._labels[k][0]: s for k, s in self._gate.plain_seconds().items()},
         )
         self.log.info(
             "Recording stopped (%s): %d files, %.1f s, %d bytes",
@@ -667,18 +628,7 @@ class Recorder:
 
     def _recorded(self, part: int, w: WrittenFile, offset: float) -> RecordedFile:
         identity = self._key_identity.get(w.key) if w.key else None
-        return RecordedFile(
-            path=w.path,
-            kind="mix" if w.kind == "mix" else "participant",
-            identity=identity,
-            display_name=w.display_name,
-            device=w.device,
-            segment=part,
-            duration_ms=w.duration_ms,
-            size_bytes=w.size_bytes,
-            speaking_seconds=round(w.speaking_seconds, 2),
-            offset_s=round(offset, 3),
-        )
+        return RecordedFile.of(w, part, identity, offset)
 
     def _unhook(self) -> None:
         p = self.participant

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .audio_files import WrittenFile
 
 RecorderState = Literal["idle", "recording", "interrupted", "stopping", "stopped"]
 StopReason = Literal["stopped", "max_duration", "sfu_lost", "room_closed"]
@@ -22,6 +25,22 @@ class RecordedFile:
     size_bytes: int
     speaking_seconds: float = 0.0
     offset_s: float = 0.0  # where its part starts, from the start of the recording
+
+    @staticmethod
+    def of(w: WrittenFile, part: int, identity: str | None, offset: float) -> RecordedFile:
+        """A segment's written file, as the recording's result lists it."""
+        return RecordedFile(
+            path=w.path,
+            kind="mix" if w.kind == "mix" else "participant",
+            identity=identity,
+            display_name=w.display_name,
+            device=w.device,
+            segment=part,
+            duration_ms=w.duration_ms,
+            size_bytes=w.size_bytes,
+            speaking_seconds=round(w.speaking_seconds, 2),
+            offset_s=round(offset, 3),
+        )
 
 
 @dataclass

@@ -87,6 +87,21 @@ def publishing_on(user: MatrixUser, device: str, service_url: str) -> dict[str, 
     }
 
 
+async def join_call(
+    user: MatrixUser, device: str, service_url: str, alice: MatrixUser, room: str, bot_id: str
+) -> None:
+    """`user`'s `device` joins the call publishing on `service_url`; returns once the bot has
+    said so (else its notice could be taken for the answer to a command sent next)."""
+    key = f"_{user.user_id}_{device}_m.call"
+    sent = await user.put_state(room, CALL_MEMBER, key, publishing_on(user, device, service_url))
+    await alice.wait_for(
+        room,
+        lambda e: is_message_from(e, bot_id) and "joined" in body(e),
+        20,
+        after=str(sent["event_id"]),
+    )
+
+
 async def record_and_stop(
     alice: MatrixUser, room: str, bot_id: str, ready: Any, timeout: float = 45
 ) -> tuple[str, dict[str, Any], list[str]]:
@@ -130,13 +145,10 @@ async def test_member_advertised_services_get_no_request_and_the_summary_says_wh
     await alice.start_call(bot_room, bot_id)
     async with RequestLogger().running() as logger:
         probe = f"{stack.maubot.url}/_matrix/maubot/v1/plugins#"
-        for device, url in (("E1", f"{logger.url}/svc"), ("E2", probe)):
-            await eve.put_state(
-                bot_room,
-                CALL_MEMBER,
-                f"_{eve.user_id}_{device}_m.call",
-                publishing_on(eve, device, url),
-            )
+        await join_call(eve, "E1", f"{logger.url}/svc", alice, bot_room, bot_id)
+        await eve.put_state(
+            bot_room, CALL_MEMBER, f"_{eve.user_id}_E2_m.call", publishing_on(eve, "E2", probe)
+        )
 
         async def told() -> bool:  # the live notice: the recorder has looked at those SFUs
             events = await alice.messages(bot_room, 20)
@@ -187,12 +199,7 @@ async def test_on_another_sfu_only_those_who_publish_there_are_recorded(
             await peer.publish_tone(hz)
             peers.append(peer)
         await alice.start_call(bot_room, bot_id)
-        await bob.put_state(
-            bot_room,
-            CALL_MEMBER,
-            f"_{bob.user_id}_{bob.device_id}_m.call",
-            publishing_on(bob, bob.device_id, second.service_url),
-        )
+        await join_call(bob, bob.device_id, second.service_url, alice, bot_room, bot_id)
 
         async def hears_bob() -> bool:
             reply = await alice.command(bot_room, "!call record status", bot_id, timeout=30)
