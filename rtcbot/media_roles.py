@@ -31,7 +31,6 @@ from mautrix.types import EventID, RoomID
 
 from .context import BotContext
 from .crypto_status import crypto_refusal
-from .matrix.notices import md_escape
 from .matrix.publisher import PublishError, State
 from .media.announcer import Announcer
 from .media.failure_sentences import room_sentence
@@ -83,11 +82,11 @@ class RecordingCancelled(MediaError):
 
 
 def _why(e: Exception) -> str:
-    """An error for the room: our own sentences as they are, anything else escaped (it may
-    quote people's or servers' text); secrets are scrubbed from every notice anyway."""
+    """An error for the room: our own sentences as they are; anything else only by its type
+    (its text may quote a server: never relayed; the caller logs it)."""
     if isinstance(e, MediaError | PublishError):
         return str(e)
-    return md_escape(f"{type(e).__name__}: {e}", 300)
+    return f"an unexpected {type(e).__name__} (the log says more)"
 
 
 class MediaRoles:
@@ -630,6 +629,7 @@ class MediaRoles:
                     # A call that ended at once (a misclick): nothing to follow, nothing to say.
                     self.log.info("auto-%s in %s: the call ended before it began", role, room_id)
                     return
+                self.log.warning("auto-%s in %s failed: %s", role, room_id, e)
                 await self.ctx.notices.send(RoomID(room_id), f"Auto-{role} failed: {_why(e)}")
         elif isinstance(ev, CallEnded):
             if room_id in self._starting:
