@@ -169,6 +169,7 @@ class MediaRoles:
         any more, so a recording's files stay on disk (the log says where)."""
         self.armed_until.pop(room_id, None)
         self.joined_for_media.discard(room_id)
+        await self.other_sfus.summary_notes(room_id)  # no summary will be posted: drop them
         self._announcer_locks.pop(room_id, None)
         recorder = self.recorders.pop(room_id, None)
         if recorder is not None:

@@ -7,7 +7,7 @@
   summary says whose audio is missing and why, in a fixed sentence.
 - On another SFU that the bot is configured to trust (the `second_transport`), only people whose
   membership publishes there are recorded: a participant there that claims to be alice (whose
-  membership publishes on the bot's own SFU) is left out of every file.
+  membership publishes on the bot's own SFU) is left out of every file (its tone is in none).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from tests.stack.matrix_user import (
 from tests.stack.peers import Peer, mint_token
 
 pytestmark = pytest.mark.stack
+FORGED = 940  # Hz, the tone of the participant another SFU makes up
 
 
 class RequestLogger:
@@ -191,8 +192,9 @@ async def test_on_another_sfu_only_those_who_publish_there_are_recorded(
     peers: list[Peer] = []
     try:
         # On the second SFU: bob (660 Hz), whose membership publishes there, and a forger
-        # that the second SFU's operator lets in as alice (440 Hz).
-        for identity, hz in ((f"{bob.user_id}:{bob.device_id}", 660), (alice_identity, 440)):
+        # that the second SFU's operator lets in as alice (940 Hz: far from the mix's
+        # intermodulation products of 550 and 660 Hz, such as 2·550 − 660 = 440).
+        for identity, hz in ((f"{bob.user_id}:{bob.device_id}", 660), (alice_identity, FORGED)):
             peer = Peer(identity)
             token = mint_token(second.api_key, second.api_secret, lk_room, identity)
             await peer.connect(second.livekit_url, token)
@@ -213,13 +215,13 @@ async def test_on_another_sfu_only_those_who_publish_there_are_recorded(
     assert "Alice Example" in body(summary) and "Bob Example" in body(summary), body(summary)
     files = await files_after(alice, bot_room, bot_id, stopped, 3)
     print(f"[foreign-sfus] files {sorted(files)}")
-    # Every file (alice's, bob's, the mix) lacks the forger's 440 Hz; alice's has her 550 Hz.
+    # Every file (alice's, bob's, the mix) lacks the forger's tone; alice's has her 550 Hz.
     for label, evt in files.items():
         data = await download(alice, evt["content"]["url"])
         samples, rate = sf.read(io.BytesIO(data), dtype="int16")
         tail = np.asarray(samples[-2 * rate :])
-        e440, e550, e660 = (band_energy(tail, rate, hz) for hz in (440, 550, 660))
-        print(f"[foreign-sfus] {label}: 440 {e440:.0f}, 550 {e550:.0f}, 660 {e660:.0f}")
-        assert e440 * 10 < max(e550, e660), (label, e440, e550, e660)
+        forged, e550, e660 = (band_energy(tail, rate, hz) for hz in (FORGED, 550, 660))
+        print(f"[foreign-sfus] {label}: {FORGED} {forged:.0f}, 550 {e550:.0f}, 660 {e660:.0f}")
+        assert forged * 10 < max(e550, e660), (label, forged, e550, e660)
         if label.startswith("Alice Example"):
             assert e550 > 10 * e660, (label, e550, e660)
