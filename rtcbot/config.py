@@ -9,6 +9,7 @@ from typing import Any
 from mautrix.util.config import BaseProxyConfig, ConfigUpdateHelper
 
 from .command_permissions import DEFAULT_LEVELS
+from .rtc.trust import canonical_service
 from .schedules.parse import UnknownTimezone, resolve_timezone
 from .transcripts.engine import ModelSettings
 
@@ -37,6 +38,7 @@ class Config(BaseProxyConfig):
             "livekit.url",
             "livekit.api_key",
             "livekit.api_secret",
+            "livekit.trusted_services",
             "auth_service.enabled",
             "auth_service.livekit_url",
             "auth_service.api_key",
@@ -116,6 +118,9 @@ class LiveKitSettings:
     url: str = ""
     api_key: str = ""
     api_secret: str = field(default="", repr=False)
+    # Other SFUs' authorization services the bot may send its OpenID token to and record on
+    # (a call member's transport); empty: only its own (service_url, or its homeserver's).
+    trusted_services: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -308,6 +313,18 @@ def _url(raw: Any, key: str, schemes: tuple[str, ...]) -> str:
     return val.rstrip("/")
 
 
+def _services(raw: Any, key: str) -> tuple[str, ...]:
+    """A list of service base URLs (http or https, no query, fragment or user info)."""
+    urls = _str_list(raw, key)
+    for url in urls:
+        if canonical_service(url) is None:
+            raise ConfigError(
+                f"{key} must list service URLs such as https://matrix-rtc.example.org/livekit/jwt"
+                f" (http or https, no ?, # or user@), got {url!r}"
+            )
+    return tuple(u.rstrip("/") for u in urls)
+
+
 def _timezone(raw: Any, key: str, default: str) -> str:
     name = _str(raw, key, default) or default
     try:
@@ -346,6 +363,7 @@ def parse_settings(raw: Any) -> Settings:
         url=_url(raw, "livekit.url", ("ws", "wss", "http", "https")),
         api_key=_str(raw, "livekit.api_key"),
         api_secret=_str(raw, "livekit.api_secret"),
+        trusted_services=_services(raw, "livekit.trusted_services"),
     )
     if bool(livekit.api_key) != bool(livekit.api_secret):
         raise ConfigError("livekit.api_key and livekit.api_secret must be set together")

@@ -10,7 +10,8 @@ if a role put it there.
 Tokens: minted locally with the least privilege of the roles held when a LiveKit API secret is
 configured (a role added later widens the live participant's permissions, one that ends
 narrows them), else from the MatrixRTC authorization service (OpenID → /sfu/get for the
-bot's state-event membership, /get_token if that is gone).
+bot's state-event membership, /get_token if that is gone), a trusted one only
+(trusted_services.py).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from mautrix.types import EventID, RoomID
 
 from .context import BotContext
 from .crypto_status import crypto_refusal
-from .matrix.notices import md_escape
 from .matrix.publisher import PublishError, State
 from .media.announcer import Announcer
+from .media.failure_sentences import room_sentence
 from .media.participant import SfuConnectError
 from .media.presence import CallKeyring, CallPresence, Keyrings
 from .media.recorder import AudioTap, Recorder, RecordingResult
@@ -54,6 +55,7 @@ from .recording_retention import Retention
 from .recording_sfus import RecordingSfus
 from .rtc.identity import is_hashed_identity, livekit_room_alias, member_identity
 from .rtc.session import CallEnded, CallStarted
+from .trusted_services import TrustedServices
 
 ROLES = ("record", "announce")
 # Between removing the bot's membership and ending its media at a recording's stop: clients
@@ -76,11 +78,11 @@ class RecordingCancelled(MediaError):
 
 
 def _why(e: Exception) -> str:
-    """An error for the room: our own sentences as they are, anything else escaped (it may
-    quote people's or servers' text); secrets are scrubbed from every notice anyway."""
+    """An error for the room: our own sentences as they are; anything else only by its type
+    (its text may quote a server: never relayed; the caller logs it)."""
     if isinstance(e, MediaError | PublishError):
         return str(e)
-    return md_escape(f"{type(e).__name__}: {e}", 300)
+    return f"an unexpected {type(e).__name__} (the log says more)"
 
 
 class MediaRoles:
@@ -109,6 +111,8 @@ class MediaRoles:
         # Rooms whose recording is being started (the bot entering the call, connecting).
         self._starting: set[str] = set()
         self._auth = AuthServiceClient(ctx.http, log=self.log.getChild("auth_client"))
+        # Where the bot's token may go; other SFUs' services through their own guarded pool.
+        self.trust = TrustedServices(ctx, transport_url, self.log.getChild("other_auth_client"))
         # Multi-SFU calls: the recorder also listens on each other SFU where people publish.
         self.recovery = RecordingRecovery(ctx)
         self._prefixes: dict[str, str] = {}  # room → the running recording's file prefix
@@ -117,7 +121,8 @@ class MediaRoles:
             calls,
             home_service=self._home_service,
             home_livekit=self._home_livekit,
-            access_at=self._service_access,
+            access_at=self._foreign_access,
+            trusted=self.trust.urls,
             frame_keys=lambda r: p.frame_keys if (p := self.presences.get(r)) else None,
             log=self.log.getChild("sfus"),
         )
@@ -154,12 +159,14 @@ class MediaRoles:
         for presence in presences:
             with contextlib.suppress(Exception):
                 await presence.close()
+        await self.trust.close()
 
     async def forget_room(self, room_id: str) -> None:
         """The bot was kicked, banned or left: end what it did there. The room cannot be told
         any more, so a recording's files stay on disk (the log says where)."""
         self.armed_until.pop(room_id, None)
         self.joined_for_media.discard(room_id)
+        await self.other_sfus.summary_notes(room_id)  # no summary will be posted: drop them
         self._announcer_locks.pop(room_id, None)
         recorder = self.recorders.pop(room_id, None)
         if recorder is not None:
@@ -223,20 +230,32 @@ class MediaRoles:
         if not service:
             raise MediaError(
                 "I don't know this call's LiveKit service: the homeserver advertises no "
-                "MatrixRTC transport, and livekit.service_url / livekit.api_secret are not set."
+                "MatrixRTC transport, livekit.service_url / livekit.api_secret are not set, "
+                "and no call member's own service is in livekit.trusted_services."
             )
         return await self._service_access(service, room_id)
 
     async def _home_service(self, room_id: str) -> str:
         """The authorization service of the bot's own transport in this room's call."""
-        return await self.transport_url() or await self._members_transport(room_id)
+        own = await self.transport_url()
+        return own or await self.trust.members_service((await self.calls.room(room_id)).call())
+
+    async def _foreign_access(self, service: str, room_id: str) -> SfuAccess:
+        """A token from another SFU's service: only a trusted one, through the guarded
+        client (RecordingSfus checks first; this is the last gate before the token leaves)."""
+        url = await self.trust.check(service)
+        if url is None:
+            raise SfuAuthError("unauthorised", None, "That service is not a trusted one.")
+        return await self._service_access(url, room_id, self.trust.auth)
 
     def _home_livekit(self, room_id: str) -> str | None:
         presence = self.presences.get(room_id)
         access = presence.participant.access if presence is not None else None
         return access.url if access is not None else None
 
-    async def _service_access(self, service: str, room_id: str) -> SfuAccess:
+    async def _service_access(
+        self, service: str, room_id: str, client: AuthServiceClient | None = None
+    ) -> SfuAccess:
         """A token from that MatrixRTC authorization service, for the bot's membership."""
         openid = await self.ctx.client.api.request(
             Method.POST,
@@ -245,7 +264,7 @@ class MediaRoles:
             sensitive=True,
         )
         # The bot's membership is a state event: /sfu/get gives its `user:device` identity.
-        return await self._auth.get_access(
+        return await (client or self._auth).get_access(
             service,
             room_id,
             openid,
@@ -331,18 +350,6 @@ class MediaRoles:
         with contextlib.suppress(Exception):
             return await self.calls.leave(room_id)
         return False
-
-    async def _members_transport(self, room_id: str) -> str:
-        """The call members' own advertised transport (foci_preferred / rtc_transports),
-        oldest member first, as Element Call's "oldest_membership" selection does."""
-        call = (await self.calls.room(room_id)).call()
-        if call is None:
-            return ""
-        for member in sorted(call.members.values(), key=lambda m: m.since_ms):
-            for transport in member.transports:
-                if transport.type == "livekit" and transport.livekit_service_url:
-                    return transport.livekit_service_url.rstrip("/")
-        return ""
 
     # -- recording ---------------------------------------------------------------------------
     def owner(self, room_id: str, identity: str) -> tuple[str, str] | None:
@@ -438,9 +445,8 @@ class MediaRoles:
             await self._tell_ended(room_id)  # what its taps started ends too
             await self._leave_if_idle(room_id)
             if isinstance(e, SfuConnectError | SfuAuthError):
-                raise MediaError(
-                    f"I could not join the call's media: {getattr(e, 'message', e)}"
-                ) from e
+                self.log.warning("joining the media of %s failed: %s", room_id, e)
+                raise MediaError(f"I could not join the call's media: {room_sentence(e)}.") from e
             raise
         finally:
             self._starting.discard(room_id)
@@ -501,6 +507,7 @@ class MediaRoles:
         await self._tell_ended(room_id)
         self.retention.hold(f.path for f in result.files)  # until transcribed (_after_posted)
         notes = await self.summary_notes(room_id) if self.summary_notes else []
+        notes += await self.other_sfus.summary_notes(room_id)
         try:
             summary = await post_recording(self.ctx, RoomID(room_id), result, reason_text, notes)
         except BaseException:
@@ -551,8 +558,9 @@ class MediaRoles:
                 except BaseException as e:
                     await self._leave_if_idle(room_id)
                     if isinstance(e, SfuConnectError | SfuAuthError):
+                        self.log.warning("joining the media of %s failed: %s", room_id, e)
                         raise MediaError(
-                            f"I could not join the call's media: {getattr(e, 'message', e)}"
+                            f"I could not join the call's media: {room_sentence(e)}."
                         ) from e
                     raise
                 self.announcers[room_id] = ann
@@ -619,6 +627,7 @@ class MediaRoles:
                     # A call that ended at once (a misclick): nothing to follow, nothing to say.
                     self.log.info("auto-%s in %s: the call ended before it began", role, room_id)
                     return
+                self.log.warning("auto-%s in %s failed: %s", role, room_id, e)
                 await self.ctx.notices.send(RoomID(room_id), f"Auto-{role} failed: {_why(e)}")
         elif isinstance(ev, CallEnded):
             if room_id in self._starting:

@@ -73,6 +73,14 @@ async def post_recording(
             "recording.max_tracks allows): "
             + ", ".join(md_escape(n, NAME_LIMIT) for n in result.not_recorded)
         )
+    if result.unencrypted:  # an encrypted call, a track without encryption: not trusted
+        lines.append(
+            "🔓 Sent without encryption into this encrypted call, so not recorded: "
+            + ", ".join(
+                f"{md_escape(n, NAME_LIMIT)} {fmt_s(s)}"
+                for n, s in sorted(result.unencrypted.items())
+            )
+        )
     lines.extend(notes or ())
     settings = ctx.settings().recording
     limit = settings.max_upload_mb * 1024 * 1024

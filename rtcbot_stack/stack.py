@@ -140,6 +140,9 @@ class Stack:
         self.users: list[dict[str, Any]] = []
         self.demo_room: str | None = None
         self.timings: dict[str, float] = {}
+        # Other SFUs' authorization services the bot may use (livekit.trusted_services), e.g.
+        # a test's second transport while it runs.
+        self.trusted_services: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Stack:
@@ -173,6 +176,7 @@ class Stack:
                 "api_key": self.secrets["livekit_api_key"],
                 "api_secret": self.secrets["livekit_api_secret"],
                 "service_url": "",
+                "trusted_services": list(self.trusted_services),
             },
             "auth_service": {
                 "enabled": True,

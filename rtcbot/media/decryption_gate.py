@@ -4,9 +4,9 @@ A stream the bot cannot decrypt still delivers frames, as digital silence (e2ee.
 written, it would look like a speaker who said nothing. The gate drops those frames (the
 speaker's file and the mix get a gap there, as for a muted speaker) and counts them, so the
 summary can say whose audio could not be decrypted and for how long. In an unencrypted call
-(no key ring) everything passes, and so does a track published unencrypted into an encrypted
-call (LiveKit decrypts only tracks published encrypted; Element Call plays such a track with a
-warning, and the recording has what people heard).
+(no key ring) everything passes. A track published unencrypted into an encrypted call is
+dropped too, and counted apart: nothing proves who sent it (any SFU on the way could have
+made or changed it; security review M2), so the summary says whose it was instead.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ class DecryptionGate:
         self.frame_s = frame_s
         self._refused: dict[str, int] = {}  # stream key → frames dropped
         self._plain: set[str] = set()  # stream keys of tracks published unencrypted
+        self._unencrypted: dict[str, int] = {}  # stream key → frames dropped as unencrypted
 
     def track(self, key: str, encrypted: bool) -> None:
         """A stream starts: was its track published encrypted?"""
@@ -32,7 +33,12 @@ class DecryptionGate:
 
     def allows(self, key: str, identity: str) -> bool:
         ring = self._keys()
-        if ring is None or key in self._plain or ring.decrypting(identity):
+        if ring is None:
+            return True
+        if key in self._plain:
+            self._unencrypted[key] = self._unencrypted.get(key, 0) + 1
+            return False
+        if ring.decrypting(identity):
             return True
         self._refused[key] = self._refused.get(key, 0) + 1
         return False
@@ -40,3 +46,7 @@ class DecryptionGate:
     def seconds(self) -> dict[str, float]:
         """Stream key → seconds of audio that could not be decrypted."""
         return {k: round(n * self.frame_s, 1) for k, n in self._refused.items()}
+
+    def plain_seconds(self) -> dict[str, float]:
+        """Stream key → seconds of audio dropped because it came unencrypted."""
+        return {k: round(n * self.frame_s, 1) for k, n in self._unencrypted.items()}

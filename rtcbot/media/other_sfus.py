@@ -6,6 +6,10 @@ somebody publishes. The recorder connects to the bot's own SFU (its home room) a
 this class, to each other one: their tracks are read into the same segment, files and mix.
 Losing another SFU ends only its readers; they come back with its connection. The recording
 itself follows the home room (segments, "SFU lost" notices).
+
+Another SFU is not trusted for who is speaking (security review M2): each source has an
+`admits(identity)` rule, and only the participants it admits are read there (those whose
+call membership publishes on that SFU); everyone else there is whoever its operator says.
 """
 
 from __future__ import annotations
@@ -21,9 +25,14 @@ from livekit import rtc
 from rtcbot.media.participant import Connection, State
 
 
+def everyone(_identity: str) -> bool:
+    return True
+
+
 @dataclass
 class _Source:
     conn: Connection
+    admits: Callable[[str], bool] = everyone
     room: rtc.Room | None = None
     hooks: tuple[Any, Any, Any] | None = None  # (on_lost, on_reconnected, on_state)
 
@@ -46,6 +55,7 @@ class OtherSfus:
         self._spawn = spawn
         self.log = log
         self._sources: dict[int, _Source] = {}  # id(connection) → source
+        self._refused: set[str] = set()  # identities not admitted (logged once each)
 
     def __len__(self) -> int:
         return len(self._sources)
@@ -53,11 +63,37 @@ class OtherSfus:
     def rooms(self) -> list[rtc.Room]:
         return [s.room for s in self._sources.values() if s.room is not None]
 
-    async def add(self, conn: Connection) -> None:
-        """Connect and read that SFU's audio. Raises SfuConnectError / SfuAuthError."""
+    def admits(self, p: rtc.RemoteParticipant) -> bool:
+        """Whether that participant may be recorded: on another SFU only those its rule
+        admits; on the bot's own SFU (no source here) everyone."""
+        for source in self._sources.values():
+            room = source.room
+            if room is not None and room.remote_participants.get(p.identity) is p:
+                if source.admits(p.identity):
+                    return True
+                if p.identity not in self._refused:
+                    self._refused.add(p.identity)
+                    self.log.warning(
+                        "not recording %s on another SFU: no membership publishes there as them",
+                        p.identity,
+                    )
+                return False
+        return True
+
+    def recheck(self, conn: Connection) -> None:
+        """The source's rule changed: read its room again (those admitted now are read,
+        those no longer admitted are not)."""
+        source = self._sources.get(id(conn))
+        if source is not None and source.room is not None and self._recording() == "recording":
+            self._close_readers_of(source.room)
+            self._read_existing(source.room)
+
+    async def add(self, conn: Connection, admits: Callable[[str], bool] = everyone) -> None:
+        """Connect and read the audio of the participants `admits` lets in on that SFU.
+        Raises SfuConnectError / SfuAuthError."""
         if self._recording() not in ("recording", "interrupted") or id(conn) in self._sources:
             return
-        source = _Source(conn)
+        source = _Source(conn, admits)
         self._sources[id(conn)] = source
 
         def setup(room: rtc.Room) -> None:  # the first room, and each one after a loss

@@ -1,13 +1,10 @@
 """Recording a call: every remote audio track to its own Ogg/Opus file, plus a mix.
 
-The recorder joins through a `Connection`: a `Participant` of its own, or its role on the
-bot's one participant in the call (presence.py). It subscribes by hand to every audio track
-(never to video), reads each with `AudioStream(frame_size_ms=100)` (the per-frame Python cost
-dominates, so few large frames keep CPU low), and unsubscribes again when it stops, so a
-participant that stays for another role receives nothing more. Chunks are placed on
-the segment's time axis (late joiners start with silence, interruptions are padded) and
-written by `audio_files.SegmentWriter` in one worker thread, so Opus encoding never blocks
-the event loop and every file is only touched by that one thread.
+It joins through a `Connection` (its own `Participant`, or a role on the bot's one participant:
+presence.py), subscribes by hand to every audio track, reads each with 100 ms frames (the
+per-frame Python cost dominates) and unsubscribes when it stops. Chunks are placed on the
+segment's time axis (late joiners start with silence, gaps are padded) and written by
+`audio_files.SegmentWriter` in one worker thread, so Opus encoding never blocks the loop.
 
 A segment is one uninterrupted SFU connection. When the connection is lost for good (the
 SDK gave up resuming), the segment's files are finished; when `Participant` connects a new
@@ -48,7 +45,7 @@ from rtcbot.media.audio_files import (
     WrittenFile,
 )
 from rtcbot.media.decryption_gate import DecryptionGate
-from rtcbot.media.other_sfus import OtherSfus
+from rtcbot.media.other_sfus import OtherSfus, everyone
 from rtcbot.media.participant import Connection, State
 from rtcbot.media.recording_result import (
     RecordedFile,
@@ -244,9 +241,14 @@ class Recorder:
             self._stop_task = asyncio.ensure_future(self._stop(reason))
         return await asyncio.shield(self._stop_task)
 
-    async def add_source(self, conn: Connection) -> None:
-        """Also record the people who publish on another SFU of the call (sources.py)."""
-        await self._sources.add(conn)
+    async def add_source(self, conn: Connection, admits: Callable[[str], bool] = everyone) -> None:
+        """Also record the people who publish on another SFU of the call (other_sfus.py):
+        the identities there that `admits` lets in."""
+        await self._sources.add(conn, admits)
+
+    def recheck_source(self, conn: Connection) -> None:
+        """Who that source admits may have changed (memberships did): read it again."""
+        self._sources.recheck(conn)
 
     async def remove_source(self, conn: Connection) -> None:
         await self._sources.remove(conn)
@@ -294,7 +296,7 @@ class Recorder:
         """Subscribe to an audio track while recording (never to video)."""
         if pub.kind != rtc.TrackKind.KIND_AUDIO or self.state not in ("recording", "interrupted"):
             return
-        if self.exclude is not None and self.exclude(participant):
+        if self._excluded(participant):
             return
         self._subscribed[pub.sid] = pub
         if not pub.subscribed:
@@ -302,6 +304,9 @@ class Recorder:
                 pub.set_subscribed(True)
             except Exception:
                 self.log.exception("subscribing to %s of %s failed", pub.sid, participant.identity)
+
+    def _excluded(self, p: rtc.RemoteParticipant) -> bool:
+        return bool(self.exclude and self.exclude(p)) or not self._sources.admits(p)
 
     def _unsubscribe_all(self) -> None:
         subscribed, self._subscribed = self._subscribed, {}
@@ -316,8 +321,8 @@ class Recorder:
         pub: rtc.RemoteTrackPublication,
         participant: rtc.RemoteParticipant,
     ) -> None:
-        if self.exclude is not None and self.exclude(participant):
-            return  # e.g. the bot's own announcer speaking the consent notice
+        if self._excluded(participant):
+            return  # e.g. the bot's own announcer, or someone another SFU made up
         # "interrupted": a new room's tracks can arrive before on_reconnected has run.
         if track.kind != rtc.TrackKind.KIND_AUDIO or self.state not in (
             "recording",
@@ -616,6 +621,7 @@ class Recorder:
             errors=list(self._errors),
             undecrypted={self._labels[k][0]: s for k, s in self._gate.seconds().items()},
             not_recorded=self._limit.names(),
+            unencrypted={self._labels[k][0]: s for k, s in self._gate.plain_seconds().items()},
         )
         self.log.info(
             "Recording stopped (%s): %d files, %.1f s, %d bytes",

@@ -49,6 +49,9 @@ class RecordingResult:
     undecrypted: dict[str, float] = field(default_factory=dict)
     # Display names of speakers beyond recording.max_tracks: heard, but not recorded.
     not_recorded: list[str] = field(default_factory=list)
+    # Encrypted calls: display name → seconds of audio published without encryption (anyone
+    # on the SFU could have sent or changed it); not in the files either.
+    unencrypted: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:

@@ -28,6 +28,7 @@ from rtcbot.rtc.identity import (
     member_identity,
 )
 
+from ..net.outbound import GuardedClient, OutboundRefused
 from ..redaction import redact, shorten
 
 Via = Literal["get_token", "sfu_get", "local"]
@@ -134,7 +135,7 @@ class AuthServiceClient:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        session: aiohttp.ClientSession | GuardedClient,
         *,
         timeout: float = 10.0,
         log: logging.Logger | None = None,
@@ -251,9 +252,11 @@ class AuthServiceClient:
             ) as resp:
                 raw = await resp.content.read(_MAX_RESPONSE_BYTES)
                 status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, OutboundRefused) as exc:
             reason = _scrub(str(exc), secrets) or type(exc).__name__
-            if isinstance(exc, TimeoutError):
+            if isinstance(exc, OutboundRefused):  # no request made (net/outbound.py)
+                reason = f"not contacted ({exc.reason})"
+            elif isinstance(exc, TimeoutError):
                 reason = f"no answer within {self._timeout.total:g} s"
             raise SfuAuthError(
                 "unreachable",

@@ -39,14 +39,21 @@ def _oldest_only(m: Membership) -> bool:
     return m.kind != "sticky" and focus.get("focus_selection") == "oldest_membership"
 
 
-def publishing_services(members: Iterable[_Member]) -> list[str]:
-    """The authorization-service URLs where the members publish, oldest member's first."""
+def publishers_by_service(members: Iterable[_Member]) -> dict[str, set[str]]:
+    """Service URL → the LiveKit identities of the members who publish there, oldest
+    member's service first. On another SFU only these identities are the members' own: any
+    other participant there is whoever that SFU's operator says it is."""
     ordered = sorted(members, key=lambda m: (m.since_ms, m.membership.user_id))
     oldest = next((u for m in ordered if (u := _first_livekit(m.membership.transports))), None)
-    found: dict[str, None] = {}
+    found: dict[str, set[str]] = {}
     for m in ordered:
         own = _first_livekit(m.membership.transports)
         where = oldest if _oldest_only(m.membership) else own
         if where:
-            found[where] = None
-    return list(found)
+            found.setdefault(where, set()).add(m.membership.rtc_backend_identity)
+    return found
+
+
+def publishing_services(members: Iterable[_Member]) -> list[str]:
+    """The authorization-service URLs where the members publish, oldest member's first."""
+    return list(publishers_by_service(members))

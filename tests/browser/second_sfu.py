@@ -34,7 +34,7 @@ from rtcbot.rtc.identity import livekit_room_alias
 from rtcbot_stack import http
 from rtcbot_stack.extra_sfu import SfuKeys, extra_livekit
 from rtcbot_stack.livekit import LiveKit
-from rtcbot_stack.stack import PLUGIN_ID, Stack
+from rtcbot_stack.stack import INSTANCE_ID, PLUGIN_ID, Stack
 from rtcbot_stack.synapse import SERVER_NAME
 
 SECOND_INSTANCE_ID = "rtcbot-sfu2"
@@ -196,10 +196,19 @@ def second_transport(
             f"(bot {user_id}, up in {timings['instance']:.1f} s); {timings['total']:.1f} s in all"
         )
         _running.append(transport)
+        # The stack's bot records people on this SFU only when told to trust it.
+        stack.trusted_services.append(service_url)
+        stack.maubot.put_instance(
+            INSTANCE_ID, PLUGIN_ID, stack.bot["user_id"], json.dumps(stack.plugin_config())
+        )
         try:
             yield transport
         finally:
             _running.remove(transport)
+            stack.trusted_services.remove(service_url)
+            stack.maubot.put_instance(
+                INSTANCE_ID, PLUGIN_ID, stack.bot["user_id"], json.dumps(stack.plugin_config())
+            )
     finally:
         if instance:
             _delete_quietly(stack, f"/instance/{SECOND_INSTANCE_ID}")

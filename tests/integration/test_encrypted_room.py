@@ -13,7 +13,6 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +24,8 @@ from rtcbot_stack.stack import PLUGIN_ID, Stack
 from tests.crypto_client import fixtures
 from tests.crypto_client.client import CryptoClient
 from tests.crypto_client.fixtures import CryptoUserFactory
+from tests.integration.test_call_keys import KEY_TYPE, key_content
+from tests.integration.test_frame_keys import EncryptedPeer, peer
 from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body, call_member_content
 from tests.stack.peers import speech
 
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.stack
 crypto_driver = fixtures.crypto_driver
 make_crypto_user = fixtures.make_crypto_user
 
+EVE_MEDIA_KEY = bytes(range(0x30, 0x40))
 ENCRYPTION = {
     "type": "m.room.encryption",
     "state_key": "",
@@ -121,27 +123,37 @@ SAID = "Encrypted rooms keep every spoken word private"
 
 
 async def test_recording_in_an_encrypted_room_is_an_encrypted_attachment(
-    stack: Stack, bot_id: str, make_crypto_user: CryptoUserFactory, make_peer: Any
+    stack: Stack, bot_id: str, make_crypto_user: CryptoUserFactory
 ) -> None:
     eve = await make_crypto_user("eve")
     room = await encrypted_room_with_bot(eve, bot_id)
     # Eve is in the call (the membership Element Call writes; state events are not encrypted)
-    # and her audio reaches the SFU as a peer with her identity.
+    # and her audio reaches the SFU frame-encrypted with her media key, which she sends the
+    # bot by Olm, as Element Call does (unencrypted audio in an encrypted call is not recorded).
     plain = MatrixUser(stack.synapse.url, eve.user_id, eve.access_token, eve.device_id)
+    identity = f"{eve.user_id}:{eve.device_id}"
+    speaker = await peer(
+        stack, livekit_room_alias(room), EncryptedPeer(identity, EVE_MEDIA_KEY, 0)
+    )
     try:
-        peer = await make_peer(livekit_room_alias(room), f"{eve.user_id}:{eve.device_id}")
-        await peer.publish_samples(np.zeros(0, dtype=np.int16))
+        await speaker.publish_samples(np.zeros(0, dtype=np.int16))
         sent_state = await plain.put_state(
             room, CALL_MEMBER, f"_{eve.user_id}_{eve.device_id}_m.call", call_member_content(plain)
         )
         await eve.wait_for_message(
             room, bot_id, after=str(sent_state["event_id"]), contains="started a", timeout=30
         )
+        offset = len(stack.maubot.child.log_path.read_text(errors="replace"))
+        key = base64.b64encode(EVE_MEDIA_KEY).decode()
+        content = key_content(room, eve.device_id, eve.user_id, 0, key)
+        await eve.send_to_device(bot_id, str(stack.bot["device_id"]), KEY_TYPE, content)
+        who = f"{re.escape(eve.user_id)}/{re.escape(eve.device_id)}"
+        wait_for_log(stack, rf"media key index 0 from {who} for {re.escape(room)}", offset)
         sent = await eve.send_text(room, "!call record start")
         started = await eve.wait_for_message(room, bot_id, reply_to=sent, timeout=45)
         assert started.body.startswith("🔴 Recording started"), started.body
-        peer.play(speech(SAID))  # what the transcript must hold, encrypted
-        await peer.played.wait()
+        speaker.play(speech(SAID))  # what the transcript must hold, encrypted
+        await speaker.played.wait()
         await asyncio.sleep(1)
         stop = await eve.send_text(room, "!call record stop")
         mix = await eve.wait_for_message(
@@ -170,6 +182,7 @@ async def test_recording_in_an_encrypted_room_is_an_encrypted_attachment(
         got = await eve.download_attachment(txt.content["file"])
         assert base64.b64decode(got["head"]).startswith(b"Transcript of the recording"), got
     finally:
+        await speaker.close()
         await plain.put_state(room, CALL_MEMBER, f"_{eve.user_id}_{eve.device_id}_m.call", {})
         await plain.close()
 

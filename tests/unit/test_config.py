@@ -75,6 +75,11 @@ def test_every_key_is_commented() -> None:
         ("livekit.api_secret", "s3cret-but-no-key", "must be set together"),
         ("recording.max_minutes", 0, "recording.max_minutes must be between 1 and 1440"),
         ("invites.allowed_users", [5], "invites.allowed_users must be a list of text values"),
+        (
+            "livekit.trusted_services",
+            ["https://sfu.example/jwt#"],
+            "livekit.trusted_services must list service URLs",
+        ),
     ],
 )
 def test_bad_values_name_the_key(key: str, value: Any, message: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from rtcbot.recording_sfus import same_sfu, service_name
 from rtcbot.rtc.membership import Membership, parse_state_event, parse_sticky_event
-from rtcbot.rtc.sfus import publishing_services
+from rtcbot.rtc.sfus import publishers_by_service, publishing_services
 
 A = "https://a.example/livekit/jwt"
 B = "https://b.example/livekit/jwt"
@@ -97,3 +97,16 @@ def test_same_sfu_ignores_scheme_and_trailing_slash() -> None:
     assert same_sfu("wss://sfu.example/", "https://SFU.example")
     assert not same_sfu("ws://10.0.0.1:7880", "ws://10.0.0.1:7881")
     assert service_name(B) == "b.example"
+
+
+def test_on_each_sfu_only_the_identities_of_those_who_publish_there() -> None:
+    """The foreign-identity rule: a link to another SFU records only these identities."""
+    members = [
+        state("@a:a", "A1", A, 1),
+        sticky("@b:b", "B1", B, 2),
+        state("@c:c", "C1", A, 3, "oldest_membership"),  # publishes on the oldest's: A
+    ]
+    found = publishers_by_service(members)
+    assert found[A] == {"@a:a:A1", "@c:c:C1"}
+    assert found[B] == {members[1].membership.rtc_backend_identity}
+    assert "@a:a:A1" not in found[B] and not found[B] & found[A]

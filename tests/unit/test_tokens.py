@@ -19,6 +19,7 @@ from livekit.api.access_token import Claims
 from livekit.protocol import models
 
 from rtcbot.config import LiveKitSettings
+from rtcbot.media.failure_sentences import room_sentence
 from rtcbot.media.tokens import (
     AuthServiceClient,
     Role,
@@ -31,6 +32,7 @@ from rtcbot.media.tokens import (
     participant_name,
     permission_for,
 )
+from rtcbot.net.outbound import AddressPolicy, GuardedClient
 from rtcbot.rtc.identity import (
     legacy_identity,
     livekit_identity,
@@ -388,6 +390,34 @@ async def test_client_error_kinds(
     assert OPENID["access_token"] not in str(err) and "garbage" not in str(err)
     if isinstance(answer, dict) and "errcode" in answer:
         assert answer["errcode"] in err.message and err.errcode == answer["errcode"]
+    # The room gets a fixed sentence: nothing the service said, not its address.
+    said = room_sentence(err)
+    for quoted in (scripted.url, "127.0.0.1", "get_token", *_texts(answer)):
+        assert quoted not in said, (quoted, said)
+
+
+def _texts(answer: Any) -> list[str]:
+    return [str(v) for v in answer.values()] if isinstance(answer, dict) else [str(answer)]
+
+
+async def test_client_through_the_guarded_client(scripted: ScriptedService) -> None:
+    """Another SFU's service is asked through net/outbound.py: a loopback service is
+    reached only when its host is a listed one; otherwise no request is made."""
+    scripted.answers["/get_token"] = (403, {"errcode": "M_FORBIDDEN", "error": "no"})
+    refusing = GuardedClient(AddressPolicy())
+    listed = GuardedClient(AddressPolicy(local_hosts=lambda: {"127.0.0.1"}))
+    try:
+        with pytest.raises(SfuAuthError) as info:
+            await _get(AuthServiceClient(refusing), scripted.url)
+        assert info.value.kind == "unreachable" and "not contacted" in info.value.message
+        assert scripted.requests == []
+        with pytest.raises(SfuAuthError) as info:
+            await _get(AuthServiceClient(listed), scripted.url)
+        assert info.value.kind == "unauthorised"
+        assert [p for p, _ in scripted.requests] == ["/get_token"]
+    finally:
+        await refusing.close()
+        await listed.close()
 
 
 async def test_client_both_endpoints_missing(
