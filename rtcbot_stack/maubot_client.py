@@ -1,6 +1,6 @@
 """The bot's client in maubot, set so that a running instance keeps its crypto.
 
-maubot (0.5) swaps the Matrix client object when a client's access token, homeserver or
+maubot (0.6.0) swaps the Matrix client object when a client's access token, homeserver or
 device changes (`PUT /client/{id}`), and clears `crypto` on the old object — which a running
 plugin instance still holds: that instance then sends plaintext and sees its E2EE as off
 (issue 19: after a second `make run`, whose new login gave the bot a new token). So the

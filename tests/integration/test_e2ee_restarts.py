@@ -141,8 +141,8 @@ async def test_e2ee_survives_a_second_start_and_a_killed_maubot(tmp_path: Path) 
         # The second start on the same state (before the fix: a new login, a new token, the
         # instance left with maubot's old client without crypto, plaintext answers).
         stack = Stack(settings).start()
-        assert stack.bot["access_token"] == first.bot["access_token"]
         assert (await answered_encrypted(eve, room, bot_id, "!call version")).startswith("rtcbot ")
+        assert stack.bot["access_token"] == first.bot["access_token"]  # the session was kept
 
         # `make run`'s supervisor restarts maubot after a kill -9.
         out = io.StringIO()
