@@ -48,6 +48,7 @@ class EncryptionGuard:
         self.log = log
         self._told: set[RoomID] = set()  # rooms whose refusal is already logged
         self.refused = 0
+        self._guarded: SendMessageEvent | None = None  # the wrapper this guard installed
 
     # -- installing --------------------------------------------------------------------------
     def install(self) -> None:
@@ -70,12 +71,16 @@ class EncryptionGuard:
 
         # Instance attribute: send_message, send_text, react … call self.send_message_event.
         self.client.send_message_event = guarded  # type: ignore[method-assign]
+        self._guarded = guarded
         _INSTALLED[self.client] = self
 
     def uninstall(self) -> None:
-        # maubot's client outlives the plugin instance.
-        vars(self.client).pop("send_message_event", None)
-        _INSTALLED.pop(self.client, None)
+        """Remove this guard (maubot's client outlives the instance); a guard installed since by
+        another instance on the same client stays."""
+        if vars(self.client).get("send_message_event") is self._guarded:
+            del vars(self.client)["send_message_event"]
+        if _INSTALLED.get(self.client) is self:
+            del _INSTALLED[self.client]
 
     # -- checking ----------------------------------------------------------------------------
     def will_encrypt(self, event_type: EventType, disable_encryption: bool = False) -> bool:

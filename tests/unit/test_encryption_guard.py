@@ -70,7 +70,10 @@ async def test_with_crypto_only_what_would_stay_plaintext_is_refused() -> None:
     client = FakeClient(crypto=object())
     guard = EncryptionGuard(client, logging.getLogger("test.e2ee"))  # type: ignore[arg-type]
     guard.install()
-    guard.install()  # a second instance on the same client: replaced, not stacked
+    newer = EncryptionGuard(client, logging.getLogger("test.e2ee"))  # type: ignore[arg-type]
+    newer.install()  # a second instance on the same client: replaced, not stacked
+    guard.uninstall()  # the older one stopping late leaves the newer one in place
+    assert "send_message_event" in vars(client)
     await client.send_message_event(ENCRYPTED, EventType.ROOM_MESSAGE, {})
     with pytest.raises(PlaintextRefused):  # mautrix never encrypts reactions
         await client.send_message_event(ENCRYPTED, EventType.REACTION, {})
@@ -78,4 +81,5 @@ async def test_with_crypto_only_what_would_stay_plaintext_is_refused() -> None:
         await client.send_message_event(ENCRYPTED, EventType.ROOM_MESSAGE, {}, True)
     await client.send_message_event(PLAIN, EventType.REACTION, {})
     assert client.sent == [(ENCRYPTED, "m.room.message"), (PLAIN, "m.reaction")]
-    guard.uninstall()
+    newer.uninstall()
+    assert "send_message_event" not in vars(client)
