@@ -1,25 +1,30 @@
 """E2EE of the bot in an encrypted Element Call call after the restarts an operator does
-(issue 19): the instance stopped and started through maubot's management API, and the plugin
-reloaded. Then the bot's answers are encrypted, its media key reaches Element Call over Olm,
+(issue 19): the instance stopped and started through maubot's management API, the plugin
+reloaded, and maubot killed with SIGKILL and restarted by `make run`'s supervisor. Then the bot's answers are encrypted, its media key reaches Element Call over Olm,
 and its announcement is heard there (GCM-encrypted track, no decryption error about it).
 
-The js-sdk variants (and a second `make run`, a kill -9) are tests/integration/test_e2ee_restarts.py.
+The js-sdk variants (and a second `make run`) are tests/integration/test_e2ee_restarts.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import os
+import signal
 
 import pytest
 
 from rtcbot.rtc.identity import member_identity
 from rtcbot_stack.build import build_mbp
 from rtcbot_stack.stack import INSTANCE_ID, Stack
+from rtcbot_stack.supervisor import supervise_maubot
 from tests.browser import test_encrypted_call as ec
 from tests.browser.conftest import ElementCallFactory
 from tests.browser.element_call import ElementCallPage
 from tests.crypto_client import fixtures
 from tests.crypto_client.fixtures import CryptoUserFactory
+from tests.integration.test_supervisor import FAST, poll_until
 from tests.stack.instance import stop_instance
 
 pytestmark = pytest.mark.stack
@@ -28,7 +33,7 @@ make_crypto_user = fixtures.make_crypto_user
 pages = ec.pages
 
 
-async def test_after_an_instance_restart_and_a_reload_the_bot_is_heard_encrypted(
+async def test_after_restarts_reload_and_kill_9_the_bot_is_heard_encrypted(
     stack: Stack,
     bot_id: str,
     make_crypto_user: CryptoUserFactory,
@@ -40,6 +45,13 @@ async def test_after_an_instance_restart_and_a_reload_the_bot_is_heard_encrypted
     stack.maubot.api("PUT", f"/instance/{INSTANCE_ID}", {"started": True})
     assert (await ec.command(r, bot_id, "!call version")).body.startswith("rtcbot ")
     stack.maubot.upload_plugin(build_mbp(stack.settings.state_dir / "build"))
+    assert (await ec.command(r, bot_id, "!call version")).body.startswith("rtcbot ")
+    # maubot killed with SIGKILL and started again, as `make run`'s supervisor does.
+    out = io.StringIO()
+    sup = supervise_maubot(stack, out=out, policy=FAST)
+    os.kill(stack.maubot.child.pid, signal.SIGKILL)
+    poll_until(sup, lambda: sup.restarts == 1, 90)
+    stack.write_json()
     assert (await ec.command(r, bot_id, "!call version")).body.startswith("rtcbot ")
 
     page = await ec.join_call(element_call, pages, "alice", r.alice_ec, r.room_id, "compatibility")
