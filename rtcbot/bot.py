@@ -29,6 +29,7 @@ from .diagnostics import Diagnostics
 from .feature_commands import captions_command, transcript_command
 from .invites import OwnMembership
 from .matrix.call_keys import CallKeys
+from .matrix.encryption_guard import EncryptionGuard
 from .matrix.notices import Notices
 from .matrix.to_device import CALL_ENCRYPTION_KEYS, EncryptedToDevice
 from .matrix.transports import TransportDiscovery
@@ -78,6 +79,9 @@ class RtcBot(Plugin):
         # in its log, instead of a bot that half works.
         self.settings = self._validated_settings()
         self._remember_secrets()
+        # Before anything can send: nothing unencrypted into an encrypted room.
+        self._guard = EncryptionGuard(self.client, self.log.getChild("e2ee"))
+        self._guard.install()
         self.tasks = Tasks(self.log.getChild("tasks"))
         self.transports = TransportDiscovery(self.client, self.log.getChild("transports"))
         ctx = BotContext(
@@ -192,6 +196,9 @@ class RtcBot(Plugin):
                 await step()
             except Exception:
                 self.log.exception("stopping rtcbot: %s failed", step)
+        guard = getattr(self, "_guard", None)
+        if guard is not None:
+            guard.uninstall()
         # Nothing of the plugin may outlive it (a reload would otherwise run two of it).
         left = self._own_tasks()
         self.log.info(

@@ -21,6 +21,7 @@ from mautrix.types import EventType, Membership, RoomID, StateEvent, UserID
 from .clock import now_ms
 from .context import BotContext
 from .matrix.delayed_events import DelayedEvents, DelayedEventsSupport
+from .matrix.encryption_guard import PlaintextRefused
 from .matrix.notices import NAME_LIMIT, md_escape
 from .matrix.permissions import check_call_permission, explain_bot
 from .matrix.publisher import MembershipPublisher, PublishError, State
@@ -319,7 +320,9 @@ class CallManager:
             return
         # Taken at once (nothing awaited above), so "started" is posted before "ended".
         async with self._notice_locks.setdefault(room_id, asyncio.Lock()):
-            await self._post_calls(room_id, calls, origin_ts)
+            # An encrypted room and no crypto: nothing is said there (the guard logged why).
+            with contextlib.suppress(PlaintextRefused):
+                await self._post_calls(room_id, calls, origin_ts)
 
     async def _post_calls(
         self, room_id: str, calls: list[CallStarted | CallEnded], origin_ts: int | None
@@ -347,6 +350,8 @@ class CallManager:
             return False
         try:
             return await self.end_card(room_id, ev)
+        except PlaintextRefused:
+            raise  # the plain line would be withheld too
         except Exception:  # the plain line then: the end of a call is never left unsaid
             self.log.exception("the call card in %s failed", room_id)
             return False
@@ -365,8 +370,10 @@ class CallManager:
         joined, left = names
         text = describe_joins(joined, left)
         if text:
-            await self.ctx.notices.send(RoomID(batch.room_id), text)
-            self.ctx.metrics.announcements.labels("joins").inc()
+            # Withheld in an encrypted room without crypto; the other rooms' batches still go.
+            with contextlib.suppress(PlaintextRefused):
+                await self.ctx.notices.send(RoomID(batch.room_id), text)
+                self.ctx.metrics.announcements.labels("joins").inc()
 
     # -- the bot's own membership ------------------------------------------------------------
     async def support(self) -> DelayedEventsSupport:

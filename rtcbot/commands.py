@@ -17,6 +17,7 @@ from mautrix.types import EventID, EventType, MessageType, RoomID, UserID
 from .command_line import CommandLine, parse_command_line
 from .command_permissions import COMMANDS, MODERATOR, describe, resolve
 from .context import BotContext
+from .matrix.encryption_guard import PlaintextRefused
 from .matrix.notices import Notices, md_escape
 from .matrix.permissions import user_level
 from .version import __version__
@@ -91,6 +92,14 @@ class CommandRouter:
         self, room_id: RoomID, sender: UserID, event_id: EventID, body: str
     ) -> bool:
         """Run the command in `body`; return False when the text is not a command for us."""
+        try:
+            return await self._dispatch(room_id, sender, event_id, body)
+        except PlaintextRefused:
+            return True  # an encrypted room and no crypto: the guard logged why, once per room
+
+    async def _dispatch(
+        self, room_id: RoomID, sender: UserID, event_id: EventID, body: str
+    ) -> bool:
         line = parse_command_line(body, self.ctx.settings().command)
         if line is None:
             return False
@@ -109,6 +118,8 @@ class CommandRouter:
             return True
         try:
             await sub.handler(cmd)
+        except PlaintextRefused:
+            raise
         except Exception:
             # maubot would swallow the exception silently; tell the room something went wrong.
             self.log.exception("command %r in %s failed", line.name, room_id)

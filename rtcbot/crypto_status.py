@@ -39,6 +39,8 @@ class CryptoState:
     # Trust of the bot's own device as other clients judge it; None when crypto is off or
     # it could not be resolved.
     own_trust: TrustState | None = None
+    # Why crypto is off (crypto_unavailable_reason), None when it is on.
+    reason: str | None = None
 
     @property
     def cross_signed(self) -> bool:
@@ -55,10 +57,41 @@ def refusal_text(command: str) -> str:
     )
 
 
+def _replaced_under_us(client: Client) -> bool:
+    """maubot swapped the client object of this user (new token, homeserver or device) while
+    this instance ran: maubot cleared `crypto` on the object the instance still holds."""
+    try:
+        from maubot.client import Client as MaubotClient
+    except ImportError:  # outside maubot (unit tests)
+        return False
+    current = MaubotClient.cache.get(client.mxid)
+    return current is not None and current.client is not client
+
+
+def crypto_unavailable_reason(client: Client) -> str | None:
+    """Why the bot has no E2EE (one fixed sentence, no secrets), or None when it has it."""
+    if client.crypto is not None:
+        return None
+    if _replaced_under_us(client):
+        return (
+            "maubot replaced the bot's Matrix client while this instance ran (its access "
+            "token, homeserver or device changed) and the instance kept the old one, which has "
+            "no crypto: restart the instance"
+        )
+    if not client.device_id:
+        return "the bot's client has no device (log it in with a device ID)"
+    return (
+        "maubot gave the bot's client no crypto (is the `encryption` extra installed and the "
+        "crypto database configured?)"
+    )
+
+
 async def crypto_state(client: Client) -> CryptoState:
     crypto = client.crypto
     if crypto is None:
-        return CryptoState(False, str(client.device_id or "") or None)
+        return CryptoState(
+            False, str(client.device_id or "") or None, reason=crypto_unavailable_reason(client)
+        )
     try:
         trust: TrustState | None = await crypto.resolve_trust(crypto.own_identity)
     except Exception:
@@ -80,10 +113,11 @@ async def room_is_encrypted(client: Client, room_id: RoomID) -> bool:
 
 
 async def crypto_refusal(client: Client, room_id: RoomID, command: str) -> str | None:
-    """The refusal to post when `command` needs crypto here and the bot has none, else None.
+    """The refusal when `command` needs crypto here and the bot has none, else None.
 
-    The refusal is sent unencrypted (the bot cannot do otherwise); Element shows unencrypted
-    messages in an encrypted room, marked as such, so the people there do read it."""
+    The command is refused either way; the notice itself is withheld by the encryption guard
+    (matrix/encryption_guard.py: nothing unencrypted goes into an encrypted room), which logs
+    why once per room, and `/health` and `!call diag` in other rooms report it."""
     if client.crypto is not None:
         return None
     try:

@@ -12,6 +12,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from .matrix.encryption_guard import PlaintextRefused
+
 
 class Tasks:
     def __init__(self, log: logging.Logger) -> None:
@@ -35,6 +37,8 @@ class Tasks:
             await coro
         except asyncio.CancelledError:
             raise
+        except PlaintextRefused as e:  # the guard logged why, once per room
+            self.log.debug("background task %s withheld its message: %s", name, e)
         except Exception:
             self.log.exception("background task %s failed", name)
 

@@ -13,6 +13,7 @@ from livekit import api
 from .auth_requests import RequestError, read_limited
 from .auth_service import AuthService, Delegate
 from .context import BotContext
+from .crypto_status import crypto_unavailable_reason
 from .matrix.room_members import RoomMembers, joined_members_of
 from .tasks import plugin_tasks
 
@@ -71,7 +72,7 @@ class WebEndpoints:
             return {"reachable": False, "error": type(e).__name__}
 
     async def health(self, _request: web.Request) -> web.Response:
-        """Homeserver and SFU reachable? 200 when both are, 503 otherwise."""
+        """Homeserver and SFU reachable, and the bot's E2EE on? 200 when all are, else 503."""
         hs = await self._probe(str(self.ctx.client.api.base_url / "_matrix/client/versions"))
         result: dict[str, object] = {"homeserver": hs}
         settings = self.ctx.settings()
@@ -80,6 +81,12 @@ class WebEndpoints:
             http_url = lk_url.replace("wss://", "https://").replace("ws://", "http://")
             result["sfu"] = await self._probe(http_url.rstrip("/") + "/")
         ok = all(bool(v.get("reachable")) for v in result.values() if isinstance(v, dict))
+        # Without crypto the bot is silent in encrypted rooms (encryption_guard.py): say why.
+        no_e2ee = crypto_unavailable_reason(self.ctx.client)
+        result["e2ee"] = (
+            {"available": True} if no_e2ee is None else {"available": False, "reason": no_e2ee}
+        )
+        ok = ok and no_e2ee is None
         result["status"] = "ok" if ok else "degraded"
         return web.json_response(result, status=200 if ok else 503)
 

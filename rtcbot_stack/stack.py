@@ -18,6 +18,7 @@ from . import http
 from .build import build_mbp
 from .crypto import RECOVERY_KEY, ensure_cross_signed
 from .livekit import LiveKit, LiveKitOptions
+from .maubot_client import put_bot_client
 from .maubot_server import Maubot, MaubotOptions
 from .netns import NetNs
 from .synapse import SERVER_NAME, Synapse, SynapseOptions
@@ -26,6 +27,7 @@ PLUGIN_ID = "dev.rtcbot"
 INSTANCE_ID = "rtcbot"
 BOT_LOCALPART = "rtcbot"
 BOT_DEVICE = "RTCBOT"
+BOT_SESSION = "bot_session"  # its name in the secrets file: the bot's user, device and token
 
 FIXED_PORTS = {
     "synapse": 8008,
@@ -197,7 +199,7 @@ class Stack:
 
     def install_plugin(self, config: dict[str, Any] | None = None) -> None:
         self.maubot.upload_plugin(build_mbp(self.settings.state_dir / "build"))
-        self.maubot.put_client(self.bot["user_id"], self.bot["access_token"], BOT_DEVICE)
+        put_bot_client(self.maubot, INSTANCE_ID, self.bot, self.synapse.url)
         self.cross_sign_bot()
         cfg = self.plugin_config() if config is None else config
         self.maubot.put_instance(INSTANCE_ID, PLUGIN_ID, self.bot["user_id"], json.dumps(cfg))
@@ -231,13 +233,7 @@ class Stack:
     # -- users and rooms ---------------------------------------------------------------------
     def _register_users(self) -> None:
         self.synapse.register(BOT_LOCALPART, self.secrets["bot_password"])
-        bot = self.synapse.login(BOT_LOCALPART, self.secrets["bot_password"], BOT_DEVICE)
-        self.bot = {
-            "user_id": bot["user_id"],
-            "device_id": bot["device_id"],
-            "access_token": bot["access_token"],
-            "password": self.secrets["bot_password"],
-        }
+        self.bot = {**self._bot_login(), "password": self.secrets["bot_password"]}
         demo = self.synapse.register("demo", self.secrets["demo_password"])
         demo = self.synapse.login("demo", self.secrets["demo_password"], "DEMODEVICE")
         self.users = [
@@ -248,6 +244,25 @@ class Stack:
                 "device_id": demo["device_id"],
             }
         ]
+
+    def _bot_login(self) -> dict[str, Any]:
+        """The bot's session: the one of the last start while its token still works (a new
+        login would give maubot a new access token, see maubot_client.py), else a new login
+        into the same device, kept in the secrets file."""
+        saved = self.secrets.get(BOT_SESSION)
+        if saved:
+            session = dict(json.loads(saved))
+            try:
+                who = self.synapse.api("GET", "account/whoami", session["access_token"])
+            except http.HttpError:
+                who = {}
+            if who.get("device_id") == BOT_DEVICE and who.get("user_id") == session["user_id"]:
+                return session
+        login = self.synapse.login(BOT_LOCALPART, self.secrets["bot_password"], BOT_DEVICE)
+        session = {k: login[k] for k in ("user_id", "device_id", "access_token")}
+        self.secrets[BOT_SESSION] = json.dumps(session)
+        _save_secrets(self.secrets_path, self.secrets)
+        return session
 
     def _demo_room(self) -> None:
         saved = self.settings.state_dir / "demo_room"

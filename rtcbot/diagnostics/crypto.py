@@ -29,11 +29,11 @@ def judge_crypto(state: CryptoState, room_encrypted: bool | None) -> Check:
         return Check(
             CRYPTO,
             FAIL if room_encrypted else WARN,
-            f"off ({where})",
-            cause="maubot gave the bot no crypto: the `encryption` extra is missing or the "
-            "client has no device. The bot cannot read encrypted commands, its messages are "
-            "unencrypted, and Element Call sends it no media keys (encrypted rooms are "
-            "Element's default for private rooms and DMs).",
+            f"E2EE unavailable ({where})",
+            cause=f"{state.reason or 'maubot gave the bot no crypto'}. The bot cannot read "
+            "encrypted commands, says nothing in encrypted rooms (it never sends them an "
+            "unencrypted message), and Element Call sends it no media keys (encrypted rooms "
+            "are Element's default for private rooms and DMs).",
             fix=CRYPTO_FIX,
             details=(f"device: {state.device_id or 'none'}",),
         )

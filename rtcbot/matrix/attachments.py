@@ -2,9 +2,10 @@
 
 In an encrypted room the bytes are AES-CTR encrypted before upload (mautrix's
 `encrypt_attachment`) and the event carries `file` (URL, key, IV, SHA-256) instead of `url`;
-the event itself is then Megolm-encrypted by the client like any other message. Without crypto
-the bot cannot do this, and the media commands are refused in encrypted rooms before a
-recording starts (crypto_status.py); a plain upload is the fallback for what is left.
+the event itself is then Megolm-encrypted by the client like any other message. The file name
+goes only into that encrypted event, never to the media repository (review L2). Without crypto
+nothing is uploaded for an encrypted room (PlaintextRefused, encryption_guard.py): the media
+commands are refused there before a recording starts (crypto_status.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from mautrix.client import Client
 from mautrix.types import RoomID
 
 from ..crypto_status import room_is_encrypted
+from .encryption_guard import require_encryption
 
 
 async def upload_for_room(
@@ -27,9 +29,9 @@ async def upload_for_room(
         from mautrix.crypto.attachments import encrypt_attachment
 
         ciphertext, file = encrypt_attachment(data)
-        file.url = await client.upload_media(
-            ciphertext, mime_type="application/octet-stream", filename=filename
-        )
+        # No filename: the media repository would store it in the clear.
+        file.url = await client.upload_media(ciphertext, mime_type="application/octet-stream")
         return {"file": file}
+    await require_encryption(client, room_id)
     mxc = await client.upload_media(data, mime_type=mime_type, filename=filename)
     return {"url": mxc}

@@ -12,11 +12,13 @@ import base64
 import json
 import re
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 
+from rtcbot.diagnostics.report import CRYPTO
 from rtcbot.rtc.identity import livekit_room_alias
 from rtcbot_stack import http
 from rtcbot_stack.crypto import device_cross_signed
@@ -25,8 +27,9 @@ from tests.crypto_client import fixtures
 from tests.crypto_client.client import CryptoClient
 from tests.crypto_client.fixtures import CryptoUserFactory
 from tests.integration.test_call_keys import KEY_TYPE, key_content
+from tests.integration.test_diagnostics import diag
 from tests.integration.test_frame_keys import EncryptedPeer, peer
-from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body, call_member_content
+from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, call_member_content
 from tests.stack.peers import speech
 
 pytestmark = pytest.mark.stack
@@ -47,6 +50,18 @@ async def encrypted_room_with_bot(user: CryptoClient, bot_id: str) -> str:
     await user.wait_for_joined(room, bot_id)
     assert await user.is_encrypted(room)
     return room
+
+
+def media_disposition(stack: Stack, token: str, mxc: str) -> str:
+    """The Content-Disposition the homeserver's media repository serves for `mxc` (the file
+    name it stores, if it was given one at upload)."""
+    server_media = mxc.removeprefix("mxc://")
+    req = urllib.request.Request(
+        f"{stack.synapse.url}/_matrix/client/v1/media/download/{server_media}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return str(resp.headers.get("Content-Disposition", ""))
 
 
 def wait_for_log(stack: Stack, pattern: str, offset: int, timeout: float = 30) -> re.Match[str]:
@@ -164,6 +179,12 @@ async def test_recording_in_an_encrypted_room_is_an_encrypted_attachment(
         assert "url" not in mix.content and "file" in mix.content, mix.content
         got = await eve.download_attachment(mix.content["file"])
         assert got["size"] == mix.content["info"]["size"], (got, mix.content["info"])
+        # The file name is only inside the encrypted event: the media repository has none (L2).
+        disposition = await asyncio.to_thread(
+            media_disposition, stack, eve.access_token, mix.content["file"]["url"]
+        )
+        name = str(mix.content.get("filename") or mix.content["body"])
+        assert name not in disposition and "filename" not in disposition, (name, disposition)
         assert base64.b64decode(got["head"]).startswith(b"OggS"), got
         # The transcript, in the summary's thread, is encrypted too: the message and its files.
         transcript = await eve.wait_for_message(
@@ -296,23 +317,42 @@ async def bot_without_crypto(stack: Stack) -> AsyncIterator[str]:
                 pass
 
 
-async def test_without_crypto_the_bot_refuses_to_record_in_an_encrypted_room(
+async def test_without_crypto_the_bot_says_nothing_in_an_encrypted_room(
     stack: Stack, alice: MatrixUser, bot_without_crypto: str
 ) -> None:
+    """A bot without crypto never posts plaintext into an encrypted room (issue 19): it refuses
+    the commands there in silence, logs why once, and /health and `!call diag` in an
+    unencrypted room say "E2EE unavailable" and why."""
     bot = bot_without_crypto
     room = await alice.create_room(invite=[bot], extra={"initial_state": [ENCRYPTION]})
     await alice.wait_for_member(room, bot, timeout=30)
-    await alice.start_call(room, bot)
-    # alice's client has no crypto either, so her command goes out unencrypted: the only kind
+    log_start = len(stack.maubot.child.log_path.read_text(errors="replace"))
+    # alice's client has no crypto either, so her commands go out unencrypted: the only kind
     # of message this bot can read in an encrypted room.
-    reply = await alice.command(room, "!call record start", bot, timeout=30)
-    text = body(reply)
-    assert reply["type"] == "m.room.message", reply  # unencrypted: the bot can't do otherwise
-    assert "can't record this encrypted call" in text and "encryption is off" in text, text
-    print(f"\nthe bot without crypto answered ({reply['type']}): {text!r}")
-    assert "maubot[encryption]" in text and "recovery key" in text, text
-    reply = await alice.command(room, "!call join", bot, timeout=30)
-    assert "can't join this encrypted call" in body(reply), body(reply)
-    # What works without keys still works.
-    reply = await alice.command(room, "!call version", bot, timeout=30)
-    assert body(reply).startswith("rtcbot "), body(reply)
+    for text in ("!call record start", "!call join", "!call version"):
+        await alice.send_text(room, text)
+    await asyncio.to_thread(
+        wait_for_log, stack, rf"E2EE unavailable: saying nothing in {re.escape(room)}", log_start
+    )
+    # /health of that instance: 503, and why.
+    health_url = f"{stack.maubot.url}/_matrix/maubot/plugin/{NOCRYPTO_INSTANCE}/health"
+    with pytest.raises(http.HttpError) as answer:
+        await asyncio.to_thread(http.request, "GET", health_url)
+    health = answer.value.json()
+    assert answer.value.status == 503 and health["status"] == "degraded", health
+    assert health["e2ee"] == {
+        "available": False,
+        "reason": "the bot's client has no device (log it in with a device ID)",
+    }, health
+    print(f"\n/health of the bot without crypto: 503 {health['e2ee']}")
+    # !call diag in an unencrypted room says it too (and takes long enough that the commands
+    # above were handled by then).
+    plain = await alice.create_room(invite=[bot])
+    await alice.wait_for_member(plain, bot, timeout=30)
+    report = await diag(alice, plain, bot)
+    line = report.text(CRYPTO)
+    assert "E2EE unavailable" in line and "no device" in line, line
+    assert "says nothing in encrypted rooms" in line, line
+    # Not one message event of the bot in the encrypted room.
+    sent = [e for e in await alice.messages(room, 100) if e.get("sender") == bot]
+    assert not [e for e in sent if "state_key" not in e], sent

@@ -79,6 +79,7 @@ async def test_health(stack: Stack) -> None:
     data = json.loads(text)
     assert status == 200, data
     assert data["homeserver"]["reachable"] and data["sfu"]["reachable"]
+    assert data["e2ee"] == {"available": True}, data
 
 
 async def test_live_reload_changes_behaviour_without_dropping_the_call(

