@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 from livekit import api
 
+from .auth_requests import printable
 from .config import AuthServiceSettings
 from .context import BotContext
 from .db import StoredLeave
@@ -55,6 +56,7 @@ from .rtc.delegated_leave import (
     start,
     step,
 )
+from .rtc.rate_limit import FairBudget
 
 # A full-access user could otherwise make the bot keep any number of jobs (one per device,
 # membership and room).
@@ -65,6 +67,9 @@ HOMESERVER_TIMEOUT_S = 5.0
 # On stop, connected participants get one last restart (their homeserver timers start afresh,
 # so a quick restart of the plugin costs nothing); it may take this long in total.
 STOP_RESTART_GRACE_S = 2.0
+# Synapse's default rc_delayed_event_mgmt is 1/s with a burst of 5: the budget's burst keeps
+# that ratio to its rate.
+BUDGET_BURST_SECONDS = 5.0
 WEBHOOK_EVENTS = ("participant_joined", "participant_left", "participant_connection_aborted")
 
 
@@ -142,6 +147,15 @@ class DelegatedLeaves:
         self._runners: dict[tuple[str, str], _Runner] = {}
         self._lock = asyncio.Lock()
         self._accepting = False
+        self._budget: FairBudget | None = None
+
+    def budget(self) -> FairBudget:
+        """Restarts and sends of every job share the homeserver's per-IP budget (they go out
+        unauthenticated): a global rate, a fair share per user (rtc/rate_limit.py)."""
+        rate = self.ctx.settings().auth_service.delegated_leave_budget_per_s
+        if self._budget is None or self._budget.rate != rate:
+            self._budget = FairBudget(rate, max(1.0, rate * BUDGET_BURST_SECONDS))
+        return self._budget
 
     def timings(self) -> Timings:
         s = self.ctx.settings().auth_service
@@ -155,8 +169,8 @@ class DelegatedLeaves:
 
     def _name(self, request: LeaveRequest) -> str:
         return (
-            f"{request.identity} in {request.room_id} (LiveKit room {request.livekit_room}, "
-            f"{fingerprint(request.delay_id)})"
+            f"{printable(request.identity)} in {request.room_id} (LiveKit room "
+            f"{printable(request.livekit_room)}, {fingerprint(request.delay_id)})"
         )
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -351,6 +365,17 @@ class DelegatedLeaves:
                 return PollResult(None)
             return PollResult(sid is not None, sid or "")
         started = self.clock()
+        wait = self.budget().take(request.user_id, started)
+        if wait > 0:  # over the budget or the user's share: as a 429 of our own
+            self.log.debug(
+                "Delegated leave of %s: %s waits %.1f s for the budget",
+                self._name(request),
+                op,
+                wait,
+            )
+            if op is Op.RESTART:
+                return RestartResult(Result.RATE_LIMITED, started, wait)
+            return SendResult(Result.RATE_LIMITED, wait)
         answer = await self._homeserver(request, "restart" if op is Op.RESTART else "send")
         if answer.result is not Result.OK:
             self.log.info(

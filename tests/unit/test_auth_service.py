@@ -140,6 +140,7 @@ async def harness(homeserver: FakeHomeserver) -> AsyncIterator[Harness]:
             yield Harness(client, homeserver, settings, rooms)
         finally:
             await client.close()
+            await service.close()
 
 
 def openid(token: str = ALICE_TOKEN, server: str = "hs.test") -> dict[str, Any]:
@@ -210,8 +211,12 @@ async def test_delay_fields_accepted(harness: Harness) -> None:
     body = get_token_body(delay_id="syd_abc", delay_timeout=18000, delay_cs_api_url="https://x")
     status, _ = await harness.post("/get_token", body)
     assert status == 200
-    status, _ = await harness.post("/sfu/get", sfu_get_body(delay_id="d", delay_timeout=1))
+    status, _ = await harness.post("/sfu/get", sfu_get_body(delay_id="d", delay_timeout=5000))
     assert status == 200
+    # Below the minimum: a restart every 80 % of it would spend the homeserver's budget.
+    status, answer = await harness.post("/sfu/get", sfu_get_body(delay_id="d", delay_timeout=4999))
+    assert (status, answer["errcode"]) == (400, "M_BAD_JSON")
+    assert "at least 5000" in answer["error"]
 
 
 async def test_healthz_options_and_cors(harness: Harness) -> None:
@@ -438,7 +443,7 @@ async def test_no_secrets_in_logs(harness: Harness, caplog: pytest.LogCaptureFix
     jwts = []
     for path, body in [
         ("/get_token", get_token_body()),
-        ("/sfu/get", sfu_get_body(delay_id="d", delay_timeout=5)),
+        ("/sfu/get", sfu_get_body(delay_id="d", delay_timeout=5000)),
     ]:
         status, answer = await harness.post(path, body)
         assert status == 200
