@@ -75,6 +75,8 @@ def test_every_key_is_commented() -> None:
         ("livekit.api_secret", "s3cret-but-no-key", "must be set together"),
         ("recording.max_minutes", 0, "recording.max_minutes must be between 1 and 1440"),
         ("invites.allowed_users", [5], "invites.allowed_users must be a list of text values"),
+        ("auth_service.api_secret", "short-secret", "at least 32 characters"),
+        ("auth_service.rate_limit_per_ip_burst", 0, "between 1 and 100000"),
     ],
 )
 def test_bad_values_name_the_key(key: str, value: Any, message: str) -> None:
