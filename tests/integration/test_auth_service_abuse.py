@@ -4,7 +4,8 @@ A tarpit (a TCP server that accepts and never answers) named as `matrix_server_n
 burst of anonymous `/sfu/get` requests must not take the bot out of its call nor stall its
 replies: the OpenID checks get their own small connection pool, private targets are refused
 unless configured, and a client IP that keeps asking gets 429. The bot's own OpenID token is
-refused, and so are delegated leaves with a tiny delay and device ids that would forge log lines.
+refused, and so are delegated leaves with a tiny delay, device ids that would forge log lines,
+a replayed webhook and /metrics through a proxy without a token.
 
 The attacker's requests come from 127.0.0.5 (loopback, but not the 127.0.0.1 every other test
 uses), so its rate-limit bucket is its own.
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,6 +29,7 @@ from rtcbot_stack.http import request
 from rtcbot_stack.stack import Stack
 from tests.integration.test_auth_service import auth_config, openid, post
 from tests.integration.test_own_membership import DELAY_MS, bot_membership
+from tests.integration.test_web_fuzz import _webhook_token
 from tests.stack.matrix_user import MatrixUser, body
 
 pytestmark = pytest.mark.stack
@@ -125,6 +129,13 @@ async def flood(url: str, names: list[str], room: str, stop: asyncio.Event) -> d
     return statuses
 
 
+async def webhook_count(stack: Stack, event: str) -> float:
+    async with aiohttp.ClientSession() as s, s.get(f"{stack.auth_service_url}/metrics") as r:
+        text = await r.text()
+    m = re.search(rf'^rtcbot_sfu_webhooks_total\{{event="{event}"\}} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
 async def test_a_tarpit_burst_leaves_the_bot_in_its_call_and_gets_429(
     stack: Stack, alice: MatrixUser, bot_room: str, bot_id: str
 ) -> None:
@@ -205,6 +216,24 @@ async def test_the_bots_own_token_tiny_delays_and_forged_device_ids_are_refused(
     status, resp = await post(url, forged)
     assert (status, resp.get("errcode")) == (400, "M_BAD_JSON"), resp
     assert "device_id" in resp["error"], resp
+
+    # A captured webhook sent again is answered (as LiveKit expects) but not acted on.
+    event = json.dumps({"event": "room_started", "room": {"name": "replay-check"}, "id": "EV_r"})
+    signed = _webhook_token(
+        (stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"]), event.encode()
+    )
+    before = await webhook_count(stack, "room_started")
+    for _ in range(2):
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"{stack.auth_service_url}/sfu_webhook",
+                data=event,
+                headers={"Authorization": signed, "Content-Type": "application/webhook+json"},
+            ) as r,
+        ):
+            assert r.status == 200, await r.text()
+    assert await webhook_count(stack, "room_started") == before + 1
 
     # /metrics through a reverse proxy (a forwarded request) without a token: refused.
     async with (
