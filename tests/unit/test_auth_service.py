@@ -759,3 +759,35 @@ async def test_delegated_leave_probe_is_a_readable_404(harness: Harness) -> None
     resp = await harness.client.post("/delegate_delayed_leave", json={"delay_id": "x"})
     assert resp.status == 404 and resp.headers["Access-Control-Allow-Origin"] == "*"
     assert (await resp.json())["errcode"] == "M_NOT_FOUND"
+
+
+# -- rate limits per client IP -----------------------------------------------------------------
+async def _status(harness: Harness, forwarded_for: str | None = None) -> int:
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    resp = await harness.client.post("/sfu/get", json=sfu_get_body(), headers=headers)
+    return resp.status
+
+
+async def test_a_client_ip_past_its_bucket_gets_429(harness: Harness) -> None:
+    harness.configure(rate_limit_per_ip_burst=2, rate_limit_per_ip_per_s=0.01)
+    assert [await _status(harness) for _ in range(3)] == [200, 200, 429]
+    resp = await harness.client.post("/sfu/get", json=sfu_get_body())
+    answer = await resp.json()
+    assert answer["errcode"] == "M_LIMIT_EXCEEDED" and answer["retry_after_ms"] > 0
+    # A malformed body is refused before it is counted (it costs nothing outbound).
+    assert (await harness.post("/sfu/get", {"room": 5}))[0] == 400
+    # X-Forwarded-For is not believed from a peer that is not a configured proxy.
+    assert await _status(harness, "198.51.100.7") == 429
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(
+    harness: Harness,
+) -> None:
+    harness.configure(
+        rate_limit_per_ip_burst=1, rate_limit_per_ip_per_s=0.01, trusted_proxies=("127.0.0.1",)
+    )
+    assert await _status(harness, "198.51.100.7") == 200
+    assert await _status(harness, "198.51.100.7") == 429
+    # The client named last by the proxy counts, not one a caller put in front of it.
+    assert await _status(harness, "198.51.100.7, 203.0.113.9") == 200
+    assert await _status(harness, "203.0.113.9") == 429
