@@ -7,7 +7,9 @@ clock. Each job is a row in the plugin DB from before the client gets its answer
 job ends, so a restart of the plugin resumes it (`start`), as lk-jwt-service does with Redis.
 
 The C-S API is found from the server that vouched for the user (matrix/client_discovery.py),
-never from the request. A delay id is a capability: logs name a job by its participant and a
+never from the request. Those lookups, restarts and sends go out on a client of their own
+(auth/outbound.py: a small pool, no private address but the bot's own homeserver and the
+configured `client_api_urls`), never on the Matrix client's connections. A delay id is a capability: logs name a job by its participant and a
 fingerprint of the id (`delay #1a2b3c4d`), never by the id.
 """
 
@@ -24,6 +26,7 @@ from typing import Any
 import aiohttp
 from livekit import api
 
+from .auth.outbound import AnonymousOutbound, authority_of
 from .auth_requests import printable
 from .config import AuthServiceSettings
 from .context import BotContext
@@ -137,8 +140,9 @@ class DelegatedLeaves:
         self.log = ctx.logger("delegated_leave")
         self.store = ctx.db.delegated_leaves
         self.clock = clock
+        self.outbound = AnonymousOutbound(self._trusted_hosts, timeout_s=HOMESERVER_TIMEOUT_S)
         self.cs_api = cs_api or ClientApiDiscovery(
-            ctx.http,
+            self.outbound.session(),
             lambda: ctx.settings().auth_service.client_api_urls,
             own_server=ctx.user_id.partition(":")[2],
             own_url=lambda: str(ctx.client.api.base_url),
@@ -148,6 +152,11 @@ class DelegatedLeaves:
         self._lock = asyncio.Lock()
         self._accepting = False
         self._budget: FairBudget | None = None
+
+    def _trusted_hosts(self) -> list[str]:
+        urls = [str(self.ctx.client.api.base_url)]
+        urls += self.ctx.settings().auth_service.client_api_urls.values()
+        return [authority_of(u) for u in urls if u]
 
     def budget(self) -> FairBudget:
         """Restarts and sends of every job share the homeserver's per-IP budget (they go out
@@ -226,6 +235,7 @@ class DelegatedLeaves:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(STOP_RESTART_GRACE_S):
                     await asyncio.gather(*(self._last_restart(job) for job in connected))
+        await self.outbound.close()
         self.log.info("Delegated leaves: %d kept in the database for the next start", len(runners))
 
     async def _last_restart(self, job: Job) -> None:
@@ -395,7 +405,7 @@ class DelegatedLeaves:
         except ClientApiUnresolvable as e:
             return ActionAnswer(Result.TRANSIENT, detail=f"C-S API unresolvable: {e}")
         return await delayed_event_action(
-            self.ctx.http, base, request.delay_id, action, HOMESERVER_TIMEOUT_S
+            self.outbound.session(), base, request.delay_id, action, HOMESERVER_TIMEOUT_S
         )
 
     async def _drop(self, job: Job, drop: Drop) -> None:
