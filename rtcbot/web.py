@@ -3,7 +3,7 @@
 Anonymous callers reach all of this, so nothing here lets them drive the bot's connections:
 `/health` probes at most once per HEALTH_CACHE_S whoever asks; `/metrics` needs a bearer
 token (`web.metrics_token`) or, without one, an unproxied request from loopback (a local
-scraper); a replayed webhook (same body, same signature) is answered and ignored.
+scraper); a replayed webhook (the same verified body) is answered and ignored.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class WebEndpoints:
         )
         self._health: tuple[float, int, dict[str, object]] | None = None
         self._health_lock = asyncio.Lock()
-        self._seen_webhooks: dict[str, float] = {}  # sha256 of body + signature → seen until
+        self._seen_webhooks: dict[str, float] = {}  # sha256 of a verified body → until when
 
     async def close(self) -> None:
         await self.auth.close()
@@ -160,19 +160,19 @@ class WebEndpoints:
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
 
-    def _replayed(self, body: str, signature: str) -> bool:
-        """Seen this signed body before? (Remembered for WEBHOOK_REPLAY_WINDOW_S.)"""
+    def _replayed(self, body: str) -> bool:
+        """Seen this (verified) body before? LiveKit's events carry a unique id and a time,
+        so the same body twice is the same event. Remembered for WEBHOOK_REPLAY_WINDOW_S."""
         now = time.monotonic()
-        digest = hashlib.sha256(
-            f"{signature}\n{body}".encode("utf-8", "surrogatepass")
-        ).hexdigest()
-        for key in [k for k, until in self._seen_webhooks.items() if until <= now]:
-            del self._seen_webhooks[key]
-        if digest in self._seen_webhooks:
+        seen = self._seen_webhooks
+        while seen and next(iter(seen.values())) <= now:  # in order of expiry: oldest first
+            del seen[next(iter(seen))]
+        digest = hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
+        if digest in seen:
             return True
-        while len(self._seen_webhooks) >= MAX_SEEN_WEBHOOKS:
-            del self._seen_webhooks[next(iter(self._seen_webhooks))]
-        self._seen_webhooks[digest] = now + WEBHOOK_REPLAY_WINDOW_S
+        while len(seen) >= MAX_SEEN_WEBHOOKS:
+            del seen[next(iter(seen))]
+        seen[digest] = now + WEBHOOK_REPLAY_WINDOW_S
         return False
 
     async def sfu_webhook(self, request: web.Request) -> web.Response:
@@ -196,7 +196,7 @@ class WebEndpoints:
             event = receiver.receive(body, request.headers.get("Authorization", ""))
         except Exception:
             return web.json_response({"errcode": "M_UNAUTHORIZED"}, status=401)
-        if self._replayed(body, request.headers.get("Authorization", "")):
+        if self._replayed(body):
             self.log.info("LiveKit webhook: a replay of one already handled, ignored")
             return web.json_response({})
         self.log.debug("LiveKit webhook: %s in %s", event.event, event.room.name)
