@@ -7,8 +7,10 @@ through this client only, never through the Matrix client's session (`ctx.http`)
 server that accepts and never answers could hold every connection: sync, the bot's heartbeats
 and everyone's delegated leaves would stall (review H1).
 
-- its own `ClientSession`, at most `limit` connections, and a semaphore of the same size
-  that bounds the time a request may wait for a slot;
+- its own `ClientSession`; at most `limit` requests at once to servers a caller named and,
+  apart, at most `limit` to the allow-listed ones (the bot's own homeserver and the
+  configured servers), so a server that never answers cannot delay the checks of the bot's
+  own users; waiting for a slot counts towards the timeout;
 - short timeouts;
 - after DNS, no private, loopback, link-local or other non-global address, unless the
   host and port are allow-listed (the bot's own homeserver and the configured servers:
@@ -99,7 +101,8 @@ class AnonymousOutbound:
         self.timeout_s = timeout_s
         self.failure_cache_s = failure_cache_s
         self._clock = clock
-        self._slots = asyncio.Semaphore(limit)
+        self._slots = asyncio.Semaphore(limit)  # for servers callers named
+        self._trusted_slots = asyncio.Semaphore(limit)  # for the allow-listed ones
         self._session: aiohttp.ClientSession | None = None
         self._failed: dict[str, float] = {}  # server name -> until when
 
@@ -115,11 +118,7 @@ class AnonymousOutbound:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = GuardedConnector(
-                self.allowed,
-                limit=self.limit,
-                limit_per_host=2,
-                ttl_dns_cache=60,
-                resolver=self._resolver,
+                self.allowed, limit=2 * self.limit, ttl_dns_cache=60, resolver=self._resolver
             )
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
@@ -160,8 +159,9 @@ class AnonymousOutbound:
         if timeout is not None and timeout.total is not None:
             total = min(total, timeout.total)
         started = self._clock()
+        slots = self._trusted_slots if authority_of(url) in self.allowed() else self._slots
         try:
-            await asyncio.wait_for(self._slots.acquire(), total)
+            await asyncio.wait_for(slots.acquire(), total)
         except TimeoutError:
             raise OutboundRefused("no free connection slot") from None
         try:
@@ -174,4 +174,4 @@ class AnonymousOutbound:
             ) as resp:
                 yield resp
         finally:
-            self._slots.release()
+            slots.release()
