@@ -338,6 +338,11 @@ class AuthService:
         user_id = await self._verify_openid(req.openid, settings)
         if user_id == self._own_user_id:
             # Its token works in every room it is in: a captured one must open nothing.
+            self._log.warning(
+                "Auth service: someone presented an OpenID token of the bot's own account at "
+                "%s (a captured token?): refused",
+                PATHS[req.endpoint],
+            )
             raise RequestError(
                 403,
                 "M_FORBIDDEN",

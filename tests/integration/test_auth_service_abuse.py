@@ -188,6 +188,8 @@ async def test_the_bots_own_token_tiny_delays_and_forged_device_ids_are_refused(
     stack: Stack, alice: MatrixUser, bot_room: str
 ) -> None:
     url = f"{stack.auth_service_url}/sfu/get"
+    log = stack.maubot.child.log_path
+    offset = log.stat().st_size
     bot_token = request(
         "POST",
         f"{stack.synapse.url}/_matrix/client/v3/user/{stack.bot['user_id']}/openid/request_token",
@@ -199,6 +201,9 @@ async def test_the_bots_own_token_tiny_delays_and_forged_device_ids_are_refused(
     )
     assert (status, resp.get("errcode")) == (403, "M_FORBIDDEN"), resp
     assert "jwt" not in resp
+    written = log.read_bytes()[offset:].decode("utf-8", "replace")
+    assert "OpenID token of the bot's own account" in written
+    assert bot_token["access_token"] not in written
 
     token: dict[str, Any] = await openid(alice)
     short = {
@@ -216,6 +221,7 @@ async def test_the_bots_own_token_tiny_delays_and_forged_device_ids_are_refused(
     status, resp = await post(url, forged)
     assert (status, resp.get("errcode")) == (400, "M_BAD_JSON"), resp
     assert "device_id" in resp["error"], resp
+    assert "\nrtcbot forged line" not in log.read_bytes()[offset:].decode("utf-8", "replace")
 
     # A captured webhook sent again is answered (as LiveKit expects) but not acted on.
     event = json.dumps({"event": "room_started", "room": {"name": "replay-check"}, "id": "EV_r"})
