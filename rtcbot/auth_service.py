@@ -39,6 +39,7 @@ from aiohttp import web
 from livekit import api
 
 from rtcbot.auth.outbound import AnonymousOutbound, authority_of
+from rtcbot.auth.own_token import normal_url, sent_to
 from rtcbot.auth_requests import (
     MAX_BODY_BYTES,
     PATHS,
@@ -157,6 +158,7 @@ class AuthService:
         own_server: str = "",
         own_user_id: str = "",
         own_homeserver_url: str = "",
+        own_service_url: str = "",
         room_members: RoomMembers | None = None,
         discovery: FederationDiscovery | None = None,
         outbound: AnonymousOutbound | None = None,
@@ -171,6 +173,9 @@ class AuthService:
         self._own_server = own_server
         self._own_user_id = own_user_id
         self._own_homeserver_url = own_homeserver_url
+        # This service's public URL (maubot's webapp URL): the bot's own token is accepted
+        # only if the bot sent it here (auth/own_token.py).
+        self._own_service_url = normal_url(own_service_url) if own_service_url else ""
         self._clock = clock
         # Without a membership source every room counts as one the bot is not in.
         self._members = room_members
@@ -213,6 +218,10 @@ class AuthService:
         s = self._settings()
         urls = [self._own_homeserver_url, *s.homeserver_urls.values(), *s.client_api_urls.values()]
         return [authority_of(u) for u in urls if u]
+
+    def _sent_here(self, access_token: str) -> bool:
+        """Did the bot itself send this token of its own to this very service?"""
+        return bool(self._own_service_url) and sent_to(access_token) == self._own_service_url
 
     def _client_ip(self, request: web.Request, settings: AuthServiceSettings) -> str:
         """The peer; behind a configured proxy, the address that proxy saw (the last one it
@@ -336,7 +345,7 @@ class AuthService:
                 "The authorization service has no LiveKit URL or API key configured",
             )
         user_id = await self._verify_openid(req.openid, settings)
-        if user_id == self._own_user_id:
+        if user_id == self._own_user_id and not self._sent_here(req.openid.access_token):
             # Its token works in every room it is in: a captured one must open nothing.
             self._log.warning(
                 "Auth service: someone presented an OpenID token of the bot's own account at "

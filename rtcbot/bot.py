@@ -155,6 +155,7 @@ class RtcBot(Plugin):
                 task_count=lambda: len(self._own_tasks()),
                 delegate=delegations.delegate,
                 on_participant=delegations.on_participant,
+                own_url=str(self.webapp_url or ""),
             )
             web.mount(self.webapp)
         # Olm-encrypted to-device events (Element Call's media keys), authenticated.

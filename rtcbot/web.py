@@ -59,6 +59,7 @@ class WebEndpoints:
         task_count: Callable[[], int] = lambda: len(plugin_tasks()),
         delegate: Delegate | None = None,
         on_participant: ParticipantListener | None = None,
+        own_url: str = "",
     ) -> None:
         self.ctx = ctx
         self.rooms = rooms
@@ -75,6 +76,7 @@ class WebEndpoints:
             own_server=ctx.user_id.partition(":")[2],
             own_user_id=ctx.user_id,
             own_homeserver_url=str(ctx.client.api.base_url),
+            own_service_url=own_url,
             room_members=RoomMembers(joined_members_of(ctx.client)),
             delegate=delegate,
         )

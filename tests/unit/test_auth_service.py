@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from livekit import api
 
+from rtcbot.auth.own_token import note_sent
 from rtcbot.auth_service import AuthService
 from rtcbot.config import AuthServiceSettings, ConfigError, parse_settings
 from rtcbot.matrix.room_members import MembershipUnknown, RoomMembers
@@ -791,3 +792,45 @@ async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(
     # The client named last by the proxy counts, not one a caller put in front of it.
     assert await _status(harness, "198.51.100.7, 203.0.113.9") == 200
     assert await _status(harness, "203.0.113.9") == 429
+
+
+# -- the bot's own account ---------------------------------------------------------------------
+async def test_the_bots_own_token_only_when_the_bot_sent_it_here(
+    homeserver: FakeHomeserver,
+) -> None:
+    """alice plays the bot here: its token opens every room it is in, so a copy presented by
+    anyone else (a service it was sent to, replaying it) is refused."""
+    settings = AuthServiceSettings(
+        enabled=True,
+        livekit_url="ws://127.0.0.1:7880",
+        api_key=KEY,
+        api_secret=SECRET,
+        full_access_homeservers=("other.test",),
+        homeserver_urls={"hs.test": homeserver.url},
+    )
+    rooms = FakeRooms({ROOM: frozenset({"@alice:hs.test"})})
+    own_url = "https://maubot.hs.test/_matrix/maubot/plugin/rtcbot"
+    async with aiohttp.ClientSession() as session:
+        service = AuthService(
+            lambda: settings,
+            session,
+            logging.getLogger(LOGGER),
+            own_user_id="@alice:hs.test",
+            own_service_url=own_url,
+            room_members=RoomMembers(rooms.fetch),
+        )
+        app = web.Application()
+        for method, path, handler in service.routes():
+            app.router.add_route(method, path, handler)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+
+            async def status() -> tuple[int, str]:
+                resp = await client.post("/sfu/get", json=sfu_get_body())
+                return resp.status, (await resp.json()).get("errcode", "")
+
+            assert await status() == (403, "M_FORBIDDEN")  # never sent by the bot
+            note_sent(ALICE_TOKEN, "https://eve.example/svc")
+            assert await status() == (403, "M_FORBIDDEN")  # sent to another service
+            note_sent(ALICE_TOKEN, own_url + "/")
+            assert (await status())[0] == 200  # the bot's own request to its own service
+        await service.close()
