@@ -38,8 +38,9 @@ ATTACKER_IP = "127.0.0.5"
 # Well above the 10/s of review H1, which predicted that requests held for 10 s each would take
 # every connection of the Matrix client's pool (100). On aiohttp 3.14 that prediction did not
 # come true here (an idle keep-alive connection to the homeserver is reused without waiting
-# for the limit, and freed slots go to waiting hosts in turn): before the fix the bot kept its
-# membership, but the burst was never throttled and reached every loopback address it named.
+# for the limit, and a freed slot goes to a waiting host picked at random): before the fix
+# the bot kept its membership, but the burst was never throttled and reached every loopback
+# address it named.
 ATTACK_BATCH = 10
 ATTACK_IN_FLIGHT = 1200
 
