@@ -17,6 +17,12 @@ token endpoints) as lk-jwt-service: full-access users only (400 on the token end
 on `/delegate_delayed_leave` for the others); the job is keyed by the LiveKit room and the
 identity the endpoint derives and run by delegations.py. `delay_cs_api_url` is never used.
 
+Facing anonymous callers (docs/DEPLOYMENT.md, "The authorization service in public"): a
+token bucket per client IP (429 once the body is sound, before anything goes out); the OpenID
+check and its well-known lookup on their own guarded client (auth/outbound.py), never the
+Matrix client's connections; the bot's own account refused unless the bot itself sent the
+token here (auth/own_token.py).
+
 Request bodies are read and parsed in auth_requests.py.
 
 Secrets policy: the API secret, OpenID access tokens, issued JWTs and delay ids are never

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -391,6 +392,13 @@ def parse_settings(raw: Any) -> Settings:
             raw, "auth_service.delegated_leave_budget_per_s", 1.0, 0.01, 10_000.0
         ),
     )
+    for proxy in auth.trusted_proxies:
+        try:
+            ipaddress.ip_address(proxy)
+        except ValueError:
+            raise ConfigError(
+                f"auth_service.trusted_proxies must list IP addresses, got {proxy!r}"
+            ) from None
     if auth.api_secret and len(auth.api_secret) < MIN_API_SECRET_CHARS:
         raise ConfigError(
             f"auth_service.api_secret must be at least {MIN_API_SECRET_CHARS} characters "
