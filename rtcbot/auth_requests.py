@@ -26,6 +26,10 @@ MAX_BODY_BYTES = 64 * 1024
 # Synapse's delay ids are "syd_" + 20 letters; a week is beyond any homeserver's maximum.
 MAX_DELAY_ID_CHARS = 255
 MAX_DELAY_TIMEOUT_MS = 7 * 86_400_000
+# A delegated leave is restarted every 80 % of its delay on the homeserver's per-IP budget
+# (`rc_delayed_event_mgmt`, 1/s by default) shared by every user: tiny delays would spend it.
+MIN_DELAY_TIMEOUT_MS = 5000
+MAX_DEVICE_ID_CHARS = 255
 
 _OPENID_FIELDS = frozenset({"access_token", "token_type", "matrix_server_name", "expires_in"})
 _MEMBER_FIELDS = frozenset({"id", "claimed_user_id", "claimed_device_id"})
@@ -106,6 +110,14 @@ def _require_room_id(obj: dict[str, Any], key: str) -> str:
     return val
 
 
+def _require_device_id(obj: dict[str, Any], key: str, where: str = "") -> str:
+    val = _require_str(obj, key, where)
+    # It becomes part of the LiveKit identity and of log lines: no line breaks or controls.
+    if len(val) > MAX_DEVICE_ID_CHARS or any(c.isspace() or not c.isprintable() for c in val):
+        raise bad_json(f"`{where}{key}` must be a device id (printable, no spaces)")
+    return val
+
+
 def _require_object(obj: dict[str, Any], key: str, where: str = "") -> dict[str, Any]:
     val = obj.get(key)
     if val is None:
@@ -169,10 +181,12 @@ def _parse_delay(
         raise bad_json("The request body is missing `delay_id`")
     if required and delay_timeout is None:
         raise bad_json("The request body is missing `delay_timeout`")
-    if delay_timeout is not None and not 0 < delay_timeout <= MAX_DELAY_TIMEOUT_MS:
+    if delay_timeout is not None and not (
+        MIN_DELAY_TIMEOUT_MS <= delay_timeout <= MAX_DELAY_TIMEOUT_MS
+    ):
         raise bad_json(
-            f"`delay_timeout` must be a positive number of milliseconds, at most "
-            f"{MAX_DELAY_TIMEOUT_MS}"
+            f"`delay_timeout` must be at least {MIN_DELAY_TIMEOUT_MS} and at most "
+            f"{MAX_DELAY_TIMEOUT_MS} milliseconds"
         )
     if (delay_id is None) != (delay_timeout is None):
         raise bad_json("`delay_id` and `delay_timeout` must be given together")
@@ -194,7 +208,7 @@ def parse_get_token(body: dict[str, Any], endpoint: Endpoint = "get_token") -> T
     _reject_unknown(member, _MEMBER_FIELDS, "member.")
     member_id = _require_str(member, "id", "member.")
     claimed_user_id = _require_str(member, "claimed_user_id", "member.")
-    claimed_device_id = _require_str(member, "claimed_device_id", "member.")
+    claimed_device_id = _require_device_id(member, "claimed_device_id", "member.")
     openid = _parse_openid(body)
     delay_id, delay_timeout, cs_api_url = _parse_delay(body, required=endpoint == "delegate")
     return TokenRequest(
@@ -214,7 +228,7 @@ def parse_get_token(body: dict[str, Any], endpoint: Endpoint = "get_token") -> T
 def parse_sfu_get(body: dict[str, Any]) -> TokenRequest:
     _reject_unknown(body, _SFU_GET_FIELDS, "")
     room_id = _require_room_id(body, "room")
-    device_id = _require_str(body, "device_id")
+    device_id = _require_device_id(body, "device_id")
     openid = _parse_openid(body)
     delay_id, delay_timeout, cs_api_url = _parse_delay(body)
     return TokenRequest(

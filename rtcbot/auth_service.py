@@ -17,6 +17,12 @@ token endpoints) as lk-jwt-service: full-access users only (400 on the token end
 on `/delegate_delayed_leave` for the others); the job is keyed by the LiveKit room and the
 identity the endpoint derives and run by delegations.py. `delay_cs_api_url` is never used.
 
+Facing anonymous callers (docs/DEPLOYMENT.md, "The authorization service in public"): a
+token bucket per client IP (429 once the body is sound, before anything goes out); the OpenID
+check and its well-known lookup on their own guarded client (auth/outbound.py), never the
+Matrix client's connections; the bot's own account refused unless the bot itself sent the
+token here (auth/own_token.py).
+
 Request bodies are read and parsed in auth_requests.py.
 
 Secrets policy: the API secret, OpenID access tokens, issued JWTs and delay ids are never
@@ -28,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -37,6 +44,8 @@ import aiohttp
 from aiohttp import web
 from livekit import api
 
+from rtcbot.auth.outbound import AnonymousOutbound, authority_of
+from rtcbot.auth.own_token import normal_url, sent_to
 from rtcbot.auth_requests import (
     MAX_BODY_BYTES,
     PATHS,
@@ -64,6 +73,7 @@ from rtcbot.rtc.identity import (
     livekit_identity,
     livekit_room_alias,
 )
+from rtcbot.rtc.rate_limit import KeyedLimiter
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Hands a verified delegation to the job manager; raises DelegationRefused.
@@ -95,6 +105,8 @@ REFUSED_DELEGATION = {
     "too_many": (400, "M_BAD_JSON", "Too many delegated delayed leaves for this user"),
     "unavailable": (503, "M_UNKNOWN", "Service is shutting down"),
 }
+OWN_ACCOUNT_TEXT = "The authorization service does not issue tokens to this account"
+RATE_LIMITED_TEXT = "Too many requests"
 RESTRICTED_NO_BOT_TEXT = (
     "rtcbot is not in this room, and its authorization service issues tokens for such rooms "
     "only to users of its full-access homeservers"
@@ -150,18 +162,36 @@ class AuthService:
         *,
         http_timeout: float = 10.0,
         own_server: str = "",
+        own_user_id: str = "",
+        own_homeserver_url: str = "",
+        own_service_url: str = "",
         room_members: RoomMembers | None = None,
         discovery: FederationDiscovery | None = None,
+        outbound: AnonymousOutbound | None = None,
         delegate: Delegate | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings_getter
+        # For LiveKit (CreateRoom) only; what anonymous callers trigger goes via `_outbound`.
         self._session = session
         self._log = log
         self._timeout = http_timeout
         self._own_server = own_server
+        self._own_user_id = own_user_id
+        self._own_homeserver_url = own_homeserver_url
+        # This service's public URL (maubot's webapp URL): the bot's own token is accepted
+        # only if the bot sent it here (auth/own_token.py).
+        self._own_service_url = normal_url(own_service_url) if own_service_url else ""
+        self._clock = clock
         # Without a membership source every room counts as one the bot is not in.
         self._members = room_members
-        self._discovery = discovery or FederationDiscovery(session, timeout=min(5.0, http_timeout))
+        self._outbound = outbound or AnonymousOutbound(
+            self._trusted_hosts, timeout_s=min(5.0, http_timeout)
+        )
+        self._discovery = discovery or FederationDiscovery(
+            self._outbound, timeout=min(3.0, http_timeout)
+        )
+        self._limiter: KeyedLimiter | None = None
         # Without a job manager delegation is not offered (the probe gets a 404).
         self._delegate = delegate
 
@@ -184,6 +214,39 @@ class AuthService:
             ("OPTIONS", "/delegate_delayed_leave", self.options),
             ("*", "/delegate_delayed_leave", self.delegate_other),
         ]
+
+    async def close(self) -> None:
+        await self._outbound.close()
+
+    def _trusted_hosts(self) -> list[str]:
+        """`host:port`s the OpenID checks may reach on private addresses: the bot's own
+        homeserver and every server the config names."""
+        s = self._settings()
+        urls = [self._own_homeserver_url, *s.homeserver_urls.values(), *s.client_api_urls.values()]
+        return [authority_of(u) for u in urls if u]
+
+    def _sent_here(self, access_token: str) -> bool:
+        """Did the bot itself send this token of its own to this very service?"""
+        return bool(self._own_service_url) and sent_to(access_token) == self._own_service_url
+
+    def _client_ip(self, request: web.Request, settings: AuthServiceSettings) -> str:
+        """The peer; behind a configured proxy, the address that proxy saw (the last one it
+        appended to X-Forwarded-For)."""
+        peer = request.remote or ""
+        if peer not in settings.trusted_proxies:
+            return peer
+        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
+        for hop in reversed([h for h in hops if h]):
+            if hop not in settings.trusted_proxies:
+                return hop[:64]
+        return peer
+
+    def _throttled(self, request: web.Request, settings: AuthServiceSettings) -> float:
+        """Seconds this client must wait (0.0: go on, one request spent)."""
+        rate, burst = settings.rate_limit_per_ip_per_s, settings.rate_limit_per_ip_burst
+        if self._limiter is None or (self._limiter.rate, self._limiter.burst) != (rate, burst):
+            self._limiter = KeyedLimiter(rate, burst)
+        return self._limiter.take(self._client_ip(request, settings), self._clock())
 
     def offers_delegation(self, settings: AuthServiceSettings) -> bool:
         return settings.delegate_delayed_leave and self._delegate is not None
@@ -237,6 +300,17 @@ class AuthService:
         try:
             body = await self._read_body(request)
             req = parse_sfu_get(body) if endpoint == "sfu_get" else parse_get_token(body, endpoint)
+            # Counted once the body is sound: from here on a request costs outbound requests.
+            wait = self._throttled(request, settings)
+            if wait > 0:
+                return _json(
+                    429,
+                    {
+                        "errcode": "M_LIMIT_EXCEEDED",
+                        "error": RATE_LIMITED_TEXT,
+                        "retry_after_ms": int(wait * 1000) + 1,
+                    },
+                )
             return await self._issue(req, settings)
         except RequestError as err:
             self._log_refusal(endpoint, req, err)
@@ -277,6 +351,19 @@ class AuthService:
                 "The authorization service has no LiveKit URL or API key configured",
             )
         user_id = await self._verify_openid(req.openid, settings)
+        if user_id == self._own_user_id and not self._sent_here(req.openid.access_token):
+            # Its token works in every room it is in: a captured one must open nothing.
+            self._log.warning(
+                "Auth service: someone presented an OpenID token of the bot's own account at "
+                "%s (a captured token?): refused",
+                PATHS[req.endpoint],
+            )
+            raise RequestError(
+                403,
+                "M_FORBIDDEN",
+                OWN_ACCOUNT_TEXT,
+                reason="an OpenID token of the bot's own account (refused)",
+            )
         if req.claimed_user_id is not None and req.claimed_user_id != user_id:
             raise _unauthorised(
                 f"member.claimed_user_id {req.claimed_user_id!r} is not the token's owner "
@@ -356,7 +443,7 @@ class AuthService:
             PATHS[req.endpoint],
             req.room_id,
             alias,
-            identity,
+            printable(identity),
             req.delay_timeout,
             f"; delay_cs_api_url {printable(url[:80])!r} ignored" if url else "",
         )
@@ -366,14 +453,16 @@ class AuthService:
         server = token.matrix_server_name
         try:
             parse_server_name(server)
-            base = settings.homeserver_urls.get(server) or await self._discovery.base_url(server)
         except InvalidServerName:
             raise _unauthorised(
-                f"matrix_server_name {server[:64]!r} is not a valid server name"
+                f"matrix_server_name {printable(server[:64])!r} is not a valid server name"
             ) from None
-        url = f"{base.rstrip('/')}/_matrix/federation/v1/openid/userinfo"
+        if self._outbound.recently_failed(server):
+            raise _unauthorised(f"{server} could not be reached moments ago; not asked again yet")
         try:
-            async with self._session.get(
+            base = settings.homeserver_urls.get(server) or await self._discovery.base_url(server)
+            url = f"{base.rstrip('/')}/_matrix/federation/v1/openid/userinfo"
+            async with self._outbound.get(
                 url,
                 params={"access_token": token.access_token},
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
@@ -382,10 +471,13 @@ class AuthService:
                 status = resp.status
                 raw = await resp.content.read(_MAX_USERINFO_BYTES)
         except (aiohttp.ClientError, TimeoutError) as exc:
+            self._outbound.failed(server)
             # The exception text may contain the request URL, and so the token: type only.
             raise _unauthorised(
-                f"could not reach {base} to check the OpenID token ({type(exc).__name__})"
+                f"could not reach {server} to check the OpenID token ({type(exc).__name__})"
             ) from None
+        if status >= 500:
+            self._outbound.failed(server)
         if status != 200:
             raise _unauthorised(f"{base} answered {status} to the OpenID userinfo request")
         try:

@@ -150,8 +150,9 @@ class RtcBot(Plugin):
         captions_command(ctx, captions.switched).register(router)
         Diagnostics(ctx, calls, keys_report=call_keys.report).register(router)
         await delegations.start()  # the stored jobs run before new requests can arrive
+        web: WebEndpoints | None = None
         if self.webapp is not None:
-            WebEndpoints(
+            web = WebEndpoints(
                 ctx,
                 calls.status_json,
                 media.status_json,
@@ -159,7 +160,9 @@ class RtcBot(Plugin):
                 task_count=lambda: len(self._own_tasks()),
                 delegate=delegations.delegate,
                 on_participant=delegations.on_participant,
-            ).mount(self.webapp)
+                own_url=str(self.webapp_url or ""),
+            )
+            web.mount(self.webapp)
         # Olm-encrypted to-device events (Element Call's media keys), authenticated.
         to_device = EncryptedToDevice(self.client, ctx.logger("to_device"))
         to_device.subscribe(CALL_ENCRYPTION_KEYS, call_keys.on_keys)
@@ -180,6 +183,7 @@ class RtcBot(Plugin):
             cards.stop,
             call_keys.stop,
             calls.stop,
+            *([web.close] if web is not None else []),  # the auth service's own connections
         ]
         await optouts.start()
         await calls.start()
@@ -239,4 +243,4 @@ class RtcBot(Plugin):
         s = self.settings
         token = str(self.client.api.token or "")
         redaction.remember(s.livekit.api_secret, s.auth_service.api_secret, token)
-        redaction.remember(s.web.status_token)
+        redaction.remember(s.web.status_token, s.web.metrics_token)

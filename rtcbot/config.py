@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from .transcripts.engine import ModelSettings
 
 NOTIFY_LEVELS = ("off", "summary", "all")
 ROOMS_WITHOUT_BOT = ("refuse", "full_access", "any_user")
+MIN_API_SECRET_CHARS = 32
 
 
 class ConfigError(ValueError):
@@ -48,6 +50,11 @@ class Config(BaseProxyConfig):
             "auth_service.delegate_delayed_leave",
             "auth_service.delegated_leave_connect_timeout_s",
             "auth_service.delegated_leave_check_s",
+            # Facing anonymous callers (issue 19): rate limits, proxies, the restart budget.
+            "auth_service.rate_limit_per_ip_per_s",
+            "auth_service.rate_limit_per_ip_burst",
+            "auth_service.trusted_proxies",
+            "auth_service.delegated_leave_budget_per_s",
             "schedules.default_timezone",
             "schedules.grace_minutes",
             "schedules.mention_room",
@@ -57,6 +64,7 @@ class Config(BaseProxyConfig):
         helper.copy_dict("auth_service.homeserver_urls")
         helper.copy_dict("auth_service.client_api_urls")
         helper.copy("web.status_token")
+        helper.copy("web.metrics_token")
         # recording.min_power_level was the level for recording before `permissions` existed.
         helper.copy("recording.min_power_level", "permissions.record")
         for name in DEFAULT_LEVELS:
@@ -144,6 +152,13 @@ class AuthServiceSettings:
     client_api_urls: dict[str, str] = field(default_factory=dict)
     delegated_leave_connect_timeout_s: float = 3600.0
     delegated_leave_check_s: float = 30.0
+    # Facing anonymous callers: token requests per client IP (a token bucket); proxies whose
+    # X-Forwarded-For names the client (else the peer is the client); what the delegated
+    # leaves may spend of the homeserver's per-IP delayed-event budget (a fair share per user).
+    rate_limit_per_ip_per_s: float = 1.0
+    rate_limit_per_ip_burst: int = 30
+    trusted_proxies: tuple[str, ...] = ()
+    delegated_leave_budget_per_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -215,6 +230,8 @@ class AnnouncerSettings:
 @dataclass(frozen=True)
 class WebSettings:
     status_token: str = field(default="", repr=False)
+    # Empty: /metrics only for unproxied loopback requests (a local scraper).
+    metrics_token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -398,7 +415,27 @@ def parse_settings(raw: Any) -> Settings:
         delegated_leave_check_s=_float(
             raw, "auth_service.delegated_leave_check_s", 30.0, 0.0, 3600.0
         ),
+        rate_limit_per_ip_per_s=_float(
+            raw, "auth_service.rate_limit_per_ip_per_s", 1.0, 0.01, 10_000.0
+        ),
+        rate_limit_per_ip_burst=_int(raw, "auth_service.rate_limit_per_ip_burst", 30, 1, 100_000),
+        trusted_proxies=_str_list(raw, "auth_service.trusted_proxies"),
+        delegated_leave_budget_per_s=_float(
+            raw, "auth_service.delegated_leave_budget_per_s", 1.0, 0.01, 10_000.0
+        ),
     )
+    for proxy in auth.trusted_proxies:
+        try:
+            ipaddress.ip_address(proxy)
+        except ValueError:
+            raise ConfigError(
+                f"auth_service.trusted_proxies must list IP addresses, got {proxy!r}"
+            ) from None
+    if auth.api_secret and len(auth.api_secret) < MIN_API_SECRET_CHARS:
+        raise ConfigError(
+            f"auth_service.api_secret must be at least {MIN_API_SECRET_CHARS} characters "
+            "(LiveKit refuses shorter ones, and a short one can be guessed)"
+        )
     if "*" in auth.full_access_homeservers and len(auth.full_access_homeservers) > 1:
         raise ConfigError(
             'auth_service.full_access_homeservers: "*" (every homeserver) must be the only '
@@ -433,7 +470,10 @@ def parse_settings(raw: Any) -> Settings:
             mention_room=_bool(raw, "schedules.mention_room", True),
             nobody_joined_note=_bool(raw, "schedules.nobody_joined_note", True),
         ),
-        web=WebSettings(status_token=_str(raw, "web.status_token")),
+        web=WebSettings(
+            status_token=_str(raw, "web.status_token"),
+            metrics_token=_str(raw, "web.metrics_token"),
+        ),
         recording=RecordingSettings(
             max_minutes=_int(raw, "recording.max_minutes", 120, 1, 24 * 60),
             directory=_str(raw, "recording.directory", "rtcbot-recordings") or "rtcbot-recordings",

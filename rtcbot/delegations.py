@@ -7,7 +7,9 @@ clock. Each job is a row in the plugin DB from before the client gets its answer
 job ends, so a restart of the plugin resumes it (`start`), as lk-jwt-service does with Redis.
 
 The C-S API is found from the server that vouched for the user (matrix/client_discovery.py),
-never from the request. A delay id is a capability: logs name a job by its participant and a
+never from the request. Those lookups, restarts and sends go out on a client of their own
+(auth/outbound.py: a small pool, no private address but the bot's own homeserver and the
+configured `client_api_urls`), never on the Matrix client's connections. A delay id is a capability: logs name a job by its participant and a
 fingerprint of the id (`delay #1a2b3c4d`), never by the id.
 """
 
@@ -24,6 +26,8 @@ from typing import Any
 import aiohttp
 from livekit import api
 
+from .auth.outbound import AnonymousOutbound, authority_of
+from .auth_requests import printable
 from .config import AuthServiceSettings
 from .context import BotContext
 from .db import StoredLeave
@@ -55,6 +59,7 @@ from .rtc.delegated_leave import (
     start,
     step,
 )
+from .rtc.rate_limit import FairBudget
 
 # A full-access user could otherwise make the bot keep any number of jobs (one per device,
 # membership and room).
@@ -65,6 +70,9 @@ HOMESERVER_TIMEOUT_S = 5.0
 # On stop, connected participants get one last restart (their homeserver timers start afresh,
 # so a quick restart of the plugin costs nothing); it may take this long in total.
 STOP_RESTART_GRACE_S = 2.0
+# Synapse's default rc_delayed_event_mgmt is 1/s with a burst of 5: the budget's burst keeps
+# that ratio to its rate.
+BUDGET_BURST_SECONDS = 5.0
 WEBHOOK_EVENTS = ("participant_joined", "participant_left", "participant_connection_aborted")
 
 
@@ -132,8 +140,9 @@ class DelegatedLeaves:
         self.log = ctx.logger("delegated_leave")
         self.store = ctx.db.delegated_leaves
         self.clock = clock
+        self.outbound = AnonymousOutbound(self._trusted_hosts, timeout_s=HOMESERVER_TIMEOUT_S)
         self.cs_api = cs_api or ClientApiDiscovery(
-            ctx.http,
+            self.outbound.session(),
             lambda: ctx.settings().auth_service.client_api_urls,
             own_server=ctx.user_id.partition(":")[2],
             own_url=lambda: str(ctx.client.api.base_url),
@@ -142,6 +151,20 @@ class DelegatedLeaves:
         self._runners: dict[tuple[str, str], _Runner] = {}
         self._lock = asyncio.Lock()
         self._accepting = False
+        self._budget: FairBudget | None = None
+
+    def _trusted_hosts(self) -> list[str]:
+        urls = [str(self.ctx.client.api.base_url)]
+        urls += self.ctx.settings().auth_service.client_api_urls.values()
+        return [authority_of(u) for u in urls if u]
+
+    def budget(self) -> FairBudget:
+        """Restarts and sends of every job share the homeserver's per-IP budget (they go out
+        unauthenticated): a global rate, a fair share per user (rtc/rate_limit.py)."""
+        rate = self.ctx.settings().auth_service.delegated_leave_budget_per_s
+        if self._budget is None or self._budget.rate != rate:
+            self._budget = FairBudget(rate, max(1.0, rate * BUDGET_BURST_SECONDS))
+        return self._budget
 
     def timings(self) -> Timings:
         s = self.ctx.settings().auth_service
@@ -155,8 +178,8 @@ class DelegatedLeaves:
 
     def _name(self, request: LeaveRequest) -> str:
         return (
-            f"{request.identity} in {request.room_id} (LiveKit room {request.livekit_room}, "
-            f"{fingerprint(request.delay_id)})"
+            f"{printable(request.identity)} in {request.room_id} (LiveKit room "
+            f"{printable(request.livekit_room)}, {fingerprint(request.delay_id)})"
         )
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -212,6 +235,7 @@ class DelegatedLeaves:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(STOP_RESTART_GRACE_S):
                     await asyncio.gather(*(self._last_restart(job) for job in connected))
+        await self.outbound.close()
         self.log.info("Delegated leaves: %d kept in the database for the next start", len(runners))
 
     async def _last_restart(self, job: Job) -> None:
@@ -351,6 +375,17 @@ class DelegatedLeaves:
                 return PollResult(None)
             return PollResult(sid is not None, sid or "")
         started = self.clock()
+        wait = self.budget().take(request.user_id, started)
+        if wait > 0:  # over the budget or the user's share: as a 429 of our own
+            self.log.debug(
+                "Delegated leave of %s: %s waits %.1f s for the budget",
+                self._name(request),
+                op,
+                wait,
+            )
+            if op is Op.RESTART:
+                return RestartResult(Result.RATE_LIMITED, started, wait)
+            return SendResult(Result.RATE_LIMITED, wait)
         answer = await self._homeserver(request, "restart" if op is Op.RESTART else "send")
         if answer.result is not Result.OK:
             self.log.info(
@@ -370,7 +405,7 @@ class DelegatedLeaves:
         except ClientApiUnresolvable as e:
             return ActionAnswer(Result.TRANSIENT, detail=f"C-S API unresolvable: {e}")
         return await delayed_event_action(
-            self.ctx.http, base, request.delay_id, action, HOMESERVER_TIMEOUT_S
+            self.outbound.session(), base, request.delay_id, action, HOMESERVER_TIMEOUT_S
         )
 
     async def _drop(self, job: Job, drop: Drop) -> None:

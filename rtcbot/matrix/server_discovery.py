@@ -17,8 +17,8 @@ A server that relies on SRV alone needs an entry in `auth_service.homeserver_url
 Anyone may make us look a server name up, so the requests are kept small (SSRF, review §5):
 the name must match the server-name grammar, the path is fixed, redirects are not followed
 (the spec allows them for the well-known; we refuse them), the answer is capped at 16 KiB and
-every request has a timeout. Private addresses are not filtered, as in lk-jwt-service: the
-answer of the userinfo request is never shown to the caller, only accepted or refused.
+every request has a timeout. The authorization service hands in its own client for anonymous
+callers (auth/outbound.py): its own small pool, and no private addresses unless configured.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ import json
 import re
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -38,6 +39,17 @@ WELL_KNOWN_PATH = "/.well-known/matrix/server"
 _MAX_WELL_KNOWN_BYTES = 16 * 1024
 _DNS_NAME = re.compile(r"[A-Za-z0-9.-]{1,255}")
 _PORT = re.compile(r"[0-9]{1,5}")
+
+
+class HttpGetter(Protocol):
+    """What the lookups need of an HTTP client (auth/outbound.py's AnonymousOutbound)."""
+
+    def get(
+        self, url: str, *, timeout: aiohttp.ClientTimeout, allow_redirects: bool = False
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]: ...
+
+
+Getter = aiohttp.ClientSession | HttpGetter
 
 
 class InvalidServerName(ValueError):
@@ -106,7 +118,7 @@ class FederationDiscovery:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        session: Getter,
         *,
         scheme: str = "https",
         well_known_port: int | None = None,
@@ -167,9 +179,7 @@ class FederationDiscovery:
             return None
 
 
-async def fetch_well_known(
-    session: aiohttp.ClientSession, url: str, timeout: float
-) -> dict[str, Any] | None:
+async def fetch_well_known(session: Getter, url: str, timeout: float) -> dict[str, Any] | None:
     """A `.well-known` JSON object, or None: not 200, a redirect, over 16 KiB, not a JSON
     object, or unreachable (the caller's fallback applies then)."""
     try:

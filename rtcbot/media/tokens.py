@@ -28,6 +28,7 @@ from rtcbot.rtc.identity import (
     member_identity,
 )
 
+from ..auth.own_token import note_sent
 from ..net.outbound import GuardedClient, OutboundRefused
 from ..redaction import redact, shorten
 
@@ -163,6 +164,7 @@ class AuthServiceClient:
         base = service_url.rstrip("/")
         token = {k: openid_token[k] for k in OPENID_FIELDS if k in openid_token}
         secrets = (str(token.get("access_token") or ""),)
+        note_sent(secrets[0], base)  # rtcbot's own service accepts the bot only from here
         requests: dict[Via, tuple[str, dict[str, Any], str]] = {
             "get_token": (
                 f"{base}/get_token",

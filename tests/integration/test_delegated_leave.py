@@ -219,7 +219,7 @@ async def test_bad_bodies_get_lk_jwt_services_answers(
 async def test_while_the_peer_is_connected_the_leave_is_kept_from_firing(
     stack: Stack, alice: MatrixUser, bot_room: str, forged: Forged
 ) -> None:
-    delay_ms = 4000
+    delay_ms = 5000  # the service's minimum
     peer = await connect_peer(stack, alice, bot_room)
     try:
         leave = await join_with_delayed_leave(alice, bot_room, delay_ms)
@@ -236,7 +236,7 @@ async def test_while_the_peer_is_connected_the_leave_is_kept_from_firing(
         restarts = sorted(set(seen))
         offsets = [t - leave.scheduled_ts for t in restarts]
         print(f"[delegated-leave] Synapse's timer (re)started at +{offsets} ms")
-        assert len(restarts) >= 4, restarts  # at once, then every 3.2 s
+        assert len(restarts) >= 4, restarts  # at once, then every 4 s
     finally:
         await peer.close()
     took = await wait_until("the membership ends after the disconnect", lambda: left(leave), 20)

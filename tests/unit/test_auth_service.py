@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from livekit import api
 
+from rtcbot.auth.own_token import note_sent
 from rtcbot.auth_service import AuthService
 from rtcbot.config import AuthServiceSettings, ConfigError, parse_settings
 from rtcbot.matrix.room_members import MembershipUnknown, RoomMembers
@@ -140,6 +141,7 @@ async def harness(homeserver: FakeHomeserver) -> AsyncIterator[Harness]:
             yield Harness(client, homeserver, settings, rooms)
         finally:
             await client.close()
+            await service.close()
 
 
 def openid(token: str = ALICE_TOKEN, server: str = "hs.test") -> dict[str, Any]:
@@ -210,8 +212,12 @@ async def test_delay_fields_accepted(harness: Harness) -> None:
     body = get_token_body(delay_id="syd_abc", delay_timeout=18000, delay_cs_api_url="https://x")
     status, _ = await harness.post("/get_token", body)
     assert status == 200
-    status, _ = await harness.post("/sfu/get", sfu_get_body(delay_id="d", delay_timeout=1))
+    status, _ = await harness.post("/sfu/get", sfu_get_body(delay_id="d", delay_timeout=5000))
     assert status == 200
+    # Below the minimum: a restart every 80 % of it would spend the homeserver's budget.
+    status, answer = await harness.post("/sfu/get", sfu_get_body(delay_id="d", delay_timeout=4999))
+    assert (status, answer["errcode"]) == (400, "M_BAD_JSON")
+    assert "at least 5000" in answer["error"]
 
 
 async def test_healthz_options_and_cors(harness: Harness) -> None:
@@ -438,7 +444,7 @@ async def test_no_secrets_in_logs(harness: Harness, caplog: pytest.LogCaptureFix
     jwts = []
     for path, body in [
         ("/get_token", get_token_body()),
-        ("/sfu/get", sfu_get_body(delay_id="d", delay_timeout=5)),
+        ("/sfu/get", sfu_get_body(delay_id="d", delay_timeout=5000)),
     ]:
         status, answer = await harness.post(path, body)
         assert status == 200
@@ -754,3 +760,77 @@ async def test_delegated_leave_probe_is_a_readable_404(harness: Harness) -> None
     resp = await harness.client.post("/delegate_delayed_leave", json={"delay_id": "x"})
     assert resp.status == 404 and resp.headers["Access-Control-Allow-Origin"] == "*"
     assert (await resp.json())["errcode"] == "M_NOT_FOUND"
+
+
+# -- rate limits per client IP -----------------------------------------------------------------
+async def _status(harness: Harness, forwarded_for: str | None = None) -> int:
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    resp = await harness.client.post("/sfu/get", json=sfu_get_body(), headers=headers)
+    return resp.status
+
+
+async def test_a_client_ip_past_its_bucket_gets_429(harness: Harness) -> None:
+    harness.configure(rate_limit_per_ip_burst=2, rate_limit_per_ip_per_s=0.01)
+    assert [await _status(harness) for _ in range(3)] == [200, 200, 429]
+    resp = await harness.client.post("/sfu/get", json=sfu_get_body())
+    answer = await resp.json()
+    assert answer["errcode"] == "M_LIMIT_EXCEEDED" and answer["retry_after_ms"] > 0
+    # A malformed body is refused before it is counted (it costs nothing outbound).
+    assert (await harness.post("/sfu/get", {"room": 5}))[0] == 400
+    # X-Forwarded-For is not believed from a peer that is not a configured proxy.
+    assert await _status(harness, "198.51.100.7") == 429
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(
+    harness: Harness,
+) -> None:
+    harness.configure(
+        rate_limit_per_ip_burst=1, rate_limit_per_ip_per_s=0.01, trusted_proxies=("127.0.0.1",)
+    )
+    assert await _status(harness, "198.51.100.7") == 200
+    assert await _status(harness, "198.51.100.7") == 429
+    # The client named last by the proxy counts, not one a caller put in front of it.
+    assert await _status(harness, "198.51.100.7, 203.0.113.9") == 200
+    assert await _status(harness, "203.0.113.9") == 429
+
+
+# -- the bot's own account ---------------------------------------------------------------------
+async def test_the_bots_own_token_only_when_the_bot_sent_it_here(
+    homeserver: FakeHomeserver,
+) -> None:
+    """alice plays the bot here: its token opens every room it is in, so a copy presented by
+    anyone else (a service it was sent to, replaying it) is refused."""
+    settings = AuthServiceSettings(
+        enabled=True,
+        livekit_url="ws://127.0.0.1:7880",
+        api_key=KEY,
+        api_secret=SECRET,
+        full_access_homeservers=("other.test",),
+        homeserver_urls={"hs.test": homeserver.url},
+    )
+    rooms = FakeRooms({ROOM: frozenset({"@alice:hs.test"})})
+    own_url = "https://maubot.hs.test/_matrix/maubot/plugin/rtcbot"
+    async with aiohttp.ClientSession() as session:
+        service = AuthService(
+            lambda: settings,
+            session,
+            logging.getLogger(LOGGER),
+            own_user_id="@alice:hs.test",
+            own_service_url=own_url,
+            room_members=RoomMembers(rooms.fetch),
+        )
+        app = web.Application()
+        for method, path, handler in service.routes():
+            app.router.add_route(method, path, handler)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+
+            async def status() -> tuple[int, str]:
+                resp = await client.post("/sfu/get", json=sfu_get_body())
+                return resp.status, (await resp.json()).get("errcode", "")
+
+            assert await status() == (403, "M_FORBIDDEN")  # never sent by the bot
+            note_sent(ALICE_TOKEN, "https://eve.example/svc")
+            assert await status() == (403, "M_FORBIDDEN")  # sent to another service
+            note_sent(ALICE_TOKEN, own_url + "/")
+            assert (await status())[0] == 200  # the bot's own request to its own service
+        await service.close()

@@ -80,6 +80,9 @@ def test_every_key_is_commented() -> None:
             ["https://sfu.example/jwt#"],
             "livekit.trusted_services must list service URLs",
         ),
+        ("auth_service.api_secret", "short-secret", "at least 32 characters"),
+        ("auth_service.rate_limit_per_ip_burst", 0, "between 1 and 100000"),
+        ("auth_service.trusted_proxies", ["proxy.local"], "must list IP addresses"),
     ],
 )
 def test_bad_values_name_the_key(key: str, value: Any, message: str) -> None:

@@ -163,6 +163,7 @@ async def service(hs: Homeserver) -> AsyncIterator[Service]:
             yield Service(client, hs, settings, handed, refuse)
         finally:
             await client.close()
+            await auth.close()
 
 
 def body(token: str = ALICE, server: str = "hs.test", user: str = "@alice:hs.test", **kw: Any):  # type: ignore[no-untyped-def]

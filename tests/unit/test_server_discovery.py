@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestClient, TestServer
 
+from rtcbot.auth.outbound import AnonymousOutbound
 from rtcbot.auth_service import AuthService
 from rtcbot.config import AuthServiceSettings
 from rtcbot.matrix.room_members import RoomMembers
@@ -267,25 +268,31 @@ async def test_auth_service_verifies_openid_at_the_delegated_server(
     async def joined(room_id: str) -> frozenset[str] | None:
         return frozenset({"@alice:delegating.test"})
 
+    # The OpenID check's own client: every *.test name is 127.0.0.1 here, so only the
+    # allow-listed federation server may be reached (as a configured server would be).
+    outbound = AnonymousOutbound(
+        lambda: [f"fed.test:{servers.federation_port}"], resolver=StaticResolver()
+    )
     service = AuthService(
         lambda: settings[0],
         session,
         logging.getLogger("rtcbot.test.discovery"),
         room_members=RoomMembers(joined),
         discovery=discovery(session, servers),
+        outbound=outbound,
     )
     app = web.Application()
     for method, path, handler in service.routes():
         app.router.add_route(method, path, handler)
 
-    def body(token: str) -> dict[str, Any]:
+    def body(token: str, server: str = "delegating.test") -> dict[str, Any]:
         return {
             "room": ROOM,
             "device_id": "DEV",
             "openid_token": {
                 "access_token": token,
                 "token_type": "Bearer",
-                "matrix_server_name": "delegating.test",
+                "matrix_server_name": server,
                 "expires_in": 3600,
             },
         }
@@ -295,6 +302,10 @@ async def test_auth_service_verifies_openid_at_the_delegated_server(
         assert resp.status == 200, await resp.text()
         assert servers.userinfo_hosts == [f"fed.test:{servers.federation_port}"]
         assert (await client.post("/sfu/get", json=body("bad-token"))).status == 401
+        # The same loopback server under a name nobody configured: refused before connecting.
+        loopback = f"127.0.0.1:{servers.federation_port}"
+        assert (await client.post("/sfu/get", json=body("good-token", loopback))).status == 401
+        assert len(servers.userinfo_hosts) == 2  # the bad token's; nothing for the address
 
         # homeserver_urls still overrides discovery.
         settings[0] = replace(
@@ -302,3 +313,4 @@ async def test_auth_service_verifies_openid_at_the_delegated_server(
         )
         assert (await client.post("/sfu/get", json=body("good-token"))).status == 401
         assert len(servers.userinfo_hosts) == 2
+    await outbound.close()

@@ -1,0 +1,1 @@
+"""What the authorization service needs to face anonymous callers: its own outbound client."""
