@@ -6,8 +6,10 @@ processes and every WebRTC peer live there, so no packet can leave (shared/netwo
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
+import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -106,6 +108,22 @@ async def make_peer(stack: Stack) -> AsyncIterator[PeerFactory]:
     yield factory
     for peer in peers:
         await peer.close()
+
+
+# -- a hung test -----------------------------------------------------------------------------------
+def _dump_tasks(_signum: int, _frame: object) -> None:
+    """`kill -USR1 <pytest or worker pid>`: where every asyncio task of the tests waits (a thread
+    dump shows only the event loop's select, not which await hangs)."""
+    loop = asyncio._get_running_loop()
+    if loop is None:
+        return
+    for task in asyncio.all_tasks(loop):
+        task.print_stack(limit=12, file=sys.stderr)
+    sys.stderr.flush()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    signal.signal(signal.SIGUSR1, _dump_tasks)
 
 
 # -- leaving the test process ---------------------------------------------------------------------

@@ -40,6 +40,7 @@ import aiohttp
 from livekit import rtc
 
 from rtcbot.media.frame_keys import FrameKeys
+from rtcbot.media.stream_close import disconnect_room
 from rtcbot.media.tokens import SfuAccess, SfuAuthError
 
 from ..redaction import redact, shorten
@@ -224,7 +225,7 @@ async def release_room(room: rtc.Room) -> None:
     loss. Such leftovers are found by their coroutine's `self` and cancelled.
     """
     with contextlib.suppress(Exception):
-        await room.disconnect()
+        await disconnect_room(room)  # bounded: a lost SFU must not hold a stop (stream_close.py)
     for task in asyncio.all_tasks():
         frame = getattr(task.get_coro(), "cr_frame", None)
         if not task.done() and frame is not None and frame.f_locals.get("self") is room:

@@ -56,6 +56,7 @@ from rtcbot.media.recording_result import (
     recorded_file,
     speakers_of,
 )
+from rtcbot.media.stream_close import close_audio_stream
 from rtcbot.media.track_limit import TrackLimit
 
 __all__ = ["Recorder", "RecordingResult"]
@@ -492,8 +493,7 @@ class Recorder:
             reader.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader.task
-        with contextlib.suppress(Exception):
-            await reader.stream.aclose()
+        await close_audio_stream(reader.stream)  # bounded: the SDK's close can wait forever
 
     # -- writing ---------------------------------------------------------------------------
     def _new_segment(self, part: int) -> _Segment:

@@ -38,6 +38,7 @@ from tests.stack.matrix_user import (
     call_member_content,
     files_after,
     is_message_from,
+    is_reply_to,
 )
 from tests.stack.peers import Peer, mint_token
 
@@ -109,7 +110,8 @@ async def record_and_stop(
     """`!call record start`, wait until `ready(bot's messages since)` says so, then stop.
     Returns the stop command's event, the summary and every text of the bot since the start."""
     start = await alice.send_text(room, "!call record start")
-    reply = await alice.wait_for(room, lambda e: is_message_from(e, bot_id), 30, after=start)
+    # The answer to the command (a notice about a missing person may come first).
+    reply = await alice.wait_for(room, is_reply_to(bot_id, start), 30, after=start)
     assert body(reply).startswith("🔴 Recording started"), body(reply)
     deadline = time.monotonic() + timeout
     while not await ready():

@@ -13,6 +13,9 @@ from datetime import timedelta
 import numpy as np
 from livekit import api, rtc
 
+from rtcbot.media.participant import release_room
+from rtcbot.media.stream_close import close_audio_stream
+
 SAMPLE_RATE = 48_000
 FRAME_MS = 20
 
@@ -180,7 +183,7 @@ class Peer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        # Bounded: after `ping timeout` the SDK's close can wait forever (stream_close.py).
         for stream in self._streams:
-            with contextlib.suppress(Exception):
-                await stream.aclose()
-        await self.room.disconnect()
+            await close_audio_stream(stream)
+        await release_room(self.room)
