@@ -40,7 +40,7 @@ from .migrations import upgrade_table
 from .recording_optout import RecordingOptOuts
 from .schedules.commands import ScheduleCommands
 from .schedules.runner import ScheduleRunner
-from .tasks import Tasks, owner_logger, plugin_tasks
+from .tasks import Tasks, owned_by, plugin_tasks
 from .transcripts.captions import LiveCaptions
 from .transcripts.engine import SpeechToText
 from .transcripts.jobs import TranscriptJobs
@@ -217,7 +217,7 @@ class RtcBot(Plugin):
         return [
             t
             for t in plugin_tasks()
-            if t not in self._tasks_before and owner_logger(t) in (None, self.log)
+            if t not in self._tasks_before and owned_by(t, self.log)
         ]
 
     def _validated_settings(self) -> Settings:

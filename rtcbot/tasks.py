@@ -98,5 +98,22 @@ def owner_logger(task: asyncio.Task[Any]) -> logging.Logger | None:
     another instance's loops apart from ours."""
     frame = getattr(task.get_coro(), "cr_frame", None)
     owner = frame.f_locals.get("self") if frame is not None else None
-    log = getattr(getattr(owner, "ctx", None), "log", None)
-    return log if isinstance(log, logging.Logger) else None
+    # A manager's `ctx.log`, or the child logger of a helper that has no context (Retention).
+    for log in (getattr(getattr(owner, "ctx", None), "log", None), getattr(owner, "log", None)):
+        if isinstance(log, logging.Logger):
+            return log
+    return None
+
+
+def owned_by(task: asyncio.Task[Any], instance_log: logging.Logger) -> bool:
+    """The task is this instance's: its owner logs under the instance's logger, or under no
+    instance's at all (counted, to be safe); a task of another instance is not."""
+
+    def under(log: logging.Logger, parent: str) -> bool:
+        return log.name == parent or log.name.startswith(f"{parent}.")
+
+    log = owner_logger(task)
+    if log is None or under(log, instance_log.name):
+        return True
+    siblings = instance_log.name.rpartition(".")[0]  # maubot.instance
+    return not (siblings and under(log, siblings))

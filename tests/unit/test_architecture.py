@@ -142,3 +142,33 @@ def test_diagnostics_and_schedules_are_packages_split_by_idea() -> None:
         pkg = PACKAGE / name
         assert (pkg / "__init__.py").is_file() and not (PACKAGE / f"{name}.py").exists()
         assert len([p for p in pkg.glob("*.py") if p.name != "__init__.py"]) >= 4
+
+
+async def test_a_task_is_counted_for_its_own_instance_only() -> None:
+    """Two instances of the plugin in one maubot: a helper's loop (its owner has only a child
+    logger, no context) belongs to its own instance, not to the other one's stop count."""
+    import asyncio
+    import logging
+
+    from rtcbot.tasks import owned_by
+
+    ours = logging.getLogger("maubot.instance.rtcbot")
+    theirs = logging.getLogger("maubot.instance.rtcbot-sfu2")
+
+    class Loop:
+        def __init__(self, log: logging.Logger) -> None:
+            self.log = log
+
+        async def run(self) -> None:
+            await asyncio.sleep(3600)
+
+    mine = asyncio.create_task(Loop(ours.getChild("media.retention")).run())
+    other = asyncio.create_task(Loop(theirs.getChild("media.retention")).run())
+    loose = asyncio.create_task(Loop(logging.getLogger("rtcbot.somewhere")).run())
+    await asyncio.sleep(0)
+    try:
+        assert owned_by(mine, ours) and owned_by(loose, ours)
+        assert not owned_by(other, ours) and owned_by(other, theirs)
+    finally:
+        for t in (mine, other, loose):
+            t.cancel()
