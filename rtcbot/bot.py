@@ -214,11 +214,7 @@ class RtcBot(Plugin):
     def _own_tasks(self) -> list[asyncio.Task[Any]]:
         """Running tasks of rtcbot code started since this instance started, less the loops
         of another instance of the plugin started meanwhile (e.g. after a restart of maubot)."""
-        return [
-            t
-            for t in plugin_tasks()
-            if t not in self._tasks_before and owned_by(t, self.log)
-        ]
+        return [t for t in plugin_tasks() if t not in self._tasks_before and owned_by(t, self.log)]
 
     def _validated_settings(self) -> Settings:
         try:
