@@ -799,6 +799,28 @@ async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(
     assert await _status(harness, "203.0.113.9") == 429
 
 
+async def test_a_client_is_one_key_whatever_way_its_address_is_spelled(
+    harness: Harness,
+) -> None:
+    """Review finding 3: the bucket was keyed by the address string, so an IPv6 client had
+    2^64 fresh buckets and an IPv4 one two spellings. Now: IPv4-mapped IPv6 counts as the
+    IPv4, IPv6 by its /64, a proxy may be a CIDR, a hop that is no IP falls back to the peer."""
+    harness.configure(
+        rate_limit_per_ip_burst=1, rate_limit_per_ip_per_s=0.01, trusted_proxies=("127.0.0.0/8",)
+    )
+    assert await _status(harness, "198.51.100.7") == 200
+    assert await _status(harness, "::ffff:198.51.100.7") == 429
+    assert await _status(harness, "2001:db8:1:2::1") == 200
+    assert await _status(harness, "2001:db8:1:2:ffff::9") == 429  # the same /64
+    assert await _status(harness, "2001:db8:1:3::1") == 200  # another /64
+    assert await _status(harness, "unknown") == 200  # no IP: the proxy's own bucket
+    assert await _status(harness, "not-an-ip") == 429  # the same one
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        parse_settings(_config(trusted_proxies=["proxy.example"]))
+    auth = parse_settings(_config(trusted_proxies=["10.0.0.0/8", "::1"])).auth_service
+    assert auth.trusted_proxies == ("10.0.0.0/8", "::1")
+
+
 # -- the bot's own account ---------------------------------------------------------------------
 async def test_the_bots_own_token_only_when_the_bot_sent_it_here(
     homeserver: FakeHomeserver,
