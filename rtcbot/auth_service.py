@@ -66,6 +66,7 @@ from rtcbot.matrix.server_discovery import (
     InvalidServerName,
     parse_server_name,
 )
+from rtcbot.rtc.client_address import client_key, proxy_networks
 from rtcbot.rtc.delegated_leave import DelegationRefused, LeaveRequest
 from rtcbot.rtc.identity import (
     DEFAULT_SLOT_ID,
@@ -230,16 +231,13 @@ class AuthService:
         return bool(self._own_service_url) and sent_to(access_token) == self._own_service_url
 
     def _client_ip(self, request: web.Request, settings: AuthServiceSettings) -> str:
-        """The peer; behind a configured proxy, the address that proxy saw (the last one it
-        appended to X-Forwarded-For)."""
-        peer = request.remote or ""
-        if peer not in settings.trusted_proxies:
-            return peer
-        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
-        for hop in reversed([h for h in hops if h]):
-            if hop not in settings.trusted_proxies:
-                return hop[:64]
-        return peer
+        """The peer's key; behind a configured proxy, that of the address the proxy saw (the
+        last one it appended to X-Forwarded-For), parsed (rtc/client_address.py)."""
+        return client_key(
+            request.remote or "",
+            request.headers.get("X-Forwarded-For", ""),
+            proxy_networks(settings.trusted_proxies),
+        )
 
     def _throttled(self, request: web.Request, settings: AuthServiceSettings) -> float:
         """Seconds this client must wait (0.0: go on, one request spent)."""

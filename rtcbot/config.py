@@ -426,10 +426,10 @@ def parse_settings(raw: Any) -> Settings:
     )
     for proxy in auth.trusted_proxies:
         try:
-            ipaddress.ip_address(proxy)
+            ipaddress.ip_network(proxy, strict=False)  # an address or a CIDR
         except ValueError:
             raise ConfigError(
-                f"auth_service.trusted_proxies must list IP addresses, got {proxy!r}"
+                f"auth_service.trusted_proxies must list IP addresses or CIDRs, got {proxy!r}"
             ) from None
     if auth.api_secret and len(auth.api_secret) < MIN_API_SECRET_CHARS:
         raise ConfigError(

@@ -91,6 +91,7 @@ async def post_recording(
         summary = await ctx.notices.send(room, "\n".join(lines))
         for f in sorted(result.files, key=lambda f: (f.kind != "mix", f.segment, f.display_name)):
             await upload_recording(ctx, room, f.path, _label(f), f.duration_ms)
+            result.uploaded.append(f.path)
     else:
         # The room's folder and the recording's name, never the absolute path (review L7).
         lines.append(
@@ -108,12 +109,12 @@ async def post_recording(
 
 
 def drop_posted_files(ctx: BotContext, result: RecordingResult) -> None:
-    """retention_days 0: the files are deleted once posted (and transcribed); files too large
-    to post are kept (recording_retention.py)."""
-    settings = ctx.settings().recording
-    if settings.retention_days == 0 and result.total_bytes <= settings.max_upload_mb * 1024**2:
-        for f in result.files:
-            f.path.unlink(missing_ok=True)
+    """retention_days 0: the files are deleted once posted (and transcribed); files that were
+    not uploaded (too large, or the upload failed) are kept (recording_retention.py). What was
+    uploaded is recorded at the post, not decided again from the settings of now."""
+    if ctx.settings().recording.retention_days == 0:
+        for path in result.uploaded:
+            path.unlink(missing_ok=True)
 
 
 async def upload_recording(

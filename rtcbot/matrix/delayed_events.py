@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,13 +150,6 @@ class DelayedEvents:
         if not isinstance(delay_id, str):
             raise DelayedEventsUnsupported("the homeserver ignored the delay parameter")
         return delay_id
-
-    async def schedule_message(
-        self, room_id: str, event_type: str, content: dict[str, Any], delay_ms: int
-    ) -> str:
-        path = Path.v3.rooms[room_id].send[event_type][uuid.uuid4().hex]
-        resp = await self._call(Method.PUT, path, content, {DELAY_PARAM: str(delay_ms)})
-        return str(resp["delay_id"])
 
     async def put_state(
         self, room_id: str, event_type: str, state_key: str, content: dict[str, Any]

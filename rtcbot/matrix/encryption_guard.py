@@ -30,13 +30,19 @@ class PlaintextRefused(Exception):
     """The bot would have sent an unencrypted event into an encrypted room: nothing was sent."""
 
 
-# The guard installed on each client object (attachments ask it before an upload).
-_INSTALLED: weakref.WeakKeyDictionary[Client, EncryptionGuard] = weakref.WeakKeyDictionary()
+# The active guards on each client object, oldest first: two instances of the plugin can share
+# one maubot client, and the wrapper must stay while any of them runs (the newest one checks).
+_INSTALLED: weakref.WeakKeyDictionary[Client, list[EncryptionGuard]] = weakref.WeakKeyDictionary()
+
+
+def _active_guard(client: Client) -> EncryptionGuard | None:
+    guards = _INSTALLED.get(client)
+    return guards[-1] if guards else None
 
 
 async def require_encryption(client: Client, room_id: RoomID) -> None:
     """Before an upload in the clear: PlaintextRefused when `room_id` is (or may be) encrypted."""
-    guard = _INSTALLED.get(client)
+    guard = _active_guard(client)
     await (guard or EncryptionGuard(client, logging.getLogger(__name__))).require_encryption(
         room_id
     )
@@ -49,13 +55,15 @@ class EncryptionGuard:
         self._told: set[RoomID] = set()  # rooms whose refusal is already logged
         self.refused = 0
         self._guarded: SendMessageEvent | None = None  # the wrapper this guard installed
+        self._guarded_name = ""  # its qualified name, the same for every guard's wrapper
 
     # -- installing --------------------------------------------------------------------------
     def install(self) -> None:
         """Wrap the client's send_message_event (on this client object only). The class's
-        method is wrapped, not the instance's: a guard left by an earlier instance of the plugin
-        on the same maubot client is replaced, not stacked."""
+        method is wrapped, not the instance's: a wrapper left on the same maubot client is
+        replaced, not stacked; the checks go to the newest guard still active there."""
         send: SendMessageEvent = type(self.client).send_message_event.__get__(self.client)
+        client = self.client
 
         async def guarded(
             room_id: RoomID,
@@ -64,7 +72,7 @@ class EncryptionGuard:
             disable_encryption: bool = False,
             **kwargs: Any,
         ) -> EventID:
-            await self.check(room_id, event_type, disable_encryption)
+            await (_active_guard(client) or self).check(room_id, event_type, disable_encryption)
             return await send(
                 room_id, event_type, content, disable_encryption=disable_encryption, **kwargs
             )
@@ -72,15 +80,24 @@ class EncryptionGuard:
         # Instance attribute: send_message, send_text, react … call self.send_message_event.
         self.client.send_message_event = guarded  # type: ignore[method-assign]
         self._guarded = guarded
-        _INSTALLED[self.client] = self
+        self._guarded_name = guarded.__qualname__
+        guards = _INSTALLED.setdefault(self.client, [])
+        if self not in guards:
+            guards.append(self)
 
     def uninstall(self) -> None:
-        """Remove this guard (maubot's client outlives the instance); a guard installed since by
-        another instance on the same client stays."""
-        if vars(self.client).get("send_message_event") is self._guarded:
+        """Remove this guard (maubot's client outlives the instance). The wrapper goes only
+        with the last active guard on the client: another instance still running keeps it."""
+        guards = _INSTALLED.get(self.client, [])
+        if self in guards:
+            guards.remove(self)
+        if guards:
+            return
+        _INSTALLED.pop(self.client, None)
+        # No guard left: remove whichever guard's wrapper is in place (maybe another's).
+        current = vars(self.client).get("send_message_event")
+        if current is not None and current.__qualname__ == self._guarded_name:
             del vars(self.client)["send_message_event"]
-        if _INSTALLED.get(self.client) is self:
-            del _INSTALLED[self.client]
 
     # -- checking ----------------------------------------------------------------------------
     def will_encrypt(self, event_type: EventType, disable_encryption: bool = False) -> bool:

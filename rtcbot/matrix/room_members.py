@@ -1,9 +1,12 @@
 """Who is joined to a room, as the bot's homeserver sees it, cached briefly.
 
 The authorization service asks this before it issues a LiveKit token for a room. A positive
-answer is cached for `ttl` seconds (a user who left may still get a token for that long);
-anything else is asked again, so someone who has just joined is not refused from a stale
-entry. Concurrent questions about one room share one request.
+answer is cached for `ttl` seconds (a user who left may still get a token for that long); any
+other answer comes from a member set at most `refusal_ttl` seconds old, so someone who has
+just joined waits that long at most, and a flood of callers who are not in a big room costs one
+request every `refusal_ttl` (review finding 2). Concurrent questions about one room share one
+request, and at most `max_fetches` rooms are asked at once (the Matrix client's pool is the
+bot's own).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from mautrix.errors import MatrixRequestError
 Fetch = Callable[[str], Awaitable[frozenset[str] | None]]
 
 DEFAULT_TTL = 15.0
+DEFAULT_REFUSAL_TTL = 2.0  # fresher than DEFAULT_TTL: a refusal never outlives a positive
+DEFAULT_MAX_FETCHES = 4
 _REQUEST_TIMEOUT = 10.0
 
 
@@ -47,31 +52,46 @@ class RoomMembers:
         fetch: Fetch,
         *,
         ttl: float = DEFAULT_TTL,
+        refusal_ttl: float = DEFAULT_REFUSAL_TTL,
         max_rooms: int = 1024,
+        max_fetches: int = DEFAULT_MAX_FETCHES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
         self._ttl = ttl
+        self._refusal_ttl = min(refusal_ttl, ttl)
         self._max_rooms = max_rooms
         self._clock = clock
         self._cache: dict[str, _Entry] = {}
+        self._in_flight: dict[str, asyncio.Task[_Entry]] = {}
+        self._fetches = asyncio.Semaphore(max_fetches)
 
     async def membership(self, room_id: str, user_id: str) -> Membership:
         """Raise MembershipUnknown when the homeserver cannot tell."""
         entry = self._cache.get(room_id)
-        if not (
-            entry is not None
-            and entry.members is not None
-            and user_id in entry.members
-            and self._clock() - entry.fetched < self._ttl
-        ):
+        if entry is None or not self._fresh(entry, user_id):
             entry = await self._refresh(room_id)
         if entry.members is None:
             return Membership.BOT_NOT_IN_ROOM
         return Membership.JOINED if user_id in entry.members else Membership.NOT_JOINED
 
+    def _fresh(self, entry: _Entry, user_id: str) -> bool:
+        age = self._clock() - entry.fetched
+        joined = entry.members is not None and user_id in entry.members
+        return age < (self._ttl if joined else self._refusal_ttl)
+
     async def _refresh(self, room_id: str) -> _Entry:
-        entry = _Entry(await self._fetch(room_id), self._clock())
+        task = self._in_flight.get(room_id)
+        if task is None:
+            task = asyncio.ensure_future(self._fetch_entry(room_id))
+            self._in_flight[room_id] = task
+            task.add_done_callback(lambda _: self._in_flight.pop(room_id, None))
+        # Shielded: one caller giving up does not cancel the answer the others wait for.
+        return await asyncio.shield(task)
+
+    async def _fetch_entry(self, room_id: str) -> _Entry:
+        async with self._fetches:
+            entry = _Entry(await self._fetch(room_id), self._clock())
         self._cache.pop(room_id, None)
         while len(self._cache) >= self._max_rooms:
             del self._cache[next(iter(self._cache))]  # the oldest entry

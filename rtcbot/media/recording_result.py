@@ -52,6 +52,9 @@ class RecordingResult:
     # Encrypted calls: display name → seconds of audio published without encryption (anyone
     # on the SFU could have sent or changed it); not in the files either.
     unencrypted: dict[str, float] = field(default_factory=dict)
+    # The files really posted into the room: a retention of 0 deletes these and no others,
+    # whatever the settings say by then (review finding 6).
+    uploaded: list[Path] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:

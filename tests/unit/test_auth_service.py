@@ -7,6 +7,7 @@ joined to which room comes from a fake `fetch` handed to the real RoomMembers ca
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -81,6 +82,7 @@ class Harness:
     hs: FakeHomeserver
     settings: list[AuthServiceSettings]
     rooms: FakeRooms
+    now: list[float]  # the membership cache's clock
 
     def configure(self, **changes: Any) -> None:
         self.settings[0] = replace(self.settings[0], **changes)
@@ -124,13 +126,14 @@ async def harness(homeserver: FakeHomeserver) -> AsyncIterator[Harness]:
         )
     ]
     rooms = FakeRooms({ROOM: frozenset({"@alice:hs.test", "@mallory:evil.test", "@bot:own.test"})})
+    now = [0.0]
     async with aiohttp.ClientSession() as session:
         service = AuthService(
             lambda: settings[0],
             session,
             logging.getLogger(LOGGER),
             own_server="own.test",
-            room_members=RoomMembers(rooms.fetch),
+            room_members=RoomMembers(rooms.fetch, clock=lambda: now[0]),
         )
         app = web.Application()
         for method, path, handler in service.routes():
@@ -138,7 +141,7 @@ async def harness(homeserver: FakeHomeserver) -> AsyncIterator[Harness]:
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
         try:
-            yield Harness(client, homeserver, settings, rooms)
+            yield Harness(client, homeserver, settings, rooms, now)
         finally:
             await client.close()
             await service.close()
@@ -581,6 +584,8 @@ async def test_a_refusal_asks_again_so_a_new_member_is_not_refused(harness: Harn
     harness.rooms.joined[ROOM] = frozenset({"@bob:hs.test"})
     assert (await harness.post("/get_token", get_token_body()))[0] == 403
     harness.rooms.joined[ROOM] = frozenset({"@bob:hs.test", "@alice:hs.test"})  # alice joins
+    assert (await harness.post("/get_token", get_token_body()))[0] == 403  # within 2 s
+    harness.now[0] = 2.0  # the refusal's member set is old enough: asked again
     assert (await harness.post("/get_token", get_token_body()))[0] == 200
     # Members are then served from the cache.
     assert (await harness.post("/sfu/get", sfu_get_body()))[0] == 200
@@ -794,6 +799,28 @@ async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(
     assert await _status(harness, "203.0.113.9") == 429
 
 
+async def test_a_client_is_one_key_whatever_way_its_address_is_spelled(
+    harness: Harness,
+) -> None:
+    """Review finding 3: the bucket was keyed by the address string, so an IPv6 client had
+    2^64 fresh buckets and an IPv4 one two spellings. Now: IPv4-mapped IPv6 counts as the
+    IPv4, IPv6 by its /64, a proxy may be a CIDR, a hop that is no IP falls back to the peer."""
+    harness.configure(
+        rate_limit_per_ip_burst=1, rate_limit_per_ip_per_s=0.01, trusted_proxies=("127.0.0.0/8",)
+    )
+    assert await _status(harness, "198.51.100.7") == 200
+    assert await _status(harness, "::ffff:198.51.100.7") == 429
+    assert await _status(harness, "2001:db8:1:2::1") == 200
+    assert await _status(harness, "2001:db8:1:2:ffff::9") == 429  # the same /64
+    assert await _status(harness, "2001:db8:1:3::1") == 200  # another /64
+    assert await _status(harness, "unknown") == 200  # no IP: the proxy's own bucket
+    assert await _status(harness, "not-an-ip") == 429  # the same one
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        parse_settings(_config(trusted_proxies=["proxy.example"]))
+    auth = parse_settings(_config(trusted_proxies=["10.0.0.0/8", "::1"])).auth_service
+    assert auth.trusted_proxies == ("10.0.0.0/8", "::1")
+
+
 # -- the bot's own account ---------------------------------------------------------------------
 async def test_the_bots_own_token_only_when_the_bot_sent_it_here(
     homeserver: FakeHomeserver,
@@ -834,3 +861,46 @@ async def test_the_bots_own_token_only_when_the_bot_sent_it_here(
             note_sent(ALICE_TOKEN, own_url + "/")
             assert (await status())[0] == 200  # the bot's own request to its own service
         await service.close()
+
+
+async def test_membership_questions_share_one_fetch_and_refusals_are_cached_briefly() -> None:
+    """Review finding 2: 200 concurrent questions about one big room by a user who is not in it
+    made 200 `joined_members` requests on the Matrix client's pool. Now they share one fetch;
+    a refusal is answered from the member set for ~2 s (a left user is still refused at least
+    as fresh as the 15 s positive rule), and fetches of many rooms at once are bounded."""
+    now = [0.0]
+    gate = asyncio.Event()
+    in_flight = [0, 0]  # now, most at once
+    rooms = FakeRooms({f"!r{i}:x": frozenset({"@a:x"}) for i in range(20)})
+
+    async def slow_fetch(room_id: str) -> frozenset[str] | None:
+        in_flight[0] += 1
+        in_flight[1] = max(in_flight[1], in_flight[0])
+        try:
+            await gate.wait()
+            return await rooms.fetch(room_id)
+        finally:
+            in_flight[0] -= 1
+
+    members = RoomMembers(slow_fetch, clock=lambda: now[0])
+    asks = [members.membership("!r0:x", f"@evil{i}:attacker") for i in range(200)]
+    pending = asyncio.gather(*asks)
+    await asyncio.sleep(0)
+    gate.set()
+    assert {m.value for m in await pending} == {"not_joined"}
+    assert rooms.fetched == ["!r0:x"]
+    now[0] = 1.9  # still fresh for a refusal
+    assert (await members.membership("!r0:x", "@evil0:attacker")).value == "not_joined"
+    assert rooms.fetched == ["!r0:x"]
+    now[0] = 2.0  # asked again: someone who just joined is let in
+    rooms.joined["!r0:x"] = frozenset({"@a:x", "@evil0:attacker"})
+    assert (await members.membership("!r0:x", "@evil0:attacker")).value == "joined"
+    assert rooms.fetched == ["!r0:x", "!r0:x"]
+    # Many rooms at once: a few fetches at a time, not one per room.
+    gate.clear()
+    pending = asyncio.gather(*(members.membership(f"!r{i}:x", "@a:x") for i in range(1, 20)))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    gate.set()
+    assert {m.value for m in await pending} == {"joined"}
+    assert 1 <= in_flight[1] <= 4, in_flight

@@ -83,3 +83,24 @@ async def test_with_crypto_only_what_would_stay_plaintext_is_refused() -> None:
     assert client.sent == [(ENCRYPTED, "m.room.message"), (PLAIN, "m.reaction")]
     newer.uninstall()
     assert "send_message_event" not in vars(client)
+
+
+async def test_the_wrapper_stays_while_any_guard_on_the_client_is_active() -> None:
+    """Review finding 5: two instances share one maubot client; the newer one stopping first
+    must not take the guard away from the older one that still runs."""
+    client = FakeClient(crypto=None)
+    older = EncryptionGuard(client, logging.getLogger("test.e2ee"))  # type: ignore[arg-type]
+    older.install()
+    newer = EncryptionGuard(client, logging.getLogger("test.e2ee"))  # type: ignore[arg-type]
+    newer.install()
+    newer.uninstall()  # B stops while A still runs
+    with pytest.raises(PlaintextRefused):
+        await client.send_message_event(ENCRYPTED, EventType.ROOM_MESSAGE, {})
+    with pytest.raises(PlaintextRefused):
+        await require_encryption(client, ENCRYPTED)  # type: ignore[arg-type]
+    assert older.refused == 2  # the checks are the running guard's own
+    newer.uninstall()  # twice is harmless
+    older.uninstall()  # the last one gone: the class's own method again
+    assert "send_message_event" not in vars(client)
+    await client.send_message_event(ENCRYPTED, EventType.ROOM_MESSAGE, {})
+    assert client.sent == [(ENCRYPTED, "m.room.message")]
