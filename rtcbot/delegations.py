@@ -107,13 +107,8 @@ class ParticipantLookup:
         s = self._settings()
         if not (s.livekit_url and s.api_key and s.api_secret):
             raise SfuUnavailable("no LiveKit URL or API key in auth_service")
-        lk = api.LiveKitAPI(
-            s.livekit_url,
-            s.api_key,
-            s.api_secret,
-            session=self._session or self._own.session(),
-            failover=False,
-        )
+        http = self._session or self._own.session()
+        lk = api.LiveKitAPI(s.livekit_url, s.api_key, s.api_secret, session=http, failover=False)
         try:
             async with asyncio.timeout(SFU_TIMEOUT_S):
                 info = await lk.room.get_participant(
