@@ -226,24 +226,19 @@ class MediaRoles:
             return mint_local_token(
                 lk, livekit_room_alias(room_id), self.identity(), roles, name=name
             )
-        own = await self.transport_url()
-        service = own or await self._members_service(room_id)
+        service = await self._home_service(room_id)
         if not service:
             raise MediaError(
                 "I don't know this call's LiveKit service: the homeserver advertises no "
                 "MatrixRTC transport, livekit.service_url / livekit.api_secret are not set, "
                 "and no call member's own service is in livekit.trusted_services."
             )
-        # A member's service (allow-listed) was chosen by room state: the guarded client, like
-        # other SFUs' services, never the Matrix client's connections.
-        return await self._service_access(service, room_id, None if own else self.trust.auth)
+        return await self._service_access(service, room_id, await self.trust.client_for(service))
 
     async def _home_service(self, room_id: str) -> str:
         """The authorization service of the bot's own transport in this room's call."""
-        return await self.transport_url() or await self._members_service(room_id)
-
-    async def _members_service(self, room_id: str) -> str:
-        return await self.trust.members_service((await self.calls.room(room_id)).call())
+        own = await self.transport_url()
+        return own or await self.trust.members_service((await self.calls.room(room_id)).call())
 
     async def _foreign_access(self, service: str, room_id: str) -> SfuAccess:
         """A token from another SFU's service: only a trusted one, through the guarded

@@ -51,6 +51,11 @@ class TrustedServices:
                         return url
         return ""
 
+    async def client_for(self, service: str) -> AuthServiceClient | None:
+        """The guarded client for a service room state chose (a call member's, when the bot
+        has none of its own); None for the bot's own transport (the Matrix client's pool)."""
+        return None if service == await self.transport_url() else self.auth
+
     def local_hosts(self) -> set[str]:
         """The hosts of the trusted services: the operator (or homeserver) named them."""
         canonical = (canonical_service(u) for u in self._configured(self._home_seen))
