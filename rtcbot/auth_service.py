@@ -19,8 +19,8 @@ identity the endpoint derives and run by delegations.py. `delay_cs_api_url` is n
 
 Facing anonymous callers (docs/DEPLOYMENT.md, "The authorization service in public"): a
 token bucket per client IP (429 once the body is sound, before anything goes out); the OpenID
-check and its well-known lookup on their own guarded client (auth/outbound.py), never the
-Matrix client's connections; the bot's own account refused unless the bot itself sent the
+check and its well-known lookup on their own guarded client (net/outbound.py), and LiveKit's
+API (CreateRoom) on a session of its own, never the Matrix client's connections; the bot's own account refused unless the bot itself sent the
 token here (auth/own_token.py).
 
 Request bodies are read and parsed in auth_requests.py.
@@ -44,7 +44,6 @@ import aiohttp
 from aiohttp import web
 from livekit import api
 
-from rtcbot.auth.outbound import AnonymousOutbound, authority_of
 from rtcbot.auth.own_token import normal_url, sent_to
 from rtcbot.auth_requests import (
     MAX_BODY_BYTES,
@@ -65,6 +64,12 @@ from rtcbot.matrix.server_discovery import (
     FederationDiscovery,
     InvalidServerName,
     parse_server_name,
+)
+from rtcbot.net.outbound import (
+    GuardedClient,
+    anonymous_callers_client,
+    authority_of,
+    sfu_api_client,
 )
 from rtcbot.rtc.client_address import client_key, proxy_networks
 from rtcbot.rtc.delegated_leave import DelegationRefused, LeaveRequest
@@ -158,7 +163,7 @@ class AuthService:
     def __init__(
         self,
         settings_getter: Callable[[], AuthServiceSettings],
-        session: aiohttp.ClientSession,
+        session: aiohttp.ClientSession | None,
         log: logging.Logger,
         *,
         http_timeout: float = 10.0,
@@ -168,12 +173,14 @@ class AuthService:
         own_service_url: str = "",
         room_members: RoomMembers | None = None,
         discovery: FederationDiscovery | None = None,
-        outbound: AnonymousOutbound | None = None,
+        outbound: GuardedClient | None = None,
         delegate: Delegate | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings_getter
-        # For LiveKit (CreateRoom) only; what anonymous callers trigger goes via `_outbound`.
+        # LiveKit's API (CreateRoom): None, a session of its own (net/outbound.py), so that
+        # callers holding it cannot hold the Matrix client's connections.
+        self._sfu_api = sfu_api_client(lambda: self._settings().livekit_url)
         self._session = session
         self._log = log
         self._timeout = http_timeout
@@ -186,8 +193,8 @@ class AuthService:
         self._clock = clock
         # Without a membership source every room counts as one the bot is not in.
         self._members = room_members
-        self._outbound = outbound or AnonymousOutbound(
-            self._trusted_hosts, timeout_s=min(5.0, http_timeout)
+        self._outbound = outbound or anonymous_callers_client(
+            self._trusted_hosts, timeout=min(5.0, http_timeout)
         )
         self._discovery = discovery or FederationDiscovery(
             self._outbound, timeout=min(3.0, http_timeout)
@@ -218,6 +225,7 @@ class AuthService:
 
     async def close(self) -> None:
         await self._outbound.close()
+        await self._sfu_api.close()
 
     def _trusted_hosts(self) -> list[str]:
         """`host:port`s the OpenID checks may reach on private addresses: the bot's own
@@ -536,7 +544,7 @@ class AuthService:
             settings.livekit_url,
             settings.api_key,
             settings.api_secret,
-            session=self._session,
+            session=self._session or self._sfu_api.session(),
             failover=False,
         )
         try:

@@ -8,7 +8,7 @@ job ends, so a restart of the plugin resumes it (`start`), as lk-jwt-service doe
 
 The C-S API is found from the server that vouched for the user (matrix/client_discovery.py),
 never from the request. Those lookups, restarts and sends go out on a client of their own
-(auth/outbound.py: a small pool, no private address but the bot's own homeserver and the
+(net/outbound.py: a small pool, no private address but the bot's own homeserver and the
 configured `client_api_urls`), never on the Matrix client's connections. A delay id is a capability: logs name a job by its participant and a
 fingerprint of the id (`delay #1a2b3c4d`), never by the id.
 """
@@ -26,13 +26,13 @@ from typing import Any
 import aiohttp
 from livekit import api
 
-from .auth.outbound import AnonymousOutbound, authority_of
 from .auth_requests import printable
 from .config import AuthServiceSettings
 from .context import BotContext
 from .db import StoredLeave
 from .matrix.client_discovery import ClientApiDiscovery, ClientApiUnresolvable
 from .matrix.delayed_actions import ActionAnswer, delayed_event_action
+from .net.outbound import anonymous_callers_client, authority_of, sfu_api_client
 from .rtc.delegated_leave import (
     MIN_RESTART_INTERVAL_S,
     RESTART_FRACTION,
@@ -89,19 +89,26 @@ class ParticipantLookup:
     """Is this identity connected to this LiveKit room? (RoomService.GetParticipant)"""
 
     def __init__(
-        self, settings: Callable[[], AuthServiceSettings], session: aiohttp.ClientSession
+        self,
+        settings: Callable[[], AuthServiceSettings],
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
         self._settings = settings
+        # None: a session of its own (net/outbound.py): anonymous callers' delegations cause
+        # these lookups, so they must not hold the Matrix client's connections.
+        self._own = sfu_api_client(lambda: settings().livekit_url)
         self._session = session
+
+    async def close(self) -> None:
+        await self._own.close()
 
     async def sid(self, room: str, identity: str) -> str | None:
         """The participant's sid, None when the SFU does not know it; raise SfuUnavailable."""
         s = self._settings()
         if not (s.livekit_url and s.api_key and s.api_secret):
             raise SfuUnavailable("no LiveKit URL or API key in auth_service")
-        lk = api.LiveKitAPI(
-            s.livekit_url, s.api_key, s.api_secret, session=self._session, failover=False
-        )
+        http = self._session or self._own.session()
+        lk = api.LiveKitAPI(s.livekit_url, s.api_key, s.api_secret, session=http, failover=False)
         try:
             async with asyncio.timeout(SFU_TIMEOUT_S):
                 info = await lk.room.get_participant(
@@ -140,14 +147,14 @@ class DelegatedLeaves:
         self.log = ctx.logger("delegated_leave")
         self.store = ctx.db.delegated_leaves
         self.clock = clock
-        self.outbound = AnonymousOutbound(self._trusted_hosts, timeout_s=HOMESERVER_TIMEOUT_S)
+        self.outbound = anonymous_callers_client(self._trusted_hosts, timeout=HOMESERVER_TIMEOUT_S)
         self.cs_api = cs_api or ClientApiDiscovery(
-            self.outbound.session(),
+            self.outbound,
             lambda: ctx.settings().auth_service.client_api_urls,
             own_server=ctx.user_id.partition(":")[2],
             own_url=lambda: str(ctx.client.api.base_url),
         )
-        self.sfu = sfu or ParticipantLookup(lambda: ctx.settings().auth_service, ctx.http)
+        self.sfu = sfu or ParticipantLookup(lambda: ctx.settings().auth_service)
         self._runners: dict[tuple[str, str], _Runner] = {}
         self._lock = asyncio.Lock()
         self._accepting = False
@@ -236,6 +243,7 @@ class DelegatedLeaves:
                 async with asyncio.timeout(STOP_RESTART_GRACE_S):
                     await asyncio.gather(*(self._last_restart(job) for job in connected))
         await self.outbound.close()
+        await self.sfu.close()
         self.log.info("Delegated leaves: %d kept in the database for the next start", len(runners))
 
     async def _last_restart(self, job: Job) -> None:
@@ -405,7 +413,7 @@ class DelegatedLeaves:
         except ClientApiUnresolvable as e:
             return ActionAnswer(Result.TRANSIENT, detail=f"C-S API unresolvable: {e}")
         return await delayed_event_action(
-            self.outbound.session(), base, request.delay_id, action, HOMESERVER_TIMEOUT_S
+            self.outbound, base, request.delay_id, action, HOMESERVER_TIMEOUT_S
         )
 
     async def _drop(self, job: Job, drop: Drop) -> None:

@@ -233,7 +233,7 @@ class MediaRoles:
                 "MatrixRTC transport, livekit.service_url / livekit.api_secret are not set, "
                 "and no call member's own service is in livekit.trusted_services."
             )
-        return await self._service_access(service, room_id)
+        return await self._service_access(service, room_id, await self.trust.client_for(service))
 
     async def _home_service(self, room_id: str) -> str:
         """The authorization service of the bot's own transport in this room's call."""

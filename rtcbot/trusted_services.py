@@ -2,8 +2,8 @@
 
 The trusted services (rtc/trust.py): `livekit.service_url`, the service the bot's homeserver
 advertises (the bot's transport), and `livekit.trusted_services`. Requests to any of them
-that a room's state triggers (another SFU of a multi-SFU call) go through their own guarded
-client (net/outbound.py), never the Matrix client's connections; the hosts of those services
+that a room's state triggers (another SFU of a multi-SFU call, a call member's service the
+bot uses when it has none of its own) go through their own guarded client (net/outbound.py), never the Matrix client's connections; the hosts of those services
 are the only ones that may use plain http or private and loopback addresses.
 """
 
@@ -50,6 +50,11 @@ class TrustedServices:
                     if url is not None:
                         return url
         return ""
+
+    async def client_for(self, service: str) -> AuthServiceClient | None:
+        """The guarded client for a service room state chose (a call member's, when the bot
+        has none of its own); None for the bot's own transport (the Matrix client's pool)."""
+        return None if service == await self.transport_url() else self.auth
 
     def local_hosts(self) -> set[str]:
         """The hosts of the trusted services: the operator (or homeserver) named them."""

@@ -72,7 +72,7 @@ class WebEndpoints:
         self.log = ctx.logger("web")
         self.auth = AuthService(
             lambda: ctx.settings().auth_service,
-            ctx.http,
+            None,  # LiveKit's API on a session of its own, never the Matrix client's
             ctx.logger("auth_service"),
             own_server=ctx.user_id.partition(":")[2],
             own_user_id=ctx.user_id,

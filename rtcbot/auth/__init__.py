@@ -1,1 +1,2 @@
-"""What the authorization service needs to face anonymous callers: its own outbound client."""
+"""What the authorization service needs to face anonymous callers (its outbound client is
+net/outbound.py's `anonymous_callers_client`)."""

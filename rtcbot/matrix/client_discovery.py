@@ -20,9 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
-
-from .server_discovery import InvalidServerName, fetch_well_known, parse_server_name
+from .server_discovery import Getter, InvalidServerName, fetch_well_known, parse_server_name
 
 WELL_KNOWN_CLIENT = "/.well-known/matrix/client"
 _HTTP_URL = re.compile(r"https?://[^/\s?#]+(/[^\s?#]*)?")
@@ -43,7 +41,7 @@ class ClientApiDiscovery:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        session: Getter,  # the delegated leaves' guarded client (net/outbound.py)
         overrides: Callable[[], dict[str, str]],
         own_server: str = "",
         own_url: Callable[[], str] = lambda: "",

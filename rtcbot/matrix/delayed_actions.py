@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from ..net.outbound import GuardedClient
 from ..rtc.delegated_leave import Result
 from .delayed_events import (
     DelayedEventNotFound,
@@ -49,7 +50,7 @@ def _retry_after(headers: Any, body: dict[str, Any]) -> float | None:
 
 
 async def _post(
-    session: aiohttp.ClientSession, url: str, body: dict[str, Any], timeout: float
+    session: aiohttp.ClientSession | GuardedClient, url: str, body: dict[str, Any], timeout: float
 ) -> tuple[int, dict[str, Any], Any]:
     async with asyncio.timeout(timeout):
         async with session.post(url, json=body, allow_redirects=False) as resp:
@@ -62,7 +63,7 @@ async def _post(
 
 
 async def delayed_event_action(
-    session: aiohttp.ClientSession,
+    session: aiohttp.ClientSession | GuardedClient,
     base_url: str,
     delay_id: str,
     action: str,

@@ -18,7 +18,7 @@ Anyone may make us look a server name up, so the requests are kept small (SSRF, 
 the name must match the server-name grammar, the path is fixed, redirects are not followed
 (the spec allows them for the well-known; we refuse them), the answer is capped at 16 KiB and
 every request has a timeout. The authorization service hands in its own client for anonymous
-callers (auth/outbound.py): its own small pool, and no private addresses unless configured.
+callers (net/outbound.py): its own small pool, and no private addresses unless configured.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ _PORT = re.compile(r"[0-9]{1,5}")
 
 
 class HttpGetter(Protocol):
-    """What the lookups need of an HTTP client (auth/outbound.py's AnonymousOutbound)."""
+    """What the lookups need of an HTTP client (net/outbound.py's GuardedClient)."""
 
     def get(
         self, url: str, *, timeout: aiohttp.ClientTimeout, allow_redirects: bool = False

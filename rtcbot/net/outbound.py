@@ -1,21 +1,31 @@
-"""Outbound HTTP that room state or anonymous callers trigger: a guarded client.
+"""Outbound HTTP that room state or anonymous callers trigger: one guarded client.
 
-A URL that a room member advertises (another SFU's authorization service) or an anonymous
-caller names (a server to verify an OpenID token at) must not turn the bot into a way into
-the operator's network, nor starve the Matrix client (security review H1, M1). Such requests
-go through `GuardedClient`, never through the Matrix client's session:
+A URL that a room member advertises (another SFU's authorization service), a server an
+anonymous caller names (to verify an OpenID token at, or whose C-S API restarts a delegated
+leave) must not turn the bot into a way into the operator's network, nor starve the Matrix
+client (security review H1, M1). Such requests go through a `GuardedClient`, never through
+the Matrix client's session (`ctx.http`):
 
-- `AddressPolicy`: https only; plain http, and private, loopback, link-local or otherwise
-  non-global addresses, only for the hosts the operator configured (`local_hosts`).
-- Every address a host resolves to is checked, and the connection goes to the checked
-  addresses (the check is the connector's resolver, so a second DNS answer cannot swap in
-  another address: no DNS rebinding). An IP literal is checked as it is.
-- Its own aiohttp session with a small connection limit, no redirects, no proxy from the
-  environment; a token bucket per host; a host that could not be reached is not tried
-  again for `failure_ttl` seconds (negative cache).
+- `AddressPolicy`: no private, loopback, link-local, multicast or otherwise non-global
+  address, unless the operator configured the target: `local_hosts` (host names or IP
+  literals, any port) or `local_authorities` (`host:port`, that port only). With
+  `https_only` (room-triggered requests) plain http only for a local host. No user info.
+- Every address a host resolves to is checked, IP literals included, in the connector
+  between name resolution and connect: the connection goes to the checked addresses, so a
+  second DNS answer cannot swap in another one (no DNS rebinding); one bad address refuses
+  the host.
+- Its own aiohttp session: no redirects, no proxy from the environment; at most `limit`
+  requests at once to local targets and, apart, at most `limit` to the others (a server
+  that never answers cannot delay the requests to configured ones); waiting for a slot
+  counts towards the timeout.
+- Optionally a token bucket per host (`rate_per_s`) and a failure cache: a host that could
+  not be reached is not tried again for `failure_ttl` seconds (`remember_failed_hosts`);
+  callers may also note failures under keys of their own (`failed` / `recently_failed`).
 
 A refusal raises `OutboundRefused`, whose `reason` is one of a few fixed words: callers tell
-people a fixed sentence, never a server's text.
+people a fixed sentence, never a server's text. It is an aiohttp connection error (callers
+catching `aiohttp.ClientError` see it) and an OSError (aiohttp passes it through its
+connector as the cause).
 
     client = GuardedClient(AddressPolicy(local_hosts=lambda: {"sfu.lan"}))
     async with client.post("https://sfu.example/sfu/get", json={...}) as resp: ...
@@ -24,28 +34,27 @@ people a fixed sentence, never a server's text.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-import socket
 import time
-from collections.abc import AsyncIterator, Callable, Collection
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
+from yarl import URL
 
-RefusalReason = Literal["scheme", "address", "rate", "recent_failure"]
+from ..rtc.rate_limit import KeyedLimiter
+
+RefusalReason = Literal["scheme", "address", "rate", "recent_failure", "busy"]
 Clock = Callable[[], float]
+MAX_FAILURE_ENTRIES = 4096
 
 
-class OutboundRefused(OSError):
-    """The request was not made (or not completed): `reason` says why, in one word.
-
-    An OSError, so that aiohttp passes it through its connector as the cause of a connection
-    error; GuardedClient raises it as itself."""
+class OutboundRefused(aiohttp.ClientConnectionError, OSError):
+    """The request was not made (or not completed): `reason` says why, in one word."""
 
     def __init__(self, reason: RefusalReason, host: str) -> None:
         super().__init__(f"outbound request to {host} refused: {reason}")
@@ -53,66 +62,91 @@ class OutboundRefused(OSError):
         self.host = host
 
 
-def _no_hosts() -> Collection[str]:
+def is_public(address: str) -> bool:
+    """A globally routable unicast address (IPv4-mapped IPv6 judged by its IPv4 part)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def _bare(host: str) -> str:
+    return host.lower().strip("[]")
+
+
+def authority(host: str, port: int | None) -> str:
+    return f"{_bare(host)}:{port}"
+
+
+def authority_of(url: str) -> str:
+    """`host:port` of a URL (the scheme's default port if none), '' if it has no host."""
+    u = URL(url)
+    return authority(u.host, u.port) if u.host else ""
+
+
+def _none() -> Collection[str]:
     return ()
 
 
 @dataclass(frozen=True)
 class AddressPolicy:
-    """Where guarded requests may go. `local_hosts` (read at every request: config changes
-    apply live) are host names or IP literals the operator configured; they may use http and
-    resolve to non-global addresses."""
+    """Where guarded requests may go. The callables are read at every request (config
+    changes apply live)."""
 
-    local_hosts: Callable[[], Collection[str]] = _no_hosts
+    local_hosts: Callable[[], Collection[str]] = _none  # any port
+    local_authorities: Callable[[], Iterable[str]] = _none  # `host:port`, as authority_of
+    https_only: bool = True
 
-    def _local(self, host: str) -> bool:
-        return host.lower().strip("[]") in {h.lower().strip("[]") for h in self.local_hosts()}
+    def authorities(self) -> frozenset[str]:
+        out = set()
+        for entry in self.local_authorities():
+            host, _, port = entry.rpartition(":")
+            if host and port.isdigit():
+                out.add(authority(host, int(port)))
+        return frozenset(out)
+
+    def is_local(self, host: str, port: int | None = None) -> bool:
+        """A target the operator configured: it may use http and non-global addresses."""
+        if _bare(host) in {_bare(h) for h in self.local_hosts()}:
+            return True
+        return port is not None and authority(host, port) in self.authorities()
 
     def check_url(self, url: str) -> str:
-        """The URL's host; raises OutboundRefused("scheme") for anything but https (http for
-        a local host), or a URL with user info."""
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if not host or parts.username is not None or parts.password is not None:
+        """The URL's host; raises OutboundRefused("scheme") for a URL without a host or with
+        user info, and with `https_only` for anything but https (http for a local host)."""
+        u = URL(url)
+        host = _bare(u.host or "")
+        if not host or u.user is not None or u.password is not None:
             raise OutboundRefused("scheme", host or "?")
-        if parts.scheme == "https" or (parts.scheme == "http" and self._local(host)):
+        if u.scheme == "https" or (u.scheme == "http" and not self.https_only):
+            return host
+        if u.scheme == "http" and self.is_local(host, u.port):
             return host
         raise OutboundRefused("scheme", host)
 
-    def allows_address(self, host: str, address: str) -> bool:
-        """Whether `host` may be reached at `address` (one of its resolved addresses)."""
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return ip.is_global or self._local(host)
+    def allows_address(self, host: str, address: str, port: int | None = None) -> bool:
+        """Whether `host` (at `port`) may be reached at `address`, one it resolved to."""
+        return is_public(address) or self.is_local(host, port)
 
 
-class _CheckingResolver(AbstractResolver):
-    """Resolves as usual, then refuses the host if any of its addresses is not allowed."""
+class GuardedConnector(aiohttp.TCPConnector):
+    """Refuses a host if any address it resolves to (an IP literal: itself) is not allowed."""
 
-    def __init__(self, policy: AddressPolicy) -> None:
+    def __init__(self, policy: AddressPolicy, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self._policy = policy
-        self._inner = ThreadedResolver()
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    # aiohttp's own hook between name resolution and connect (literals come through it too).
+    async def _resolve_host(
+        self, host: str, port: int, traces: Sequence[Any] | None = None
     ) -> list[ResolveResult]:
-        found = await self._inner.resolve(host, port, family)
-        if not found or not all(self._policy.allows_address(host, r["host"]) for r in found):
+        found = await super()._resolve_host(host, port, traces)
+        if not found or not all(self._policy.allows_address(host, r["host"], port) for r in found):
             raise OutboundRefused("address", host)
         return found
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-@dataclass
-class _Bucket:
-    tokens: float
-    at: float
 
 
 @dataclass
@@ -121,82 +155,131 @@ class GuardedClient:
     loop's lifetime; `close()` it when done."""
 
     policy: AddressPolicy = field(default_factory=AddressPolicy)
-    limit: int = 4  # connections at once, in all
-    limit_per_host: int = 2
-    rate_per_s: float = 0.5  # requests per host and second, after a burst of
+    limit: int = 4  # requests at once to local targets; as many apart to the others
+    limit_per_host: int = 2  # connections per host (0: no limit)
+    timeout: float = 10.0  # at most, waiting for a slot included
+    connect_timeout: float = 3.0
+    rate_per_s: float = 0.5  # requests per host and second (0: no limit), after a burst of
     burst: int = 5
-    failure_ttl: float = 30.0  # an unreachable host is not tried again for this long
-    timeout: float = 10.0
+    failure_ttl: float = 30.0  # how long a failure is remembered
+    remember_failed_hosts: bool = True  # an unreachable host is not tried again meanwhile
     clock: Clock = time.monotonic
+    resolver: AbstractResolver | None = None  # tests: names that resolve to loopback
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
-    _buckets: dict[str, _Bucket] = field(default_factory=dict, init=False, repr=False)
-    _failed_until: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _rates: KeyedLimiter | None = field(default=None, init=False, repr=False)
+    _failed: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _slots: dict[bool, asyncio.Semaphore] = field(default_factory=dict, init=False, repr=False)
 
-    def _http(self) -> aiohttp.ClientSession:
+    def session(self) -> aiohttp.ClientSession:
+        """The guarded session itself: the address policy applies, the slots, rates and
+        failure cache do not. For libraries that need a session (LiveKit's API client) and
+        a target the operator configured."""
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self.limit,
+            connector = GuardedConnector(
+                self.policy,
+                limit=2 * self.limit,
                 limit_per_host=self.limit_per_host,
-                resolver=_CheckingResolver(self.policy),
+                resolver=self.resolver,
             )
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
         return self._session
 
-    def _admit(self, host: str) -> None:
-        now = self.clock()
-        if self._failed_until.get(host, 0.0) > now:
-            raise OutboundRefused("recent_failure", host)
-        self._failed_until = {h: t for h, t in self._failed_until.items() if t > now}
-        bucket = self._buckets.setdefault(host, _Bucket(float(self.burst), now))
-        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.at) * self.rate_per_s)
-        bucket.at = now
-        if bucket.tokens < 1.0:
-            raise OutboundRefused("rate", host)
-        bucket.tokens -= 1.0
-        if len(self._buckets) > 1000:  # bounded: forget the hosts that are full again
-            self._buckets = {
-                h: b for h, b in self._buckets.items() if b.tokens < self.burst or h == host
-            }
+    # -- the failure cache ------------------------------------------------------------------
+    def recently_failed(self, key: str) -> bool:
+        until = self._failed.get(key)
+        if until is None:
+            return False
+        if until <= self.clock():
+            del self._failed[key]
+            return False
+        return True
 
-    def _check_literal(self, host: str) -> None:
-        try:
-            ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
-        except ValueError:
-            return  # a name: the resolver checks what it resolves to
-        if not self.policy.allows_address(host, host.strip("[]")):
-            raise OutboundRefused("address", host)
+    def failed(self, key: str) -> None:
+        self._failed.pop(key, None)
+        while len(self._failed) >= MAX_FAILURE_ENTRIES:
+            del self._failed[next(iter(self._failed))]
+        self._failed[key] = self.clock() + self.failure_ttl
+
+    # -- requests ---------------------------------------------------------------------------
+    def _admit(self, host: str) -> None:
+        if self.remember_failed_hosts and self.recently_failed(host):
+            raise OutboundRefused("recent_failure", host)
+        if self.rate_per_s > 0:
+            if self._rates is None:
+                self._rates = KeyedLimiter(self.rate_per_s, self.burst, max_keys=1000)
+            if self._rates.take(host, self.clock()) > 0:
+                raise OutboundRefused("rate", host)
 
     @asynccontextmanager
-    async def post(
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """As aiohttp's `session.request`, never following redirects, inside a slot. Raises
+        OutboundRefused before any traffic when the policy, the rate, a recent failure or
+        the slots say no; aiohttp's errors (and TimeoutError) otherwise."""
+        host = self.policy.check_url(url)
+        self._admit(host)
+        total = self.timeout
+        if timeout is not None and timeout.total is not None:
+            total = min(total, timeout.total)
+        local = self.policy.is_local(host, URL(url).port)
+        slots = self._slots.setdefault(local, asyncio.Semaphore(self.limit))
+        started = self.clock()
+        try:
+            await asyncio.wait_for(slots.acquire(), total)
+        except TimeoutError:
+            raise OutboundRefused("busy", host) from None
+        try:
+            left = max(0.1, total - (self.clock() - started))
+            async with self.session().request(
+                method,
+                url,
+                json=json,
+                params=params,
+                timeout=aiohttp.ClientTimeout(total=left, connect=min(left, self.connect_timeout)),
+                allow_redirects=False,
+            ) as resp:
+                yield resp
+        except aiohttp.ClientConnectorError as e:
+            self._note_failure(host)
+            if isinstance(e.os_error, OutboundRefused):
+                raise e.os_error from None
+            raise
+        except TimeoutError:
+            self._note_failure(host)
+            raise
+        finally:
+            slots.release()
+
+    def _note_failure(self, host: str) -> None:
+        if self.remember_failed_hosts:
+            self.failed(host)
+
+    def get(
+        self,
+        url: str,
+        *,
+        params: dict[str, str] | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+        allow_redirects: bool = False,  # for ClientSession's signature; never followed
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        return self.request("GET", url, params=params, timeout=timeout)
+
+    def post(
         self,
         url: str,
         *,
         json: Any = None,
         timeout: aiohttp.ClientTimeout | None = None,
-        allow_redirects: bool = False,  # accepted for ClientSession's signature; never followed
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST `json` to `url`, as aiohttp's `session.post` (without redirects). Raises
-        OutboundRefused before any traffic when the policy, the rate or a recent failure says
-        no; aiohttp's errors (and TimeoutError) otherwise."""
-        host = self.policy.check_url(url)
-        self._check_literal(host)
-        self._admit(host)
-        try:
-            async with self._http().post(
-                url,
-                json=json,
-                timeout=timeout or aiohttp.ClientTimeout(total=self.timeout),
-                allow_redirects=False,
-            ) as resp:
-                yield resp
-        except aiohttp.ClientConnectorError as e:
-            self._failed_until[host] = self.clock() + self.failure_ttl
-            if isinstance(e.os_error, OutboundRefused):
-                raise e.os_error from None
-            raise
-        except TimeoutError:
-            self._failed_until[host] = self.clock() + self.failure_ttl
-            raise
+        allow_redirects: bool = False,  # for ClientSession's signature; never followed
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        return self.request("POST", url, json=json, timeout=timeout)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -204,4 +287,51 @@ class GuardedClient:
             self._session = None
 
 
-__all__ = ["AddressPolicy", "GuardedClient", "OutboundRefused"]
+def anonymous_callers_client(
+    configured: Callable[[], Iterable[str]],
+    *,
+    timeout: float,
+    limit: int = 8,
+    failure_ttl: float = 10.0,
+    clock: Clock = time.monotonic,
+    resolver: AbstractResolver | None = None,
+) -> GuardedClient:
+    """The client for what anonymous callers trigger (OpenID checks, well-known lookups,
+    delegated leaves' C-S requests): private addresses only for the `host:port`s the
+    operator configured (`configured`), any scheme (a homeserver may be plain http behind
+    its proxy), no rate per host (the callers are limited per IP) and a failure cache the
+    caller keys by server name."""
+    return GuardedClient(
+        AddressPolicy(local_authorities=configured, https_only=False),
+        limit=limit,
+        limit_per_host=0,
+        timeout=timeout,
+        rate_per_s=0.0,
+        failure_ttl=failure_ttl,
+        remember_failed_hosts=False,
+        clock=clock,
+        resolver=resolver,
+    )
+
+
+def sfu_api_client(livekit_url: Callable[[], str]) -> GuardedClient:
+    """A session of its own for LiveKit's server API (`.session()`) where anonymous callers
+    trigger the calls (CreateRoom, participant lookups): the configured SFU may be on a
+    private address, nothing else is."""
+
+    def sfu_host() -> Collection[str]:
+        host = URL(livekit_url()).host if livekit_url() else None
+        return (host,) if host else ()
+
+    return GuardedClient(AddressPolicy(local_hosts=sfu_host), limit=4, limit_per_host=0)
+
+
+__all__ = [
+    "AddressPolicy",
+    "GuardedClient",
+    "OutboundRefused",
+    "anonymous_callers_client",
+    "authority_of",
+    "is_public",
+    "sfu_api_client",
+]

@@ -1,16 +1,30 @@
-"""The guarded client for room-triggered requests (net/outbound.py), against a real loopback
-HTTP server: what is refused never reaches it, what the operator listed does."""
+"""The guarded client (net/outbound.py), against a real loopback HTTP server: what is refused
+never reaches it, what the operator listed does. Room-triggered requests (https only, local
+hosts by name, a rate per host, unreachable hosts left alone) and what anonymous callers
+trigger (private targets allow-listed by host and port, slots apart for configured and
+caller-named servers, a failure cache keyed by server name)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.test_utils import TestServer
 
-from rtcbot.net.outbound import AddressPolicy, GuardedClient, OutboundRefused, _CheckingResolver
+from rtcbot.net.outbound import (
+    AddressPolicy,
+    GuardedClient,
+    GuardedConnector,
+    OutboundRefused,
+    anonymous_callers_client,
+    authority_of,
+    is_public,
+)
 from rtcbot_stack.stack import free_port
 
 
@@ -133,28 +147,124 @@ def test_the_address_policy() -> None:
 
 async def test_every_resolved_address_is_checked() -> None:
     """A DNS answer with one public and one private address (rebinding) is refused as a
-    whole. A fake inner resolver: such a DNS answer cannot be produced on this machine."""
+    whole. A fake resolver: such a DNS answer cannot be produced on this machine."""
 
-    class TwoAnswers:
+    class TwoAnswers(AbstractResolver):
         async def resolve(
             self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-        ) -> list[dict[str, object]]:
+        ) -> list[ResolveResult]:
             return [
-                {
-                    "hostname": host,
-                    "host": a,
-                    "port": port,
-                    "family": socket.AF_INET,
-                    "proto": 0,
-                    "flags": 0,
-                }
+                ResolveResult(
+                    hostname=host, host=a, port=port, family=socket.AF_INET, proto=0, flags=0
+                )
                 for a in ("93.184.216.34", "10.0.0.5")
             ]
 
         async def close(self) -> None:
             pass
 
-    resolver = _CheckingResolver(AddressPolicy())
-    resolver._inner = TwoAnswers()  # type: ignore[assignment]
-    with pytest.raises(OutboundRefused, match="address"):
-        await resolver.resolve("rebind.example", 443)
+    connector = GuardedConnector(AddressPolicy(), resolver=TwoAnswers())
+    try:
+        with pytest.raises(OutboundRefused, match="address"):
+            await connector._resolve_host("rebind.example", 443)
+    finally:
+        await connector.close()
+
+
+# -- what anonymous callers trigger -----------------------------------------------------------
+@pytest.fixture
+async def slow_server() -> AsyncIterator[TestServer]:
+    release = asyncio.Event()
+
+    async def ok(request: web.Request) -> web.Response:
+        if request.path == "/slow":
+            await release.wait()
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", ok)
+    srv = TestServer(app, host="127.0.0.1")
+    await srv.start_server()
+    yield srv
+    release.set()
+    await srv.close()
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("169.254.169.254", False),  # cloud metadata
+        ("::1", False),
+        ("fe80::1", False),
+        ("::ffff:127.0.0.1", False),  # IPv4-mapped loopback
+        ("224.0.0.1", False),
+        ("0.0.0.0", False),
+        ("93.184.215.14", True),
+        ("2606:4700::1111", True),
+        ("not-an-ip", False),
+    ],
+)
+def test_public_addresses(address: str, public: bool) -> None:
+    assert is_public(address) is public
+
+
+def test_authority_of_urls() -> None:
+    assert authority_of("http://127.0.0.1:8008/x") == "127.0.0.1:8008"
+    assert authority_of("https://Matrix.Example.org") == "matrix.example.org:443"
+    assert authority_of("http://[::1]:80") == "::1:80"
+
+
+async def test_loopback_is_refused_unless_its_host_and_port_are_allowed(
+    slow_server: TestServer,
+) -> None:
+    url = str(slow_server.make_url("/x"))
+    port = slow_server.port
+    refused = anonymous_callers_client(
+        lambda: [f"127.0.0.1:{port + 1}"], timeout=5
+    )  # another port
+    with pytest.raises(OutboundRefused):
+        async with refused.get(url):
+            pass
+    await refused.close()
+
+    allowed = anonymous_callers_client(lambda: [f"127.0.0.1:{port}"], timeout=5)
+    async with allowed.get(url) as resp:
+        assert resp.status == 200
+    await allowed.close()
+
+
+async def test_at_most_limit_requests_at_once_and_waiting_counts_towards_the_timeout(
+    slow_server: TestServer,
+) -> None:
+    out = anonymous_callers_client(lambda: [f"127.0.0.1:{slow_server.port}"], limit=2, timeout=0.5)
+    slow = str(slow_server.make_url("/slow"))
+
+    async def one() -> str:
+        try:
+            async with out.get(slow) as resp:
+                return str(resp.status)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            return type(e).__name__
+
+    results = await asyncio.gather(*(one() for _ in range(4)))
+    # Two held the slots until their timeout; two never got one.
+    assert sorted(results) == [
+        "OutboundRefused",
+        "OutboundRefused",
+        "TimeoutError",
+        "TimeoutError",
+    ]
+    await out.close()
+
+
+def test_the_failure_cache_remembers_a_server_for_a_few_seconds() -> None:
+    now = [100.0]
+    out = anonymous_callers_client(lambda: [], timeout=5, failure_ttl=10, clock=lambda: now[0])
+    assert not out.recently_failed("tarpit.example")
+    out.failed("tarpit.example")
+    assert out.recently_failed("tarpit.example")
+    assert not out.recently_failed("other.example")
+    now[0] += 10.5
+    assert not out.recently_failed("tarpit.example")

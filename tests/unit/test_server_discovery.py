@@ -21,7 +21,6 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestClient, TestServer
 
-from rtcbot.auth.outbound import AnonymousOutbound
 from rtcbot.auth_service import AuthService
 from rtcbot.config import AuthServiceSettings
 from rtcbot.matrix.room_members import RoomMembers
@@ -31,6 +30,7 @@ from rtcbot.matrix.server_discovery import (
     ServerName,
     parse_server_name,
 )
+from rtcbot.net.outbound import anonymous_callers_client
 
 ROOM = "!call:delegating.test"
 
@@ -270,8 +270,8 @@ async def test_auth_service_verifies_openid_at_the_delegated_server(
 
     # The OpenID check's own client: every *.test name is 127.0.0.1 here, so only the
     # allow-listed federation server may be reached (as a configured server would be).
-    outbound = AnonymousOutbound(
-        lambda: [f"fed.test:{servers.federation_port}"], resolver=StaticResolver()
+    outbound = anonymous_callers_client(
+        lambda: [f"fed.test:{servers.federation_port}"], timeout=5.0, resolver=StaticResolver()
     )
     service = AuthService(
         lambda: settings[0],
