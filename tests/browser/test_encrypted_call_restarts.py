@@ -9,18 +9,13 @@ The js-sdk variants (and a second `make run`) are tests/integration/test_e2ee_re
 from __future__ import annotations
 
 import asyncio
-import io
-import os
-import signal
 from pathlib import Path
 
 import pytest
 
 from rtcbot.rtc.identity import member_identity
 from rtcbot_stack.build import build_mbp
-from rtcbot_stack.netns import current as current_netns
-from rtcbot_stack.stack import INSTANCE_ID, Stack, StackSettings
-from rtcbot_stack.supervisor import supervise_maubot
+from rtcbot_stack.stack import INSTANCE_ID, Stack
 from rtcbot_stack.synapse import SERVER_NAME
 from tests.browser import test_encrypted_call as ec
 from tests.browser.conftest import ElementCallFactory, _identity_resolver
@@ -38,9 +33,9 @@ from tests.crypto_client import fixtures
 from tests.crypto_client.client import CryptoClient
 from tests.crypto_client.client import Driver as CryptoDriver
 from tests.crypto_client.fixtures import CryptoUserFactory
-from tests.integration.test_supervisor import FAST, poll_until
 from tests.stack.instance import stop_instance
 from tests.stack.matrix_user import MatrixUser
+from tests.stack.restarts import crypto_login, kill_9_under_supervisor, make_run_settings
 
 pytestmark = pytest.mark.stack
 crypto_driver = fixtures.crypto_driver
@@ -62,10 +57,7 @@ async def test_after_restarts_reload_and_kill_9_the_bot_is_heard_encrypted(
     stack.maubot.upload_plugin(build_mbp(stack.settings.state_dir / "build"))
     assert (await ec.command(r, bot_id, "!call version")).body.startswith("rtcbot ")
     # maubot killed with SIGKILL and started again, as `make run`'s supervisor does.
-    out = io.StringIO()
-    sup = supervise_maubot(stack, out=out, policy=FAST)
-    os.kill(stack.maubot.child.pid, signal.SIGKILL)
-    poll_until(sup, lambda: sup.restarts == 1, 90)
+    kill_9_under_supervisor(stack)
     stack.write_json()
     assert (await ec.command(r, bot_id, "!call version")).body.startswith("rtcbot ")
 
@@ -100,11 +92,7 @@ async def test_after_a_second_start_the_bot_is_heard_in_an_encrypted_call(
     """Its own stack on fixed ports, started twice on one state directory as `make run` is
     (before the fix the bot's E2EE was off after the second start: it refused to join or
     announce, in plaintext). Element Call runs against the second start."""
-    ns = current_netns()
-    if ns is None and os.environ.get("RTCBOT_HOST_NETWORK") != "1":
-        pytest.skip("stack tests run inside `make test` (a network namespace)")
-    settings = StackSettings(state_dir=tmp_path / "state", netns=ns, fixed_ports=True)
-    settings.demo_room = False
+    settings = make_run_settings(tmp_path)
     driver = CryptoDriver(tmp_path / "crypto_client.log")
     await driver.start()
     stack = first = Stack(settings).start()
@@ -114,11 +102,7 @@ async def test_after_a_second_start_the_bot_is_heard_in_an_encrypted_call(
     page: ElementCallPage | None = None
     try:
         bot_id = str(first.bot["user_id"])
-        first.synapse.register("alice", "pw")
-        login = first.synapse.login("alice", "pw", "ALICEJS")
-        alice = await CryptoClient.login(
-            driver, first.synapse.url, login["user_id"], "ALICEJS", login["access_token"]
-        )
+        alice = await crypto_login(driver, first, "alice", "ALICEJS")
         room = await alice.create_encrypted_room([bot_id])
         await alice.wait_for_joined(room, bot_id)
         first.stop()

@@ -12,10 +12,7 @@ bot's answer is `m.room.encrypted` and decrypts, and not one of its messages the
 from __future__ import annotations
 
 import asyncio
-import io
-import os
 import re
-import signal
 from pathlib import Path
 
 import pytest
@@ -23,15 +20,13 @@ import pytest
 from rtcbot_stack import http
 from rtcbot_stack.build import build_mbp
 from rtcbot_stack.maubot_client import put_bot_client
-from rtcbot_stack.netns import current as current_netns
-from rtcbot_stack.stack import INSTANCE_ID, Stack, StackSettings
-from rtcbot_stack.supervisor import supervise_maubot
+from rtcbot_stack.stack import INSTANCE_ID, Stack
 from tests.crypto_client import fixtures
 from tests.crypto_client.client import CryptoClient, Driver
 from tests.crypto_client.fixtures import CryptoUserFactory
 from tests.integration.test_encrypted_room import encrypted_room_with_bot, wait_for_log
-from tests.integration.test_supervisor import FAST, poll_until
 from tests.stack.instance import stop_instance
+from tests.stack.restarts import crypto_login, kill_9_under_supervisor, make_run_settings
 
 pytestmark = pytest.mark.stack
 crypto_driver = fixtures.crypto_driver
@@ -117,11 +112,7 @@ async def test_e2ee_survives_instance_restart_reload_and_a_swapped_client(
 # -- a second stack on one state directory: `make run` twice, then kill -9 ---------------------
 async def test_e2ee_survives_a_second_start_and_a_killed_maubot(tmp_path: Path) -> None:
     """Its own stack on fixed ports, as `make run` (the state dir is reused as `.stack/` is)."""
-    ns = current_netns()
-    if ns is None and os.environ.get("RTCBOT_HOST_NETWORK") != "1":
-        pytest.skip("stack tests run inside `make test` (a network namespace)")
-    settings = StackSettings(state_dir=tmp_path / "state", netns=ns, fixed_ports=True)
-    settings.demo_room = False
+    settings = make_run_settings(tmp_path)
     driver = Driver(tmp_path / "crypto_client.log")
     await driver.start()
     first = Stack(settings).start()
@@ -129,11 +120,7 @@ async def test_e2ee_survives_a_second_start_and_a_killed_maubot(tmp_path: Path) 
     eve: CryptoClient | None = None
     try:
         bot_id = str(first.bot["user_id"])
-        first.synapse.register("eve", "pw")
-        login = first.synapse.login("eve", "pw", "EVEJS")
-        eve = await CryptoClient.login(
-            driver, first.synapse.url, login["user_id"], "EVEJS", login["access_token"]
-        )
+        eve = await crypto_login(driver, first, "eve", "EVEJS")
         room = await encrypted_room_with_bot(eve, bot_id)
         assert "rtcbot commands" in await answered_encrypted(eve, room, bot_id, "!call help")
         first.stop()
@@ -145,10 +132,7 @@ async def test_e2ee_survives_a_second_start_and_a_killed_maubot(tmp_path: Path) 
         assert stack.bot["access_token"] == first.bot["access_token"]  # the session was kept
 
         # `make run`'s supervisor restarts maubot after a kill -9.
-        out = io.StringIO()
-        sup = supervise_maubot(stack, out=out, policy=FAST)
-        os.kill(stack.maubot.child.pid, signal.SIGKILL)
-        poll_until(sup, lambda: sup.restarts == 1, 90)
+        kill_9_under_supervisor(stack)
         assert "rtcbot commands" in await answered_encrypted(eve, room, bot_id, "!call help")
         assert await no_plaintext_from(eve, room, bot_id) >= 3
         log = stack.maubot.child.log_path.read_text(errors="replace")
