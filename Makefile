@@ -60,10 +60,11 @@ run: setup
 	$(RUN_WRAP) $(PY) -m rtcbot_stack
 
 # Two workers, each with its own stack (free ports, one network namespace); a file's tests
-# stay on one worker (their fixtures are shared). TEST_WORKERS=0 runs everything in one process.
+# stay on one worker, and the CPU-bound files share one (tests/conftest.py). TEST_WORKERS=0
+# runs everything in one process.
 TEST_WORKERS ?= 2
 test: setup
-	$(NETNS) $(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+	$(NETNS) $(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -44,11 +44,22 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports() -> dict[str, int]:
+    """One free port for each of the stack's services."""
+    return {
+        k: free_port(socket.SOCK_DGRAM if k == "livekit_udp" else socket.SOCK_STREAM)
+        for k in FIXED_PORTS
+    }
+
+
 @dataclass
 class StackSettings:
     state_dir: Path
     netns: NetNs | None = None
     fixed_ports: bool = False
+    # Ports chosen by the caller (a test that starts two stacks on one state, as `make run`
+    # twice, without taking the fixed ports a parallel test worker may hold).
+    ports: dict[str, int] | None = None
     delayed_events: bool = True
     # Extra keys merged into the plugin instance's config.
     plugin_config: dict[str, Any] = field(default_factory=dict)
@@ -95,13 +106,12 @@ class Stack:
         state = settings.state_dir
         self.secrets_path = state / "secrets.json"
         self.secrets = _load_secrets(self.secrets_path)
-        if settings.fixed_ports:
+        if settings.ports is not None:
+            ports = dict(settings.ports)
+        elif settings.fixed_ports:
             ports = dict(FIXED_PORTS)
         else:
-            ports = {
-                k: free_port(socket.SOCK_DGRAM if k == "livekit_udp" else socket.SOCK_STREAM)
-                for k in FIXED_PORTS
-            }
+            ports = free_ports()
         self.ports = ports
         maubot_url = f"http://127.0.0.1:{ports['maubot']}"
         self.auth_service_url = f"{maubot_url}/_matrix/maubot/plugin/{INSTANCE_ID}"
@@ -354,4 +364,4 @@ def load_stack_json(state_dir: Path) -> dict[str, Any]:
     return dict(json.loads((state_dir / "stack.json").read_text()))
 
 
-__all__ = ["Stack", "StackSettings", "free_port", "http", "load_stack_json"]
+__all__ = ["Stack", "StackSettings", "free_port", "free_ports", "http", "load_stack_json"]

@@ -110,6 +110,28 @@ async def make_peer(stack: Stack) -> AsyncIterator[PeerFactory]:
         await peer.close()
 
 
+# -- two workers (Makefile `test`: pytest-xdist, --dist loadgroup) ----------------------------------
+# Tests that compute (Chromium with Element Call, Whisper, frame encryption of live audio) run
+# one after another on one worker: two of them at once on 2 cores drop audio frames and miss
+# keys, which no assertion should depend on. Every other file is a group of its own (its tests
+# share a worker and its fixtures), and those mostly wait.
+CPU_BOUND = (
+    "tests/browser/",
+    "tests/integration/test_transcripts.py",
+    "tests/integration/test_captions.py",
+    "tests/integration/test_frame_keys.py",
+    "tests/integration/test_encrypted_room.py",
+    "tests/integration/test_e2ee_restarts.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group("cpu" if path.startswith(CPU_BOUND) else path))
+
+
 # -- a hung test -----------------------------------------------------------------------------------
 def _dump_tasks(_signum: int, _frame: object) -> None:
     """`kill -USR1 <pytest or worker pid>`: where every asyncio task of the tests waits (a thread
