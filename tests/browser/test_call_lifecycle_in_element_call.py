@@ -74,7 +74,9 @@ async def bot_membership(user: MatrixUser, room: str, key: str) -> dict[str, Any
 def delayed_leave_ms(stack: Stack) -> tuple[int, str]:
     """The bot's membership.delayed_leave_ms as its running instance has it (maubot's copy
     of the instance config), else the plugin's default (base-config.yaml); and which."""
-    yaml = YAML(typ="safe")
+    # maubot re-saves the config in flow style ({a: [http://h:1]}), which YAML 1.2 allows and
+    # the C loader (YAML 1.1) refuses: read it as maubot does, with the pure loader.
+    yaml = YAML(typ="safe", pure=True)
     cfg = yaml.load(stack.maubot.get_instance("rtcbot").get("config") or "{}") or {}
     value = (cfg.get("membership") or {}).get("delayed_leave_ms")
     if value is not None:

@@ -19,7 +19,14 @@ import pytest
 from rtcbot_stack.stack import Stack
 from tests.integration.test_diagnostics import plugin_config
 from tests.integration.test_recording_optout import two_people
-from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body, call_member_content, files_after
+from tests.stack.matrix_user import (
+    CALL_MEMBER,
+    MatrixUser,
+    body,
+    call_member_content,
+    files_after,
+    is_reply_to,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -79,8 +86,10 @@ async def test_recording_limits_speakers_concurrency_and_disk_floor(
         assert any(n in not_recorded for n in left), (not_recorded, people)
         assert not any(n in not_recorded for n in recorded), (not_recorded, people)
 
-        # Below the floor, a new recording is refused with the reason.
-        reply = await alice.command(bot_room, "!call record start", bot_id, timeout=30)
+        # Below the floor, a new recording is refused with the reason (its reply: the
+        # transcript of the stopped recording may be posting its progress meanwhile).
+        start = await alice.send_text(bot_room, "!call record start")
+        reply = await alice.wait_for(bot_room, is_reply_to(bot_id, start), 30, after=start)
         print(f"[limits] below the floor: {body(reply)}")
         assert "too little free disk space" in body(reply), body(reply)
     await bob.close()
