@@ -16,35 +16,35 @@ from mautrix.util.async_db import UpgradeTable
 from mautrix.util.config import BaseProxyConfig
 
 from . import redaction
-from .call_cards import CallCards
-from .call_commands import CallCommands
-from .calls import CallManager
-from .catch_up import CommandCatchUp
-from .commands import CommandRouter
+from .auth.delegations import DelegatedLeaves
+from .auth.web import WebEndpoints
+from .calls.cards import CallCards
+from .calls.catch_up import CommandCatchUp
+from .calls.commands import CallCommands
+from .calls.invites import OwnMembership
+from .calls.manager import CallManager
+from .commands.features import captions_command, transcript_command
+from .commands.router import CommandRouter
 from .config import Config, ConfigError, Settings, parse_settings
 from .context import BotContext
 from .db import DB
-from .delegations import DelegatedLeaves
 from .diagnostics import Diagnostics
-from .feature_commands import captions_command, transcript_command
-from .invites import OwnMembership
-from .matrix.call_keys import CallKeys
+from .e2ee.call_keys import CallKeys
 from .matrix.encryption_guard import EncryptionGuard
 from .matrix.notices import Notices
 from .matrix.to_device import CALL_ENCRYPTION_KEYS, EncryptedToDevice
 from .matrix.transports import TransportDiscovery
-from .media_commands import MediaCommands
-from .media_roles import MediaRoles
 from .metrics import Metrics
 from .migrations import upgrade_table
-from .recording_optout import RecordingOptOuts
+from .recording.commands import MediaCommands
+from .recording.optout import RecordingOptOuts
+from .recording.roles import MediaRoles
 from .schedules.commands import ScheduleCommands
 from .schedules.runner import ScheduleRunner
 from .tasks import Tasks, owned_by, plugin_tasks
 from .transcripts.captions import LiveCaptions
 from .transcripts.engine import SpeechToText
 from .transcripts.jobs import TranscriptJobs
-from .web import WebEndpoints
 
 # Background tasks get this long to finish on stop (a notice being posted) before cancel.
 STOP_GRACE_S = 2.0

@@ -9,7 +9,7 @@ from typing import Any
 
 from mautrix.util.config import BaseProxyConfig, ConfigUpdateHelper
 
-from .command_permissions import DEFAULT_LEVELS
+from .commands.permissions import DEFAULT_LEVELS
 from .rtc.trust import canonical_service
 from .schedules.parse import UnknownTimezone, resolve_timezone
 from .transcripts.engine import ModelSettings
@@ -258,7 +258,7 @@ class Settings:
     transcripts: TranscriptSettings = TranscriptSettings()
     captions: CaptionSettings = CaptionSettings()
     call_card: CallCardSettings = CallCardSettings()
-    # Power level needed per command (command_permissions.py).
+    # Power level needed per command (commands/permissions.py).
     permissions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LEVELS))
 
 

@@ -352,7 +352,7 @@ class RecordingInProgress:
 
 
 class RecordingLog:
-    """Recordings that have started and not finished (crash recovery, recording_recovery.py)."""
+    """Recordings that have started and not finished (crash recovery, recording/recovery.py)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -384,7 +384,7 @@ class RecordingLog:
 
 
 class OptOutStore:
-    """Who is left out of a room's recordings (recording_optout.py): user → anonymous."""
+    """Who is left out of a room's recordings (recording/optout.py): user → anonymous."""
 
     def __init__(self, db: Database) -> None:
         self.db = db

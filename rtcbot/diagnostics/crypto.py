@@ -4,7 +4,7 @@ an unsigned device nor show its messages; Element made that the default in 2026)
 
 from __future__ import annotations
 
-from ..crypto_status import CRYPTO_FIX, CryptoState, crypto_state, room_is_encrypted
+from ..matrix.crypto_status import CRYPTO_FIX, CryptoState, crypto_state, room_is_encrypted
 from .probe import Probe, RunState
 from .report import CRYPTO, FAIL, OK, WARN, Check
 

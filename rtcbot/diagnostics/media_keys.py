@@ -1,12 +1,12 @@
 """Call media keys: when the bot is in an end-to-end encrypted call here, did each member's
 Element Call send it a media key, can the bot decrypt each one's media, and does its own
-sender have a key (matrix/call_keys.py, media/frame_keys.py)."""
+sender have a key (e2ee/call_keys.py, media/frame_keys.py)."""
 
 from __future__ import annotations
 
 import re
 
-from ..matrix.call_keys import KeysReport, MemberKeys
+from ..e2ee.call_keys import KeysReport, MemberKeys
 from ..media.frame_keys import DECRYPTING
 from .probe import Probe, RunState
 from .report import MEDIA_KEYS, OK, WARN, Check, fmt_ms

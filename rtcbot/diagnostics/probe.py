@@ -20,7 +20,7 @@ from mautrix.errors import MatrixRequestError
 from mautrix.types import EventID, RoomID
 
 from ..context import BotContext
-from ..matrix.call_keys import KeysReport
+from ..e2ee.call_keys import KeysReport
 from ..matrix.delayed_events import DelayedEvents
 from ..ports import CallDirectory
 from .report import FAIL, LINES, Check, matrix_error
@@ -68,7 +68,7 @@ class Probe:
     calls: CallDirectory
     log: logging.Logger
     request_timeout: float = REQUEST_TIMEOUT_S
-    # The media key exchange of the bot's encrypted call in a room (matrix/call_keys.py).
+    # The media key exchange of the bot's encrypted call in a room (e2ee/call_keys.py).
     keys_report: Callable[[str], KeysReport | None] | None = None
 
     @property

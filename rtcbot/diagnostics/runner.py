@@ -19,9 +19,9 @@ from typing import Final
 
 from mautrix.types import EventID, RoomID
 
-from ..commands import CommandContext, CommandRouter
+from ..commands.router import CommandContext, CommandRouter
 from ..context import BotContext
-from ..matrix.call_keys import KeysReport
+from ..e2ee.call_keys import KeysReport
 from ..ports import CallDirectory
 from . import (
     auth,

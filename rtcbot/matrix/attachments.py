@@ -5,7 +5,7 @@ In an encrypted room the bytes are AES-CTR encrypted before upload (mautrix's
 the event itself is then Megolm-encrypted by the client like any other message. The file name
 goes only into that encrypted event, never to the media repository (review L2). Without crypto
 nothing is uploaded for an encrypted room (PlaintextRefused, encryption_guard.py): the media
-commands are refused there before a recording starts (crypto_status.py).
+commands are refused there before a recording starts (matrix/crypto_status.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from mautrix.client import Client
 from mautrix.types import RoomID
 
-from ..crypto_status import room_is_encrypted
+from .crypto_status import room_is_encrypted
 from .encryption_guard import require_encryption
 
 

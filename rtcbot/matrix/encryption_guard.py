@@ -20,7 +20,7 @@ from typing import Any
 from mautrix.client import Client
 from mautrix.types import EventID, EventType, RoomID
 
-from ..crypto_status import crypto_unavailable_reason, room_is_encrypted
+from .crypto_status import crypto_unavailable_reason, room_is_encrypted
 
 SendMessageEvent = Callable[..., Awaitable[EventID]]
 _NEVER_ENCRYPTED = {EventType.REACTION}  # mautrix's default encryption_blacklist

@@ -23,7 +23,7 @@ The media is subscribed by hand (`auto_subscribe` off): the recorder asks for au
 only, so the bot never receives people's video, and an announcer holding a service token
 that allows subscribing still receives nothing.
 
-End-to-end encrypted calls (`keys`, matrix/call_keys.py): before the first connect the call's
+End-to-end encrypted calls (`keys`, e2ee/call_keys.py): before the first connect the call's
 key ring is opened; in an encrypted call the participant connects with frame encryption and
 every room it connects gets every key before the status picture or a microphone is published
 (frame_keys.py). Without key machinery in an encrypted call the bot does not connect at all:
@@ -62,7 +62,7 @@ Setup = Callable[[rtc.Room], None]
 
 
 class Keyrings(Protocol):
-    """Frame keys per room (matrix/call_keys.py: CallKeys)."""
+    """Frame keys per room (e2ee/call_keys.py: CallKeys)."""
 
     async def begin(self, room_id: str) -> FrameKeys | None: ...
 

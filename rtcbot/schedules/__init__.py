@@ -6,7 +6,7 @@ The rules are pure and re-exported here:
 * `format`: durations, clocks and rules in words;
 * `plan`: which actions (reminder, start, nobody-joined note) are due.
 
-The Matrix side lives in `runner.py` (`ScheduleRunner`, posts what is due) and `commands.py`
+The Matrix side lives in `runner.py` (`ScheduleRunner`, posts what is due) and `commands/router.py`
 (`ScheduleCommands`); import them from there. They are not re-exported: they need the
 BotContext, whose config imports this package for `resolve_timezone`. The SQL is
 `rtcbot.db.ScheduleStore`.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from ..commands import CommandContext, CommandRouter
+from ..commands.router import CommandContext, CommandRouter
 from ..context import BotContext
 from ..matrix.permissions import user_level
 from .format import describe, format_delta, format_local

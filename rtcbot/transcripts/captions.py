@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from mautrix.types import EventID, RoomID
 
+from ..commands.features import feature_enabled
 from ..context import BotContext
-from ..feature_commands import feature_enabled
 from ..matrix.notices import NAME_LIMIT, in_thread, md_escape
 from ..media.recorder import AudioTap
 from .engine import RATE, ModelUnavailable, SpeechToText

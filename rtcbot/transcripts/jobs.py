@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from mautrix.types import EventID, FileInfo, MediaMessageEventContent, MessageType, RoomID
 
+from ..commands.features import feature_enabled
 from ..context import BotContext
-from ..feature_commands import feature_enabled
 from ..matrix.attachments import upload_for_room
 from ..matrix.notices import NAME_LIMIT, in_thread, md_escape
 from ..media.recording_result import RecordedFile, RecordingResult
-from ..recording_posts import fmt_s
+from ..recording.posts import fmt_s
 from .engine import ModelUnavailable, SpeechToText, Word
 from .lines import merge_lines, render_message, render_text, render_vtt
 

@@ -38,7 +38,7 @@ from rtcbot_stack.stack import INSTANCE_ID, PLUGIN_ID, Stack
 from rtcbot_stack.synapse import SERVER_NAME
 
 SECOND_INSTANCE_ID = "rtcbot-sfu2"
-# A pattern no inviter matches: the second bot declines every invite (invites.py).
+# A pattern no inviter matches: the second bot declines every invite (calls/invites.py).
 NOBODY = "@nobody-invites-the-second-bot:invalid"
 
 

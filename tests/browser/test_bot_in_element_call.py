@@ -30,7 +30,7 @@ import pytest
 import soundfile as sf
 
 from rtcbot.media.tts import available_engine, chime
-from rtcbot.recording_consent import Consent, spoken_notice
+from rtcbot.recording.consent import Consent, spoken_notice
 from rtcbot.rtc.identity import livekit_identity, member_identity
 from rtcbot.rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE
 from rtcbot_stack.stack import Stack

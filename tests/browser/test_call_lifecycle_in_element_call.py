@@ -446,7 +446,7 @@ async def test_auto_record_records_an_element_call_user_from_her_join_to_her_han
 
     # What the bot said: this call, recorded once, ended once; nothing else. (Synapse once
     # re-sent alice's join after her leave, in a sync's state section: the bot took it for a
-    # new call, "recorded" it for 0 s and failed a second auto-record. calls.py checks such
+    # new call, "recorded" it for 0 s and failed a second auto-record. calls/manager.py checks such
     # events now.)
     async def all_said() -> list[Event]:
         said = await bot_said(alice, bot_room, bot_id, marker)

@@ -1,5 +1,5 @@
 """The bot in an end-to-end encrypted Element Call call: media keys over Olm, LiveKit frames
-encrypted per participant (rtc/e2ee_keys.py, matrix/call_keys.py, media/frame_keys.py).
+encrypted per participant (rtc/e2ee_keys.py, e2ee/call_keys.py, media/frame_keys.py).
 
 The room is created encrypted (`m.room.encryption` in its initial state) by alice's js-sdk
 client with Rust crypto (tests/crypto_client), which sends the commands and reads the bot's

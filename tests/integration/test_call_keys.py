@@ -1,6 +1,6 @@
 """Element Call media keys reaching the bot on the real stack (Synapse, maubot with its
 OlmMachine, a js-sdk client with Rust crypto): what the to-device handler refuses and what it
-keeps (matrix/to_device.py, matrix/call_keys.py).
+keeps (matrix/to_device.py, e2ee/call_keys.py).
 
 - a plaintext `io.element.call.encryption_keys` (anyone can send one): dropped;
 - an Olm-encrypted one whose `claimed_device_id` is not the sending device: dropped;

@@ -1,5 +1,5 @@
 """Permissions on the real stack, generated from the one table of commands
-(`rtcbot.command_permissions.COMMANDS`): a level-0 member sends every action and every
+(`rtcbot.commands.permissions.COMMANDS`): a level-0 member sends every action and every
 spelling of it; what needs more is refused, changes nothing, and says which level it needs;
 what is for everyone answers. Judged by what the room shows."""
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from rtcbot.command_permissions import COMMANDS, MODERATOR, describe
+from rtcbot.commands.permissions import COMMANDS, MODERATOR, describe
 from rtcbot.config import parse_settings
 from rtcbot_stack.stack import Stack
 from tests.stack.matrix_user import MatrixUser, body, is_reply_to

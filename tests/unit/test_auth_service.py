@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from livekit import api
 
 from rtcbot.auth.own_token import note_sent
-from rtcbot.auth_service import AuthService
+from rtcbot.auth.service import AuthService
 from rtcbot.config import AuthServiceSettings, ConfigError, parse_settings
 from rtcbot.matrix.room_members import MembershipUnknown, RoomMembers
 from rtcbot.media.tokens import AuthServiceClient

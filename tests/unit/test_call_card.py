@@ -145,7 +145,7 @@ def test_card_numbers_and_text() -> None:
 
 
 def test_an_opted_out_person_has_no_talk_time() -> None:
-    # call_cards.py blanks the row of someone who opted out of recordings.
+    # calls/cards.py blanks the row of someone who opted out of recordings.
     card = build_card(a_call(), {A: "Alice", B: "Bob"}, {A: [], B: [(T0, T0 + 9_000)]}, RECORDING)
     bob = replace(card.people[1], talk=(), talk_ms=None)
     text = card_markdown(replace(card, people=(card.people[0], bob)), md_escape)

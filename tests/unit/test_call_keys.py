@@ -1,11 +1,11 @@
-"""The media key exchange's decisions that need no homeserver (matrix/call_keys.py): whether a
+"""The media key exchange's decisions that need no homeserver (e2ee/call_keys.py): whether a
 call gets a key ring at all, and what happens to a key message's content. The exchange itself
 (Olm both ways, with Element Call) is tested on the real stack: tests/integration/
 test_call_keys.py and tests/browser/test_encrypted_call.py.
 
 The client here is a real mautrix Client with a memory state store and no crypto, which is
 what maubot gives a bot without the `encryption` extra or without a device. Through the bot's
-commands this case never reaches the media side (they refuse earlier, crypto_status.py), so
+commands this case never reaches the media side (they refuse earlier, matrix/crypto_status.py), so
 this is where the last guard is tested.
 """
 
@@ -20,7 +20,7 @@ from mautrix.client.state_store import MemoryStateStore
 from mautrix.types import Membership, RoomID, UserID
 
 from rtcbot.context import BotContext
-from rtcbot.matrix.call_keys import CallKeys
+from rtcbot.e2ee.call_keys import CallKeys
 from rtcbot.matrix.to_device import VerifiedToDevice
 from rtcbot.media.participant import SfuConnectError
 from rtcbot.metrics import Metrics

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rtcbot.command_permissions import (
+from rtcbot.commands.permissions import (
     COMMANDS,
     DEFAULT_LEVELS,
     MODERATOR,
@@ -14,7 +14,7 @@ from rtcbot.command_permissions import (
     resolve,
 )
 from rtcbot.config import NOTIFY_LEVELS, ConfigError, parse_settings
-from rtcbot.media_roles import ROLES
+from rtcbot.recording.roles import ROLES
 
 
 @pytest.mark.parametrize(
@@ -122,7 +122,7 @@ def test_the_router_refuses_a_command_missing_from_the_table() -> None:
     import logging
     from types import SimpleNamespace
 
-    from rtcbot.commands import CommandRouter
+    from rtcbot.commands.router import CommandRouter
 
     ctx = SimpleNamespace(logger=logging.getLogger)
     router = CommandRouter(ctx)  # type: ignore[arg-type]

@@ -17,10 +17,10 @@ from mautrix.crypto.attachments import decrypt_attachment
 from mautrix.crypto.store import MemoryCryptoStore
 from mautrix.types import DeviceID, DeviceIdentity, RoomID, TrustState, UserID
 
-from rtcbot.crypto_status import CryptoState, crypto_refusal, refusal_text
 from rtcbot.diagnostics.crypto import judge_crypto
 from rtcbot.diagnostics.report import FAIL, OK, WARN
 from rtcbot.matrix.attachments import upload_for_room
+from rtcbot.matrix.crypto_status import CryptoState, crypto_refusal, refusal_text
 from rtcbot.matrix.to_device import CALL_ENCRYPTION_KEYS, EncryptedToDevice, VerifiedToDevice
 from rtcbot.redaction import REDACTED, redact
 

@@ -21,9 +21,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from rtcbot.auth_service import AuthService
+from rtcbot.auth.delegations import fingerprint
+from rtcbot.auth.service import AuthService
 from rtcbot.config import AuthServiceSettings, ConfigError, parse_settings
-from rtcbot.delegations import fingerprint
 from rtcbot.matrix.client_discovery import ClientApiDiscovery, ClientApiUnresolvable
 from rtcbot.matrix.delayed_actions import delayed_event_action
 from rtcbot.matrix.room_members import RoomMembers

@@ -42,7 +42,7 @@ def test_any_text_round_trips_through_the_plain_body(text: str) -> None:
 def test_status_lines_show_members_state_literally() -> None:
     """`!call status`: `m.call.intent`, device id, application and slot come from members'
     state events (review L1): no link, no markup, no broken code span of theirs."""
-    from rtcbot.call_commands import call_heading, member_line
+    from rtcbot.calls.commands import call_heading, member_line
 
     link = "audio [Re-verify your session](https://evil.example)"
     markdown = "\n".join(

@@ -4,8 +4,8 @@ config path through a real invite in tests/integration/test_foundation.py."""
 
 from __future__ import annotations
 
+from rtcbot.calls.invites import invite_allowed
 from rtcbot.config import parse_settings
-from rtcbot.invites import invite_allowed
 
 OWN = "bot.example"
 

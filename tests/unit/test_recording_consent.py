@@ -3,9 +3,9 @@ way to opt out that the permission table gives everyone."""
 
 from __future__ import annotations
 
-from rtcbot.command_line import parse_command_line
-from rtcbot.command_permissions import DEFAULT_LEVELS, resolve
-from rtcbot.recording_consent import Consent, posted_notice, spoken_notice
+from rtcbot.commands.line import parse_command_line
+from rtcbot.commands.permissions import DEFAULT_LEVELS, resolve
+from rtcbot.recording.consent import Consent, posted_notice, spoken_notice
 
 
 def test_the_notices_follow_the_rooms_transcripts_and_captions() -> None:

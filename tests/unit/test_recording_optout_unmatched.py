@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
-from rtcbot.recording_optout import RecordingOptOuts
+from rtcbot.recording.optout import RecordingOptOuts
 from rtcbot.rtc.identity import livekit_identity
 
 ROOM = "!room:example.org"

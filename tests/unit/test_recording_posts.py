@@ -1,4 +1,4 @@
-"""What a retention of 0 deletes after a recording was posted (rtcbot/recording_posts.py):
+"""What a retention of 0 deletes after a recording was posted (rtcbot/recording/posts.py):
 only the files really uploaded, whatever the settings say when the deletion runs (review
 finding 6). A unit test: the stack adds nothing to a decision made from a settings change
 between the post and the deletion. The room is a stand-in that records what was posted."""
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from mautrix.types import EventID, RoomID
 
-from rtcbot import recording_posts
 from rtcbot.media.recording_result import RecordedFile, RecordingResult
+from rtcbot.recording import posts as recording_posts
 
 ROOM = RoomID("!room:localhost")
 

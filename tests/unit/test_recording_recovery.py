@@ -1,10 +1,10 @@
-"""Which files of a recording a crash left, and how they are labelled (recording_recovery.py)."""
+"""Which files of a recording a crash left, and how they are labelled (recording/recovery.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from rtcbot.recording_recovery import left_files
+from rtcbot.recording.recovery import left_files
 
 PREFIX = "2026-11-27_163125"
 

@@ -1,4 +1,4 @@
-"""Retention with real files in a temporary recordings folder (recording_retention.py, review
+"""Retention with real files in a temporary recordings folder (recording/retention.py, review
 M6): what is busy is never deleted, `retention_days: 0` deletes nothing by age, and the first
 pass waits for the crash recovery."""
 
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from rtcbot.config import RecordingSettings, Settings
-from rtcbot.recording_retention import Recording, Retention
+from rtcbot.recording.retention import Recording, Retention
 
 OLD = time.time() - 30 * 86400  # a month ago: past any retention of 7 days
 
@@ -100,7 +100,7 @@ async def test_the_recovery_keeps_a_crash_recording_listed_then_drops_it_once_po
     from rtcbot.db import RecordingInProgress
     from rtcbot.matrix.notices import Notices
     from rtcbot.metrics import Metrics
-    from rtcbot.recording_recovery import RecordingRecovery
+    from rtcbot.recording.recovery import RecordingRecovery
     from rtcbot.tasks import Tasks
     from tests.unit.test_transcript_jobs import Room
 

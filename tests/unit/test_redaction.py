@@ -55,7 +55,8 @@ def output() -> Iterator[io.StringIO]:
 
 
 @pytest.mark.parametrize(
-    "name", ["livekit", "livekit.rtc.room", "maubot.instance.rtcbot.calls", "rtcbot.calls", "x"]
+    "name",
+    ["livekit", "livekit.rtc.room", "maubot.instance.rtcbot.calls", "rtcbot.calls.manager", "x"],
 )
 def test_every_logger_is_filtered(output: io.StringIO, name: str) -> None:
     for secret in SECRETS:

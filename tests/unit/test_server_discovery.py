@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestClient, TestServer
 
-from rtcbot.auth_service import AuthService
+from rtcbot.auth.service import AuthService
 from rtcbot.config import AuthServiceSettings
 from rtcbot.matrix.room_members import RoomMembers
 from rtcbot.matrix.server_discovery import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rtcbot.recording_sfus import same_sfu, service_name
+from rtcbot.recording.sfus import same_sfu, service_name
 from rtcbot.rtc.membership import Membership, parse_state_event, parse_sticky_event
 from rtcbot.rtc.sfus import publishers_by_service, publishing_services
 

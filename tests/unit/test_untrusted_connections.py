@@ -24,11 +24,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
+from rtcbot.auth.web import WebEndpoints
 from rtcbot.config import AuthServiceSettings, LiveKitSettings, Settings
 from rtcbot.context import BotContext
-from rtcbot.media_roles import MediaRoles
 from rtcbot.ports import CallMembership
-from rtcbot.web import WebEndpoints
+from rtcbot.recording.roles import MediaRoles
 
 TOKEN = "alice-openid-token-5e7d1c"
 ROOM = "!call:hs.test"

@@ -15,9 +15,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
+from rtcbot.auth.web import WebEndpoints
 from rtcbot.config import Settings
 from rtcbot.context import BotContext
-from rtcbot.web import WebEndpoints
 
 
 @pytest.fixture

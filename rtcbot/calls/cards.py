@@ -30,14 +30,14 @@ from mautrix.types import (
     RoomID,
 )
 
-from .context import BotContext
-from .matrix.attachments import upload_for_room
-from .matrix.notices import NAME_LIMIT, md_escape
-from .media.recorder import AudioTap
-from .media.talk_timeline import Owner, SpeakerListener, TalkTimeline
-from .media.timeline_image import Row, draw_timeline
-from .rtc.call_card import CallCard, CallLog, Interval, build_card, card_markdown
-from .rtc.session import ActiveCall, CallEnded, CallEvent, CallStarted
+from ..context import BotContext
+from ..matrix.attachments import upload_for_room
+from ..matrix.notices import NAME_LIMIT, md_escape
+from ..media.recorder import AudioTap
+from ..media.talk_timeline import Owner, SpeakerListener, TalkTimeline
+from ..media.timeline_image import Row, draw_timeline
+from ..rtc.call_card import CallCard, CallLog, Interval, build_card, card_markdown
+from ..rtc.session import ActiveCall, CallEnded, CallEvent, CallStarted
 
 CallKey = tuple[str, str, str]  # room, application, slot
 DisplayName = Callable[[str, str], Awaitable[str]]
@@ -65,7 +65,7 @@ class CallCards:
         self.current_call = current_call
         self.sfu_room = sfu_room
         self.owner = owner
-        # People who opted out of recordings (recording_optout.py): no talk time, no bars.
+        # People who opted out of recordings (recording/optout.py): no talk time, no bars.
         self.opted_out = opted_out
         self.logs: dict[CallKey, CallLog] = {}
         self._ended: dict[CallKey, CallLog] = {}  # ended, until its card is made

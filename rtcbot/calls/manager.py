@@ -18,15 +18,15 @@ from mautrix.client import SyncStream
 from mautrix.errors import MatrixRequestError
 from mautrix.types import EventType, Membership, RoomID, StateEvent, UserID
 
-from .clock import now_ms
-from .context import BotContext
-from .matrix.delayed_events import DelayedEvents, DelayedEventsSupport
-from .matrix.encryption_guard import PlaintextRefused
-from .matrix.notices import NAME_LIMIT, md_escape
-from .matrix.permissions import check_call_permission, explain_bot
-from .matrix.publisher import MembershipPublisher, PublishError, State
-from .ports import CallObserver, TransportUrl
-from .rtc.announce import (
+from ..clock import now_ms
+from ..context import BotContext
+from ..matrix.delayed_events import DelayedEvents, DelayedEventsSupport
+from ..matrix.encryption_guard import PlaintextRefused
+from ..matrix.notices import NAME_LIMIT, md_escape
+from ..matrix.permissions import check_call_permission, explain_bot
+from ..matrix.publisher import MembershipPublisher, PublishError, State
+from ..ports import CallObserver, TransportUrl
+from ..rtc.announce import (
     JoinBatch,
     NoticeBatcher,
     describe_ended,
@@ -34,8 +34,8 @@ from .rtc.announce import (
     describe_started,
     should_post,
 )
-from .rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE, livekit_transport
-from .rtc.session import CallEnded, CallEvent, CallStarted, RoomCalls
+from ..rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE, livekit_transport
+from ..rtc.session import CallEnded, CallEvent, CallStarted, RoomCalls
 
 CALL_MEMBER = EventType.find(CALL_MEMBER_TYPE, EventType.Class.STATE)
 
@@ -62,7 +62,7 @@ class CallManager:
         # Told of every derived event (joins and leaves too) at once, in order, before any
         # await (the call card's log); must not block.
         self.event_observers: list[Callable[[str, CallEvent], None]] = []
-        # Posts the end of a call as a card instead of the one line (call_cards.py); returns
+        # Posts the end of a call as a card instead of the one line (calls/cards.py); returns
         # False when the card is off.
         self.end_card: Callable[[str, CallEnded], Awaitable[bool]] | None = None
         self.delayed = DelayedEvents(self.client)
@@ -225,7 +225,7 @@ class CallManager:
     @event.on(EventType.ROOM_MEMBER)
     async def on_room_member(self, evt: StateEvent) -> None:
         if evt.state_key == self.client.mxid:
-            return  # the bot's own membership: invites.py and the lifecycle handle it
+            return  # the bot's own membership: calls/invites.py and the lifecycle handle it
         room_id = str(evt.room_id)
         if room_id not in self.rooms:
             return

@@ -24,15 +24,15 @@ from urllib.parse import urlsplit
 
 from mautrix.types import RoomID
 
-from .context import BotContext
-from .matrix.notices import NAME_LIMIT, md_escape
-from .media.frame_keys import FrameKeys
-from .media.participant import Participant, SfuConnectError
-from .media.recorder import Recorder
-from .media.tokens import SfuAccess, SfuAuthError
-from .ports import CallDirectory
-from .rtc.sfus import publishers_by_service, service_key
-from .rtc.trust import trusted_service
+from ..context import BotContext
+from ..matrix.notices import NAME_LIMIT, md_escape
+from ..media.frame_keys import FrameKeys
+from ..media.participant import Participant, SfuConnectError
+from ..media.recorder import Recorder
+from ..media.tokens import SfuAccess, SfuAuthError
+from ..ports import CallDirectory
+from ..rtc.sfus import publishers_by_service, service_key
+from ..rtc.trust import trusted_service
 
 AccessAt = Callable[[str, str], Awaitable[SfuAccess]]  # (service URL, room) → token
 Trusted = Callable[[], Awaitable[list[str]]]  # the services that may get the bot's token

@@ -11,7 +11,7 @@ Tokens: minted locally with the least privilege of the roles held when a LiveKit
 configured (a role added later widens the live participant's permissions, one that ends
 narrows them), else from the MatrixRTC authorization service (OpenID → /sfu/get for the
 bot's state-event membership, /get_token if that is gone), a trusted one only
-(trusted_services.py).
+(recording/trusted_services.py).
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ from mautrix.api import Method
 from mautrix.api import Path as ApiPath
 from mautrix.types import EventID, RoomID
 
-from .context import BotContext
-from .crypto_status import crypto_refusal
-from .matrix.publisher import PublishError, State
-from .media.announcer import Announcer
-from .media.failure_sentences import room_sentence
-from .media.participant import SfuConnectError
-from .media.presence import CallKeyring, CallPresence, Keyrings
-from .media.recorder import AudioTap, Recorder, RecordingResult
-from .media.tokens import (
+from ..context import BotContext
+from ..matrix.crypto_status import crypto_refusal
+from ..matrix.publisher import PublishError, State
+from ..media.announcer import Announcer
+from ..media.failure_sentences import room_sentence
+from ..media.participant import SfuConnectError
+from ..media.presence import CallKeyring, CallPresence, Keyrings
+from ..media.recorder import AudioTap, Recorder, RecordingResult
+from ..media.tokens import (
     AuthServiceClient,
     Roles,
     SfuAccess,
@@ -44,17 +44,17 @@ from .media.tokens import (
     mint_local_token,
     update_live_grants,
 )
-from .media.tts import available_engine
-from .ports import CallEvent, CallMembership, TransportUrl
-from .recording_consent import posted_notice, room_consent, spoken_notice
-from .recording_disk import room_folder
-from .recording_limits import DiskFloor, recording_refusal
-from .recording_posts import drop_posted_files, post_recording
-from .recording_recovery import RecordingRecovery
-from .recording_retention import Retention
-from .recording_sfus import RecordingSfus
-from .rtc.identity import is_hashed_identity, livekit_room_alias, member_identity
-from .rtc.session import CallEnded, CallStarted
+from ..media.tts import available_engine
+from ..ports import CallEvent, CallMembership, TransportUrl
+from ..rtc.identity import is_hashed_identity, livekit_room_alias, member_identity
+from ..rtc.session import CallEnded, CallStarted
+from .consent import posted_notice, room_consent, spoken_notice
+from .disk import room_folder
+from .limits import DiskFloor, recording_refusal
+from .posts import drop_posted_files, post_recording
+from .recovery import RecordingRecovery
+from .retention import Retention
+from .sfus import RecordingSfus
 from .trusted_services import TrustedServices
 
 ROLES = ("record", "announce")
@@ -135,7 +135,7 @@ class MediaRoles:
         self.tap_factories: list[TapFactory] = []
         self.on_recording_ended: list[RecordingEnded] = []
         self.on_recording_posted: list[RecordingPosted] = []
-        # Opt-outs (recording_optout.py): room → "is this LiveKit identity left out now?",
+        # Opt-outs (recording/optout.py): room → "is this LiveKit identity left out now?",
         # and the summary's lines about them.
         self.withheld_for: Callable[[str], Callable[[str], bool]] | None = None
         self.summary_notes: Callable[[str], Awaitable[list[str]]] | None = None
@@ -602,7 +602,7 @@ class MediaRoles:
                 role = "record"
             if role is None:
                 return
-            # Encrypted room, no E2EE: say why instead of recording noise (crypto_status.py).
+            # Encrypted room, no E2EE: say why instead of recording noise (matrix/crypto_status.py).
             if (
                 refusal := await crypto_refusal(self.ctx.client, RoomID(room_id), role)
             ) is not None:
@@ -673,7 +673,7 @@ class MediaRoles:
         )
 
     async def consent_text(self, room_id: str) -> str:
-        """The posted consent notice (recording_consent.py): what is recorded, transcribed,
+        """The posted consent notice (recording/consent.py): what is recorded, transcribed,
         captioned, and how to opt out."""
         settings = self.ctx.settings()
         consent = await room_consent(self.ctx, room_id)

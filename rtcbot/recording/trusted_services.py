@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-from .context import BotContext
-from .media.tokens import AuthServiceClient
-from .net.outbound import AddressPolicy, GuardedClient
-from .ports import TransportUrl
-from .rtc.session import ActiveCall
-from .rtc.trust import canonical_service, trusted_service
+from ..context import BotContext
+from ..media.tokens import AuthServiceClient
+from ..net.outbound import AddressPolicy, GuardedClient
+from ..ports import TransportUrl
+from ..rtc.session import ActiveCall
+from ..rtc.trust import canonical_service, trusted_service
 
 
 class TrustedServices:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .commands import CommandContext, CommandRouter
-from .context import BotContext
+from ..context import BotContext
+from .router import CommandContext, CommandRouter
 
 
 async def feature_enabled(

@@ -9,7 +9,7 @@ from fnmatch import fnmatchcase
 from maubot.handlers import event
 from mautrix.types import EventType, Membership, MemberStateEventContent, StateEvent
 
-from .context import BotContext
+from ..context import BotContext
 
 # Called with the room id once the bot is no longer in that room.
 RoomGone = Callable[[str], Awaitable[None]]

@@ -14,13 +14,13 @@ from typing import Any
 from maubot.handlers import event
 from mautrix.types import EventID, EventType, MessageType, RoomID, UserID
 
-from .command_line import CommandLine, parse_command_line
-from .command_permissions import COMMANDS, MODERATOR, describe, resolve
-from .context import BotContext
-from .matrix.encryption_guard import PlaintextRefused
-from .matrix.notices import Notices, md_escape
-from .matrix.permissions import user_level
-from .version import __version__
+from ..context import BotContext
+from ..matrix.encryption_guard import PlaintextRefused
+from ..matrix.notices import Notices, md_escape
+from ..matrix.permissions import user_level
+from ..version import __version__
+from .line import CommandLine, parse_command_line
+from .permissions import COMMANDS, MODERATOR, describe, resolve
 
 Handler = Callable[["CommandContext"], Awaitable[None]]
 

@@ -37,7 +37,8 @@ from typing import Any
 from mautrix.types import DeviceID, Membership, RoomID, UserID
 
 from ..context import BotContext
-from ..crypto_status import CRYPTO_FIX, room_is_encrypted
+from ..matrix.crypto_status import CRYPTO_FIX, room_is_encrypted
+from ..matrix.to_device import CALL_ENCRYPTION_KEYS, VerifiedToDevice
 from ..media.frame_keys import FrameKeys
 from ..media.participant import SfuConnectError
 from ..ports import CallDirectory
@@ -56,7 +57,6 @@ from ..rtc.e2ee_keys import (
     parse_key_message,
 )
 from ..rtc.identity import legacy_identity
-from .to_device import CALL_ENCRYPTION_KEYS, VerifiedToDevice
 
 POLL_S = 0.25  # membership changes reach the key exchange within this
 SEND_CONCURRENCY = 8

@@ -1,7 +1,7 @@
 """What the room gets when a recording ends: the summary and the files (or where they stay).
 
-Shared by the normal end of a recording (media_roles.py) and the recovery of one a crash cut
-off (recording_recovery.py), so both post the same kind of messages.
+Shared by the normal end of a recording (recording/roles.py) and the recovery of one a crash cut
+off (recording/recovery.py), so both post the same kind of messages.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 
 from mautrix.types import AudioInfo, EventID, MediaMessageEventContent, MessageType, RoomID
 
-from .context import BotContext
-from .matrix.attachments import upload_for_room
-from .matrix.notices import NAME_LIMIT, md_escape
-from .media.recording_result import RecordedFile, RecordingResult
-from .recording_disk import kept_where
+from ..context import BotContext
+from ..matrix.attachments import upload_for_room
+from ..matrix.notices import NAME_LIMIT, md_escape
+from ..media.recording_result import RecordedFile, RecordingResult
+from .disk import kept_where
 
 
 def fmt_s(seconds: float) -> str:
@@ -110,7 +110,7 @@ async def post_recording(
 
 def drop_posted_files(ctx: BotContext, result: RecordingResult) -> None:
     """retention_days 0: the files are deleted once posted (and transcribed); files that were
-    not uploaded (too large, or the upload failed) are kept (recording_retention.py). What was
+    not uploaded (too large, or the upload failed) are kept (recording/retention.py). What was
     uploaded is recorded at the post, not decided again from the settings of now."""
     if ctx.settings().recording.retention_days == 0:
         for path in result.uploaded:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from .commands import CommandContext, CommandRouter
-from .context import BotContext
-from .crypto_status import refused_without_crypto
-from .matrix.notices import NAME_LIMIT, md_escape
-from .matrix.permissions import user_level
-from .media_roles import ROLES, MediaError, MediaRoles
-from .ports import CallDirectory
-from .recording_optout import RecordingOptOuts
-from .recording_posts import fmt_s
+from ..commands.router import CommandContext, CommandRouter
+from ..context import BotContext
+from ..matrix.crypto_status import refused_without_crypto
+from ..matrix.notices import NAME_LIMIT, md_escape
+from ..matrix.permissions import user_level
+from ..ports import CallDirectory
+from .optout import RecordingOptOuts
+from .posts import fmt_s
+from .roles import ROLES, MediaError, MediaRoles
 
 RECORD_USAGE = "[start|stop|status|opt out [anonymous]|opt in]"
 MAX_ANNOUNCE = 500  # characters; longer is refused (it would take minutes to speak)

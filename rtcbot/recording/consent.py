@@ -1,14 +1,14 @@
 """What the bot says when it starts recording a call, spoken into the call and posted in the
 room: what is recorded, whether it is transcribed and captioned (the room's own choice, else
 the config's), and how to stay out, with a command that works for everyone (`record opt out`
-is for power level 0 by default: command_permissions.py). Fixed sentences, nothing of people's.
+is for power level 0 by default: commands/permissions.py). Fixed sentences, nothing of people's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .context import BotContext
+from ..context import BotContext
 
 
 @dataclass(frozen=True)

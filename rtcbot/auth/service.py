@@ -15,7 +15,7 @@ Least privilege, stricter than lk-jwt-service standalone:
 Delegated delayed leave (`/delegate_delayed_leave`, or `delay_id` + `delay_timeout` on the
 token endpoints) as lk-jwt-service: full-access users only (400 on the token endpoints, 403
 on `/delegate_delayed_leave` for the others); the job is keyed by the LiveKit room and the
-identity the endpoint derives and run by delegations.py. `delay_cs_api_url` is never used.
+identity the endpoint derives and run by auth/delegations.py. `delay_cs_api_url` is never used.
 
 Facing anonymous callers (docs/DEPLOYMENT.md, "The authorization service in public"): a
 token bucket per client IP (429 once the body is sound, before anything goes out); the OpenID
@@ -23,7 +23,7 @@ check and its well-known lookup on their own guarded client (net/outbound.py), a
 API (CreateRoom) on a session of its own, never the Matrix client's connections; the bot's own account refused unless the bot itself sent the
 token here (auth/own_token.py).
 
-Request bodies are read and parsed in auth_requests.py.
+Request bodies are read and parsed in auth/requests.py.
 
 Secrets policy: the API secret, OpenID access tokens, issued JWTs and delay ids are never
 logged. Logs carry only the user id, the Matrix room, the LiveKit room and the outcome.
@@ -45,7 +45,7 @@ from aiohttp import web
 from livekit import api
 
 from rtcbot.auth.own_token import normal_url, sent_to
-from rtcbot.auth_requests import (
+from rtcbot.auth.requests import (
     MAX_BODY_BYTES,
     PATHS,
     Endpoint,

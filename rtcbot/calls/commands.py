@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from .commands import CommandContext, CommandRouter
-from .config import NOTIFY_LEVELS
-from .context import BotContext
-from .crypto_status import refused_without_crypto
-from .matrix.notices import NAME_LIMIT, md_escape
-from .matrix.permissions import check_call_permission, explain_members
-from .matrix.publisher import LeaveMode, PublishError
-from .ports import CallMembership
-from .rtc.announce import join_names
+from ..commands.router import CommandContext, CommandRouter
+from ..config import NOTIFY_LEVELS
+from ..context import BotContext
+from ..matrix.crypto_status import refused_without_crypto
+from ..matrix.notices import NAME_LIMIT, md_escape
+from ..matrix.permissions import check_call_permission, explain_members
+from ..matrix.publisher import LeaveMode, PublishError
+from ..ports import CallMembership
+from ..rtc.announce import join_names
 
 INTENTS = {"audio": "audio", "voice": "audio", "video": "video"}
 

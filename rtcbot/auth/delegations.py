@@ -1,7 +1,7 @@
 """Delegated delayed leaves: the authorization service's jobs, run and kept across restarts.
 
 The pure state machine (rtc/delegated_leave.py) decides; this runs it. One task per job
-(`ctx.tasks`), fed by LiveKit's webhooks (web.py → `on_participant`), by the SFU
+(`ctx.tasks`), fed by LiveKit's webhooks (auth/web.py → `on_participant`), by the SFU
 (`GetParticipant`), by the homeserver (restart / send, matrix/delayed_actions.py) and by the
 clock. Each job is a row in the plugin DB from before the client gets its answer until the
 job ends, so a restart of the plugin resumes it (`start`), as lk-jwt-service does with Redis.
@@ -26,14 +26,13 @@ from typing import Any
 import aiohttp
 from livekit import api
 
-from .auth_requests import printable
-from .config import AuthServiceSettings
-from .context import BotContext
-from .db import StoredLeave
-from .matrix.client_discovery import ClientApiDiscovery, ClientApiUnresolvable
-from .matrix.delayed_actions import ActionAnswer, delayed_event_action
-from .net.outbound import anonymous_callers_client, authority_of, sfu_api_client
-from .rtc.delegated_leave import (
+from ..config import AuthServiceSettings
+from ..context import BotContext
+from ..db import StoredLeave
+from ..matrix.client_discovery import ClientApiDiscovery, ClientApiUnresolvable
+from ..matrix.delayed_actions import ActionAnswer, delayed_event_action
+from ..net.outbound import anonymous_callers_client, authority_of, sfu_api_client
+from ..rtc.delegated_leave import (
     MIN_RESTART_INTERVAL_S,
     RESTART_FRACTION,
     Action,
@@ -59,7 +58,8 @@ from .rtc.delegated_leave import (
     start,
     step,
 )
-from .rtc.rate_limit import FairBudget
+from ..rtc.rate_limit import FairBudget
+from .requests import printable
 
 # A full-access user could otherwise make the bot keep any number of jobs (one per device,
 # membership and room).

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from .context import BotContext
-from .matrix.notices import NAME_LIMIT, md_escape
-from .rtc.identity import is_hashed_identity
+from ..context import BotContext
+from ..matrix.notices import NAME_LIMIT, md_escape
+from ..rtc.identity import is_hashed_identity
 
 # (room, LiveKit identity) → (user, device) of a call member, or None (MediaRoles.owner).
 Owner = Callable[[str, str], tuple[str, str] | None]

@@ -19,12 +19,12 @@ from typing import Any
 from aiohttp import web
 from livekit import api
 
-from .auth_requests import RequestError, read_limited
-from .auth_service import AuthService, Delegate
-from .context import BotContext
-from .crypto_status import crypto_unavailable_reason
-from .matrix.room_members import RoomMembers, joined_members_of
-from .tasks import plugin_tasks
+from ..context import BotContext
+from ..matrix.crypto_status import crypto_unavailable_reason
+from ..matrix.room_members import RoomMembers, joined_members_of
+from ..tasks import plugin_tasks
+from .requests import RequestError, read_limited
+from .service import AuthService, Delegate
 
 StatusSource = Callable[[], list[dict[str, Any]]]
 # (event, LiveKit room, identity, participant sid) of participant_joined / _left /

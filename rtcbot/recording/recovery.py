@@ -17,10 +17,10 @@ from pathlib import Path
 
 from mautrix.types import RoomID
 
-from .context import BotContext
-from .db import RecordingInProgress
-from .recording_disk import kept_where
-from .recording_posts import upload_recording
+from ..context import BotContext
+from ..db import RecordingInProgress
+from .disk import kept_where
+from .posts import upload_recording
 
 
 @dataclass(frozen=True)
