@@ -47,6 +47,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from ..rtc.rate_limit import KeyedLimiter
+from .resolver import BoundedResolver
 
 RefusalReason = Literal["scheme", "address", "rate", "recent_failure", "busy"]
 Clock = Callable[[], float]
@@ -62,14 +63,38 @@ class OutboundRefused(aiohttp.ClientConnectionError, OSError):
         self.host = host
 
 
+# IPv6 that Python's `is_global` (3.11) passes but that reaches no public host of its own:
+# IPv4-compatible (::a.b.c.d, deprecated), local-use NAT64 (RFC 8215), site-local (deprecated).
+_NOT_PUBLIC_V6 = tuple(ipaddress.IPv6Network(n) for n in ("::/96", "64:ff9b:1::/48", "fec0::/10"))
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known prefix: a.b.c.d via a gateway
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries to (mapped, 6to4, Teredo client, NAT64)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def is_public(address: str) -> bool:
-    """A globally routable unicast address (IPv4-mapped IPv6 judged by its IPv4 part)."""
+    """A globally routable unicast address; an IPv6 one that carries an IPv4 address (mapped,
+    6to4, Teredo, NAT64) is judged by that IPv4 address, so 64:ff9b::7f00:1 is loopback."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in net for net in _NOT_PUBLIC_V6):
+            return False
+        inner = _embedded_ipv4(ip)
+        if inner is not None:
+            return inner.is_global and not inner.is_multicast
     return ip.is_global and not ip.is_multicast
 
 
@@ -166,6 +191,7 @@ class GuardedClient:
     clock: Clock = time.monotonic
     resolver: AbstractResolver | None = None  # tests: names that resolve to loopback
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
+    _own_resolver: BoundedResolver | None = field(default=None, init=False, repr=False)
     _rates: KeyedLimiter | None = field(default=None, init=False, repr=False)
     _failed: dict[str, float] = field(default_factory=dict, init=False, repr=False)
     _slots: dict[bool, asyncio.Semaphore] = field(default_factory=dict, init=False, repr=False)
@@ -175,11 +201,13 @@ class GuardedClient:
         failure cache do not. For libraries that need a session (LiveKit's API client) and
         a target the operator configured."""
         if self._session is None or self._session.closed:
+            if self.resolver is None:
+                self._own_resolver = self._own_resolver or BoundedResolver()
             connector = GuardedConnector(
                 self.policy,
                 limit=2 * self.limit,
                 limit_per_host=self.limit_per_host,
-                resolver=self.resolver,
+                resolver=self.resolver or self._own_resolver,
             )
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
         return self._session
@@ -285,6 +313,9 @@ class GuardedClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._own_resolver is not None:
+            await self._own_resolver.close()
+            self._own_resolver = None
 
 
 def anonymous_callers_client(

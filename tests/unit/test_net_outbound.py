@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,6 +26,7 @@ from rtcbot.net.outbound import (
     authority_of,
     is_public,
 )
+from rtcbot.net.resolver import BoundedResolver
 from rtcbot_stack.stack import free_port
 
 
@@ -203,6 +205,18 @@ async def slow_server() -> AsyncIterator[TestServer]:
         ("0.0.0.0", False),
         ("93.184.215.14", True),
         ("2606:4700::1111", True),
+        # IPv6 forms that carry an IPv4 address are judged by it (review finding).
+        ("64:ff9b::7f00:1", False),  # NAT64 well-known prefix → 127.0.0.1
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 → 169.254.169.254
+        ("64:ff9b::5db8:d70e", True),  # NAT64 → 93.184.215.14
+        ("2002:7f00:1::1", False),  # 6to4 of 127.0.0.1
+        ("2002:a00:1::1", False),  # 6to4 of 10.0.0.1
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", False),  # Teredo, client 127.0.0.1
+        ("::7f00:1", False),  # IPv4-compatible (deprecated)
+        ("::808:808", False),
+        ("64:ff9b:1::a00:1", False),  # local-use NAT64
+        ("fec0::1", False),  # site-local (deprecated)
+        ("ff0e::1", False),  # global-scope multicast
         ("not-an-ip", False),
     ],
 )
@@ -268,3 +282,50 @@ def test_the_failure_cache_remembers_a_server_for_a_few_seconds() -> None:
     assert not out.recently_failed("other.example")
     now[0] += 10.5
     assert not out.recently_failed("tarpit.example")
+
+
+async def test_lookups_run_on_threads_of_their_own_and_time_out() -> None:
+    """Review finding: DNS for untrusted names ran on the loop's shared default executor. A
+    lookup that never answers (a slow DNS server cannot be produced on this machine: the
+    blocking getaddrinfo is replaced by one that waits on an event) fails in time for its
+    caller, and the default executor stays free meanwhile."""
+    import threading
+
+    from rtcbot.net import resolver as resolver_module
+
+    release = threading.Event()
+    seen_threads: list[str] = []
+
+    def stuck(host: str, port: int, family: int, flags: int) -> list[Any]:
+        seen_threads.append(threading.current_thread().name)
+        release.wait(10)
+        return []
+
+    original = resolver_module._getaddrinfo
+    resolver_module._getaddrinfo = stuck
+    r = resolver_module.BoundedResolver(threads=1, timeout=0.2)
+    try:
+        with pytest.raises(resolver_module.LookupTimeout):
+            await r.resolve("never-answers.example", 443)
+        # The shared executor still runs work at once while our one thread is stuck.
+        loop = asyncio.get_running_loop()
+        assert await asyncio.wait_for(loop.run_in_executor(None, lambda: 7), 5) == 7
+        # A second lookup waits for the busy thread and times out too, without a new thread.
+        with pytest.raises(resolver_module.LookupTimeout):
+            await r.resolve("also-never.example", 443)
+        assert seen_threads and all(t.startswith("rtcbot-dns") for t in seen_threads)
+    finally:
+        resolver_module._getaddrinfo = original
+        release.set()
+        await r.close()
+
+
+async def test_the_own_resolver_answers_real_lookups() -> None:
+    r = BoundedResolver()
+    try:
+        found = await r.resolve("127.0.0.1", 8080)
+        assert [(x["host"], x["port"]) for x in found] == [("127.0.0.1", 8080)]
+        found6 = await r.resolve("::1", 80, socket.AF_INET6)
+        assert all(x["host"] == "::1" for x in found6)
+    finally:
+        await r.close()
