@@ -133,11 +133,11 @@ class RtcBot(Plugin):
             owner=media.owner,
             opted_out=optouts.is_opted_out,
         )
-        calls.event_observers.append(cards.on_event)
+        calls.event_observers.add(cards.on_event)
         calls.end_card = cards.post_ended
         media.tap_factories.append(cards.tap_for)
-        own.on_room_gone += [media.forget_room, calls.forget_room, cards.forget_room]
-        own.on_room_gone.append(optouts.forgotten)
+        own.on_room_gone.add(media.forget_room, calls.forget_room, cards.forget_room)
+        own.on_room_gone.add(optouts.forgotten)
         ctx.metrics.add_live_source(calls.live_metrics)
         ctx.metrics.add_live_source(media.live_metrics)
         ctx.metrics.add_live_source(delegations.live_metrics)

@@ -8,11 +8,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Generic, ParamSpec
 
 from .matrix.encryption_guard import PlaintextRefused
+
+P = ParamSpec("P")
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any] | None, grace_s: float = 0.0) -> None:
+    """End `tasks`: give them `grace_s` to finish on their own, cancel the rest, await all.
+
+    Their own failure or cancellation is not ours and is swallowed (the task logged it, or was
+    a loop whose end is the point); the caller being cancelled while it waits is not swallowed,
+    unlike `with suppress(CancelledError): await task`, which hides both."""
+    pending = [t for t in tasks if t is not None and not t.done()]
+    if pending and grace_s > 0:
+        _, still = await asyncio.wait(pending, timeout=grace_s)
+        pending = list(still)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    for ended in tasks:  # mark failures as seen: no "exception was never retrieved" at exit
+        if ended is not None and ended.done() and not ended.cancelled():
+            ended.exception()
 
 
 class Tasks:
@@ -45,21 +67,98 @@ class Tasks:
     def running(self) -> list[asyncio.Task[Any]]:
         return [t for t in self._tasks if not t.done()]
 
-    def reopen(self) -> None:
-        self._closed = False
-
     async def close(self, grace_s: float = 0.0) -> None:
         """Refuse new tasks, give running ones `grace_s` to finish, cancel the rest, await all."""
         self._closed = True
-        pending = self.running()
-        if pending and grace_s > 0:
-            _, still = await asyncio.wait(pending, timeout=grace_s)
-            pending = list(still)
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self.running(), grace_s=grace_s)
+
+
+class Periodic:
+    """Call `tick` every `interval_s()` seconds (read each time, so a config change applies live)
+    from `start()` until `stop()`. A failing tick is logged and the next one still runs."""
+
+    def __init__(
+        self,
+        tick: Callable[[], Awaitable[None] | None],
+        interval_s: Callable[[], float],
+        log: logging.Logger,
+        what: str,
+    ) -> None:
+        self.tick = tick
+        self.interval_s = interval_s
+        self.log = log
+        self.what = what
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        if not self.running:
+            self._task = asyncio.create_task(self._loop(), name=f"rtcbot:{self.what}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s())
+            try:
+                result = self.tick()
+                if inspect.isawaitable(result):
+                    await result
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("%s failed", self.what)
+
+
+class Hooks(Generic[P]):
+    """Whoever wants to hear of one kind of event. Subscribers run in the order they were added;
+    one that fails is logged and the others still run."""
+
+    def __init__(self, log: logging.Logger, what: str) -> None:
+        self.log = log
+        self.what = what
+        self._subscribers: list[Callable[P, Any]] = []
+
+    def add(self, *subscribers: Callable[P, Any]) -> None:
+        self._subscribers.extend(subscribers)
+
+    def remove(self, subscriber: Callable[P, Any]) -> None:
+        with contextlib.suppress(ValueError):
+            self._subscribers.remove(subscriber)
+
+    def __len__(self) -> int:
+        return len(self._subscribers)
+
+    def __contains__(self, subscriber: object) -> bool:
+        return subscriber in self._subscribers
+
+    def notify(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Tell plain (non-async) subscribers, before the caller's next await."""
+        for subscriber in list(self._subscribers):
+            try:
+                result = subscriber(*args, **kwargs)
+                if inspect.iscoroutine(result):
+                    result.close()
+                    raise TypeError("an async subscriber given to notify(); use emit()")
+            except Exception:
+                self.log.exception("%s: subscriber %s failed", self.what, subscriber)
+
+    async def emit(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Tell every subscriber, awaiting each one that is async, one after another."""
+        for subscriber in list(self._subscribers):
+            try:
+                result = subscriber(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    await result
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("%s: subscriber %s failed", self.what, subscriber)
 
 
 # Code whose coroutines belong to the plugin: its own modules and the LiveKit SDK, which only

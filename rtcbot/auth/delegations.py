@@ -59,6 +59,7 @@ from ..rtc.delegated_leave import (
     step,
 )
 from ..rtc.rate_limit import FairBudget
+from ..tasks import cancel_and_wait
 from .requests import printable
 
 # A full-access user could otherwise make the bot keep any number of jobs (one per device,
@@ -319,10 +320,7 @@ class DelegatedLeaves:
             del self._runners[first.job.key]
 
     async def _replace(self, old: _Runner) -> None:
-        if old.task is not None:
-            old.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await old.task
+        await cancel_and_wait(old.task)
         self._runners.pop(old.job.key, None)
         self.ctx.metrics.delegated_leaves.labels("replaced").inc()
         self.log.info("Delegated leave of %s: replaced by a new one", self._name(old.job.request))

@@ -13,7 +13,6 @@ an encrypted room).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, tzinfo
@@ -38,6 +37,7 @@ from ..media.talk_timeline import Owner, SpeakerListener, TalkTimeline
 from ..media.timeline_image import Row, draw_timeline
 from ..rtc.call_card import CallCard, CallLog, Interval, build_card, card_markdown
 from ..rtc.session import ActiveCall, CallEnded, CallEvent, CallStarted
+from ..tasks import Periodic
 
 CallKey = tuple[str, str, str]  # room, application, slot
 DisplayName = Callable[[str, str], Awaitable[str]]
@@ -72,17 +72,15 @@ class CallCards:
         self.timelines: dict[str, TalkTimeline] = {}
         self.listeners: dict[str, SpeakerListener] = {}
         self._in_sfu: set[str] = set()  # rooms where the bot's participant was in this call
-        self._follow_task: asyncio.Task[None] | None = None
+        self._follower = Periodic(
+            self._follow, lambda: FOLLOW_EVERY_S, self.log, "following the active speakers"
+        )
 
     async def start(self) -> None:
-        self._follow_task = asyncio.ensure_future(self._follow_loop())
+        self._follower.start()
 
     async def stop(self) -> None:
-        if self._follow_task is not None:
-            self._follow_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follow_task
-            self._follow_task = None
+        await self._follower.stop()
         for listener in self.listeners.values():
             listener.stop()
         self.listeners.clear()
@@ -132,14 +130,6 @@ class CallCards:
         if not self.ctx.settings().call_card.enabled:
             return None
         return self._timeline(room_id).tap()
-
-    async def _follow_loop(self) -> None:
-        while True:
-            await asyncio.sleep(FOLLOW_EVERY_S)
-            try:
-                self._follow()
-            except Exception:
-                self.log.exception("following the active speakers failed")
 
     def _follow(self) -> None:
         active = {k[0] for k in self.logs}

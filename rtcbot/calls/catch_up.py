@@ -23,6 +23,7 @@ from mautrix.types import JSON, EncryptedEvent, EventID, RoomID, UserID
 
 from ..clock import now_ms
 from ..context import BotContext
+from ..tasks import cancel_and_wait
 
 # (room, sender, event id, text) → runs the command exactly once (CommandRouter.run_command).
 RunCommand = Callable[[RoomID, UserID, EventID, str], Awaitable[None]]
@@ -48,11 +49,8 @@ class CommandCatchUp:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         with contextlib.suppress(Exception):
             await self.ctx.db.set_state(ALIVE_KEY, str(now_ms()))
 

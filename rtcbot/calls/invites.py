@@ -3,16 +3,15 @@ homeservers; by default only its own homeserver), and what happens when it is ki
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from fnmatch import fnmatchcase
 
 from maubot.handlers import event
 from mautrix.types import EventType, Membership, MemberStateEventContent, StateEvent
 
 from ..context import BotContext
+from ..tasks import Hooks
 
 # Called with the room id once the bot is no longer in that room.
-RoomGone = Callable[[str], Awaitable[None]]
 
 
 def server_of(user_id: str) -> str:
@@ -42,7 +41,7 @@ class OwnMembership:
     def __init__(self, ctx: BotContext) -> None:
         self.ctx = ctx
         self.log = ctx.logger("invites")
-        self.on_room_gone: list[RoomGone] = []
+        self.on_room_gone: Hooks[[str]] = Hooks(self.log, "forgetting a room")
 
     @event.on(EventType.ROOM_MEMBER)
     async def on_member(self, evt: StateEvent) -> None:
@@ -56,11 +55,7 @@ class OwnMembership:
         elif content.membership in (Membership.LEAVE, Membership.BAN):
             how = "banned" if content.membership == Membership.BAN else "no longer in"
             self.log.info("%s %s (by %s): forgetting the room", how, evt.room_id, evt.sender)
-            for gone in self.on_room_gone:
-                try:
-                    await gone(str(evt.room_id))
-                except Exception:
-                    self.log.exception("cleaning up after leaving %s failed", evt.room_id)
+            await self.on_room_gone.emit(str(evt.room_id))
 
     async def _invited(self, evt: StateEvent) -> None:
         inv = self.ctx.settings().invites

@@ -36,6 +36,7 @@ from ..rtc.announce import (
 )
 from ..rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE, livekit_transport
 from ..rtc.session import CallEnded, CallEvent, CallStarted, RoomCalls
+from ..tasks import Hooks, Periodic
 
 CALL_MEMBER = EventType.find(CALL_MEMBER_TYPE, EventType.Class.STATE)
 
@@ -61,7 +62,8 @@ class CallManager:
         self.observers: list[CallObserver] = []
         # Told of every derived event (joins and leaves too) at once, in order, before any
         # await (the call card's log); must not block.
-        self.event_observers: list[Callable[[str, CallEvent], None]] = []
+        # Told of every call event before the next one is handled (the call cards).
+        self.event_observers: Hooks[[str, CallEvent]] = Hooks(self.log, "call event observers")
         # Posts the end of a call as a card instead of the one line (calls/cards.py); returns
         # False when the card is off.
         self.end_card: Callable[[str, CallEnded], Awaitable[bool]] | None = None
@@ -71,21 +73,17 @@ class CallManager:
         self._names: dict[tuple[str, str], str] = {}
         self._room_locks: dict[str, asyncio.Lock] = {}
         self._notice_locks: dict[str, asyncio.Lock] = {}
-        self._tick_task: asyncio.Task[None] | None = None
+        self._ticker = Periodic(self._tick, lambda: 1.0, self.log, "call ticker")
 
     def _batch_ms(self) -> int:
         return int(self.ctx.settings().notices.batch_seconds * 1000)
 
     async def start(self) -> None:
-        self._tick_task = asyncio.ensure_future(self._ticker())
+        self._ticker.start()
         self.ctx.tasks.spawn(self.rejoin_after_restart(), "rejoin-after-restart")
 
     async def stop(self) -> None:
-        if self._tick_task:
-            self._tick_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tick_task
-            self._tick_task = None
+        await self._ticker.stop()
         # A graceful stop leaves every call at once (the delayed leave is sent now).
         pubs = list(self.publishers.values())
         self.publishers.clear()
@@ -243,26 +241,19 @@ class CallManager:
             derived = calls.set_joined_members(joined, now_ms())
         await self._handle(room_id, derived)
 
-    async def _ticker(self) -> None:
-        while True:
-            await asyncio.sleep(1)
-            try:
-                now = now_ms()
-                for room_id, calls in list(self.rooms.items()):
-                    # Only rooms with a membership due to expire need the sweep (1 000 idle
-                    # rooms would otherwise be recomputed every second).
-                    due = calls.next_expiry_ms()
-                    if due is None or due > now:
-                        continue
-                    derived = calls.tick(now)
-                    if derived:
-                        await self._handle(room_id, derived)
-                self.batcher.window_ms = self._batch_ms()  # a config change applies live
-                await self._flush_batches(now)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.log.exception("call ticker failed")
+    async def _tick(self) -> None:
+        now = now_ms()
+        for room_id, calls in list(self.rooms.items()):
+            # Only rooms with a membership due to expire need the sweep (1 000 idle
+            # rooms would otherwise be recomputed every second).
+            due = calls.next_expiry_ms()
+            if due is None or due > now:
+                continue
+            derived = calls.tick(now)
+            if derived:
+                await self._handle(room_id, derived)
+        self.batcher.window_ms = self._batch_ms()  # a config change applies live
+        await self._flush_batches(now)
 
     # -- notices -----------------------------------------------------------------------------
     async def _level(self, room_id: str) -> str:
@@ -303,11 +294,7 @@ class CallManager:
         now = now_ms()
         for ev in derived:
             self.batcher.add(ev, now)  # joins/leaves wait for their window
-            for watch in self.event_observers:
-                try:
-                    watch(room_id, ev)
-                except Exception:
-                    self.log.exception("call event observer %s failed", watch)
+            self.event_observers.notify(room_id, ev)
             if not isinstance(ev, CallStarted | CallEnded):
                 continue
             for observer in self.observers:

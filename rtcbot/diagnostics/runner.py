@@ -9,7 +9,6 @@ command, the report message and the groups.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import traceback
@@ -23,6 +22,7 @@ from ..commands.router import CommandContext, CommandRouter
 from ..context import BotContext
 from ..e2ee.call_keys import KeysReport
 from ..ports import CallDirectory
+from ..tasks import cancel_and_wait
 from . import (
     auth,
     clock_ghosts,
@@ -212,21 +212,13 @@ class Diagnostics:
             for names, timeout, group in GROUPS
         ]
         try:
-            _, unfinished = await asyncio.wait(tasks, timeout=OVERALL_TIMEOUT_S)
-            for task in unfinished:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(*tasks, grace_s=OVERALL_TIMEOUT_S)
         finally:
-            if not run.server_info.done():
-                run.server_info.cancel()
-            with contextlib.suppress(BaseException):
-                await run.server_info
+            await cancel_and_wait(run.server_info)
             elapsed = time.monotonic() - run.started
             # The final edit must come after any progress edit still in flight.
             async with edit_lock:
-                updater.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await updater
+                await cancel_and_wait(updater)
                 await self._edit(run, elapsed)
         results = run.ordered()
         self._log_summary(run, results, elapsed)

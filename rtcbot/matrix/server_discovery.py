@@ -62,9 +62,6 @@ class ServerName:
     port: int | None
     is_ip: bool
 
-    def with_default_port(self) -> str:
-        return f"{self.host}:{self.port or DEFAULT_FEDERATION_PORT}"
-
 
 def parse_server_name(text: str) -> ServerName:
     """Split and validate a server name; raise InvalidServerName."""

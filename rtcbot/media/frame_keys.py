@@ -94,9 +94,6 @@ class FrameKeys:
         st = self.states.get(identity)
         return st is not None and st.state in DECRYPTING
 
-    def keys_for(self, identity: str) -> list[int]:
-        return sorted(self._remote.get(identity, {}))
-
     @property
     def rooms(self) -> list[rtc.Room]:
         return [room for room, _handlers in self._rooms.values()]

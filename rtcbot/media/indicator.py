@@ -23,6 +23,8 @@ from typing import Literal
 import numpy as np
 from livekit import rtc
 
+from ..tasks import cancel_and_wait
+
 WIDTH, HEIGHT = 320, 240
 FPS = 5.0
 TRACK_NAME = "rtcbot-status"
@@ -219,10 +221,7 @@ class Indicator:
     async def close(self) -> None:
         """Stop the frames and unpublish the track (if its room is still connected)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(task)
         pub, self._publication = self._publication, None
         room, self._room = self._room, None
         if pub is not None and room is not None and room.isconnected():

@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, Protocol
@@ -58,9 +58,6 @@ class SfuAccess:
     identity: str
     expires_at: float
     via: Via
-
-    def seconds_left(self, now: float | None = None) -> float:
-        return self.expires_at - (time.time() if now is None else now)
 
 
 class SfuAuthError(Exception):
@@ -444,61 +441,3 @@ async def update_live_grants(
             return await lk.room.update_participant(request)
     finally:
         await lk.aclose()
-
-
-class TokenCache:
-    """Reuses SfuAccess until `refresh_margin` seconds before it expires.
-
-    `get_or_fetch` makes concurrent callers for the same key share one fetch.
-    """
-
-    def __init__(self, clock: Clock = time.time, refresh_margin: float = 60.0) -> None:
-        self._clock = clock
-        self._margin = refresh_margin
-        self._entries: dict[Hashable, SfuAccess] = {}
-        self._locks: dict[Hashable, asyncio.Lock] = {}
-
-    def _fresh(self, access: SfuAccess) -> bool:
-        return access.expires_at - self._margin > self._clock()
-
-    def get(self, key: Hashable) -> SfuAccess | None:
-        access = self._entries.get(key)
-        if access is None:
-            return None
-        if not self._fresh(access):
-            del self._entries[key]
-            return None
-        return access
-
-    def put(self, key: Hashable, access: SfuAccess) -> None:
-        # Drop stale entries on the way so the cache cannot grow without bound.
-        for stale in [k for k, v in self._entries.items() if not self._fresh(v)]:
-            del self._entries[stale]
-        for idle in [k for k, lock in self._locks.items() if k != key and not lock.locked()]:
-            if idle not in self._entries:
-                del self._locks[idle]
-        self._entries[key] = access
-
-    def invalidate(self, key: Hashable) -> None:
-        self._entries.pop(key, None)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def __len__(self) -> int:
-        return sum(1 for v in self._entries.values() if self._fresh(v))
-
-    async def get_or_fetch(
-        self, key: Hashable, fetch: Callable[[], Awaitable[SfuAccess]]
-    ) -> SfuAccess:
-        cached = self.get(key)
-        if cached is not None:
-            return cached
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            cached = self.get(key)  # another caller may have fetched while we waited
-            if cached is not None:
-                return cached
-            access = await fetch()
-            self.put(key, access)
-            return access

@@ -29,6 +29,7 @@ from mautrix.types import (
 from ..context import BotContext
 from ..matrix.permissions import user_level
 from ..ports import CallDirectory
+from ..tasks import cancel_and_wait
 from .format import format_clock, format_delta
 from .occurrences import KIND_ONCE, Schedule, to_ms
 from .plan import NOBODY, REMINDER, START, Action, due_actions, next_due
@@ -89,18 +90,9 @@ class ScheduleRunner:
         self._stopping = True
         self._wake.set()
         task, self._task = self._task, None
-        if task is not None:
-            # Let a tick that is posting finish (a claimed action should be posted), briefly.
-            await asyncio.wait({task}, timeout=STOP_GRACE_S)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        hooks = list(self._hooks)
-        for hook in hooks:
-            hook.cancel()
-        for hook in hooks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await hook
+        # Let a tick that is posting finish (a claimed action should be posted), briefly.
+        await cancel_and_wait(task, grace_s=STOP_GRACE_S)
+        await cancel_and_wait(*self._hooks)
         self._hooks.clear()
 
     def wake(self) -> None:

@@ -30,6 +30,7 @@ from ..matrix.attachments import upload_for_room
 from ..matrix.notices import NAME_LIMIT, in_thread, md_escape
 from ..media.recording_result import RecordedFile, RecordingResult
 from ..recording.posts import fmt_s
+from ..tasks import cancel_and_wait
 from .engine import ModelUnavailable, SpeechToText, Word
 from .lines import merge_lines, render_message, render_text, render_vtt
 
@@ -215,9 +216,7 @@ class _Job:
         try:
             await asyncio.gather(*(self._speaker(s) for s in self.speakers))
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await ticker
+            await cancel_and_wait(ticker)
         heard = [s for s in self.speakers if s.words]
         failed = [s for s in self.speakers if s.error]
         if failed and len(failed) == len(self.speakers):

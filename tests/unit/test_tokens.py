@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -25,7 +24,6 @@ from rtcbot.media.tokens import (
     Role,
     SfuAccess,
     SfuAuthError,
-    TokenCache,
     access_from_jwt,
     grants_for,
     mint_local_token,
@@ -170,65 +168,6 @@ def test_access_from_jwt_requires_room_and_identity() -> None:
     no_room = api.AccessToken(KEY, SECRET).with_identity("x").to_jwt()
     with pytest.raises(ValueError, match=r"video\.room"):
         access_from_jwt("ws://x", no_room, "get_token")
-
-
-# -- cache -----------------------------------------------------------------------------------
-@dataclass
-class FakeClock:
-    now: float = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _access(expires_at: float, room: str = "r") -> SfuAccess:
-    return SfuAccess(
-        url="ws://x", jwt="j", room=room, identity="i", expires_at=expires_at, via="local"
-    )
-
-
-def test_cache_returns_until_sixty_seconds_before_expiry() -> None:
-    clock = FakeClock()
-    cache = TokenCache(clock=clock)
-    access = _access(clock.now + 600)
-    cache.put("k", access)
-    assert cache.get("k") is access
-    clock.now += 539
-    assert cache.get("k") is access
-    clock.now += 1  # exactly 60 s left: refresh now
-    assert cache.get("k") is None
-    assert len(cache) == 0
-
-
-def test_cache_invalidate_and_clear() -> None:
-    clock = FakeClock()
-    cache = TokenCache(clock=clock)
-    cache.put("a", _access(clock.now + 600))
-    cache.put("b", _access(clock.now + 600))
-    cache.invalidate("a")
-    assert cache.get("a") is None and cache.get("b") is not None
-    cache.clear()
-    assert cache.get("b") is None
-
-
-async def test_cache_get_or_fetch_shares_one_fetch() -> None:
-    clock = FakeClock()
-    cache = TokenCache(clock=clock)
-    calls = 0
-
-    async def fetch() -> SfuAccess:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.01)
-        return _access(clock.now + 600)
-
-    results = await asyncio.gather(
-        *(cache.get_or_fetch(("room", "role"), fetch) for _ in range(5))
-    )
-    assert calls == 1 and all(r is results[0] for r in results)
-    clock.now += 545  # inside the refresh margin
-    again = await cache.get_or_fetch(("room", "role"), fetch)
-    assert calls == 2 and again is not results[0]
 
 
 # -- auth service client against a scripted service ------------------------------------------
