@@ -134,7 +134,7 @@ class RtcBot(Plugin):
             opted_out=optouts.is_opted_out,
         )
         calls.event_observers.add(cards.on_event)
-        calls.end_card = cards.post_ended
+        calls.notices.end_card = cards.post_ended
         media.tap_factories.append(cards.tap_for)
         own.on_room_gone.add(media.forget_room, calls.forget_room, cards.forget_room)
         own.on_room_gone.add(optouts.forgotten)

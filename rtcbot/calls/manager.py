@@ -8,7 +8,6 @@ ends, and runs one MembershipPublisher per room the bot is in a call in.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,22 +20,16 @@ from mautrix.types import EventType, Membership, RoomID, StateEvent, UserID
 from ..clock import now_ms
 from ..context import BotContext
 from ..matrix.delayed_events import DelayedEvents, DelayedEventsSupport
-from ..matrix.encryption_guard import PlaintextRefused
-from ..matrix.notices import NAME_LIMIT, md_escape
 from ..matrix.permissions import check_call_permission, explain_bot
 from ..matrix.publisher import MembershipPublisher, PublishError, State
 from ..ports import CallObserver, TransportUrl
-from ..rtc.announce import (
-    JoinBatch,
-    NoticeBatcher,
-    describe_ended,
-    describe_joins,
-    describe_started,
-    should_post,
-)
 from ..rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE, livekit_transport
 from ..rtc.session import CallEnded, CallEvent, CallStarted, RoomCalls
 from ..tasks import Hooks, Periodic
+from .notices import CallNotices
+
+# Makes the publisher of the bot's membership in a room (a fake one in unit tests).
+PublisherFactory = Callable[[str], Awaitable[MembershipPublisher]]
 
 CALL_MEMBER = EventType.find(CALL_MEMBER_TYPE, EventType.Class.STATE)
 
@@ -51,32 +44,32 @@ RTC_MEMBER = EventType.find(RTC_MEMBER_TYPE, EventType.Class.MESSAGE)
 class CallManager:
     """Satisfies ports.CallMembership for the other managers."""
 
-    def __init__(self, ctx: BotContext, transport_url: TransportUrl) -> None:
+    def __init__(
+        self,
+        ctx: BotContext,
+        transport_url: TransportUrl,
+        *,
+        clock: Callable[[], int] = now_ms,
+        new_publisher: PublisherFactory | None = None,
+    ) -> None:
         self.ctx = ctx
         self.client = ctx.client
         self.transport_url = transport_url
+        self.clock = clock
         self.log = ctx.logger("calls")
         self.rooms: dict[str, RoomCalls] = {}
         self.publishers: dict[str, MembershipPublisher] = {}
+        self.notices = CallNotices(ctx, clock)
         # Told when people start or end a call (the media roles' auto-follow subscribes).
         self.observers: list[CallObserver] = []
         # Told of every derived event (joins and leaves too) at once, in order, before any
         # await (the call card's log); must not block.
-        # Told of every call event before the next one is handled (the call cards).
         self.event_observers: Hooks[[str, CallEvent]] = Hooks(self.log, "call event observers")
-        # Posts the end of a call as a card instead of the one line (calls/cards.py); returns
-        # False when the card is off.
-        self.end_card: Callable[[str, CallEnded], Awaitable[bool]] | None = None
         self.delayed = DelayedEvents(self.client)
-        self.batcher = NoticeBatcher(self._batch_ms())
+        self.new_publisher = new_publisher or self._real_publisher
         self._support: DelayedEventsSupport | None = None
-        self._names: dict[tuple[str, str], str] = {}
         self._room_locks: dict[str, asyncio.Lock] = {}
-        self._notice_locks: dict[str, asyncio.Lock] = {}
         self._ticker = Periodic(self._tick, lambda: 1.0, self.log, "call ticker")
-
-    def _batch_ms(self) -> int:
-        return int(self.ctx.settings().notices.batch_seconds * 1000)
 
     async def start(self) -> None:
         self._ticker.start()
@@ -113,7 +106,10 @@ class CallManager:
         )
 
     def known_name(self, room_id: str, user_id: str) -> str | None:
-        return self._names.get((room_id, user_id))
+        return self.notices.known_name(room_id, user_id)
+
+    async def display_name(self, room_id: str, user_id: str) -> str:
+        return await self.notices.display_name(room_id, user_id)
 
     def member_by_identity(self, room_id: str, identity: str) -> tuple[str, str] | None:
         calls = self.rooms.get(room_id)
@@ -147,7 +143,7 @@ class CallManager:
                 and e.get("state_key") != skip_key
                 and e.get("sender") != self.client.mxid
             ]
-            calls.rebuild(members, joined, now_ms())
+            calls.rebuild(members, joined, self.clock())
         except Exception as e:
             # Not cached: the next event or command reads the state again.
             self.log.warning("could not read the state of %s: %s", room_id, e)
@@ -178,7 +174,7 @@ class CallManager:
             return
         async with self._lock(room_id):
             calls = await self.room(room_id, skip_key=str(evt.state_key))
-            derived = calls.apply_state(raw, now_ms())
+            derived = calls.apply_state(raw, self.clock())
         self.log.debug("call.member %s in %s → %s", evt.state_key, room_id, derived)
         await self._handle(room_id, derived, origin_ts=raw.get("origin_server_ts"))
 
@@ -217,7 +213,7 @@ class CallManager:
             return
         async with self._lock(room_id):
             calls = await self.room(room_id)
-            derived = calls.apply_sticky(evt.serialize(), now_ms())
+            derived = calls.apply_sticky(evt.serialize(), self.clock())
         await self._handle(room_id, derived)
 
     @event.on(EventType.ROOM_MEMBER)
@@ -228,7 +224,7 @@ class CallManager:
         if room_id not in self.rooms:
             return
         content = evt.content
-        self._names.pop((room_id, str(evt.state_key)), None)
+        self.notices.name_changed(room_id, str(evt.state_key))
         async with self._lock(room_id):
             calls = self.rooms[room_id]
             if calls.joined is None:  # membership unknown: don't pretend everyone left
@@ -238,11 +234,11 @@ class CallManager:
                 joined.add(str(evt.state_key))
             else:
                 joined.discard(str(evt.state_key))
-            derived = calls.set_joined_members(joined, now_ms())
+            derived = calls.set_joined_members(joined, self.clock())
         await self._handle(room_id, derived)
 
     async def _tick(self) -> None:
-        now = now_ms()
+        now = self.clock()
         for room_id, calls in list(self.rooms.items()):
             # Only rooms with a membership due to expire need the sweep (1 000 idle
             # rooms would otherwise be recomputed every second).
@@ -252,35 +248,7 @@ class CallManager:
             derived = calls.tick(now)
             if derived:
                 await self._handle(room_id, derived)
-        self.batcher.window_ms = self._batch_ms()  # a config change applies live
-        await self._flush_batches(now)
-
-    # -- notices -----------------------------------------------------------------------------
-    async def _level(self, room_id: str) -> str:
-        return (
-            await self.ctx.db.get_notify_level(room_id)
-            or self.ctx.settings().notices.default_level
-        )
-
-    async def display_name(self, room_id: str, user_id: str) -> str:
-        key = (room_id, user_id)
-        if key not in self._names:
-            name = None
-            # maubot's state store already has the member events sync delivered (lazy-loaded
-            # for senders): no request in the common case.
-            store = self.client.state_store
-            if store is not None:
-                with contextlib.suppress(Exception):
-                    member = await store.get_member(RoomID(room_id), UserID(user_id))
-                    name = getattr(member, "displayname", None)
-            if name is None:
-                with contextlib.suppress(Exception):
-                    content = await self.client.get_state_event(
-                        RoomID(room_id), EventType.ROOM_MEMBER, user_id
-                    )
-                    name = getattr(content, "displayname", None)
-            self._names[key] = name or user_id[1:].split(":")[0]
-        return self._names[key]
+        await self.notices.flush(now)
 
     async def _handle(
         self, room_id: str, derived: list[Any], origin_ts: int | None = None
@@ -291,9 +259,9 @@ class CallManager:
         # handled while this one awaits. (A join the batcher got after the call's end opened a
         # new window: "Alice joined" after "Call ended"; an observer told of the end before the
         # start recorded an ended call.)
-        now = now_ms()
+        now = self.clock()
         for ev in derived:
-            self.batcher.add(ev, now)  # joins/leaves wait for their window
+            self.notices.add(ev, now)  # joins/leaves wait for their window
             self.event_observers.notify(room_id, ev)
             if not isinstance(ev, CallStarted | CallEnded):
                 continue
@@ -305,62 +273,8 @@ class CallManager:
         calls = [ev for ev in derived if isinstance(ev, CallStarted | CallEnded)]
         if not calls:
             return
-        # Taken at once (nothing awaited above), so "started" is posted before "ended".
-        async with self._notice_locks.setdefault(room_id, asyncio.Lock()):
-            # An encrypted room and no crypto: nothing is said there (the guard logged why).
-            with contextlib.suppress(PlaintextRefused):
-                await self._post_calls(room_id, calls, origin_ts)
-
-    async def _post_calls(
-        self, room_id: str, calls: list[CallStarted | CallEnded], origin_ts: int | None
-    ) -> None:
-        level = await self._level(room_id)
-        metrics = self.ctx.metrics
-        for ev in calls:
-            if not should_post(level, ev):
-                continue
-            if isinstance(ev, CallStarted):
-                name = md_escape(await self.display_name(room_id, ev.started_by), NAME_LIMIT)
-                await self.ctx.notices.send(RoomID(room_id), describe_started(name, ev.intent))
-                metrics.announcements.labels("started").inc()
-            else:
-                if not await self._post_card(room_id, ev):
-                    await self.ctx.notices.send(
-                        RoomID(room_id), describe_ended(ev.duration_ms, ev.peak_participants)
-                    )
-                metrics.announcements.labels("ended").inc()
-            if isinstance(origin_ts, int):
-                metrics.reaction_latency.observe(max(0, now_ms() - origin_ts) / 1000)
-
-    async def _post_card(self, room_id: str, ev: CallEnded) -> bool:
-        if self.end_card is None:
-            return False
-        try:
-            return await self.end_card(room_id, ev)
-        except PlaintextRefused:
-            raise  # the plain line would be withheld too
-        except Exception:  # the plain line then: the end of a call is never left unsaid
-            self.log.exception("the call card in %s failed", room_id)
-            return False
-
-    async def _flush_batches(self, now: int) -> None:
-        for batch in self.batcher.flush_due(now):
-            await self._post_batch(batch)
-
-    async def _post_batch(self, batch: JoinBatch) -> None:
-        if not should_post(await self._level(batch.room_id), batch):
-            return
-        names = [
-            [md_escape(await self.display_name(batch.room_id, u), NAME_LIMIT) for u in users]
-            for users in (batch.joined, batch.left)
-        ]
-        joined, left = names
-        text = describe_joins(joined, left)
-        if text:
-            # Withheld in an encrypted room without crypto; the other rooms' batches still go.
-            with contextlib.suppress(PlaintextRefused):
-                await self.ctx.notices.send(RoomID(batch.room_id), text)
-                self.ctx.metrics.announcements.labels("joins").inc()
+        # At once (nothing awaited above), so "started" is posted before "ended".
+        await self.notices.post_calls(room_id, calls, origin_ts)
 
     # -- the bot's own membership ------------------------------------------------------------
     async def support(self) -> DelayedEventsSupport:
@@ -385,24 +299,27 @@ class CallManager:
         await self.require_call(room_id)
         pub = self.publishers.get(room_id)
         if pub is None or pub.state == State.IDLE:
-            support = await self.support()
-            pub = MembershipPublisher(
-                self.delayed,
-                room_id,
-                self.ctx.user_id,
-                self.ctx.device_id,
-                self.ctx.settings().membership,
-                [livekit_transport(await self.transport_url(), room_id)],
-                self.ctx.logger("publisher"),
-                max_delay_ms=support.max_delay_ms,
-                delayed_events_usable=support.usable,
-                on_heartbeat_failure=self.ctx.metrics.heartbeat_failures.inc,
-            )
+            pub = await self.new_publisher(room_id)
             self.publishers[room_id] = pub
         await pub.join(intent)
         if remember:
             await self.ctx.db.add_own_call(room_id, intent)
         return pub
+
+    async def _real_publisher(self, room_id: str) -> MembershipPublisher:
+        support = await self.support()
+        return MembershipPublisher(
+            self.delayed,
+            room_id,
+            self.ctx.user_id,
+            self.ctx.device_id,
+            self.ctx.settings().membership,
+            [livekit_transport(await self.transport_url(), room_id)],
+            self.ctx.logger("publisher"),
+            max_delay_ms=support.max_delay_ms,
+            delayed_events_usable=support.usable,
+            on_heartbeat_failure=self.ctx.metrics.heartbeat_failures.inc,
+        )
 
     async def leave(self, room_id: str) -> bool:
         await self.ctx.db.remove_own_call(room_id)
@@ -428,9 +345,7 @@ class CallManager:
         await self.ctx.db.remove_own_call(room_id)
         self.rooms.pop(room_id, None)
         self._room_locks.pop(room_id, None)
-        self._notice_locks.pop(room_id, None)
-        for key in [k for k in self._names if k[0] == room_id]:
-            del self._names[key]
+        self.notices.forget_room(room_id)
 
     def live_metrics(self) -> dict[str, float]:
         calls = [c for rc in self.rooms.values() for c in rc.calls.values()]
