@@ -10,7 +10,7 @@ SYN_STAMP := $(SYN_VENV)/.installed-$(shell sha1sum requirements-synapse.txt | c
 NETWORK ?= $(shell [ "$$(id -u)" = 0 ] && command -v ip >/dev/null && echo isolated || echo host)
 NETNS := $(if $(filter isolated,$(NETWORK)),$(PY) -m rtcbot_stack.netns --,)
 
-.PHONY: setup run test unit lint build clean livekit-server system-packages browser-tests chromium
+.PHONY: setup run test unit lint build release clean livekit-server system-packages browser-tests chromium
 
 setup: $(STAMP) $(SYN_STAMP) livekit-server system-packages browser-tests
 
@@ -77,6 +77,11 @@ lint: $(STAMP)
 build: $(STAMP)
 	find rtcbot -name __pycache__ -type d -prune -exec rm -rf {} +
 	$(PY) -m rtcbot_stack.build
+
+release: $(STAMP)
+	find rtcbot -name __pycache__ -type d -prune -exec rm -rf {} +
+	$(PY) -m rtcbot_stack.release
+	cd build/release && sha256sum -c *.sha256
 
 clean:
 	rm -rf .stack build

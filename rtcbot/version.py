@@ -1,3 +1,3 @@
 """The plugin's version, as maubot.yaml declares it."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
