@@ -31,6 +31,7 @@ from .report import (
 
 async def own_key_and_membership(probe: Probe, run: RunState) -> None:
     key = make_state_key(probe.ctx.client.mxid, probe.ctx.device_id)
+    cmd = f"!{probe.ctx.settings().command}"  # the command word as this instance has it
     pub = probe.calls.publisher(run.room_id)
     in_call = pub is not None and pub.state not in (State.IDLE, State.FAILED)
     event = await _own_state(probe, run.room_id, key)
@@ -56,7 +57,7 @@ async def own_key_and_membership(probe: Probe, run: RunState) -> None:
                     f"the bot is {st.state.value}, but its membership is {why} in the room state",
                     cause="Someone overwrote it, or the delayed leave fired after missed "
                     "heartbeats; the bot rejoins by itself.",
-                    fix="If this repeats, look at the heartbeat errors in `!call status` "
+                    fix=f"If this repeats, look at the heartbeat errors in `{cmd} status` "
                     "and the rate limits (`rc_delayed_event_mgmt`).",
                     details=(f"last error: {st.last_error}",) if st.last_error else (),
                 )
@@ -84,7 +85,7 @@ async def own_key_and_membership(probe: Probe, run: RunState) -> None:
                 + (" (expired)" if expired else ""),
                 cause="Left over from a run that ended without leaving (crash without "
                 "delayed events).",
-                fix="`!call join` then `!call leave` clears it; clients ignore it once it "
+                fix=f"`{cmd} join` then `{cmd} leave` clears it; clients ignore it once it "
                 "has expired.",
             )
         )
@@ -108,7 +109,7 @@ async def own_key_and_membership(probe: Probe, run: RunState) -> None:
         Check(
             OWN_MEMBERSHIP,
             SKIP,
-            "the bot is not in a call here (`!call join` first to check it)",
+            f"the bot is not in a call here (`{cmd} join` first to check it)",
         )
     )
 
