@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from maubot import Plugin
@@ -21,6 +22,7 @@ from .auth.web import WebEndpoints
 from .calls.cards import CallCards
 from .calls.catch_up import CommandCatchUp
 from .calls.commands import CallCommands
+from .calls.identities import identity_owner
 from .calls.invites import OwnMembership
 from .calls.manager import CallManager
 from .commands.features import captions_command, transcript_command
@@ -37,8 +39,9 @@ from .matrix.transports import TransportDiscovery
 from .metrics import Metrics
 from .migrations import upgrade_table
 from .recording.commands import MediaCommands
+from .recording.follow import CallFollower
 from .recording.optout import RecordingOptOuts
-from .recording.roles import MediaRoles
+from .recording.sessions import MediaSessions
 from .schedules.commands import ScheduleCommands
 from .schedules.runner import ScheduleRunner
 from .tasks import Tasks, owned_by, plugin_tasks
@@ -103,11 +106,21 @@ class RtcBot(Plugin):
         own = OwnMembership(ctx)
         calls = CallManager(ctx, transport_url)
         call_keys = CallKeys(ctx, calls)  # Element Call's media keys (encrypted calls)
-        media = MediaRoles(ctx, calls, transport_url, keyrings=call_keys)
+        owner = partial(identity_owner, calls)  # whose is a LiveKit identity
+        optouts = RecordingOptOuts(ctx, owner, calls.display_name)
+        media = MediaSessions(
+            ctx,
+            calls,
+            transport_url,
+            keyrings=call_keys,
+            withheld_for=optouts.withheld_for,
+            summary_notes=optouts.summary_notes,
+        )
+        follower = CallFollower(media)
         schedules = ScheduleRunner(
             ctx,
             calls,
-            start_recording=lambda room_id, s: media.record_scheduled(
+            start_recording=lambda room_id, s: follower.record_scheduled(
                 room_id, s.title, s.duration_s
             ),
         )
@@ -119,23 +132,22 @@ class RtcBot(Plugin):
             lambda: self.settings.transcripts.model_settings(), ctx.logger("speech")
         )
         transcripts = TranscriptJobs(ctx, self.speech)
-        media.on_recording_posted.append(transcripts.after_recording)
+        media.shared.recording_posted.add(transcripts.after_recording)
         captions = LiveCaptions(ctx, self.speech)  # while recording, if the room wants them
-        media.tap_factories.append(captions.tap_for)
-        media.on_recording_ended.append(captions.recording_ended)
-        calls.observers.append(media.on_call_event)
-        optouts = RecordingOptOuts(ctx, media.owner, calls.display_name)
+        media.shared.tap_factories.append(captions.tap_for)
+        media.shared.recording_ended.add(captions.recording_ended)
+        calls.observers.append(follower.on_call_event)
         cards = CallCards(  # the card at the end of a call, with who spoke when
             ctx,
             display_name=calls.display_name,
             current_call=lambda r, key: rc.calls.get(key) if (rc := calls.rooms.get(r)) else None,
-            sfu_room=lambda r: p.participant.room if (p := media.presences.get(r)) else None,
-            owner=media.owner,
+            sfu_room=media.sfu_room,
+            owner=owner,
             opted_out=optouts.is_opted_out,
         )
         calls.event_observers.add(cards.on_event)
         calls.notices.end_card = cards.post_ended
-        media.tap_factories.append(cards.tap_for)
+        media.shared.tap_factories.append(cards.tap_for)
         own.on_room_gone.add(media.forget_room, calls.forget_room, cards.forget_room)
         own.on_room_gone.add(optouts.forgotten)
         ctx.metrics.add_live_source(calls.live_metrics)
@@ -143,7 +155,6 @@ class RtcBot(Plugin):
         ctx.metrics.add_live_source(delegations.live_metrics)
         ctx.metrics.add_live_source(call_keys.live_metrics)
         CallCommands(ctx, calls, end_media=media.end_roles).register(router)
-        media.withheld_for, media.summary_notes = optouts.withheld_for, optouts.summary_notes
         MediaCommands(ctx, media, calls, optouts).register(router)
         ScheduleCommands(ctx, schedules).register(router)
         transcript_command(ctx).register(router)

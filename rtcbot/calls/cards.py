@@ -3,7 +3,7 @@
 CallManager hands this class every derived call event as it happens (`on_event`, called
 synchronously, in order) and, where `!call notify` would post the end of a call, the end
 itself (`post_ended`; False: the card is off, post the plain line). Talk time comes from
-media/talk_timeline.py: the recorder's audio tap (`tap_for`, a MediaRoles tap factory) or,
+media/talk_timeline.py: the recorder's audio tap (`tap_for`, a tap factory of the media sessions) or,
 when the bot is in the call's SFU without recording, LiveKit's active speakers of the bot's
 participant (followed every second: a reconnect makes a new rtc.Room). The picture of who
 spoke when is drawn off the loop and posted as an m.image replying to the card (encrypted in
@@ -126,7 +126,7 @@ class CallCards:
             self._ended[key] = log
 
     def tap_for(self, room_id: str) -> AudioTap | None:
-        """Tap factory for MediaRoles: a recording starts in the room."""
+        """Tap factory of the media sessions: a recording starts in the room."""
         if not self.ctx.settings().call_card.enabled:
             return None
         return self._timeline(room_id).tap()

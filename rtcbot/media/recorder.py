@@ -47,6 +47,7 @@ from rtcbot.media.audio_files import (
 from rtcbot.media.decryption_gate import DecryptionGate
 from rtcbot.media.other_sfus import OtherSfus, everyone
 from rtcbot.media.participant import Connection, State
+from rtcbot.media.recorder_hooks import RecorderHooks, RecorderLimits, Standalone
 from rtcbot.media.recording_result import (
     RecordedFile,
     RecorderState,
@@ -62,11 +63,8 @@ from rtcbot.media.track_limit import TrackLimit
 __all__ = ["Recorder", "RecordingResult"]
 
 FRAME_MS = 100
+NO_LIMITS = RecorderLimits()
 FRAME_SAMPLES = RATE * FRAME_MS // 1000
-NameFor = Callable[[str], tuple[str, str]]
-# Looks a speaker's (display name, device) up, e.g. at the homeserver; awaited before the
-# speaker's first audio is written, since that names the file.
-ResolveName = Callable[[str], Awaitable[tuple[str, str]]]
 # Sees every frame that is written (live captions, who spoke when): (stream key, LiveKit
 # identity, display name, unix time the frame starts, int16 48 kHz mono). On the event loop:
 # it must only buffer.
@@ -112,19 +110,12 @@ class Recorder:
         participant: Connection,
         directory: Path,
         prefix: str,
+        hooks: RecorderHooks | None = None,
         *,
-        name_for: NameFor | None = None,
-        resolve_name: ResolveName | None = None,
-        resolve_timeout: float = 3.0,
+        limits: RecorderLimits = NO_LIMITS,
         log: logging.Logger | None = None,
-        max_seconds: float | None = None,
-        on_empty: Callable[[], Awaitable[None] | None] | None = None,
-        on_stopped: Callable[[RecordingResult], Awaitable[None] | None] | None = None,
-        ignore: Callable[[rtc.RemoteParticipant], bool] | None = None,
-        exclude: Callable[[rtc.RemoteParticipant], bool] | None = None,
-        withheld: Callable[[str], bool] | None = None,
         taps: list[AudioTap] | None = None,
-        max_tracks: int | None = None,
+        resolve_timeout: float = 3.0,
         mix: bool = True,
         compression_level: float | None = DEFAULT_COMPRESSION,
         speech_threshold: float = DEFAULT_SPEECH_THRESHOLD,
@@ -135,20 +126,13 @@ class Recorder:
         self.participant = participant
         self.directory = Path(directory)
         self.prefix = prefix
-        self.name_for = name_for
-        self.resolve_name = resolve_name
+        # Every question the recorder has for whoever runs it (names, who counts, the end).
+        self.hooks: RecorderHooks = hooks or Standalone()
         self.resolve_timeout = resolve_timeout
         self.log = log or participant.log
-        self.max_seconds = max_seconds
-        self.on_empty = on_empty
-        self.on_stopped = on_stopped
-        self.ignore = ignore or _not_human
-        self.exclude = exclude  # participants whose audio is never recorded
-        # Identities whose audio is left out for now (opted out): checked on every frame, so
-        # an opt-out during the recording applies from the next 100 ms on.
-        self.withheld = withheld
+        self.max_seconds = limits.max_seconds
         self.taps = taps if taps is not None else []
-        self._limit = TrackLimit(max_tracks, self.log)  # speakers beyond it: not recorded
+        self._limit = TrackLimit(limits.max_tracks, self.log)  # speakers beyond: not recorded
         self.mix = mix
         self.compression_level = compression_level
         self.speech_threshold = speech_threshold
@@ -223,9 +207,12 @@ class Recorder:
         for s in self._segments:
             with contextlib.suppress(Exception):
                 size += s.writer.bytes_written()
-        left_out = self.withheld or (lambda _identity: False)
         names = sorted(
-            {self._labels[r.key][0] for r in self._readers.values() if not left_out(r.identity)}
+            {
+                self._labels[r.key][0]
+                for r in self._readers.values()
+                if not self.hooks.withheld(r.identity)
+            }
         )
         return RecordingStatus(
             state=self.state,
@@ -307,7 +294,7 @@ class Recorder:
                 self.log.exception("subscribing to %s of %s failed", pub.sid, participant.identity)
 
     def _excluded(self, p: rtc.RemoteParticipant) -> bool:
-        return bool(self.exclude and self.exclude(p)) or not self._sources.admits(p)
+        return self.hooks.excludes(p) or not self._sources.admits(p)
 
     def _unsubscribe_all(self) -> None:
         subscribed, self._subscribed = self._subscribed, {}
@@ -344,8 +331,7 @@ class Recorder:
         if key not in self._labels:
             display, device = self._names(participant)
             self._labels[key] = (display, f"{device}-{suffix}" if suffix else device)
-            if self.resolve_name is not None:
-                self._unresolved[key] = suffix or ""
+            self._unresolved[key] = suffix or ""
             self._key_identity[key] = participant.identity
         self._gate.track(key, pub.encryption_type != rtc.EncryptionType.NONE)
         stream = rtc.AudioStream(
@@ -381,7 +367,7 @@ class Recorder:
         self._check_empty(room, leaving=p.identity)
 
     def _on_participant_joined(self, p: rtc.RemoteParticipant) -> None:
-        if not self.ignore(p):
+        if not self.hooks.ignores(p):
             self._empty_fired = False
 
     def _check_empty(self, room: rtc.Room, leaving: str | None = None) -> None:
@@ -389,27 +375,28 @@ class Recorder:
             p
             for r in self._rooms()
             for p in r.remote_participants.values()
-            if p.identity != leaving and not self.ignore(p)
+            if p.identity != leaving and not self.hooks.ignores(p)
         ]
         if humans:
             self._empty_fired = False
             return
-        if self._empty_fired or self.on_empty is None or self.state != "recording":
+        if self._empty_fired or self.state != "recording":
             return
         # When the SFU itself goes away every participant vanishes at once; that is a lost
         # connection (a new segment follows), not people leaving: only while connected.
         self._confirm_empty(room)
 
     def _confirm_empty(self, room: rtc.Room) -> None:
-        if self._empty_fired or self.on_empty is None or self.state != "recording":
+        if self._empty_fired or self.state != "recording":
             return
         if room.connection_state != rtc.ConnectionState.CONN_CONNECTED:
             return
-        if any(not self.ignore(p) for r in self._rooms() for p in r.remote_participants.values()):
+        rooms = self._rooms()
+        if any(not self.hooks.ignores(p) for r in rooms for p in r.remote_participants.values()):
             return
         self._empty_fired = True
         self.log.info("Nobody is left in the recorded room")
-        self._call(self.on_empty)
+        self._call(self.hooks.on_empty)
 
     def _on_lost(self, _message: str) -> None:
         if self.state != "recording":
@@ -459,8 +446,8 @@ class Recorder:
             async for ev in reader.stream:
                 if seg.closing:
                     break
-                if not self._gate.allows(reader.key, reader.identity) or (
-                    self.withheld is not None and self.withheld(reader.identity)
+                if not self._gate.allows(reader.key, reader.identity) or self.hooks.withheld(
+                    reader.identity
                 ):
                     continue
                 frame = ev.frame
@@ -630,8 +617,8 @@ class Recorder:
             result.duration_ms / 1000,
             result.total_bytes,
         )
-        if reason != "stopped" and self.on_stopped is not None:
-            self._call(self.on_stopped, result)
+        if reason != "stopped":
+            self._call(self.hooks.on_stopped, result)
         return result
 
     def _unhook(self) -> None:
@@ -648,25 +635,28 @@ class Recorder:
         """Names the sync `name_for` could not know yet (a late joiner whose display name
         was never looked up): the stream buffers its frames meanwhile."""
         suffix = self._unresolved.pop(reader.key, None)
-        if self.resolve_name is None or suffix is None:
+        if suffix is None:
             return
         try:
             async with asyncio.timeout(self.resolve_timeout):
-                display, device = await self.resolve_name(reader.identity)
+                found = await self.hooks.resolve_name(reader.identity)
         except Exception as e:
             self.log.info("could not look up the name of %s: %s", reader.identity, e)
             return
+        display, device = found or ("", "")
         if display:
             device = device or self._labels[reader.key][1]
             self._labels[reader.key] = (display, f"{device}-{suffix}" if suffix else device)
 
     def _names(self, participant: rtc.RemoteParticipant) -> tuple[str, str]:
-        if self.name_for is not None:
-            try:
-                display, device = self.name_for(participant.identity)
-                return display or participant.identity, device or ""
-            except Exception:
-                self.log.exception("name_for(%r) failed", participant.identity)
+        try:
+            known = self.hooks.name_for(participant.identity)
+        except Exception:
+            self.log.exception("name_for(%r) failed", participant.identity)
+            known = None
+        if known is not None:
+            display, device = known
+            return display or participant.identity, device or ""
         return participant.name or participant.identity, ""
 
     def _now(self) -> float:
@@ -693,8 +683,3 @@ class Recorder:
         task = asyncio.ensure_future(aw)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _not_human(p: rtc.RemoteParticipant) -> bool:
-    """Agents, egress, SIP and other non-standard participants do not count as people."""
-    return bool(p.kind != rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD)

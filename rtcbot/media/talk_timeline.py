@@ -12,7 +12,7 @@ Two sources, each with the time it watched ("coverage"):
 
 The recording's audio counts where the recording ran, the active speakers elsewhere. Speech
 closer than `gap_s` is one interval. LiveKit identities become Matrix users through `owner`
-(MediaRoles.owner). Times are unix seconds; everything runs on the event loop and only
+(calls/identities.py). Times are unix seconds; everything runs on the event loop and only
 appends to short lists.
 """
 

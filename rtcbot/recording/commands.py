@@ -8,9 +8,10 @@ from ..matrix.crypto_status import refused_without_crypto
 from ..matrix.notices import NAME_LIMIT, md_escape
 from ..matrix.permissions import user_level
 from ..ports import CallDirectory
+from .errors import MediaError
 from .optout import RecordingOptOuts
 from .posts import fmt_s
-from .roles import ROLES, MediaError, MediaRoles
+from .sessions import ROLES, MediaSessions
 
 RECORD_USAGE = "[start|stop|status|opt out [anonymous]|opt in]"
 MAX_ANNOUNCE = 500  # characters; longer is refused (it would take minutes to speak)
@@ -20,7 +21,7 @@ class MediaCommands:
     def __init__(
         self,
         ctx: BotContext,
-        media: MediaRoles,
+        media: MediaSessions,
         calls: CallDirectory,
         optouts: RecordingOptOuts,
     ) -> None:
@@ -52,7 +53,7 @@ class MediaCommands:
         action = ctx.action
         media = self.media
         if action == "status":
-            rec = media.recorders.get(ctx.room_id)
+            rec = media.recorder(ctx.room_id)
             if rec is None:
                 await ctx.reply("Not recording in this room.")
                 return
@@ -73,7 +74,7 @@ class MediaCommands:
             if await refused_without_crypto(self.ctx.client, ctx.room_id, "record", ctx.reply):
                 return
             try:
-                await media.start_recording(ctx.room_id, ctx.sender)
+                await media.start_recording(ctx.room_id)
             except MediaError as e:
                 await ctx.reply(str(e))
                 return
@@ -103,7 +104,8 @@ class MediaCommands:
             await ctx.reply(f"Usage: `{ctx.prefix} record opt out [anonymous]`")
             return
         await optouts.opt_out(ctx.room_id, ctx.sender, anonymous)
-        now = " (the recording running now too)" if ctx.room_id in self.media.recorders else ""
+        running = self.media.recorder(ctx.room_id) is not None
+        now = " (the recording running now too)" if running else ""
         how = (
             "the summary will only say that one person opted out, not who"
             if anonymous

@@ -18,7 +18,7 @@ from ..context import BotContext
 from ..matrix.notices import NAME_LIMIT, md_escape
 from ..rtc.identity import is_hashed_identity
 
-# (room, LiveKit identity) → (user, device) of a call member, or None (MediaRoles.owner).
+# (room, LiveKit identity) → (user, device) of a call member, or None (calls/identities.py).
 Owner = Callable[[str, str], tuple[str, str] | None]
 DisplayName = Callable[[str, str], Awaitable[str]]  # (room, user) → display name
 

@@ -1,6 +1,6 @@
 """What the room gets when a recording ends: the summary and the files (or where they stay).
 
-Shared by the normal end of a recording (recording/roles.py) and the recovery of one a crash cut
+Shared by the normal end of a recording (recording/session.py) and the recovery of one a crash cut
 off (recording/recovery.py), so both post the same kind of messages.
 """
 

@@ -1,6 +1,6 @@
 """The transcript after a recording: each speaker's file transcribed, ONE transcript posted.
 
-`TranscriptJobs.after_recording` is a `MediaRoles.on_recording_posted` observer: it runs once
+`TranscriptJobs.after_recording` is a `recording_posted` observer of the media sessions (recording/shared.py): it runs once
 the summary and the files are in the room, and before a retention of 0 deletes the files. In
 the summary's thread it posts one progress message ("📝 Transcribing… 35 %", edited in place
 and at last replaced by the outcome), the transcript (lines with the speaker and the time)

@@ -26,6 +26,7 @@ from rtcbot.media.participant import (
 )
 from rtcbot.media.presence import CallPresence
 from rtcbot.media.recorder import Recorder, RecordingResult
+from rtcbot.media.recorder_hooks import RecorderLimits, Standalone
 from rtcbot.media.tokens import Roles, SfuAccess, mint_local_token, update_live_grants
 from rtcbot.media.tts import EspeakEngine, available_engine, chime
 from rtcbot_stack.stack import Stack
@@ -176,9 +177,12 @@ async def test_recorder_aligns_late_joiner_mixes_and_publishes_nothing_itself(
 
     participant = Participant(access_for(stack, room, "rtcbot-recorder", "recorder"), log)
     names = {"alice": ("Alice A.", "PHONE"), "bob": ("Bob/B", "LAPTOP")}
-    recorder = Recorder(
-        participant, tmp_path, "call", name_for=lambda ident: names[ident], log=log
-    )
+
+    class Named(Standalone):
+        def name_for(self, identity: str) -> tuple[str, str] | None:
+            return names[identity]
+
+    recorder = Recorder(participant, tmp_path, "call", Named(), log=log)
     await recorder.start()
     loop = asyncio.get_running_loop()
     assert recorder.started_at is not None
@@ -270,14 +274,16 @@ async def test_recorder_pads_a_republished_track_stops_itself_and_reports_empty(
     empty = asyncio.Event()
     stopped: list[RecordingResult] = []
     participant = Participant(access_for(stack, room, "rtcbot-recorder", "recorder"), log)
+
+    class Watched(Standalone):
+        async def on_empty(self) -> None:
+            empty.set()
+
+        async def on_stopped(self, result: RecordingResult) -> None:
+            stopped.append(result)
+
     recorder = Recorder(
-        participant,
-        tmp_path,
-        "gap",
-        log=log,
-        max_seconds=7.0,
-        on_empty=empty.set,
-        on_stopped=stopped.append,
+        participant, tmp_path, "gap", Watched(), limits=RecorderLimits(max_seconds=7.0), log=log
     )
     await recorder.start()
     loop = asyncio.get_running_loop()

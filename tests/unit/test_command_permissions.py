@@ -14,7 +14,7 @@ from rtcbot.commands.permissions import (
     resolve,
 )
 from rtcbot.config import NOTIFY_LEVELS, ConfigError, parse_settings
-from rtcbot.recording.roles import ROLES
+from rtcbot.recording.sessions import ROLES
 
 
 @pytest.mark.parametrize(

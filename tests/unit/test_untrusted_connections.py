@@ -28,7 +28,7 @@ from rtcbot.auth.web import WebEndpoints
 from rtcbot.config import AuthServiceSettings, LiveKitSettings, Settings
 from rtcbot.context import BotContext
 from rtcbot.ports import CallMembership
-from rtcbot.recording.roles import MediaRoles
+from rtcbot.recording.access import MediaAccess
 
 TOKEN = "alice-openid-token-5e7d1c"
 ROOM = "!call:hs.test"
@@ -183,8 +183,11 @@ async def test_a_members_service_that_hangs_leaves_the_matrix_clients_connection
         settings=lambda: settings,
         logger=lambda name: logging.getLogger(f"rtcbot.test.{name}"),
     )
-    roles = MediaRoles(
-        cast(BotContext, ctx), cast(CallMembership, SimpleNamespace(room=room)), no_transport
+    roles = MediaAccess(
+        cast(BotContext, ctx),
+        cast(CallMembership, SimpleNamespace(room=room)),
+        no_transport,
+        lambda _room: None,
     )
     access = asyncio.create_task(roles.access(ROOM, frozenset({"record"}), "Recorder"))
     try:
