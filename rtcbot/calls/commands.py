@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
+from ..calls.settings import NOTIFY_LEVELS
 from ..commands.router import CommandContext, CommandRouter
-from ..config import NOTIFY_LEVELS
 from ..context import BotContext
 from ..matrix.crypto_status import refused_without_crypto
 from ..matrix.notices import NAME_LIMIT, md_escape

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from ..config import MembershipSettings
+from ..matrix.membership_settings import MembershipSettings
 from ..rtc.membership import CALL_MEMBER_TYPE, make_state_key, session_content
 from .delayed_events import (
     DelayedEventError,

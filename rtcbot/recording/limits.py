@@ -13,8 +13,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import RecordingSettings
 from ..media.recorder import Recorder
+from ..recording.settings import RecordingSettings
 from .disk import below_floor
 
 CHECK_EVERY_S = 2.0  # as often as the recorder flushes its files

@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
-from ..config import RecordingSettings
+from ..recording.settings import RecordingSettings
 
 EVERY_S = 3600
 # A recording's files are `<prefix>-<name>.ogg` in its room's folder: (folder, prefix).

@@ -8,7 +8,7 @@ The rules are pure and re-exported here:
 
 The Matrix side lives in `runner.py` (`ScheduleRunner`, posts what is due) and `commands/router.py`
 (`ScheduleCommands`); import them from there. They are not re-exported: they need the
-BotContext, whose config imports this package for `resolve_timezone`. The SQL is
+BotContext, and the settings assembly (rtcbot/settings.py) imports this package's section. The SQL is
 `rtcbot.db.ScheduleStore`.
 """
 

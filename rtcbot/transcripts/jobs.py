@@ -35,7 +35,7 @@ from .engine import ModelUnavailable, SpeechToText, Word
 from .lines import merge_lines, render_message, render_text, render_vtt
 
 if TYPE_CHECKING:
-    from ..config import TranscriptSettings
+    from .settings import TranscriptSettings
 
 PROGRESS_EVERY_S = 4.0  # at most one edit of the progress message this often
 STOP_WAIT_S = 5.0  # a stop waits this long for the cancelled jobs to say so

@@ -26,9 +26,9 @@ import pytest
 import soundfile as sf
 from livekit import rtc
 
-from rtcbot.config import LiveKitSettings
 from rtcbot.media.announcer import Announcer
 from rtcbot.media.frame_keys import FrameKeys, e2ee_options
+from rtcbot.media.livekit_settings import LiveKitSettings
 from rtcbot.media.participant import Participant
 from rtcbot.media.recorder import Recorder
 from rtcbot.media.tokens import SfuAccess, mint_local_token

@@ -15,9 +15,9 @@ import pytest
 import soundfile as sf
 from livekit import api, rtc
 
-from rtcbot.config import LiveKitSettings
 from rtcbot.media.announcer import Announcer
 from rtcbot.media.audio_files import RATE
+from rtcbot.media.livekit_settings import LiveKitSettings
 from rtcbot.media.participant import (
     Participant,
     SfuConnectError,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from rtcbot.commands.permissions import COMMANDS, MODERATOR, describe
-from rtcbot.config import parse_settings
+from rtcbot.settings import parse_settings
 from rtcbot_stack.stack import Stack
 from tests.stack.matrix_user import MatrixUser, body, is_reply_to
 

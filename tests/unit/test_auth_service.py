@@ -22,10 +22,12 @@ from livekit import api
 
 from rtcbot.auth.own_token import note_sent
 from rtcbot.auth.service import AuthService
-from rtcbot.config import AuthServiceSettings, ConfigError, parse_settings
+from rtcbot.auth.settings import AuthServiceSettings
+from rtcbot.config import ConfigError
 from rtcbot.matrix.room_members import MembershipUnknown, RoomMembers
 from rtcbot.media.tokens import AuthServiceClient
 from rtcbot.rtc.identity import decode_jwt_claims, livekit_identity, livekit_room_alias
+from rtcbot.settings import parse_settings
 
 KEY = "unit-auth-key"
 SECRET = "unit-auth-secret-0123456789abcdef0123456789"

@@ -12,7 +12,6 @@ from mautrix.errors import MNotFound
 from mautrix.types import EventID, RoomID, StateEvent
 
 from rtcbot.calls.manager import CallManager, NoCall
-from rtcbot.config import Settings
 from rtcbot.context import BotContext
 from rtcbot.matrix.notices import Notices
 from rtcbot.matrix.publisher import State
@@ -24,6 +23,7 @@ from rtcbot.rtc.membership import (
     session_content,
 )
 from rtcbot.rtc.session import CallEnded, CallEvent, CallStarted
+from rtcbot.settings import Settings
 from rtcbot.tasks import Tasks
 
 T0 = 1_760_000_000_000

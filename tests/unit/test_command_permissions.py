@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from rtcbot.calls.settings import NOTIFY_LEVELS
 from rtcbot.commands.permissions import (
     COMMANDS,
     DEFAULT_LEVELS,
@@ -13,8 +14,9 @@ from rtcbot.commands.permissions import (
     permission_key,
     resolve,
 )
-from rtcbot.config import NOTIFY_LEVELS, ConfigError, parse_settings
+from rtcbot.config import ConfigError
 from rtcbot.recording.sessions import ROLES
+from rtcbot.settings import parse_settings
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from rtcbot.config import ConfigError, parse_settings
+from rtcbot.config import ConfigError
+from rtcbot.settings import parse_settings
 
 BASE = Path(__file__).resolve().parents[2] / "base-config.yaml"
 

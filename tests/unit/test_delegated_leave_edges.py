@@ -23,12 +23,14 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from rtcbot.auth.delegations import fingerprint
 from rtcbot.auth.service import AuthService
-from rtcbot.config import AuthServiceSettings, ConfigError, parse_settings
+from rtcbot.auth.settings import AuthServiceSettings
+from rtcbot.config import ConfigError
 from rtcbot.matrix.client_discovery import ClientApiDiscovery, ClientApiUnresolvable
 from rtcbot.matrix.delayed_actions import delayed_event_action
 from rtcbot.matrix.room_members import RoomMembers
 from rtcbot.rtc.delegated_leave import DelegationRefused, LeaveRequest, Result
 from rtcbot.rtc.identity import livekit_identity, livekit_room_alias
+from rtcbot.settings import parse_settings
 
 KEY = "unit-auth-key"
 SECRET = "unit-auth-secret-0123456789abcdef0123456789"

@@ -5,7 +5,7 @@ config path through a real invite in tests/integration/test_foundation.py."""
 from __future__ import annotations
 
 from rtcbot.calls.invites import invite_allowed
-from rtcbot.config import parse_settings
+from rtcbot.settings import parse_settings
 
 OWN = "bot.example"
 

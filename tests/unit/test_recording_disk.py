@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rtcbot.config import RecordingSettings
 from rtcbot.media.audio_files import OggOpusFile
 from rtcbot.media.track_limit import TrackLimit
 from rtcbot.recording.disk import below_floor, free_mb, kept_where, room_folder
 from rtcbot.recording.limits import recording_refusal
+from rtcbot.recording.settings import RecordingSettings
 
 
 def test_room_folders_of_look_alike_ids_differ() -> None:

@@ -11,8 +11,9 @@ import os
 import time
 from pathlib import Path
 
-from rtcbot.config import RecordingSettings, Settings
 from rtcbot.recording.retention import Recording, Retention
+from rtcbot.recording.settings import RecordingSettings
+from rtcbot.settings import Settings
 
 OLD = time.time() - 30 * 86400  # a month ago: past any retention of 7 days
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtcbot.config import ConfigError, parse_settings
+from rtcbot.config import ConfigError
 from rtcbot.schedules import (
     KIND_CRON,
     KIND_ONCE,
@@ -33,6 +33,7 @@ from rtcbot.schedules import (
     parse_when,
     resolve_timezone,
 )
+from rtcbot.settings import parse_settings
 
 BERLIN = "Europe/Berlin"
 NEW_YORK = "America/New_York"

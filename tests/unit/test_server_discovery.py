@@ -22,7 +22,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestClient, TestServer
 
 from rtcbot.auth.service import AuthService
-from rtcbot.config import AuthServiceSettings
+from rtcbot.auth.settings import AuthServiceSettings
 from rtcbot.matrix.room_members import RoomMembers
 from rtcbot.matrix.server_discovery import (
     FederationDiscovery,

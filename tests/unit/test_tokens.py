@@ -17,8 +17,8 @@ from livekit import api
 from livekit.api.access_token import Claims
 from livekit.protocol import models
 
-from rtcbot.config import LiveKitSettings
 from rtcbot.media.failure_sentences import room_sentence
+from rtcbot.media.livekit_settings import LiveKitSettings
 from rtcbot.media.tokens import (
     AuthServiceClient,
     Role,

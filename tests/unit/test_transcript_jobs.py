@@ -19,15 +19,16 @@ import numpy as np
 import pytest
 from mautrix.types import EventID, RoomID
 
-from rtcbot.config import Settings, TranscriptSettings
 from rtcbot.context import BotContext
 from rtcbot.matrix.notices import Notices
 from rtcbot.media.audio_files import OggOpusFile
 from rtcbot.media.recording_result import RecordedFile, RecordingResult, speakers_of
 from rtcbot.metrics import Metrics
+from rtcbot.settings import Settings
 from rtcbot.tasks import Tasks
 from rtcbot.transcripts.engine import SpeechToText
 from rtcbot.transcripts.jobs import TranscriptJobs
+from rtcbot.transcripts.settings import TranscriptSettings
 
 ROOM = RoomID("!room:localhost")
 SUMMARY = EventID("$summary")

@@ -24,11 +24,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
+from rtcbot.auth.settings import AuthServiceSettings
 from rtcbot.auth.web import WebEndpoints
-from rtcbot.config import AuthServiceSettings, LiveKitSettings, Settings
 from rtcbot.context import BotContext
+from rtcbot.media.livekit_settings import LiveKitSettings
 from rtcbot.ports import CallMembership
 from rtcbot.recording.access import MediaAccess
+from rtcbot.settings import Settings
 
 TOKEN = "alice-openid-token-5e7d1c"
 ROOM = "!call:hs.test"

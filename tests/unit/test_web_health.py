@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from rtcbot.auth.web import WebEndpoints
-from rtcbot.config import Settings
 from rtcbot.context import BotContext
+from rtcbot.settings import Settings
 
 
 @pytest.fixture
