@@ -28,7 +28,6 @@ from livekit import api
 
 from ..auth.settings import AuthServiceSettings
 from ..context import BotContext
-from ..db import StoredLeave
 from ..matrix.client_discovery import ClientApiDiscovery, ClientApiUnresolvable
 from ..matrix.delayed_actions import ActionAnswer, delayed_event_action
 from ..net.outbound import anonymous_callers_client, authority_of, sfu_api_client
@@ -61,6 +60,7 @@ from ..rtc.delegated_leave import (
 from ..rtc.rate_limit import FairBudget
 from ..tasks import cancel_and_wait
 from .requests import printable
+from .store import DelegatedLeaveStore, StoredLeave
 
 # A full-access user could otherwise make the bot keep any number of jobs (one per device,
 # membership and room).
@@ -146,7 +146,7 @@ class DelegatedLeaves:
     ) -> None:
         self.ctx = ctx
         self.log = ctx.logger("delegated_leave")
-        self.store = ctx.db.delegated_leaves
+        self.store = DelegatedLeaveStore(ctx.db.db)
         self.clock = clock
         self.outbound = anonymous_callers_client(self._trusted_hosts, timeout=HOMESERVER_TIMEOUT_S)
         self.cs_api = cs_api or ClientApiDiscovery(

@@ -37,6 +37,7 @@ from ..media.talk_timeline import Owner, SpeakerListener, TalkTimeline
 from ..media.timeline_image import Row, draw_timeline
 from ..rtc.call_card import CallCard, CallLog, Interval, build_card, card_markdown
 from ..rtc.session import ActiveCall, CallEnded, CallEvent, CallStarted
+from ..schedules.store import ScheduleStore
 from ..tasks import Periodic
 
 CallKey = tuple[str, str, str]  # room, application, slot
@@ -215,7 +216,7 @@ class CallCards:
     async def _zone(self, room_id: str) -> tuple[tzinfo, str]:
         """The room's schedule timezone (`!call schedule tz`), else UTC."""
         try:
-            name = await self.ctx.db.schedules.get_timezone(room_id)
+            name = await ScheduleStore(self.ctx.db.db).get_timezone(room_id)
             if name:
                 return ZoneInfo(name), name
         except Exception as e:  # an unknown zone name: UTC rather than no card

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from ..context import BotContext
 from ..matrix.notices import NAME_LIMIT, md_escape
 from ..rtc.identity import is_hashed_identity
+from .store import OptOutStore
 
 # (room, LiveKit identity) → (user, device) of a call member, or None (calls/identities.py).
 Owner = Callable[[str, str], tuple[str, str] | None]
@@ -24,11 +25,18 @@ DisplayName = Callable[[str, str], Awaitable[str]]  # (room, user) → display n
 
 
 class RecordingOptOuts:
-    def __init__(self, ctx: BotContext, owner: Owner, display_name: DisplayName) -> None:
+    def __init__(
+        self,
+        ctx: BotContext,
+        owner: Owner,
+        display_name: DisplayName,
+        store: OptOutStore | None = None,
+    ) -> None:
         self.ctx = ctx
         self.owner = owner
         self.display_name = display_name
         self.log = ctx.logger("optout")
+        self.store = store or OptOutStore(ctx.db.db)
         self._rooms: dict[str, dict[str, bool]] = {}  # room → user → anonymous
         # Who was left out of the running recording of a room (user → anonymous).
         self._left_out: dict[str, dict[str, bool]] = {}
@@ -38,18 +46,18 @@ class RecordingOptOuts:
         self._unmatched: dict[str, set[str]] = {}
 
     async def start(self) -> None:
-        self._rooms = await self.ctx.db.optouts.all()
+        self._rooms = await self.store.all()
 
     def is_opted_out(self, room_id: str, user_id: str) -> bool:
         return user_id in self._rooms.get(room_id, {})
 
     async def opt_out(self, room_id: str, user_id: str, anonymous: bool) -> None:
-        await self.ctx.db.optouts.opt_out(room_id, user_id, anonymous)
+        await self.store.opt_out(room_id, user_id, anonymous)
         self._rooms.setdefault(room_id, {})[user_id] = anonymous
 
     async def opt_in(self, room_id: str, user_id: str) -> bool:
         """True if the user had opted out."""
-        had = await self.ctx.db.optouts.opt_in(room_id, user_id)
+        had = await self.store.opt_in(room_id, user_id)
         self._rooms.get(room_id, {}).pop(user_id, None)
         return had
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from mautrix.types import RoomID
 
 from ..context import BotContext
-from ..db import RecordingInProgress
 from .disk import kept_where
 from .posts import upload_recording
+from .store import RecordingInProgress, RecordingLog
 
 
 @dataclass(frozen=True)
@@ -55,31 +55,32 @@ def left_files(directory: Path, prefix: str) -> list[LeftFile]:
 
 
 class RecordingRecovery:
-    def __init__(self, ctx: BotContext) -> None:
+    def __init__(self, ctx: BotContext, store: RecordingLog | None = None) -> None:
         self.ctx = ctx
         self.log = ctx.logger("recovery")
+        self.store = store or RecordingLog(ctx.db.db)
 
     async def started(self, room_id: str, directory: Path, prefix: str) -> None:
         rec = RecordingInProgress(room_id, prefix, str(directory), int(time.time() * 1000))
-        await self.ctx.db.recordings.started(rec)
+        await self.store.started(rec)
 
     async def listed(self) -> list[tuple[Path, str]]:
         """(folder, prefix) of every recording still listed: running, or cut off by a crash
         and not yet posted (retention never deletes these)."""
-        return [(Path(r.directory), r.prefix) for r in await self.ctx.db.recordings.unfinished()]
+        return [(Path(r.directory), r.prefix) for r in await self.store.unfinished()]
 
     async def finished(self, room_id: str, prefix: str) -> None:
-        await self.ctx.db.recordings.finished(room_id, prefix)
+        await self.store.finished(room_id, prefix)
 
     async def recover(self) -> int:
         """Post every recording a crash cut off; returns how many there were."""
-        unfinished = await self.ctx.db.recordings.unfinished()
+        unfinished = await self.store.unfinished()
         for rec in unfinished:
             try:
                 await self._post(rec)
             except Exception:
                 self.log.exception("posting the recording cut off in %s failed", rec.room_id)
-            await self.ctx.db.recordings.finished(rec.room_id, rec.prefix)
+            await self.store.finished(rec.room_id, rec.prefix)
         return len(unfinished)
 
     async def _post(self, rec: RecordingInProgress) -> None:

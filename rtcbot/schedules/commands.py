@@ -13,6 +13,7 @@ from .occurrences import Schedule, next_occurrence
 from .parse import EXAMPLES, RuleError, parse_add, resolve_timezone
 from .render import braces, render
 from .runner import ScheduleRunner
+from .store import ScheduleStore
 
 MAX_PER_ROOM = 50
 
@@ -37,7 +38,7 @@ class ScheduleCommands:
     def __init__(self, ctx: BotContext, runner: ScheduleRunner) -> None:
         self.ctx = ctx
         self.runner = runner
-        self.store = ctx.db.schedules
+        self.store = ScheduleStore(ctx.db.db)
 
     def register(self, router: CommandRouter) -> None:
         router.add(

@@ -34,6 +34,7 @@ from .format import format_clock, format_delta
 from .occurrences import KIND_ONCE, Schedule, to_ms
 from .plan import NOBODY, REMINDER, START, Action, due_actions, next_due
 from .render import render
+from .store import ScheduleStore
 
 RING_TYPE = "org.matrix.msc4075.rtc.notification"
 RING = EventType.find(RING_TYPE, EventType.Class.MESSAGE)
@@ -66,7 +67,7 @@ class ScheduleRunner:
         self.ctx = ctx
         self.calls = calls
         self.start_recording = start_recording
-        self.store = ctx.db.schedules
+        self.store = ScheduleStore(ctx.db.db)
         self.log = ctx.logger("schedules")
         self.online_since = _now()
         self._task: asyncio.Task[None] | None = None

@@ -25,7 +25,8 @@ from aiohttp.test_utils import TestServer
 from mautrix.api import Method, Path
 from mautrix.errors import MNotFound
 
-from rtcbot.db import DB, StoredLeave
+from rtcbot.auth.store import DelegatedLeaveStore, StoredLeave
+from rtcbot.db import DB
 from rtcbot.rtc.delegated_leave import LeaveRequest
 from rtcbot_stack.stack import Stack
 from tests.integration.test_auth_service import auth_config, get_token_body, openid, post
@@ -351,7 +352,7 @@ def _request(delay_id: str, identity: str = "@a:hs:DEV") -> LeaveRequest:
 
 
 async def test_delegated_leave_rows(db: DB) -> None:  # noqa: F811 (the fixture)
-    store = db.delegated_leaves
+    store = DelegatedLeaveStore(db.db)
     old = _request("syd_old")
     await store.save(StoredLeave(old, "waiting", 1000, 1000, ""))
     await store.save(StoredLeave(_request("syd_b", "@b:hs:DEV"), "connected", 5, 6, "PA_b"))

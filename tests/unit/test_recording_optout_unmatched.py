@@ -21,9 +21,7 @@ class OptOutRows:
 
 
 def optouts(members: dict[str, tuple[str, str]]) -> RecordingOptOuts:
-    ctx = SimpleNamespace(
-        db=SimpleNamespace(optouts=OptOutRows()), logger=logging.getLogger("test").getChild
-    )
+    ctx = SimpleNamespace(logger=logging.getLogger("test").getChild)
 
     async def display_name(room_id: str, user: str) -> str:
         return user[1:].split(":")[0].title()
@@ -32,6 +30,7 @@ def optouts(members: dict[str, tuple[str, str]]) -> RecordingOptOuts:
         ctx,  # type: ignore[arg-type]
         lambda room, identity: members.get(identity),
         display_name,
+        OptOutRows(),  # type: ignore[arg-type]
     )
 
 

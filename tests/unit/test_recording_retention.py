@@ -98,10 +98,10 @@ async def test_the_recovery_keeps_a_crash_recording_listed_then_drops_it_once_po
     """With 0 days, a recording cut off by a crash is never deleted before the recovery
     posts it; once posted, the recovery deletes it (nothing posted stays with 0 days)."""
     from rtcbot.context import BotContext
-    from rtcbot.db import RecordingInProgress
     from rtcbot.matrix.notices import Notices
     from rtcbot.metrics import Metrics
     from rtcbot.recording.recovery import RecordingRecovery
+    from rtcbot.recording.store import RecordingInProgress
     from rtcbot.tasks import Tasks
     from tests.unit.test_transcript_jobs import Room
 
@@ -127,14 +127,14 @@ async def test_the_recovery_keeps_a_crash_recording_listed_then_drops_it_once_po
     ctx = BotContext(
         client=room,  # type: ignore[arg-type]
         http=None,  # type: ignore[arg-type]
-        db=type("DB", (), {"recordings": Rows()})(),  # type: ignore[arg-type]
+        db=None,  # type: ignore[arg-type]
         notices=Notices(room),  # type: ignore[arg-type]
         metrics=Metrics(),
         log=log,
         settings=lambda: settings,
         tasks=Tasks(log),
     )
-    recovery = RecordingRecovery(ctx)
+    recovery = RecordingRecovery(ctx, Rows())  # type: ignore[arg-type]
     r = retention(tmp_path, 0)
     r.listed = recovery.listed
     assert await r.apply_once() == [] and all(f.exists() for f in files)
