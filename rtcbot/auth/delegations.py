@@ -35,11 +35,9 @@ from ..rtc.delegated_leave import (
     MIN_RESTART_INTERVAL_S,
     RESTART_FRACTION,
     Action,
-    DelegationRefused,
     Drop,
     Event,
     Job,
-    LeaveRequest,
     Op,
     ParticipantJoined,
     ParticipantLeft,
@@ -57,6 +55,7 @@ from ..rtc.delegated_leave import (
     start,
     step,
 )
+from ..rtc.leave_request import DelegationRefused, LeaveRequest
 from ..rtc.rate_limit import FairBudget
 from ..tasks import cancel_and_wait
 from .requests import printable

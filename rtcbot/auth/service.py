@@ -21,7 +21,7 @@ Facing anonymous callers (docs/DEPLOYMENT.md, "The authorization service in publ
 token bucket per client IP (429 once the body is sound, before anything goes out); the OpenID
 check and its well-known lookup on their own guarded client (net/outbound.py), and LiveKit's
 API (CreateRoom) on a session of its own, never the Matrix client's connections; the bot's own account refused unless the bot itself sent the
-token here (auth/own_token.py).
+token here (net/own_token.py).
 
 Request bodies are read and parsed in auth/requests.py.
 
@@ -37,19 +37,37 @@ import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from livekit import api
 
-from rtcbot.auth.own_token import normal_url, sent_to
+from rtcbot.auth.openid import OpenIdCheck
+from rtcbot.auth.policy import (
+    BOT_NOT_IN_ROOM_TEXT,
+    CORS_HEADERS,
+    DISABLED_TEXT,
+    JWT_TTL,
+    NOT_A_MEMBER_TEXT,
+    OWN_ACCOUNT_TEXT,
+    RATE_LIMITED_TEXT,
+    REFUSED_DELEGATION,
+    RESTRICTED_DELEGATION_TEXT,
+    RESTRICTED_NO_BOT_TEXT,
+    ROOM_DEPARTURE_TIMEOUT,
+    ROOM_EMPTY_TIMEOUT,
+    error_answer,
+    full_access_servers,
+    is_full_access,
+    json_answer,
+    unauthorised,
+    video_grants,
+)
 from rtcbot.auth.requests import (
     MAX_BODY_BYTES,
     PATHS,
     Endpoint,
-    OpenIDToken,
     RequestError,
     TokenRequest,
     bad_json,
@@ -62,8 +80,6 @@ from rtcbot.auth.settings import AuthServiceSettings
 from rtcbot.matrix.room_members import Membership, MembershipUnknown, RoomMembers
 from rtcbot.matrix.server_discovery import (
     FederationDiscovery,
-    InvalidServerName,
-    parse_server_name,
 )
 from rtcbot.net.outbound import (
     GuardedClient,
@@ -71,90 +87,20 @@ from rtcbot.net.outbound import (
     authority_of,
     sfu_api_client,
 )
+from rtcbot.net.own_token import normal_url, sent_to
 from rtcbot.rtc.client_address import client_key, proxy_networks
-from rtcbot.rtc.delegated_leave import DelegationRefused, LeaveRequest
 from rtcbot.rtc.identity import (
     DEFAULT_SLOT_ID,
     legacy_identity,
     livekit_identity,
     livekit_room_alias,
 )
+from rtcbot.rtc.leave_request import DelegationRefused, LeaveRequest
 from rtcbot.rtc.rate_limit import KeyedLimiter
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Hands a verified delegation to the job manager; raises DelegationRefused.
 Delegate = Callable[[LeaveRequest], Awaitable[None]]
-
-JWT_TTL = timedelta(hours=1)
-# Room settings lk-jwt-service uses: keep an empty room 5 min, a deserted one 20 s.
-ROOM_EMPTY_TIMEOUT = 300
-ROOM_DEPARTURE_TIMEOUT = 20
-_MAX_USERINFO_BYTES = 16 * 1024
-
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, HEAD, POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Accept, Authorization, Content-Type, Origin, X-Requested-With",
-    "Access-Control-Max-Age": "86400",
-}
-
-UNAUTHORISED_TEXT = "The request could not be authorised."
-DISABLED_TEXT = "The authorization service is disabled in rtcbot's config"
-NOT_A_MEMBER_TEXT = "The requesting user is not a member of the room"
-BOT_NOT_IN_ROOM_TEXT = (
-    "rtcbot is not in this room, and its authorization service only issues tokens for rooms "
-    "it is in; invite the bot to the room"
-)
-RESTRICTED_DELEGATION_TEXT = "Delegation of delayed events is only supported for full access users"
-REFUSED_DELEGATION = {
-    "unresolvable": (400, "M_BAD_JSON", "Unable to resolve client-server API"),
-    "too_many": (400, "M_BAD_JSON", "Too many delegated delayed leaves for this user"),
-    "unavailable": (503, "M_UNKNOWN", "Service is shutting down"),
-}
-OWN_ACCOUNT_TEXT = "The authorization service does not issue tokens to this account"
-RATE_LIMITED_TEXT = "Too many requests"
-RESTRICTED_NO_BOT_TEXT = (
-    "rtcbot is not in this room, and its authorization service issues tokens for such rooms "
-    "only to users of its full-access homeservers"
-)
-
-
-def _unauthorised(reason: str) -> RequestError:
-    return RequestError(401, "M_UNAUTHORIZED", UNAUTHORISED_TEXT, reason=reason)
-
-
-def full_access_servers(settings: AuthServiceSettings, own_server: str) -> tuple[str, ...]:
-    """The configured list; empty means the bot's own homeserver only."""
-    return settings.full_access_homeservers or ((own_server,) if own_server else ())
-
-
-def is_full_access(server_name: str, servers: tuple[str, ...]) -> bool:
-    server = server_name.lower()
-    return any(e == "*" or e.lower() == server for e in servers)
-
-
-def video_grants(alias: str, full_access: bool) -> api.VideoGrants:
-    """Full access publishes; restricted users only subscribe (lk-jwt-service #222).
-
-    False is written into the JWT explicitly: LiveKit reads a missing canPublish as true.
-    """
-    return api.VideoGrants(
-        room_join=True,
-        room=alias,
-        room_create=False,
-        can_publish=full_access,
-        can_subscribe=True,
-        can_publish_data=full_access,
-        can_update_own_metadata=full_access,
-    )
-
-
-def _json(status: int, body: dict[str, Any]) -> web.Response:
-    return web.json_response(body, status=status, headers=CORS_HEADERS)
-
-
-def _error(err: RequestError) -> web.Response:
-    return _json(err.status, {"errcode": err.errcode, "error": err.error})
 
 
 class AuthService:
@@ -188,7 +134,7 @@ class AuthService:
         self._own_user_id = own_user_id
         self._own_homeserver_url = own_homeserver_url
         # This service's public URL (maubot's webapp URL): the bot's own token is accepted
-        # only if the bot sent it here (auth/own_token.py).
+        # only if the bot sent it here (net/own_token.py).
         self._own_service_url = normal_url(own_service_url) if own_service_url else ""
         self._clock = clock
         # Without a membership source every room counts as one the bot is not in.
@@ -199,6 +145,7 @@ class AuthService:
         self._discovery = discovery or FederationDiscovery(
             self._outbound, timeout=min(3.0, http_timeout)
         )
+        self._openid = OpenIdCheck(self._outbound, self._discovery, http_timeout)
         self._limiter: KeyedLimiter | None = None
         # Without a job manager delegation is not offered (the probe gets a 404).
         self._delegate = delegate
@@ -260,12 +207,12 @@ class AuthService:
     # -- handlers ----------------------------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:
         if not self._settings().enabled:
-            return _error(RequestError(404, "M_NOT_FOUND", DISABLED_TEXT))
-        return _json(200, {"status": "ok"})
+            return error_answer(RequestError(404, "M_NOT_FOUND", DISABLED_TEXT))
+        return json_answer(200, {"status": "ok"})
 
     async def options(self, request: web.Request) -> web.Response:
         if not self._settings().enabled:
-            return _error(RequestError(404, "M_NOT_FOUND", DISABLED_TEXT))
+            return error_answer(RequestError(404, "M_NOT_FOUND", DISABLED_TEXT))
         return web.Response(status=200, headers=CORS_HEADERS)
 
     async def not_allowed(self, request: web.Request) -> web.Response:
@@ -301,7 +248,7 @@ class AuthService:
     async def _handle(self, request: web.Request, endpoint: Endpoint) -> web.Response:
         settings = self._settings()  # one snapshot per request, even if the config reloads
         if not settings.enabled:
-            return _error(RequestError(404, "M_NOT_FOUND", DISABLED_TEXT))
+            return error_answer(RequestError(404, "M_NOT_FOUND", DISABLED_TEXT))
         req: TokenRequest | None = None
         try:
             body = await self._read_body(request)
@@ -309,7 +256,7 @@ class AuthService:
             # Counted once the body is sound: from here on a request costs outbound requests.
             wait = self._throttled(request, settings)
             if wait > 0:
-                return _json(
+                return json_answer(
                     429,
                     {
                         "errcode": "M_LIMIT_EXCEEDED",
@@ -320,7 +267,7 @@ class AuthService:
             return await self._issue(req, settings)
         except RequestError as err:
             self._log_refusal(endpoint, req, err)
-            return _error(err)
+            return error_answer(err)
         except Exception as exc:
             # Only the type and frames: an exception's text could quote a request URL
             # carrying the OpenID token.
@@ -331,7 +278,7 @@ class AuthService:
                 endpoint,
                 frames,
             )
-            return _error(RequestError(500, "M_UNKNOWN", "Internal server error"))
+            return error_answer(RequestError(500, "M_UNKNOWN", "Internal server error"))
 
     async def _read_body(self, request: web.Request) -> dict[str, Any]:
         raw = await read_limited(request, MAX_BODY_BYTES)
@@ -356,7 +303,7 @@ class AuthService:
                 "M_UNKNOWN",
                 "The authorization service has no LiveKit URL or API key configured",
             )
-        user_id = await self._verify_openid(req.openid, settings)
+        user_id = await self._openid.owner(req.openid, settings)
         if user_id == self._own_user_id and not self._sent_here(req.openid.access_token):
             # Its token works in every room it is in: a captured one must open nothing.
             self._log.warning(
@@ -371,7 +318,7 @@ class AuthService:
                 reason="an OpenID token of the bot's own account (refused)",
             )
         if req.claimed_user_id is not None and req.claimed_user_id != user_id:
-            raise _unauthorised(
+            raise unauthorised(
                 f"member.claimed_user_id {req.claimed_user_id!r} is not the token's owner "
                 f"{user_id}"
             )
@@ -394,7 +341,7 @@ class AuthService:
         await self._check_room(req.room_id, user_id, full_access, settings)
         if req.endpoint == "delegate":
             await self._queue_leave(req, user_id, alias, identity)
-            return _json(200, {})
+            return json_answer(200, {})
         if full_access:
             await self._create_room(alias, settings)
         if delegating:
@@ -418,7 +365,7 @@ class AuthService:
             alias,
             "full" if full_access else "restricted",
         )
-        return _json(200, {"url": settings.livekit_url, "jwt": jwt})
+        return json_answer(200, {"url": settings.livekit_url, "jwt": jwt})
 
     async def _queue_leave(
         self, req: TokenRequest, user_id: str, alias: str, identity: str
@@ -453,55 +400,6 @@ class AuthService:
             req.delay_timeout,
             f"; delay_cs_api_url {printable(url[:80])!r} ignored" if url else "",
         )
-
-    async def _verify_openid(self, token: OpenIDToken, settings: AuthServiceSettings) -> str:
-        """Return the Matrix user id the token belongs to, or raise 401."""
-        server = token.matrix_server_name
-        try:
-            parse_server_name(server)
-        except InvalidServerName:
-            raise _unauthorised(
-                f"matrix_server_name {printable(server[:64])!r} is not a valid server name"
-            ) from None
-        if self._outbound.recently_failed(server):
-            raise _unauthorised(f"{server} could not be reached moments ago; not asked again yet")
-        try:
-            base = settings.homeserver_urls.get(server) or await self._discovery.base_url(server)
-            url = f"{base.rstrip('/')}/_matrix/federation/v1/openid/userinfo"
-            async with self._outbound.get(
-                url,
-                params={"access_token": token.access_token},
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-                allow_redirects=False,
-            ) as resp:
-                status = resp.status
-                raw = await resp.content.read(_MAX_USERINFO_BYTES)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self._outbound.failed(server)
-            # The exception text may contain the request URL, and so the token: type only.
-            raise _unauthorised(
-                f"could not reach {server} to check the OpenID token ({type(exc).__name__})"
-            ) from None
-        if status >= 500:
-            self._outbound.failed(server)
-        if status != 200:
-            raise _unauthorised(f"{base} answered {status} to the OpenID userinfo request")
-        try:
-            info = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            raise _unauthorised(f"{base} sent a userinfo answer that is not JSON") from None
-        sub = info.get("sub") if isinstance(info, dict) else None
-        if (
-            not isinstance(sub, str)
-            or not sub.startswith("@")
-            or ":" not in sub
-            or len(sub) > 255
-            or any(c.isspace() or not c.isprintable() for c in sub)
-        ):
-            raise _unauthorised(f"{base} sent a userinfo answer without a valid user id")
-        if sub.split(":", 1)[1] != server:
-            raise _unauthorised(f"{base} vouched for {sub}, who does not belong to {server}")
-        return sub
 
     async def _check_room(
         self, room_id: str, user_id: str, full_access: bool, settings: AuthServiceSettings

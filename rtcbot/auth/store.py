@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from mautrix.util.async_db import Database
 
-from ..rtc.delegated_leave import LeaveRequest
+from ..rtc.leave_request import LeaveRequest
 
 
 @dataclass(frozen=True)

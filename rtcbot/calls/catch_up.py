@@ -21,9 +21,9 @@ from mautrix.api import Method, Path
 from mautrix.errors import DecryptionError, SessionNotFound
 from mautrix.types import JSON, EncryptedEvent, EventID, RoomID, UserID
 
-from ..clock import now_ms
 from ..context import BotContext
 from ..tasks import cancel_and_wait
+from .clock import now_ms
 
 # (room, sender, event id, text) → runs the command exactly once (CommandRouter.run_command).
 RunCommand = Callable[[RoomID, UserID, EventID, str], Awaitable[None]]

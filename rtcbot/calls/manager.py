@@ -17,7 +17,6 @@ from mautrix.client import SyncStream
 from mautrix.errors import MatrixRequestError
 from mautrix.types import EventType, Membership, RoomID, StateEvent, UserID
 
-from ..clock import now_ms
 from ..context import BotContext
 from ..matrix.delayed_events import DelayedEvents, DelayedEventsSupport
 from ..matrix.permissions import check_call_permission, explain_bot
@@ -26,6 +25,7 @@ from ..ports import CallObserver, TransportUrl
 from ..rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE, livekit_transport
 from ..rtc.session import CallEnded, CallEvent, CallStarted, RoomCalls
 from ..tasks import Hooks, Periodic
+from .clock import now_ms
 from .notices import CallNotices
 
 # Makes the publisher of the bot's membership in a room (a fake one in unit tests).

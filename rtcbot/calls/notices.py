@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 
 from mautrix.types import EventType, RoomID, UserID
 
-from ..clock import now_ms
 from ..context import BotContext
 from ..matrix.encryption_guard import PlaintextRefused
 from ..matrix.notices import NAME_LIMIT, md_escape
@@ -26,6 +25,7 @@ from ..rtc.announce import (
     should_post,
 )
 from ..rtc.session import CallEnded, CallEvent, CallStarted
+from .clock import now_ms
 
 # Posts the end of a call as a card (calls/cards.py); False when the card is off.
 EndCard = Callable[[str, CallEnded], Awaitable[bool]]

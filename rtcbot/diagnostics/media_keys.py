@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from ..e2ee.call_keys import KeysReport, MemberKeys
+from ..e2ee.keys_report import KeysReport, MemberKeys
 from ..media.frame_keys import DECRYPTING
 from .probe import Probe, RunState
 from .report import MEDIA_KEYS, OK, WARN, Check, fmt_ms

@@ -20,7 +20,7 @@ from mautrix.errors import MatrixRequestError
 from mautrix.types import EventID, RoomID
 
 from ..context import BotContext
-from ..e2ee.call_keys import KeysReport
+from ..e2ee.keys_report import KeysReport
 from ..matrix.delayed_events import DelayedEvents
 from ..ports import CallDirectory
 from .report import FAIL, LINES, Check, matrix_error

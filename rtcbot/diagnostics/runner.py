@@ -20,7 +20,7 @@ from mautrix.types import EventID, RoomID
 
 from ..commands.router import CommandContext, CommandRouter
 from ..context import BotContext
-from ..e2ee.call_keys import KeysReport
+from ..e2ee.keys_report import KeysReport
 from ..ports import CallDirectory
 from ..tasks import cancel_and_wait
 from . import (

@@ -39,8 +39,8 @@ from mautrix.types import DeviceID, Membership, RoomID, UserID
 from ..context import BotContext
 from ..matrix.crypto_status import CRYPTO_FIX, room_is_encrypted
 from ..matrix.to_device import CALL_ENCRYPTION_KEYS, VerifiedToDevice
+from ..media.connect_errors import SfuConnectError
 from ..media.frame_keys import FrameKeys
-from ..media.participant import SfuConnectError
 from ..ports import CallDirectory
 from ..rtc.e2ee_keys import (
     USE_KEY_DELAY_MS,
@@ -57,6 +57,7 @@ from ..rtc.e2ee_keys import (
     parse_key_message,
 )
 from ..rtc.identity import legacy_identity
+from .keys_report import KeysReport, MemberKeys
 
 POLL_S = 0.25  # membership changes reach the key exchange within this
 SEND_CONCURRENCY = 8
@@ -84,31 +85,6 @@ class _Session:
     failures: int = 0
     first_sent: asyncio.Event = field(default_factory=asyncio.Event)
     last_sent: dict[Device, float] = field(default_factory=dict)  # monotonic
-
-
-@dataclass(frozen=True)
-class MemberKeys:
-    """One member device as `!call diag` reports it."""
-
-    user_id: str
-    device_id: str
-    identity: str
-    keys: int  # distinct indexes received
-    last_index: int | None
-    last_age_s: float | None
-    state: str | None  # LiveKit decryption state, None before any
-    state_for_s: float | None
-    own_key_sent_s: float | None  # seconds since the bot's key last went to that device
-
-
-@dataclass(frozen=True)
-class KeysReport:
-    room_id: str
-    own_index: int | None
-    rotations: int
-    members: list[MemberKeys]
-    waiting: list[Device]  # keys received from devices that are not (yet) in the call
-    own_state: str | None
 
 
 def _now_ms() -> int:

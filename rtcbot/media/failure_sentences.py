@@ -7,7 +7,7 @@ text, only one of these sentences chosen by the error's kind (security review M1
 
 from __future__ import annotations
 
-from .participant import SfuConnectError
+from .connect_errors import SfuConnectError
 from .tokens import SfuAuthError
 
 _AUTH = {

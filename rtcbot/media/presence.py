@@ -43,13 +43,13 @@ from typing import Any, Protocol
 
 from livekit import rtc
 
+from rtcbot.media.connect_errors import SfuConnectError
 from rtcbot.media.frame_keys import FrameKeys
 from rtcbot.media.indicator import Indicator, Label, announcer_label, recording_label
 from rtcbot.media.participant import (
     LostCallback,
     Participant,
     ReconnectedCallback,
-    SfuConnectError,
     State,
     StateCallback,
 )

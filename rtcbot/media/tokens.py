@@ -28,8 +28,8 @@ from rtcbot.rtc.identity import (
     member_identity,
 )
 
-from ..auth.own_token import note_sent
 from ..net.outbound import GuardedClient, OutboundRefused
+from ..net.own_token import note_sent
 from ..redaction import redact, shorten
 
 Via = Literal["get_token", "sfu_get", "local"]

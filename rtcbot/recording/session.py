@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +26,8 @@ from ..calls.identities import identity_owner
 from ..context import BotContext
 from ..matrix.publisher import State
 from ..media.announcer import Announcer
+from ..media.connect_errors import SfuConnectError
 from ..media.failure_sentences import room_sentence
-from ..media.participant import SfuConnectError
 from ..media.presence import CallKeyring, CallPresence
 from ..media.recorder import Recorder, RecordingResult
 from ..media.recorder_hooks import RecorderLimits
@@ -56,6 +57,9 @@ class RoomMedia:
     starting: bool = False  # the recording is being started (entering the call, connecting)
     armed_until_ms: int = 0  # a schedule asked to record the next call, until then
     prefix: str | None = None  # the running recording's file prefix (for the crash recovery)
+    # The opt-outs' question for the running recording (asked on every frame); a new one per
+    # recording, which also starts that recording's list of who was left out.
+    _withheld: Callable[[str], bool] | None = None
     _announcer_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -176,8 +180,7 @@ class RoomMedia:
         return p.identity.startswith(f"{self.ctx.user_id}:")
 
     def withheld(self, identity: str) -> bool:
-        left_out = self.shared.withheld_for
-        return left_out is not None and left_out(self.room_id)(identity)
+        return self._withheld is not None and self._withheld(identity)
 
     async def on_empty(self) -> None:
         # The SFU room is empty; the call's memberships decide whether people left or are
@@ -206,6 +209,7 @@ class RoomMedia:
             raise MediaError(refusal)
         directory = Path(settings.directory) / room_folder(room_id)
         prefix = time.strftime("%Y-%m-%d_%H%M%S")
+        self._withheld = shared.withheld_for(room_id) if shared.withheld_for else None
         recorder = Recorder(
             self.participant().role("recorder"),
             directory,

@@ -27,7 +27,7 @@ from mautrix.errors import MNotFound
 
 from rtcbot.auth.store import DelegatedLeaveStore, StoredLeave
 from rtcbot.db import DB
-from rtcbot.rtc.delegated_leave import LeaveRequest
+from rtcbot.rtc.leave_request import LeaveRequest
 from rtcbot_stack.stack import Stack
 from tests.integration.test_auth_service import auth_config, get_token_body, openid, post
 from tests.integration.test_database import db, postgres_url  # noqa: F401 (fixtures)

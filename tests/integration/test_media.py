@@ -17,13 +17,9 @@ from livekit import api, rtc
 
 from rtcbot.media.announcer import Announcer
 from rtcbot.media.audio_files import RATE
+from rtcbot.media.connect_errors import SfuConnectError, classify_connect_error, scrub
 from rtcbot.media.livekit_settings import LiveKitSettings
-from rtcbot.media.participant import (
-    Participant,
-    SfuConnectError,
-    classify_connect_error,
-    scrub,
-)
+from rtcbot.media.participant import Participant
 from rtcbot.media.presence import CallPresence
 from rtcbot.media.recorder import Recorder, RecordingResult
 from rtcbot.media.recorder_hooks import RecorderLimits, Standalone

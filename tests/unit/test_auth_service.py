@@ -20,12 +20,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from livekit import api
 
-from rtcbot.auth.own_token import note_sent
 from rtcbot.auth.service import AuthService
 from rtcbot.auth.settings import AuthServiceSettings
 from rtcbot.config import ConfigError
 from rtcbot.matrix.room_members import MembershipUnknown, RoomMembers
 from rtcbot.media.tokens import AuthServiceClient
+from rtcbot.net.own_token import note_sent
 from rtcbot.rtc.identity import decode_jwt_claims, livekit_identity, livekit_room_alias
 from rtcbot.settings import parse_settings
 

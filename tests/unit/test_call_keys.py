@@ -22,7 +22,7 @@ from mautrix.types import Membership, RoomID, UserID
 from rtcbot.context import BotContext
 from rtcbot.e2ee.call_keys import CallKeys
 from rtcbot.matrix.to_device import VerifiedToDevice
-from rtcbot.media.participant import SfuConnectError
+from rtcbot.media.connect_errors import SfuConnectError
 from rtcbot.metrics import Metrics
 
 BOT = UserID("@rtcbot:localhost")

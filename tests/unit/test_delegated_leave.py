@@ -24,7 +24,6 @@ from rtcbot.rtc.delegated_leave import (
     Drop,
     Event,
     Job,
-    LeaveRequest,
     Op,
     Outcome,
     ParticipantJoined,
@@ -43,6 +42,7 @@ from rtcbot.rtc.delegated_leave import (
     start,
     step,
 )
+from rtcbot.rtc.leave_request import LeaveRequest
 
 T0 = 1_000_000.0
 NO_CHECK = Timings(check_interval_s=0)

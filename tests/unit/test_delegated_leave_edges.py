@@ -28,8 +28,9 @@ from rtcbot.config import ConfigError
 from rtcbot.matrix.client_discovery import ClientApiDiscovery, ClientApiUnresolvable
 from rtcbot.matrix.delayed_actions import delayed_event_action
 from rtcbot.matrix.room_members import RoomMembers
-from rtcbot.rtc.delegated_leave import DelegationRefused, LeaveRequest, Result
+from rtcbot.rtc.delegated_leave import Result
 from rtcbot.rtc.identity import livekit_identity, livekit_room_alias
+from rtcbot.rtc.leave_request import DelegationRefused, LeaveRequest
 from rtcbot.settings import parse_settings
 
 KEY = "unit-auth-key"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rtcbot.diagnostics.media_keys import judge_media_keys
 from rtcbot.diagnostics.report import MEDIA_KEYS, OK, WARN, render
-from rtcbot.e2ee.call_keys import KeysReport, MemberKeys
+from rtcbot.e2ee.keys_report import KeysReport, MemberKeys
 
 ALICE = MemberKeys("@alice:hs", "A1", "@alice:hs:A1", 2, 1, 3.0, "OK", 12.0, 3.5)
 BOB_NO_KEY = MemberKeys("@bob:hs", "B1", "@bob:hs:B1", 0, None, None, "MISSING_KEY", 8.0, 8.0)

@@ -1,8 +1,8 @@
-"""Where the bot sent its own OpenID tokens (auth/own_token.py), with a fake clock."""
+"""Where the bot sent its own OpenID tokens (net/own_token.py), with a fake clock."""
 
 from __future__ import annotations
 
-from rtcbot.auth.own_token import KEEP_S, note_sent, sent_to
+from rtcbot.net.own_token import KEEP_S, note_sent, sent_to
 
 
 def test_a_token_is_remembered_with_its_service_for_a_minute() -> None:
