@@ -22,7 +22,8 @@ from ..matrix.delayed_events import DelayedEvents, DelayedEventsSupport
 from ..matrix.permissions import check_call_permission, explain_bot
 from ..matrix.publisher import MembershipPublisher, PublishError, State
 from ..ports import CallObserver, TransportUrl
-from ..rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE, livekit_transport
+from ..rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE
+from ..rtc.own_content import livekit_transport
 from ..rtc.session import CallEnded, CallEvent, CallStarted, RoomCalls
 from ..tasks import Hooks, Periodic
 from .clock import now_ms

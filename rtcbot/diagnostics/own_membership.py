@@ -13,7 +13,8 @@ from mautrix.types import RoomID
 
 from ..matrix.delayed_events import DelayedEventError, RequestRefused
 from ..matrix.publisher import LeaveMode, PublisherStatus, State
-from ..rtc.membership import CALL_MEMBER_TYPE, Membership, make_state_key, parse_state_event
+from ..rtc.membership import CALL_MEMBER_TYPE, Membership, parse_state_event
+from ..rtc.state_keys import make_state_key
 from .probe import Probe, RunState
 from .report import (
     CLOCK_FIX,

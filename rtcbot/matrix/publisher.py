@@ -19,7 +19,9 @@ from enum import StrEnum
 from typing import Any
 
 from ..matrix.membership_settings import MembershipSettings
-from ..rtc.membership import CALL_MEMBER_TYPE, make_state_key, session_content
+from ..rtc.membership import CALL_MEMBER_TYPE
+from ..rtc.own_content import session_content
+from ..rtc.state_keys import make_state_key
 from .delayed_events import (
     DelayedEventError,
     DelayedEventNotFound,

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from .membership import Membership, Transport
+from .member_fields import Transport
+from .membership import Membership
 
 
 class _Member(Protocol):

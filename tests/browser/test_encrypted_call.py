@@ -33,7 +33,8 @@ from livekit import api
 from mautrix.crypto.attachments import decrypt_attachment
 
 from rtcbot.rtc.identity import livekit_identity, livekit_room_alias, member_identity
-from rtcbot.rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE, make_state_key
+from rtcbot.rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE
+from rtcbot.rtc.state_keys import make_state_key
 from rtcbot_stack.stack import Stack
 from tests.browser.conftest import ElementCallFactory
 from tests.browser.element_call import ElementCallPage

@@ -18,7 +18,8 @@ from rtcbot.rtc.announce import (
     join_names,
     should_post,
 )
-from rtcbot.rtc.membership import CALL_MEMBER_TYPE, make_state_key, session_content
+from rtcbot.rtc.membership import CALL_MEMBER_TYPE
+from rtcbot.rtc.own_content import session_content
 from rtcbot.rtc.session import (
     CallEnded,
     CallEvent,
@@ -27,6 +28,7 @@ from rtcbot.rtc.session import (
     MemberLeft,
     RoomCalls,
 )
+from rtcbot.rtc.state_keys import make_state_key
 
 ROOM = "!room:example.org"
 OTHER_ROOM = "!other:example.org"

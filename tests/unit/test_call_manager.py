@@ -16,13 +16,10 @@ from rtcbot.context import BotContext
 from rtcbot.matrix.notices import Notices
 from rtcbot.matrix.publisher import State
 from rtcbot.metrics import Metrics
-from rtcbot.rtc.membership import (
-    CALL_MEMBER_TYPE,
-    livekit_transport,
-    make_state_key,
-    session_content,
-)
+from rtcbot.rtc.membership import CALL_MEMBER_TYPE
+from rtcbot.rtc.own_content import livekit_transport, session_content
 from rtcbot.rtc.session import CallEnded, CallEvent, CallStarted
+from rtcbot.rtc.state_keys import make_state_key
 from rtcbot.settings import Settings
 from rtcbot.tasks import Tasks
 

@@ -31,14 +31,10 @@ from rtcbot.rtc.e2ee_keys import (
     parse_key_message,
 )
 from rtcbot.rtc.identity import livekit_identity
-from rtcbot.rtc.membership import (
-    CALL_MEMBER_TYPE,
-    RTC_MEMBER_TYPE,
-    livekit_transport,
-    make_state_key,
-    session_content,
-)
+from rtcbot.rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE
+from rtcbot.rtc.own_content import livekit_transport, session_content
 from rtcbot.rtc.session import RoomCalls
+from rtcbot.rtc.state_keys import make_state_key
 
 ROOM = "!room:example.org"
 ALICE, BOB, CAROL = "@alice:example.org", "@bob:example.org", "@carol:example.org"

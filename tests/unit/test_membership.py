@@ -18,13 +18,11 @@ from rtcbot.rtc.membership import (
     Membership,
     ParseResult,
     Transport,
-    livekit_transport,
-    make_state_key,
     parse_state_event,
-    parse_state_key,
     parse_sticky_event,
-    session_content,
 )
+from rtcbot.rtc.own_content import livekit_transport, session_content
+from rtcbot.rtc.state_keys import make_state_key, parse_state_key
 
 T0 = 1_760_000_000_000
 BOT = "@bot:example.org"

@@ -7,14 +7,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rtcbot.rtc.membership import (
-    CALL_MEMBER_TYPE,
-    RTC_MEMBER_TYPE,
-    ParseResult,
-    livekit_transport,
-    make_state_key,
-    session_content,
-)
+from rtcbot.rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE, ParseResult
+from rtcbot.rtc.own_content import livekit_transport, session_content
 from rtcbot.rtc.session import (
     ActiveCall,
     CallEnded,
@@ -24,6 +18,7 @@ from rtcbot.rtc.session import (
     MemberLeft,
     RoomCalls,
 )
+from rtcbot.rtc.state_keys import make_state_key
 
 T0 = 1_760_000_000_000
 ROOM = "!room:example.org"
