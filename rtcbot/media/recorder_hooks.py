@@ -1,4 +1,5 @@
-"""What a recording asks of whoever runs it: one protocol instead of a callback per question.
+"""What a recording is given: one hooks protocol for what it asks of whoever runs it (instead
+of a callback per question), its limits and its tuning.
 
 The room's recording session (recording/session.py) implements it; `Standalone` answers for a
 recorder that nobody else watches (benches, tests): names as LiveKit has them, every person
@@ -12,6 +13,7 @@ from typing import Protocol
 
 from livekit import rtc
 
+from .audio_files import DEFAULT_COMPRESSION, DEFAULT_GAP_THRESHOLD, DEFAULT_SPEECH_THRESHOLD
 from .recording_result import RecordingResult
 
 
@@ -19,6 +21,18 @@ from .recording_result import RecordingResult
 class RecorderLimits:
     max_seconds: float | None = None  # the recording stops by itself after this long
     max_tracks: int | None = None  # speakers beyond it are not recorded (and named as such)
+
+
+@dataclass(frozen=True)
+class RecorderTuning:
+    """How the files are made (the defaults are what the measurements chose)."""
+
+    mix: bool = True  # a mix of everyone besides the file per speaker
+    compression_level: float | None = DEFAULT_COMPRESSION
+    speech_threshold: float = DEFAULT_SPEECH_THRESHOLD
+    gap_threshold: float = DEFAULT_GAP_THRESHOLD
+    mix_delay: float = 1.5  # seconds the mix waits for late frames
+    tick: float = 0.5  # seconds between mix advances
 
 
 class RecorderHooks(Protocol):
