@@ -1,4 +1,5 @@
-"""The shape of the code, checked on its syntax tree: no manager reaches back to the plugin."""
+"""The shape of the code, checked on its syntax tree: no manager reaches back to the plugin,
+the foundations and edges import no feature, few modules sit at the root, files stay short."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "rtcbot"
-MAX_LINES = 700
+MAX_LINES = 500
+# The features; everything else is a foundation (the root modules), an edge (matrix/, media/,
+# net/, commands/) or the pure core (rtc/), and imports none of them at run time. Only the
+# wiring (bot.py) and the settings assembly (settings.py) put features together.
+FEATURES = {"calls", "recording", "auth", "e2ee", "schedules", "transcripts", "diagnostics"}
+WIRING = {"bot.py", "settings.py", "__init__.py"}
+MAX_ROOT_MODULES = 12  # the entry point, the wiring, the settings assembly and ~9 foundations
 # Names a manager would use for the plugin object it should not hold.
 PLUGIN_NAMES = {"bot", "plugin"}
 PLUGIN_TYPES = {"RtcBot", "Plugin"}
@@ -135,6 +142,65 @@ def test_no_file_is_longer_than_the_limit() -> None:
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert not long, f"files over {MAX_LINES} lines: {long}"
+
+
+def _runtime_imports(path: Path, tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, absolute module) of every import that runs (not those under TYPE_CHECKING)."""
+    package = path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1]
+    typing_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(package[: len(package) - node.level + 1])
+                target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            else:
+                target = node.module or ""
+            found.append((node.lineno, target))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+    return found
+
+
+def _feature_imports(path: Path, tree: ast.AST) -> list[str]:
+    rel = path.relative_to(PACKAGE).parts
+    if rel[0] in FEATURES or (len(rel) == 1 and rel[0] in WIRING):
+        return []
+    return [
+        f"line {line}: {target}"
+        for line, target in _runtime_imports(path, tree)
+        if (parts := target.split("."))[0] == "rtcbot" and len(parts) > 1 and parts[1] in FEATURES
+    ]
+
+
+def test_foundations_and_edges_import_no_feature() -> None:
+    bad = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        hits = _feature_imports(path, ast.parse(path.read_text()))
+        if hits:
+            bad[str(path.relative_to(PACKAGE))] = hits
+    assert not bad, f"foundations or edges importing a feature: {bad}"
+
+
+def test_the_feature_import_check_sees_one_and_allows_types_only() -> None:
+    imports = "from ..recording.session import RoomMedia\n"
+    typed = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    " + imports
+    edge = PACKAGE / "media" / "x.py"
+    assert _feature_imports(edge, ast.parse(imports)) == ["line 1: rtcbot.recording.session"]
+    assert _feature_imports(edge, ast.parse(typed)) == []
+    assert _feature_imports(PACKAGE / "calls" / "x.py", ast.parse(imports)) == []
+
+
+def test_few_modules_sit_at_the_package_root() -> None:
+    root = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(root) <= MAX_ROOT_MODULES, root
 
 
 def test_diagnostics_and_schedules_are_packages_split_by_idea() -> None:
