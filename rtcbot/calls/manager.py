@@ -171,7 +171,8 @@ class CallManager:
                 # Written by someone else (an admin can write any state key): it is not the
                 # bot's membership, so the bot's is gone and is put back (review L4).
                 mine = evt.sender == self.client.mxid
-                self.publishers[room_id].on_own_state((raw.get("content") or {}) if mine else {})
+                content = (raw.get("content") or {}) if mine else {}
+                self.publishers[room_id].on_own_state(content, raw.get("origin_server_ts"))
             return
         async with self._lock(room_id):
             calls = await self.room(room_id, skip_key=str(evt.state_key))
