@@ -189,6 +189,7 @@ class MembershipPublisher:
                 except TimeoutError:
                     pass
                 continue
+            await asyncio.sleep(0)  # one action at a time, never starving the event loop
             result = await self._execute(action)
             before = self.plan
             self.plan = mp.step(self.plan, result, self._now_ms())

@@ -346,7 +346,9 @@ def _keep_alive(plan: Plan, now_ms: int) -> Plan:
     expires_at = plan.expires_at_ms()
     if expires_at is not None:
         headroom = min(EXPIRY_HEADROOM_MS, plan.expires_ms() // 4)
-        due = max(now_ms, expires_at - headroom - t.restart_interval_ms)
+        # Never sooner than one heartbeat from now: with a skewed clock (the server's time far
+        # behind ours) every refresh would look overdue at once.
+        due = max(now_ms + t.restart_interval_ms, expires_at - headroom - t.restart_interval_ms)
         queue += (Action(Do.REFRESH, due, plan.epoch),)
     return replace(plan, queue=queue)
 
