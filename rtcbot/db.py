@@ -1,20 +1,12 @@
-"""The plugin's database: the shared room settings, the handled-command table, small state,
-the bot's own calls. Each feature keeps its own tables' SQL beside itself (schedules/store.py,
-auth/store.py, recording/store.py); the schema is migrations.py."""
+"""The plugin's database: the room settings several features read, the handled-command
+table, small state. Each feature keeps its own tables' SQL beside itself (calls/store.py,
+schedules/store.py, auth/store.py, recording/store.py); the schema is migrations.py."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from mautrix.util.async_db import Database
-
-
-@dataclass(frozen=True)
-class OwnCall:
-    room_id: str
-    intent: str
-    role: str
 
 
 class DB:
@@ -93,20 +85,3 @@ class DB:
             key,
             value,
         )
-
-    # -- calls the bot means to be in --------------------------------------------------------
-    async def own_calls(self) -> list[OwnCall]:
-        rows = await self.db.fetch("SELECT room_id, intent, role FROM own_call")
-        return [OwnCall(r["room_id"], r["intent"], r["role"]) for r in rows]
-
-    async def add_own_call(self, room_id: str, intent: str, role: str = "member") -> None:
-        await self.db.execute(
-            "INSERT INTO own_call (room_id, intent, role) VALUES ($1, $2, $3) "
-            "ON CONFLICT (room_id) DO UPDATE SET intent=excluded.intent, role=excluded.role",
-            room_id,
-            intent,
-            role,
-        )
-
-    async def remove_own_call(self, room_id: str) -> None:
-        await self.db.execute("DELETE FROM own_call WHERE room_id=$1", room_id)

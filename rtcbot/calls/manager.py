@@ -28,6 +28,7 @@ from ..rtc.session import CallEnded, CallEvent, CallStarted, RoomCalls
 from ..tasks import Hooks, Periodic
 from .clock import now_ms
 from .notices import CallNotices
+from .store import OwnCallStore
 
 # Makes the publisher of the bot's membership in a room (a fake one in unit tests).
 PublisherFactory = Callable[[str], Awaitable[MembershipPublisher]]
@@ -52,11 +53,14 @@ class CallManager:
         *,
         clock: Callable[[], int] = now_ms,
         new_publisher: PublisherFactory | None = None,
+        own_calls: OwnCallStore | None = None,
     ) -> None:
         self.ctx = ctx
         self.client = ctx.client
         self.transport_url = transport_url
         self.clock = clock
+        # The calls the bot means to be in, rejoined after a restart.
+        self.own_calls = own_calls or OwnCallStore(ctx.db.db)
         self.log = ctx.logger("calls")
         self.rooms: dict[str, RoomCalls] = {}
         self.publishers: dict[str, MembershipPublisher] = {}
@@ -305,7 +309,7 @@ class CallManager:
             self.publishers[room_id] = pub
         await pub.join(intent)
         if remember:
-            await self.ctx.db.add_own_call(room_id, intent)
+            await self.own_calls.add_own_call(room_id, intent)
         return pub
 
     async def _real_publisher(self, room_id: str) -> MembershipPublisher:
@@ -324,7 +328,7 @@ class CallManager:
         )
 
     async def leave(self, room_id: str) -> bool:
-        await self.ctx.db.remove_own_call(room_id)
+        await self.own_calls.remove_own_call(room_id)
         pub = self.publishers.pop(room_id, None)
         if pub is None:
             return False
@@ -344,7 +348,7 @@ class CallManager:
         pub = self.publishers.pop(room_id, None)
         if pub is not None:
             await pub.close()
-        await self.ctx.db.remove_own_call(room_id)
+        await self.own_calls.remove_own_call(room_id)
         self.rooms.pop(room_id, None)
         self._room_locks.pop(room_id, None)
         self.notices.forget_room(room_id)
@@ -384,12 +388,12 @@ class CallManager:
 
     async def rejoin_after_restart(self) -> None:
         """Calls the bot meant to be in before a restart or crash: join them again."""
-        for call in await self.ctx.db.own_calls():
+        for call in await self.own_calls.own_calls():
             if not self.ctx.settings().calls.bot_may_start and not await self.has_people(
                 call.room_id
             ):
                 # The call ended while the bot was away: nothing to go back to.
-                await self.ctx.db.remove_own_call(call.room_id)
+                await self.own_calls.remove_own_call(call.room_id)
                 self.log.info("not rejoining %s: the call there has ended", call.room_id)
                 continue
             try:

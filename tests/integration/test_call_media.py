@@ -20,6 +20,7 @@ from livekit import api
 
 from rtcbot.rtc.identity import livekit_room_alias, member_identity
 from rtcbot_stack.stack import Stack
+from tests.stack.eventually import eventually
 from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body, call_member_content
 from tests.stack.peers import dominant_frequency, rms
 
@@ -60,11 +61,7 @@ async def sfu_participants(stack: Stack, bot_room: str) -> dict[str, api.Partici
 
 
 async def until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.2)
+    await eventually(predicate, timeout=timeout, what=what, interval=0.2)
 
 
 def voiced_seconds(samples: np.ndarray) -> float:

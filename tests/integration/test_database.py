@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 from mautrix.util.async_db import Database
 
+from rtcbot.calls.store import OwnCallStore
 from rtcbot.db import DB
 from rtcbot.migrations import upgrade_table
 from rtcbot_stack.stack import free_port
@@ -117,12 +118,13 @@ async def test_room_settings_upsert(db: DB) -> None:
 
 
 async def test_own_calls_and_state(db: DB) -> None:
-    await db.add_own_call("!r", "audio")
-    await db.add_own_call("!r", "video")
-    calls = await db.own_calls()
+    own = OwnCallStore(db.db)
+    await own.add_own_call("!r", "audio")
+    await own.add_own_call("!r", "video")
+    calls = await own.own_calls()
     assert [(c.room_id, c.intent) for c in calls] == [("!r", "video")]
-    await db.remove_own_call("!r")
-    assert await db.own_calls() == []
+    await own.remove_own_call("!r")
+    assert await own.own_calls() == []
     await db.set_state("k", "1")
     await db.set_state("k", "2")
     assert await db.get_state("k") == "2"

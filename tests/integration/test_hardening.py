@@ -4,10 +4,8 @@ the bot kicked mid-recording, and no secret in the room or the log when things f
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import pytest
 
 from rtcbot.rtc.identity import livekit_room_alias
 from rtcbot_stack.stack import Stack
+from tests.stack.eventually import eventually
 from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body, is_message_from
 
 pytestmark = pytest.mark.stack
@@ -92,10 +91,14 @@ async def test_people_text_is_escaped_in_notices_and_replies(
 
     # A very long name is cut, and says so.
     await alice.set_displayname("N" * 200)  # Synapse allows up to 256
-    deadline = time.monotonic() + 30  # the homeserver updates the room's member event later
-    while "N" * 80 not in body(status := await alice.command(bot_room, "!call status", bot_id)):
-        assert time.monotonic() < deadline, body(status)
-        await asyncio.sleep(0.5)
+
+    async def cut_name() -> Any:  # the homeserver updates the room's member event later
+        status = await alice.command(bot_room, "!call status", bot_id)
+        return status if "N" * 80 in body(status) else None
+
+    status = await eventually(
+        cut_name, timeout=30, what="the long name in !call status", interval=0.5
+    )
     assert "N" * 80 in body(status) and "N" * 81 not in body(status), body(status)
     assert "… (truncated)" in body(status), body(status)
 
@@ -118,10 +121,11 @@ async def test_the_bot_never_starts_a_call_and_leaves_an_empty_one(
     # The last person leaves: the bot leaves too (its delayed leave would otherwise be renewed
     # for as long as it runs).
     await alice.leave_call(bot_room)
-    deadline = time.monotonic() + 20
-    while await bot_state(alice, bot_room, bot_key):
-        assert time.monotonic() < deadline, "the bot stayed alone in the call"
-        await asyncio.sleep(0.2)
+
+    async def bot_gone() -> bool:
+        return not await bot_state(alice, bot_room, bot_key)
+
+    await eventually(bot_gone, timeout=20, what="the bot leaving the empty call", interval=0.2)
     status = await alice.command(bot_room, "!call status", bot_id)
     assert "**The bot**: not in the call" in body(status) or "The bot: not in the call" in body(
         status
@@ -142,33 +146,36 @@ async def test_kicked_during_a_recording_the_bot_stops_and_keeps_the_files(
         await alice.start_call(bot_room, bot_id)
         reply = await alice.command(bot_room, "!call record start", bot_id, timeout=30)
         assert body(reply).startswith("🔴 Recording started"), body(reply)
+
         # Some audio is written before the kick (the status says how much).
-        deadline = time.monotonic() + 20
-        while "0.0 MB" in body(
-            status := await alice.command(bot_room, "!call record status", bot_id)
-        ):
-            assert time.monotonic() < deadline, body(status)
-            await asyncio.sleep(0.5)
+        async def some_audio() -> Any:
+            status = await alice.command(bot_room, "!call record status", bot_id)
+            return status if "0.0 MB" not in body(status) else None
+
+        await eventually(some_audio, timeout=20, what="audio in !call record status", interval=0.5)
         assert bot_room in json.dumps(await plugin_status(stack))
 
         await alice.kick(bot_room, bot_id, "testing")
         pattern = re.compile(r"removed from (\S+) while recording: (\d+) files kept in (\S+)")
-        deadline = time.monotonic() + 30
-        while (m := pattern.search(log.read_text()[offset:])) is None:
-            assert time.monotonic() < deadline, log.read_text()[offset:][-3000:]
-            await asyncio.sleep(0.2)
+        m = await eventually(
+            lambda: pattern.search(log.read_text()[offset:]),
+            timeout=30,
+            what="the bot's log line about the files it kept",
+            interval=0.2,
+        )
         assert m.group(1) == bot_room and int(m.group(2)) >= 2  # the speaker's file and the mix
         kept = Path(m.group(3))
         if not kept.is_absolute():
             kept = stack.maubot.data_dir / kept
         oggs = [p for p in kept.iterdir() if p.suffix == ".ogg" and p.stat().st_size > 0]
         assert len(oggs) >= 2, list(kept.iterdir())
+
         # The bot dropped the room: no recording, no membership publisher, no call model (the
         # log line above comes first; the managers forget the room right after it).
-        deadline = time.monotonic() + 20
-        while bot_room in json.dumps(status_json := await plugin_status(stack)):
-            assert time.monotonic() < deadline, status_json
-            await asyncio.sleep(0.2)
+        async def room_forgotten() -> bool:
+            return bot_room not in json.dumps(await plugin_status(stack))
+
+        await eventually(room_forgotten, timeout=20, what="/status without the room", interval=0.2)
     finally:
         stack.maubot.put_instance(
             "rtcbot", "dev.rtcbot", bot_id, json.dumps(stack.plugin_config())
@@ -246,10 +253,11 @@ async def test_livekit_webhooks_arrive_and_a_finished_room_ends_the_recording(
     lk_room = livekit_room_alias(bot_room)
     peer = await make_peer(lk_room, "@tone-f:localhost:FIN")
     await peer.publish_tone(440)
-    deadline = time.monotonic() + 30
-    while await webhooks("participant_joined") <= joined_before:
-        assert time.monotonic() < deadline, "no participant_joined webhook from LiveKit"
-        await asyncio.sleep(0.3)
+
+    async def joined_webhook() -> bool:
+        return await webhooks("participant_joined") > joined_before
+
+    await eventually(joined_webhook, timeout=30, what="a participant_joined webhook", interval=0.3)
 
     await alice.start_call(bot_room, bot_id)
     reply = await alice.command(bot_room, "!call record start", bot_id, timeout=30)

@@ -21,12 +21,14 @@ async def eventually(
     timeout: float,
     what: str,
     interval: float = 0.25,
+    failure: type[Exception] = AssertionError,
 ) -> T:
     """Call `check` (plain or async) until it returns something truthy, and return that.
 
     An exception from `check` counts as "not yet" (the server may still be starting), but an
     AssertionError fails at once: the check found something wrong, not something late. After
-    `timeout` seconds an AssertionError names `what` and the last value or exception."""
+    `timeout` seconds `failure` (AssertionError; TimeoutError where callers expect that) names
+    `what` and the last value or exception."""
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
@@ -45,5 +47,5 @@ async def eventually(
             detail = (
                 f"{type(last).__name__}: {last}" if isinstance(last, Exception) else repr(last)
             )
-            raise AssertionError(f"{what}: not within {timeout:g} s (last: {detail})")
+            raise failure(f"{what}: not within {timeout:g} s (last: {detail})")
         await asyncio.sleep(interval)

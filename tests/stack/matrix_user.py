@@ -12,6 +12,8 @@ from mautrix.api import HTTPAPI, Method, Path
 from mautrix.client import ClientAPI
 from mautrix.types import UserID
 
+from tests.stack.eventually import eventually
+
 Event = dict[str, Any]
 CALL_MEMBER = "org.matrix.msc3401.call.member"
 
@@ -73,12 +75,11 @@ class MatrixUser:
         return set(resp.get("joined", {}))
 
     async def wait_for_member(self, room_id: str, user_id: str, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if user_id in await self.joined_members(room_id):
-                return
-            await asyncio.sleep(0.1)
-        raise TimeoutError(f"{user_id} did not join {room_id} within {timeout} s")
+        async def joined() -> bool:
+            return user_id in await self.joined_members(room_id)
+
+        what = f"{user_id} joining {room_id}"
+        await eventually(joined, timeout=timeout, what=what, interval=0.1, failure=TimeoutError)
 
     # -- messages ----------------------------------------------------------------------------
     async def send_text(self, room_id: str, body: str) -> str:

@@ -177,7 +177,13 @@ def bench(settings: Settings | None = None) -> Bench:
     async def no_transport() -> str:
         return ""
 
-    manager = CallManager(ctx, no_transport, clock=clock, new_publisher=new_publisher)
+    manager = CallManager(
+        ctx,
+        no_transport,
+        clock=clock,
+        new_publisher=new_publisher,
+        own_calls=db,  # type: ignore[arg-type]
+    )
     told: list[tuple[str, CallEvent]] = []
 
     async def observer(room_id: str, ev: CallStarted | CallEnded) -> None:
