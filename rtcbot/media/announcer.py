@@ -61,7 +61,7 @@ class Announcer:
         self._room: rtc.Room | None = None
         self._speak_lock = asyncio.Lock()
         self._closed = False
-        participant.on_reconnected.append(self._republish)
+        participant.on_reconnected.add(self._republish)
 
     @property
     def closed(self) -> bool:
@@ -124,8 +124,7 @@ class Announcer:
 
     async def close(self) -> None:
         self._closed = True
-        with contextlib.suppress(ValueError):
-            self.participant.on_reconnected.remove(self._republish)
+        self.participant.on_reconnected.remove(self._republish)
         source, self._source = self._source, None
         pub, self._publication = self._publication, None
         room, self._room = self._room, None

@@ -14,7 +14,6 @@ call membership publishes on that SFU); everyone else there is whoever its opera
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -113,9 +112,9 @@ class OtherSfus:
                 self._spawn(self.remove(conn))
 
         source.hooks = (lost, back, state)
-        conn.on_lost.append(lost)
-        conn.on_reconnected.append(back)
-        conn.on_state.append(state)
+        conn.on_lost.add(lost)
+        conn.on_reconnected.add(back)
+        conn.on_state.add(state)
         try:
             room = await conn.connect(auto_subscribe=False, setup=setup)
         except BaseException:
@@ -133,11 +132,9 @@ class OtherSfus:
             return
         if source.hooks is not None:
             lost, back, state = source.hooks
-            for hooks, hook in ((conn.on_lost, lost), (conn.on_reconnected, back)):
-                with contextlib.suppress(ValueError):
-                    hooks.remove(hook)
-            with contextlib.suppress(ValueError):
-                conn.on_state.remove(state)
+            conn.on_lost.remove(lost)
+            conn.on_reconnected.remove(back)
+            conn.on_state.remove(state)
         self._close_readers_of(source.room)
         try:
             await conn.close()

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -41,6 +40,7 @@ from rtcbot.media.frame_keys import FrameKeys
 from rtcbot.media.stream_close import disconnect_room
 from rtcbot.media.tokens import SfuAccess, SfuAuthError
 
+from ..tasks import Hooks
 from .connect_errors import (
     SfuConnectError,
     classify_connect_error,
@@ -51,9 +51,6 @@ from .connect_errors import (
 )
 
 State = Literal["idle", "connecting", "connected", "reconnecting", "lost", "failed", "closed"]
-StateCallback = Callable[[State, str | None], None]
-LostCallback = Callable[[str], None]
-ReconnectedCallback = Callable[[rtc.Room], Awaitable[None] | None]
 Setup = Callable[[rtc.Room], None]
 AfterConnect = Callable[[rtc.Room], None]
 
@@ -99,11 +96,11 @@ class Connection(Protocol):
     log: logging.Logger
 
     @property
-    def on_state(self) -> list[StateCallback]: ...
+    def on_state(self) -> Hooks[[State, str | None]]: ...
     @property
-    def on_lost(self) -> list[LostCallback]: ...
+    def on_lost(self) -> Hooks[[str]]: ...
     @property
-    def on_reconnected(self) -> list[ReconnectedCallback]: ...
+    def on_reconnected(self) -> Hooks[[rtc.Room]]: ...
     @property
     def state(self) -> State: ...
     @property
@@ -145,9 +142,9 @@ class Participant:
         self.room: rtc.Room | None = None
         self.access: SfuAccess | None = None
         self.state: State = "idle"
-        self.on_state: list[StateCallback] = []
-        self.on_lost: list[LostCallback] = []
-        self.on_reconnected: list[ReconnectedCallback] = []
+        self.on_state: Hooks[[State, str | None]] = Hooks(self.log, "connection state")
+        self.on_lost: Hooks[[str]] = Hooks(self.log, "connection lost")
+        self.on_reconnected: Hooks[[rtc.Room]] = Hooks(self.log, "reconnected")
         self.after_connect: list[AfterConnect] = []
         self.encryption: rtc.E2EEOptions | None = None
         self.frame_keys: FrameKeys | None = None
@@ -307,8 +304,7 @@ class Participant:
         )
         self.log.warning("%s: %s", self.name, message)
         self._set_state("lost", message)
-        for cb in list(self.on_lost):
-            self._call(cb, message)
+        self.on_lost.notify(message)
         if final:
             self.room = None
             self._spawn(release_room(room))
@@ -352,13 +348,7 @@ class Participant:
                     continue
                 self.reconnects += 1
                 self._set_state("connected", None)
-                for cb in list(self.on_reconnected):
-                    try:
-                        result = cb(room)
-                        if inspect.isawaitable(result):
-                            await result
-                    except Exception:
-                        self.log.exception("%s: on_reconnected callback failed", self.name)
+                await self.on_reconnected.emit(room)
                 return
         finally:
             if self._reconnect_task is asyncio.current_task():
@@ -369,16 +359,7 @@ class Participant:
         if state == self.state and detail is None:
             return
         self.state = state
-        for cb in list(self.on_state):
-            self._call(cb, state, detail)
-
-    def _call(self, cb: Callable[..., Any], *args: Any) -> None:
-        try:
-            result = cb(*args)
-            if inspect.isawaitable(result):
-                self._spawn(result)
-        except Exception:
-            self.log.exception("%s: callback %r failed", self.name, cb)
+        self.on_state.notify(state, detail)
 
     def _spawn(self, aw: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(aw)

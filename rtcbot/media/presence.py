@@ -47,13 +47,11 @@ from rtcbot.media.connect_errors import SfuConnectError
 from rtcbot.media.frame_keys import FrameKeys
 from rtcbot.media.indicator import Indicator, Label, announcer_label, recording_label
 from rtcbot.media.participant import (
-    LostCallback,
     Participant,
-    ReconnectedCallback,
     State,
-    StateCallback,
 )
 from rtcbot.media.tokens import Role, Roles, SfuAccess, participant_name
+from rtcbot.tasks import Hooks
 
 AccessFor = Callable[[Roles, str], Awaitable[SfuAccess]]
 # Change a connected participant's permissions (and name) to the roles' least privilege.
@@ -123,7 +121,7 @@ class CallPresence:
         self.participant = Participant(
             self._access, log, connect_timeout, give_up_after=give_up_after, name="bot"
         )
-        self.participant.on_reconnected.append(self._on_reconnected)
+        self.participant.on_reconnected.add(self._on_reconnected)
         self.indicator = Indicator(self.label, log) if indicator else None
         self._setups: dict[Role, Setup] = {}
         self._lock = asyncio.Lock()
@@ -335,15 +333,15 @@ class RoleHandle:
         self.log = presence.log
 
     @property
-    def on_state(self) -> list[StateCallback]:
+    def on_state(self) -> Hooks[[State, str | None]]:
         return self.presence.participant.on_state
 
     @property
-    def on_lost(self) -> list[LostCallback]:
+    def on_lost(self) -> Hooks[[str]]:
         return self.presence.participant.on_lost
 
     @property
-    def on_reconnected(self) -> list[ReconnectedCallback]:
+    def on_reconnected(self) -> Hooks[[rtc.Room]]:
         return self.presence.participant.on_reconnected
 
     @property

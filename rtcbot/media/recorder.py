@@ -174,9 +174,9 @@ class Recorder:
             self._handlers.remove_all()
             self._writes.shutdown(wait=False)
             raise
-        self.participant.on_lost.append(self._on_lost)
-        self.participant.on_reconnected.append(self._on_reconnected)
-        self.participant.on_state.append(self._on_participant_state)
+        self.participant.on_lost.add(self._on_lost)
+        self.participant.on_reconnected.add(self._on_reconnected)
+        self.participant.on_state.add(self._on_participant_state)
         self._ticker = asyncio.ensure_future(self._tick_loop())
         self._subscriptions.existing(room)
         self._empty.check(room)
@@ -471,12 +471,9 @@ class Recorder:
 
     def _unhook(self) -> None:
         p = self.participant
-        with contextlib.suppress(ValueError):
-            p.on_lost.remove(self._on_lost)
-        with contextlib.suppress(ValueError):
-            p.on_reconnected.remove(self._on_reconnected)
-        with contextlib.suppress(ValueError):
-            p.on_state.remove(self._on_participant_state)
+        p.on_lost.remove(self._on_lost)
+        p.on_reconnected.remove(self._on_reconnected)
+        p.on_state.remove(self._on_participant_state)
 
     # -- helpers ---------------------------------------------------------------------------
     def _now(self) -> float:

@@ -85,8 +85,8 @@ class RoomMedia:
                 update_grants=shared.access.update_grants,
                 keys=CallKeyring.of(shared.keyrings, room_id) if shared.keyrings else None,
             )
-            self.presence.participant.on_lost.append(lambda _m: self._sfu_lost())
-            self.presence.participant.on_reconnected.append(lambda _r: self._sfu_back())
+            self.presence.participant.on_lost.add(lambda _m: self._sfu_lost())
+            self.presence.participant.on_reconnected.add(lambda _r: self._sfu_back())
         return self.presence
 
     def _sfu_lost(self) -> None:
