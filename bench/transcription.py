@@ -8,7 +8,7 @@ end → its transcript in a real room.
 (b) `room`: N speaker files of M minutes each, the speakers taking turns (one to three
     sentences, 0.3–1.2 s apart, each speaker with its own espeak-ng voice, silence in the other
     files), are handed to `TranscriptJobs.after_recording` exactly as the bot's
-    `on_recording_posted` does, against a real Synapse (the stack of `make run`): a summary
+    `recording_posted` observers do, against a real Synapse (the stack of `make run`): a summary
     message in a room, then the progress message, its edits, the transcript and the .txt/.vtt
     uploads in its thread. Measured: from the call (= the summary being posted, the moment
     the recording's end reaches the room) to the progress message's final edit, by the

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import time
@@ -10,6 +9,7 @@ import time
 import pytest
 
 from rtcbot_stack.stack import Stack
+from tests.stack.eventually import eventually
 from tests.stack.matrix_user import MatrixUser, body
 from tests.stack.peers import dominant_frequency, rms
 
@@ -49,15 +49,17 @@ async def test_invite_allowlist(stack: Stack, make_user, bot_id: str) -> None:  
     try:
         mallory = await make_user("mallory")
         room = await mallory.create_room(invite=[bot_id])
-        deadline = time.monotonic() + 15
-        declined = False
-        while time.monotonic() < deadline:
+
+        async def declined() -> bool:
             state = await mallory.get_state_event(room, "m.room.member", bot_id)
-            if state.get("membership") == "leave":
-                declined = True
-                break
-            await asyncio.sleep(0.2)
-        assert declined, "the bot should decline an invite from a server that is not allowed"
+            return bool(state.get("membership") == "leave")
+
+        await eventually(
+            declined,
+            timeout=15,
+            what="the bot declining an invite from a server that is not allowed",
+            interval=0.2,
+        )
         assert bot_id not in await mallory.joined_members(room)
 
         # The documented switch: invites from anyone, whatever the lists say.
@@ -100,9 +102,12 @@ async def test_sfu_carries_a_440hz_tone_inside_the_namespace(stack: Stack, make_
     b = await make_peer(room, "peer-b", publish=False)
     await a.publish_tone(440)
 
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and len(b.samples_from("peer-a")) < 48_000 * 2:
-        await asyncio.sleep(0.1)
+    await eventually(
+        lambda: len(b.samples_from("peer-a")) >= 48_000 * 2,
+        timeout=20,
+        what="2 s of peer A's audio at peer B",
+        interval=0.1,
+    )
     samples = b.samples_from("peer-a")
     assert len(samples) >= 48_000 * 2, "peer B received less than 2 s of audio"
     tail = samples[-48_000:]  # the last second, after the jitter buffer settled

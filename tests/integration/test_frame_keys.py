@@ -209,8 +209,8 @@ async def test_after_an_sfu_restart_every_known_key_is_given_to_the_new_room(
     lost, back = asyncio.Event(), asyncio.Event()
     participant = Participant(access_for(stack, room, "rtcbot-recorder", "recorder"), log)
     participant.use_frame_keys(keys)
-    participant.on_lost.append(lambda _m: lost.set())
-    participant.on_reconnected.append(lambda _r: back.set())
+    participant.on_lost.add(lambda _m: lost.set())
+    participant.on_reconnected.add(lambda _r: back.set())
     recorder = Recorder(participant, tmp_path, "restart", log=log)
     await recorder.start()
     first_room = participant.room

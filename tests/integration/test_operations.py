@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import aiohttp
@@ -13,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rtcbot_stack.http import HttpError
 from rtcbot_stack.stack import Stack
+from tests.stack.eventually import eventually
 from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body, call_member_content
 
 pytestmark = pytest.mark.stack
@@ -109,10 +109,12 @@ async def test_bad_config_is_refused_with_the_reason(stack: Stack, bot_id: str) 
     cfg["notices"] = {"default_level": "loud"}
     put_config(stack, bot_id, cfg)
     # A live reload keeps the last good settings, and says why.
-    deadline = time.monotonic() + 10
-    while "notices.default_level must be one of off, summary, all" not in log.read_text():
-        assert time.monotonic() < deadline, "no clear error in the log"
-        await asyncio.sleep(0.2)
+    await eventually(
+        lambda: "notices.default_level must be one of off, summary, all" in log.read_text(),
+        timeout=10,
+        what="a clear error in the log",
+        interval=0.2,
+    )
     # A (re)start with the bad config refuses to run instead of half-working.
     stack.maubot.api("PUT", "/instance/rtcbot", {"started": False})
     try:
@@ -152,10 +154,9 @@ async def test_notice_batching_window_changes_live(
         assert await notices() == [], "posted before the 120 s window closed"
         cfg["notices"] = {"batch_seconds": 0}
         put_config(stack, bot_id, cfg)
-        deadline = time.monotonic() + 20
-        while not await notices():
-            assert time.monotonic() < deadline, f"no '{joined}' after the window shrank to 0"
-            await asyncio.sleep(0.3)
+        await eventually(
+            notices, timeout=20, what=f"'{joined}' after the window shrank to 0", interval=0.3
+        )
         assert sent  # (the state key of bob's membership)
     finally:
         put_config(stack, bot_id, stack.plugin_config())
