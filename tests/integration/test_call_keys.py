@@ -13,7 +13,6 @@ Never is the key itself in the bot's log.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 import uuid
@@ -27,6 +26,7 @@ from rtcbot_stack.stack import Stack
 from tests.crypto_client import fixtures
 from tests.crypto_client.client import CryptoClient
 from tests.crypto_client.fixtures import CryptoUserFactory
+from tests.stack.eventually import eventually
 from tests.stack.matrix_user import MatrixUser
 
 pytestmark = pytest.mark.stack
@@ -55,13 +55,12 @@ def log_since(stack: Stack, offset: int) -> str:
 
 
 async def wait_log(stack: Stack, pattern: str, offset: int, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        text = log_since(stack, offset)
-        if re.search(pattern, text):
-            return text
-        assert time.monotonic() < deadline, f"no {pattern!r} in the maubot log"
-        await asyncio.sleep(0.2)
+    return await eventually(
+        lambda: text if re.search(pattern, text := log_since(stack, offset)) else None,
+        timeout=timeout,
+        what=f"{pattern!r} in the maubot log",
+        interval=0.2,
+    )
 
 
 async def received(stack: Stack) -> dict[str, float]:

@@ -31,6 +31,7 @@ from rtcbot.rtc.leave_request import LeaveRequest
 from rtcbot_stack.stack import Stack
 from tests.integration.test_auth_service import auth_config, get_token_body, openid, post
 from tests.integration.test_database import db, postgres_url  # noqa: F401 (fixtures)
+from tests.stack.eventually import eventually
 from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, call_member_content
 from tests.stack.peers import Peer
 
@@ -339,10 +340,12 @@ async def test_a_restart_of_the_plugin_keeps_the_job(
 
 
 async def _log_shows(log: Any, offset: int, pattern: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while (m := re.search(pattern + ".*", log.read_text()[offset:])) is None:
-        assert time.monotonic() < deadline, f"no {pattern!r} in the maubot log"
-        await asyncio.sleep(0.2)
+    m = await eventually(
+        lambda: re.search(pattern + ".*", log.read_text()[offset:]),
+        timeout=timeout,
+        what=f"{pattern!r} in the maubot log",
+        interval=0.2,
+    )
     return m.group(0)
 
 

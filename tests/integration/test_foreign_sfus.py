@@ -12,10 +12,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import re
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -31,6 +29,7 @@ from tests.browser.second_sfu import SecondTransport, second_transport  # noqa: 
 from tests.browser.test_bot_in_element_call import download
 from tests.browser.test_bot_records_multi_sfu import band_energy
 from tests.conftest import PeerFactory, UserFactory
+from tests.stack.eventually import eventually
 from tests.stack.matrix_user import (
     CALL_MEMBER,
     MatrixUser,
@@ -113,10 +112,7 @@ async def record_and_stop(
     # The answer to the command (a notice about a missing person may come first).
     reply = await alice.wait_for(room, is_reply_to(bot_id, start), 30, after=start)
     assert body(reply).startswith("🔴 Recording started"), body(reply)
-    deadline = time.monotonic() + timeout
-    while not await ready():
-        assert time.monotonic() < deadline, "the recording never got ready"
-        await asyncio.sleep(0.5)
+    await eventually(ready, timeout=timeout, what="the recording getting ready", interval=0.5)
     stopped = await alice.send_text(room, "!call record stop")
     summary = await alice.wait_for(
         room, lambda e: body(e).startswith("⏹️ Recording stopped"), 60, after=stopped

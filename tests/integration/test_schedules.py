@@ -15,6 +15,7 @@ import pytest
 
 from rtcbot.schedules import format_clock
 from rtcbot_stack.stack import Stack
+from tests.stack.eventually import eventually
 from tests.stack.matrix_user import Event, MatrixUser, body, is_message_from
 
 pytestmark = pytest.mark.stack
@@ -326,11 +327,13 @@ async def test_record_flag_records_the_call_that_starts_after_the_notice(
         bot_room, lambda e: body(e).startswith("🔴 Recording this call"), 30, start["event_id"]
     )
     assert "a schedule asked for it" in body(recording), body(recording)
+
     # Some audio reaches the recorder before it is stopped.
-    deadline = time.monotonic() + 20
-    while "0.0 MB" in body(st := await alice.command(bot_room, "!call record status", bot_id)):
-        assert time.monotonic() < deadline, body(st)
-        await asyncio.sleep(0.5)
+    async def some_audio() -> bool:
+        status = await alice.command(bot_room, "!call record status", bot_id)
+        return "0.0 MB" not in body(status)
+
+    await eventually(some_audio, timeout=20, what="audio in !call record status", interval=0.5)
     stopped = await alice.send_text(bot_room, "!call record stop")
     summary = await alice.wait_for(
         bot_room, lambda e: body(e).startswith("⏹️ Recording stopped"), 60, stopped

@@ -21,6 +21,7 @@ import pytest
 from rtcbot.rtc.identity import livekit_room_alias
 from rtcbot_stack.stack import Stack
 from tests.integration.test_call_media import download, is_audio
+from tests.stack.eventually import eventually
 from tests.stack.instance import stop_instance
 from tests.stack.matrix_user import MatrixUser, body
 from tests.stack.peers import SAMPLE_RATE, Peer, speech
@@ -62,14 +63,10 @@ def edits_of(events: list[Event], event_id: str) -> list[str]:
 async def until_found(
     user: MatrixUser, room: str, find: Any, timeout: float, what: str, limit: int = 100
 ) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = find(await user.messages(room, limit))
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.5)
+    async def look() -> Any:
+        return find(await user.messages(room, limit))
+
+    return await eventually(look, timeout=timeout, what=what, interval=0.5)
 
 
 async def room_with_two_speakers(
@@ -105,10 +102,10 @@ async def record_while(
         want = names or {ALICE}
         return all(n.replace("*", "\\*") in status or n in status for n in want)
 
-    deadline = time.monotonic() + 30
-    while not await both_recorded():  # the recorder has subscribed to everyone
-        assert time.monotonic() < deadline, "the recorder never listed both speakers"
-        await asyncio.sleep(0.5)
+    # The recorder has subscribed to everyone.
+    await eventually(
+        both_recorded, timeout=30, what="both speakers in the recording", interval=0.5
+    )
     for peer, samples in turns:
         peer.play(np.concatenate([samples, silence(1.0)]))
         await asyncio.wait_for(peer.played.wait(), 60)
