@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from tests.browser.test_bot_in_element_call import (
 )
 from tests.conftest import UserFactory
 from tests.stack.delayed import bot_delayed_events
+from tests.stack.eventually import eventually
 from tests.stack.matrix_user import (
     CALL_MEMBER,
     Event,
@@ -139,14 +141,7 @@ async def wait_for_text(
 
 async def poll(what: str, check: Any, timeout: float, interval: float = 0.25) -> Any:
     """`await check()` until it returns something truthy; fail with its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        last = await check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not within {timeout:g} s (last: {last!r})")
-        await asyncio.sleep(interval)
+    return await eventually(check, timeout=timeout, what=what, interval=interval)
 
 
 async def shot(page: ElementCallPage, tmp_path: Path, name: str) -> None:
@@ -317,6 +312,15 @@ async def test_kill_9_element_call_drops_the_bots_tile_within_the_delay(
     )
     await wait_for_picture(page, name, "the red ● Recording dot", is_recording_picture)
     await shot(page, tmp_path, "1-before-kill.png")
+
+    # Alice's tone is in her file up to the recorder's last flush (every 2 s): the kill comes
+    # after some seconds of recording, not at whatever moment the tile showed up.
+    async def recorded_a_while() -> Any:
+        status = await alice.command(bot_room, "!call record status", bot_id, timeout=30)
+        m = re.search(r"Recording for (\d+) s", body(status))
+        return status if m and int(m.group(1)) >= 5 and "Alice" in body(status) else None
+
+    await poll("five seconds of Alice in the recording", recorded_a_while, 60, 1.0)
     key = bot_state_key(stack)
     old_pid = stack.maubot.child.pid
 
