@@ -37,6 +37,7 @@ from rtcbot_stack.stack import Stack
 from tests.browser.conftest import ElementCallFactory
 from tests.browser.element_call import ElementCallPage, Tile, TilePicture
 from tests.conftest import UserFactory
+from tests.stack.eventually import eventually
 from tests.stack.matrix_user import MatrixUser, body, files_after, is_message_from
 
 pytestmark = pytest.mark.stack
@@ -325,10 +326,9 @@ async def test_recording_of_two_element_call_users_names_files_by_display_name(
         status = await alice.command(bot_room, "!call record status", bot_id)
         return "Alice Example" in body(status) and "Bob Example" in body(status)
 
-    deadline = time.monotonic() + 30
-    while not await both_recorded():
-        assert time.monotonic() < deadline, "the recording does not list both speakers"
-        await asyncio.sleep(0.5)
+    await eventually(
+        both_recorded, timeout=30, what="both speakers in the recording", interval=0.5
+    )
     stopped = await alice.send_text(bot_room, "!call record stop")
     summary = await alice.wait_for(
         bot_room, lambda e: body(e).startswith("⏹️ Recording stopped"), 60, after=stopped

@@ -25,6 +25,7 @@ from rtcbot_stack.stack import Stack
 from tests.browser.conftest import ElementCallFactory
 from tests.browser.element_call import Chromium
 from tests.conftest import UserFactory
+from tests.stack.eventually import eventually
 from tests.stack.matrix_user import CALL_MEMBER, MatrixUser
 
 pytestmark = pytest.mark.stack
@@ -55,10 +56,11 @@ async def pending_leave_delays(user: MatrixUser) -> list[int]:
 
 async def log_line(stack: Stack, offset: int, pattern: str, timeout: float) -> str:
     log = stack.maubot.child.log_path
-    deadline = time.monotonic() + timeout
-    while (m := re.search(pattern + ".*", log.read_text(errors="replace")[offset:])) is None:
-        assert time.monotonic() < deadline, f"no {pattern!r} in the maubot log"
-        await asyncio.sleep(0.25)
+    m = await eventually(
+        lambda: re.search(pattern + ".*", log.read_text(errors="replace")[offset:]),
+        timeout=timeout,
+        what=f"{pattern!r} in the maubot log",
+    )
     return m.group(0)
 
 

@@ -42,6 +42,7 @@ from tests.conftest import UserFactory
 from tests.crypto_client import fixtures
 from tests.crypto_client.client import CryptoClient, Message
 from tests.crypto_client.fixtures import CryptoUserFactory
+from tests.stack.eventually import eventually
 from tests.stack.matrix_user import MatrixUser
 
 pytestmark = pytest.mark.stack
@@ -93,13 +94,12 @@ async def track_encryption(stack: Stack, room_id: str) -> dict[str, list[str]]:
 async def wait_encrypted(
     stack: Stack, room_id: str, identity: str, timeout: float = 30
 ) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = (await track_encryption(stack, room_id)).get(identity) or []
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{identity} publishes nothing"
-        await asyncio.sleep(0.5)
+    async def published() -> list[str]:
+        return list((await track_encryption(stack, room_id)).get(identity) or [])
+
+    return await eventually(
+        published, timeout=timeout, what=f"{identity} publishing", interval=0.5
+    )
 
 
 def log_since(stack: Stack, offset: int) -> str:

@@ -26,6 +26,7 @@ from rtcbot_stack.stack import Stack
 from tests.browser.conftest import ElementCallFactory
 from tests.browser.second_sfu import MatrixRtcTransport, SecondTransport, stack_transport
 from tests.conftest import UserFactory
+from tests.stack.eventually import eventually
 from tests.stack.matrix_user import MatrixUser
 
 pytestmark = pytest.mark.stack
@@ -60,14 +61,14 @@ async def wait_for_publishers(
     """Poll every SFU until each wanted identity publishes audio on its transport; returns
     SFU name → identity → published track kinds."""
     transports = {t.name: t for t in wanted.values()}
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def everyone_publishes() -> dict[str, dict[str, list[str]]] | None:
         seen = {name: await t.publishers(room_id) for name, t in transports.items()}
-        if all("audio" in seen[t.name].get(who, []) for who, t in wanted.items()):
-            return seen
-        if time.monotonic() > deadline:
-            raise AssertionError(f"publishers per SFU after {timeout:g} s: {seen}")
-        await asyncio.sleep(0.25)
+        ok = all("audio" in seen[t.name].get(who, []) for who, t in wanted.items())
+        return seen if ok else None
+
+    what = "each wanted identity publishing audio on its SFU"
+    return await eventually(everyone_publishes, timeout=timeout, what=what)
 
 
 @pytest.mark.parametrize("rtc_mode", ["matrix_2_0", "compatibility"])

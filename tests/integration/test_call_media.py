@@ -117,11 +117,11 @@ async def test_record_start_stop_posts_a_file_per_speaker_and_a_mix(
     await until(bot_gone, 30, "the bot to leave the LiveKit room")
     assert not await alice.get_state_event(bot_room, CALL_MEMBER, bot_key)
 
-    audio = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(audio) < 3:
+    async def three_files() -> list[dict[str, Any]] | None:
         audio = [e for e in await alice.messages(bot_room, 50) if is_audio(e, bot_id)]
-        await asyncio.sleep(0.5)
+        return audio if len(audio) >= 3 else None
+
+    audio = await eventually(three_files, timeout=30, what="the recording's 3 files", interval=0.5)
     assert len(audio) == 3, [body(e) for e in audio]  # tone-a, tone-b, mix
     files: dict[str, tuple[np.ndarray, int]] = {}
     for evt in audio:
@@ -253,17 +253,16 @@ async def test_sfu_killed_during_recording_room_is_told_and_recording_resumes(
         bot_room, lambda e: body(e).startswith("⏹️ Recording stopped"), 60, after=stopped
     )
     assert "in 2 parts" in body(summary), body(summary)
-    deadline = time.monotonic() + 30
-    audio: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
+
+    async def both_parts() -> list[dict[str, Any]] | None:
         audio = [
             e
             for e in await alice.messages(bot_room, 50)
             if is_audio(e, bot_id) and "tone-k" in body(e)
         ]
-        if len(audio) >= 2:
-            break
-        await asyncio.sleep(0.5)
+        return audio if len(audio) >= 2 else None
+
+    audio = await eventually(both_parts, timeout=30, what="both parts' files", interval=0.5)
     names = sorted(body(e) for e in audio)
     assert len(names) == 2 and any("part2" in n for n in names), names
     for evt in audio:  # both parts are playable and hold the tone

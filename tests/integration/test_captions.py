@@ -5,7 +5,6 @@ captions thread, attributed to its speaker, while the recording still runs.
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import re
 import time
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 from rtcbot.rtc.identity import livekit_room_alias
+from tests.stack.eventually import eventually
 from tests.stack.matrix_user import MatrixUser, body
 from tests.stack.peers import speech
 
@@ -50,15 +50,13 @@ def captions_of(events: list[dict[str, Any]], root: str) -> list[tuple[str, str]
 async def wait_for_caption(
     alice: MatrixUser, room: str, root: str, speaker: str, said: str, timeout: float = 90
 ) -> tuple[float, str]:
-    deadline = time.monotonic() + timeout
-    while True:
+    async def heard_it() -> tuple[float, str] | None:
         caps = captions_of(await alice.messages(room, 100), root)
         heard = " ".join(t for s, t in caps if s == speaker)
-        if matched(said, heard) >= 0.6:
-            return time.monotonic(), heard
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no caption of {speaker} saying {said!r}: {caps}")
-        await asyncio.sleep(0.5)
+        return (time.monotonic(), heard) if matched(said, heard) >= 0.6 else None
+
+    what = f"a caption of {speaker} saying {said!r}"
+    return await eventually(heard_it, timeout=timeout, what=what, interval=0.5)
 
 
 async def test_live_captions_attribute_each_speaker(

@@ -33,6 +33,7 @@ from rtcbot.diagnostics import (
 )
 from rtcbot_stack.stack import Stack, free_port
 from tests.integration.test_own_membership import AltServer, _alt_server
+from tests.stack.eventually import eventually
 from tests.stack.matrix_user import MatrixUser, body, is_reply_to
 
 pytestmark = pytest.mark.stack
@@ -99,10 +100,10 @@ async def diag(
 ) -> Report:
     """Send the command; wait for the report's final edit (the one saying "Finished in")."""
     start = time.monotonic()
-    deadline = start + timeout
     original = await report_started(user, room, bot_id, text, timeout)
     orig_id = original["event_id"]
-    while True:
+
+    async def finished() -> Report | None:
         events = await user.messages(room, 100)
         edits = [
             e
@@ -120,9 +121,15 @@ async def diag(
                     contents=[original["content"], *(e["content"] for e in edits)],
                     wall_s=time.monotonic() - start,
                 )
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the report was not finished within {timeout} s: {body(original)}")
-        await asyncio.sleep(0.2)
+        return None
+
+    return await eventually(
+        finished,
+        timeout=max(0.0, timeout - (time.monotonic() - start)),
+        what=f"the finished report ({body(original)})",
+        interval=0.2,
+        failure=TimeoutError,
+    )
 
 
 @contextmanager

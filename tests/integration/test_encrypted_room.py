@@ -29,6 +29,7 @@ from tests.crypto_client.fixtures import CryptoUserFactory
 from tests.integration.test_call_keys import KEY_TYPE, key_content
 from tests.integration.test_diagnostics import diag
 from tests.integration.test_frame_keys import EncryptedPeer, peer
+from tests.stack.eventually import eventually
 from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, call_member_content
 from tests.stack.peers import speech
 
@@ -118,8 +119,8 @@ async def final_report_line(
 ) -> str:
     """The line `name` of the diagnostics report once every check has answered (the report
     is one message, edited in place)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def finished() -> tuple[str] | None:
         edits = [
             m
             for m in await user.messages(room)
@@ -129,9 +130,11 @@ async def final_report_line(
         ]
         text = str(edits[-1].content.get("m.new_content", {}).get("body", "")) if edits else ""
         if text and "Checking" not in text:
-            return next((x for x in text.splitlines() if name in x), "")
-        assert time.monotonic() < deadline, f"the report did not finish: {text}"
-        await asyncio.sleep(0.5)
+            return (next((x for x in text.splitlines() if name in x), ""),)
+        return None
+
+    (line,) = await eventually(finished, timeout=timeout, what="the finished report", interval=0.5)
+    return line
 
 
 SAID = "Encrypted rooms keep every spoken word private"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ from rtcbot.media.tokens import SfuAccess, mint_local_token
 from rtcbot.media.tts import chime
 from rtcbot.rtc.e2ee_keys import MediaKey
 from rtcbot_stack.stack import Stack
+from tests.stack.eventually import eventually
 from tests.stack.peers import Peer, dominant_frequency, mint_token, rms
 
 pytestmark = pytest.mark.stack
@@ -98,10 +98,7 @@ async def peer(stack: Stack, room: str, p: Peer) -> Peer:
 
 
 async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
+    await eventually(check, timeout=timeout, what=what, interval=0.1)
 
 
 def state(keys: FrameKeys, identity: str) -> str | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from rtcbot.media.recorder_hooks import RecorderLimits, Standalone
 from rtcbot.media.tokens import Roles, SfuAccess, mint_local_token, update_live_grants
 from rtcbot.media.tts import EspeakEngine, available_engine, chime
 from rtcbot_stack.stack import Stack
+from tests.stack.eventually import eventually
 from tests.stack.peers import Peer, dominant_frequency, rms
 
 log = logging.getLogger("rtcbot.test.media")
@@ -78,11 +78,7 @@ def peak_near(samples: np.ndarray, freq: float) -> float:
 
 
 async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.1)
+    await eventually(predicate, timeout=timeout, what=what, interval=0.1)
 
 
 # -- pure helpers (no server needed) --------------------------------------------------------

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 
 from rtcbot_stack.stack import Stack
+from tests.stack.eventually import eventually
 
 _STOP_LINE = re.compile(r"rtcbot stopped; (\d+) of its tasks")
 
@@ -17,8 +16,10 @@ async def stop_instance(stack: Stack, timeout: float = 60) -> tuple[int, str]:
     log = stack.maubot.child.log_path
     offset = len(log.read_text())
     stack.maubot.api("PUT", "/instance/rtcbot", {"started": False})
-    deadline = time.monotonic() + timeout
-    while (m := _STOP_LINE.search(written := log.read_text()[offset:])) is None:
-        assert time.monotonic() < deadline, "no stop line in the maubot log"
-        await asyncio.sleep(0.2)
-    return int(m.group(1)), written
+    m = await eventually(
+        lambda: _STOP_LINE.search(log.read_text()[offset:]),
+        timeout=timeout,
+        what="the stop line in the maubot log",
+        interval=0.2,
+    )
+    return int(m.group(1)), log.read_text()[offset:]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -132,37 +130,43 @@ class MatrixUser:
         limit: int = 100,
     ) -> Event:
         """First timeline event (after event id `after`, if given) that matches `predicate`."""
-        deadline = time.monotonic() + timeout
-        while True:
+        seen: list[Event] = []
+
+        async def match() -> Event | None:
             events = await self.messages(room_id, limit)
             if after is not None:
                 ids = [e.get("event_id") for e in events]
                 events = events[ids.index(after) + 1 :] if after in ids else events
-            for evt in events:
-                if predicate(evt):
-                    return evt
-            if time.monotonic() > deadline:
-                bodies = [
-                    (e.get("sender"), e.get("content", {}).get("body")) for e in events[-10:]
-                ]
-                raise TimeoutError(f"no matching event in {room_id} within {timeout} s: {bodies}")
-            await asyncio.sleep(0.1)
+            seen[:] = events
+            return next((evt for evt in events if predicate(evt)), None)
+
+        try:
+            return await eventually(
+                match, timeout=timeout, what="a matching event", interval=0.1, failure=TimeoutError
+            )
+        except TimeoutError:
+            bodies = [(e.get("sender"), e.get("content", {}).get("body")) for e in seen[-10:]]
+            raise TimeoutError(
+                f"no matching event in {room_id} within {timeout} s: {bodies}"
+            ) from None
 
     async def wait_for_notices(
         self, room_id: str, sender: str, count: int, after: str | None = None, timeout: float = 20
     ) -> list[Event]:
-        deadline = time.monotonic() + timeout
         found: list[Event] = []
-        while time.monotonic() < deadline:
+
+        async def enough() -> list[Event] | None:
             events = await self.messages(room_id, 100)
             if after is not None:
                 ids = [e.get("event_id") for e in events]
                 events = events[ids.index(after) + 1 :] if after in ids else events
-            found = [e for e in events if is_message_from(e, sender)]
-            if len(found) >= count:
-                return found
-            await asyncio.sleep(0.1)
-        return found
+            found[:] = [e for e in events if is_message_from(e, sender)]
+            return list(found) if len(found) >= count else None
+
+        try:
+            return await eventually(enough, timeout=timeout, what="the notices", interval=0.1)
+        except AssertionError:
+            return list(found)  # fewer than asked for: the caller says what it expected
 
     async def start_call(self, room_id: str, bot_id: str | None, intent: str = "audio") -> str:
         """Join the room's call as Element Call does (a call.member state event for this
@@ -234,16 +238,20 @@ async def files_after(
 ) -> dict[str, Event]:
     """The m.audio messages `sender` posted after event `after`, by body, once there are
     `count` of them (a recording's files arrive one by one after its summary)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    files: dict[str, Event] = {}
+
+    async def posted() -> dict[str, Event] | None:
         events = await user.messages(room_id, 60)
         ids = [e.get("event_id") for e in events]
-        files = {
-            body(e): e
+        files.clear()
+        files.update(
+            (body(e), e)
             for e in events[ids.index(after) + 1 if after in ids else 0 :]
             if e.get("sender") == sender and e.get("content", {}).get("msgtype") == "m.audio"
-        }
-        if len(files) >= count:
-            return files
-        assert time.monotonic() < deadline, f"{sender} posted only {sorted(files)}"
-        await asyncio.sleep(0.5)
+        )
+        return dict(files) if len(files) >= count else None
+
+    try:
+        return await eventually(posted, timeout=timeout, what=f"{count} files", interval=0.5)
+    except AssertionError:
+        raise AssertionError(f"{sender} posted only {sorted(files)}") from None

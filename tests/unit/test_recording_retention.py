@@ -14,6 +14,7 @@ from pathlib import Path
 from rtcbot.recording.retention import Recording, Retention
 from rtcbot.recording.settings import RecordingSettings
 from rtcbot.settings import Settings
+from tests.stack.eventually import eventually
 
 OLD = time.time() - 30 * 86400  # a month ago: past any retention of 7 days
 
@@ -84,10 +85,12 @@ async def test_the_first_pass_waits_for_the_recovery(tmp_path: Path) -> None:
             await asyncio.sleep(0)
         assert all(f.exists() for f in files)
         recovered.set()
-        deadline = time.monotonic() + 10
-        while any(f.exists() for f in files):
-            assert time.monotonic() < deadline, "the pass after the recovery did not run"
-            await asyncio.sleep(0.01)
+        await eventually(
+            lambda: not any(f.exists() for f in files),
+            timeout=10,
+            what="the pass after the recovery",
+            interval=0.01,
+        )
     finally:
         await r.stop()
 
