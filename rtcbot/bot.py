@@ -34,7 +34,7 @@ from .diagnostics import Diagnostics
 from .e2ee.call_keys import CallKeys
 from .matrix.encryption_guard import EncryptionGuard
 from .matrix.notices import Notices
-from .matrix.to_device import CALL_ENCRYPTION_KEYS, EncryptedToDevice
+from .matrix.to_device import MEDIA_KEY_TYPES, EncryptedToDevice
 from .matrix.transports import TransportDiscovery
 from .metrics import Metrics
 from .migrations import upgrade_table
@@ -42,6 +42,7 @@ from .recording.commands import MediaCommands
 from .recording.follow import CallFollower
 from .recording.optout import RecordingOptOuts
 from .recording.sessions import MediaSessions
+from .rtc.member_fields import Transport
 from .schedules.commands import ScheduleCommands
 from .schedules.runner import ScheduleRunner
 from .settings import Config, Settings, parse_settings
@@ -99,20 +100,20 @@ class RtcBot(Plugin):
             tasks=self.tasks,
         )
 
-        async def transport_url() -> str:
+        async def home_transport() -> Transport | None:
             found = await self.transports.discover(self.settings.livekit.service_url)
-            return found.service_url or ""
+            return found.transport
 
         router = CommandRouter(ctx)
         own = OwnMembership(ctx)
-        calls = CallManager(ctx, transport_url)
+        calls = CallManager(ctx, home_transport)
         call_keys = CallKeys(ctx, calls)  # Element Call's media keys (encrypted calls)
         owner = partial(identity_owner, calls)  # whose is a LiveKit identity
         optouts = RecordingOptOuts(ctx, owner, calls.display_name)
         media = MediaSessions(
             ctx,
             calls,
-            transport_url,
+            home_transport,
             keyrings=call_keys,
             withheld_for=optouts.withheld_for,
             summary_notes=optouts.summary_notes,
@@ -177,7 +178,8 @@ class RtcBot(Plugin):
             web.mount(self.webapp)
         # Olm-encrypted to-device events (Element Call's media keys), authenticated.
         to_device = EncryptedToDevice(self.client, ctx.logger("to_device"))
-        to_device.subscribe(CALL_ENCRYPTION_KEYS, call_keys.on_keys)
+        for key_type in MEDIA_KEY_TYPES:
+            to_device.subscribe(key_type, call_keys.on_keys)
         for handlers in (router, own, calls, to_device):
             self.register_handler_class(handlers)
 

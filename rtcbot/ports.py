@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from .matrix.publisher import MembershipPublisher
+from .rtc.member_fields import Transport
 from .rtc.session import CallEnded, CallStarted, RoomCalls
 
 CallEvent = CallStarted | CallEnded
@@ -18,6 +19,8 @@ CallEvent = CallStarted | CallEnded
 CallObserver = Callable[[str, CallEvent], Coroutine[Any, Any, None]]
 # The LiveKit service URL the homeserver advertises (MSC4143), "" when none.
 TransportUrl = Callable[[], Awaitable[str]]
+# The bot's own LiveKit transport (config, else what the homeserver advertises), or None.
+HomeTransport = Callable[[], Awaitable[Transport | None]]
 
 
 class CallDirectory(Protocol):

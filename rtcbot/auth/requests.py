@@ -245,6 +245,10 @@ def parse_sfu_get(body: dict[str, Any]) -> TokenRequest:
     )
 
 
+require_room_id = _require_room_id
+require_device_id = _require_device_id
+
+
 def too_large() -> RequestError:
     return RequestError(413, "M_TOO_LARGE", "The request body is too large")
 

@@ -201,6 +201,24 @@ class AuthService:
             self._limiter = KeyedLimiter(rate, burst)
         return self._limiter.take(self._client_ip(request, settings), self._clock())
 
+    # What auth/homeserver_tokens.py shares: the settings, the clock, the log.
+    def settings(self) -> AuthServiceSettings:
+        return self._settings()
+
+    def now(self) -> float:
+        return self._clock()
+
+    @property
+    def log(self) -> logging.Logger:
+        return self._log
+
+    def log_refusal(self, path: str, user_id: str, err: RequestError) -> None:
+        level = logging.WARNING if err.status >= 500 or err.status == 401 else logging.INFO
+        who = f" for {user_id}" if user_id else ""
+        self._log.log(
+            level, "Auth service: refused %s%s: %s %s", path, who, err.status, err.reason
+        )
+
     def offers_delegation(self, settings: AuthServiceSettings) -> bool:
         return settings.delegate_delayed_leave and self._delegate is not None
 
@@ -338,12 +356,12 @@ class AuthService:
                 (403, "M_FORBIDDEN") if req.endpoint == "delegate" else (400, "M_BAD_JSON")
             )
             raise RequestError(status, errcode, RESTRICTED_DELEGATION_TEXT)
-        await self._check_room(req.room_id, user_id, full_access, settings)
+        await self.check_room(req.room_id, user_id, full_access, settings)
         if req.endpoint == "delegate":
             await self._queue_leave(req, user_id, alias, identity)
             return json_answer(200, {})
         if full_access:
-            await self._create_room(alias, settings)
+            await self.create_room(alias, settings)
         if delegating:
             await self._queue_leave(req, user_id, alias, identity)
         elif req.delay_id is not None:  # not offered: accepted and ignored (lk-jwt v0.5.0)
@@ -401,7 +419,7 @@ class AuthService:
             f"; delay_cs_api_url {printable(url[:80])!r} ignored" if url else "",
         )
 
-    async def _check_room(
+    async def check_room(
         self, room_id: str, user_id: str, full_access: bool, settings: AuthServiceSettings
     ) -> None:
         """Joined members of rooms with the bot; the configured policy for the others."""
@@ -436,7 +454,7 @@ class AuthService:
             reason=f"the bot is not in {room_id} (rooms_without_bot: {policy})",
         )
 
-    async def _create_room(self, alias: str, settings: AuthServiceSettings) -> None:
+    async def create_room(self, alias: str, settings: AuthServiceSettings) -> None:
         # CreateRoom is idempotent on LiveKit: an existing room is returned unchanged.
         lkapi = api.LiveKitAPI(
             settings.livekit_url,

@@ -67,6 +67,12 @@ class AuthServiceSettings:
     trusted_proxies: tuple[str, ...] = setting(
         (), text_list(), "proxies whose X-Forwarded-For is believed"
     )
+    # MSC4512 (Synapse ≥ 1.161): the `hs_token` of rtcbot's application service registration
+    # (`make appservice-registration`); empty: not an application service. With it, Synapse's
+    # `rtc/livekit/get_token` proxy reaches this service (auth/homeserver_tokens.py).
+    appservice_hs_token: str = setting(
+        "", text(), "hs_token of the MSC4512 application service (empty: off)", secret=True
+    )
     delegated_leave_budget_per_s: float = setting(
         1.0, number(0.01, 10_000.0), "delayed-event requests per second for delegated leaves"
     )
@@ -83,6 +89,11 @@ class AuthServiceSettings:
             raise ConfigError(
                 f"auth_service.api_secret must be at least {MIN_API_SECRET_CHARS} characters "
                 "(LiveKit refuses shorter ones, and a short one can be guessed)"
+            )
+        if self.appservice_hs_token and len(self.appservice_hs_token) < MIN_API_SECRET_CHARS:
+            raise ConfigError(
+                f"auth_service.appservice_hs_token must be at least {MIN_API_SECRET_CHARS} "
+                "characters (`make appservice-registration` makes one)"
             )
         if "*" in self.full_access_homeservers and len(self.full_access_homeservers) > 1:
             raise ConfigError(

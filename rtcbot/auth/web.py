@@ -23,6 +23,7 @@ from ..context import BotContext
 from ..matrix.crypto_status import crypto_unavailable_reason
 from ..matrix.room_members import RoomMembers, joined_members_of
 from ..tasks import plugin_tasks
+from .homeserver_tokens import HomeserverTokens
 from .requests import RequestError, read_limited
 from .service import AuthService, Delegate
 
@@ -81,6 +82,7 @@ class WebEndpoints:
             room_members=RoomMembers(joined_members_of(ctx.client)),
             delegate=delegate,
         )
+        self.homeserver_tokens = HomeserverTokens(self.auth, ctx.user_id.partition(":")[2])
         self._health: tuple[float, int, dict[str, object]] | None = None
         self._health_lock = asyncio.Lock()
         self._seen_webhooks: dict[str, float] = {}  # sha256 of a verified body → until when
@@ -89,7 +91,7 @@ class WebEndpoints:
         await self.auth.close()
 
     def mount(self, app: web.UrlDispatcher) -> None:
-        for method, path, handler in self.auth.routes():
+        for method, path, handler in (*self.auth.routes(), *self.homeserver_tokens.routes()):
             app.add_route(method, path, handler)
         app.add_route("POST", "/sfu_webhook", self.sfu_webhook)
         app.add_route("GET", "/health", self.health)

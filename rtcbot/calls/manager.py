@@ -21,9 +21,9 @@ from ..context import BotContext
 from ..matrix.delayed_events import DelayedEvents, DelayedEventsSupport
 from ..matrix.permissions import check_call_permission, explain_bot
 from ..matrix.publisher import MembershipPublisher, PublishError, State
-from ..ports import CallObserver, TransportUrl
+from ..ports import CallObserver, HomeTransport
 from ..rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE
-from ..rtc.own_content import livekit_transport
+from ..rtc.own_content import transport_entry
 from ..rtc.session import CallEnded, CallEvent, CallStarted, RoomCalls
 from ..tasks import Hooks, Periodic
 from .clock import now_ms
@@ -49,7 +49,7 @@ class CallManager:
     def __init__(
         self,
         ctx: BotContext,
-        transport_url: TransportUrl,
+        home_transport: HomeTransport,
         *,
         clock: Callable[[], int] = now_ms,
         new_publisher: PublisherFactory | None = None,
@@ -57,7 +57,7 @@ class CallManager:
     ) -> None:
         self.ctx = ctx
         self.client = ctx.client
-        self.transport_url = transport_url
+        self.home_transport = home_transport
         self.clock = clock
         # The calls the bot means to be in, rejoined after a restart.
         self.own_calls = own_calls or OwnCallStore(ctx.db.db)
@@ -320,7 +320,7 @@ class CallManager:
             self.ctx.user_id,
             self.ctx.device_id,
             self.ctx.settings().membership,
-            [livekit_transport(await self.transport_url(), room_id)],
+            [transport_entry(await self.home_transport(), room_id)],
             self.ctx.logger("publisher"),
             max_delay_ms=support.max_delay_ms,
             delayed_events_usable=support.usable,

@@ -127,7 +127,7 @@ class CallKeys:
         """An authenticated `io.element.call.encryption_keys` (EncryptedToDevice subscriber)."""
         metrics = self.ctx.metrics.media_keys_received
         try:
-            msg = parse_key_message(event.content, event.sender)
+            msg = parse_key_message(event.content, event.sender, device_id=event.device_id)
         except KeyMessageError as e:
             metrics.labels("invalid").inc()
             self.log.warning(

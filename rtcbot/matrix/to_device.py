@@ -24,6 +24,15 @@ from mautrix.types import DecryptedOlmEvent, EventType, ToDeviceEvent
 CALL_ENCRYPTION_KEYS = EventType.find(
     "io.element.call.encryption_keys", t_class=EventType.Class.TO_DEVICE
 )
+# MSC4143 "current" media keys (matrix-rust-rtc; Element Call 0.30 receives them): no
+# `member`, the sending device is the one the Olm session authenticated.
+RTC_ENCRYPTION_KEY = EventType.find(
+    "org.matrix.msc4143.rtc.encryption_key", t_class=EventType.Class.TO_DEVICE
+)
+RTC_ENCRYPTION_KEY_STABLE = EventType.find(
+    "m.rtc.encryption_key", t_class=EventType.Class.TO_DEVICE
+)
+MEDIA_KEY_TYPES = (CALL_ENCRYPTION_KEYS, RTC_ENCRYPTION_KEY, RTC_ENCRYPTION_KEY_STABLE)
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,14 @@ class EncryptedToDevice:
 
     @event.on(CALL_ENCRYPTION_KEYS)  # type: ignore[arg-type]
     async def on_call_keys(self, evt: ToDeviceEvent) -> None:
+        await self.handle(evt)
+
+    @event.on(RTC_ENCRYPTION_KEY)  # type: ignore[arg-type]
+    async def on_rtc_key(self, evt: ToDeviceEvent) -> None:
+        await self.handle(evt)
+
+    @event.on(RTC_ENCRYPTION_KEY_STABLE)  # type: ignore[arg-type]
+    async def on_rtc_key_stable(self, evt: ToDeviceEvent) -> None:
         await self.handle(evt)
 
     async def handle(self, evt: ToDeviceEvent) -> VerifiedToDevice | None:

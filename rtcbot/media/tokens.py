@@ -32,7 +32,7 @@ from ..net.outbound import GuardedClient, OutboundRefused
 from ..net.own_token import note_sent
 from ..redaction import redact, shorten
 
-Via = Literal["get_token", "sfu_get", "local"]
+Via = Literal["get_token", "sfu_get", "local", "homeserver"]
 Role = Literal["recorder", "announcer"]
 SfuErrorKind = Literal[
     "unauthorised", "unreachable", "bad_request", "server_error", "bad_response", "not_found"

@@ -10,11 +10,13 @@ bot's state-event membership, /get_token if that is gone), a trusted one only
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from mautrix.api import Method
 from mautrix.api import Path as ApiPath
 
 from ..context import BotContext
+from ..media.homeserver_token_client import homeserver_access
 from ..media.tokens import (
     AuthServiceClient,
     Roles,
@@ -23,10 +25,27 @@ from ..media.tokens import (
     mint_local_token,
     update_live_grants,
 )
-from ..ports import CallDirectory, TransportUrl
+from ..ports import CallDirectory, HomeTransport
 from ..rtc.identity import livekit_room_alias, member_identity
+from ..rtc.member_fields import Transport
+from ..rtc.sfus import transports_by_key
+from ..rtc.trust import trusted_service
 from .errors import MediaError
 from .trusted_services import TrustedServices
+
+
+@dataclass(frozen=True)
+class _Foreign:
+    transport: Transport
+    server_name: str | None  # the homeserver whose SFU it is (None: the bot's own)
+
+    @property
+    def url(self) -> str | None:
+        return self.transport.url
+
+    @property
+    def key(self) -> str | None:
+        return self.transport.key
 
 
 class MediaAccess:
@@ -34,18 +53,20 @@ class MediaAccess:
         self,
         ctx: BotContext,
         calls: CallDirectory,
-        transport_url: TransportUrl,
+        home_transport: HomeTransport,
         livekit_url_of: Callable[[str], str | None],
     ) -> None:
         self.ctx = ctx
         self.calls = calls
-        self.transport_url = transport_url
+        self.home_transport = home_transport
         self.log = ctx.logger("media")
         # The LiveKit URL the bot's participant in a room is connected to, if it is.
         self.livekit_url_of = livekit_url_of
         self._auth = AuthServiceClient(ctx.http, log=self.log.getChild("auth_client"))
         # Where the bot's token may go; other SFUs' services through their own guarded pool.
-        self.trust = TrustedServices(ctx, transport_url, self.log.getChild("other_auth_client"))
+        self.trust = TrustedServices(
+            ctx, self.home_service_url, self.log.getChild("other_auth_client")
+        )
 
     async def close(self) -> None:
         await self.trust.close()
@@ -60,6 +81,16 @@ class MediaAccess:
             return mint_local_token(
                 lk, livekit_room_alias(room_id), self.identity(), roles, name=name
             )
+        home = await self.home_transport()
+        if home is not None and home.url:
+            try:
+                return await self._homeserver_access(home.url, room_id)
+            except SfuAuthError as e:
+                if e.kind != "not_found" or not home.livekit_service_url:
+                    raise
+                # A homeserver that advertises `url` without an endpoint behind it, and the
+                # deprecated service beside it: what Element Call ≤ 0.27 uses still works.
+                self.log.warning("%s Using livekit_service_url instead.", e.message)
         service = await self.home_service(room_id)
         if not service:
             raise MediaError(
@@ -69,18 +100,69 @@ class MediaAccess:
             )
         return await self._service_access(service, room_id, await self.trust.client_for(service))
 
+    async def home_service_url(self) -> str:
+        """The authorization service the bot's own transport names, "" when none."""
+        home = await self.home_transport()
+        return (home.livekit_service_url or "") if home else ""
+
+    async def trusted_sfus(self) -> list[str]:
+        """The services the bot's token may go to, and the SFUs by `url` it may connect to
+        for the homeserver's token: its own and `livekit.trusted_services`."""
+        home = await self.home_transport()
+        return [*(await self.trust.urls()), *([home.url] if home and home.url else [])]
+
+    async def home_key(self, room_id: str) -> str:
+        """What names the bot's own SFU in this room's call (rtc/member_fields `key`)."""
+        home = await self.home_transport()
+        return (home.key or "") if home else await self.home_service(room_id)
+
     async def home_service(self, room_id: str) -> str:
         """The authorization service of the bot's own transport in this room's call."""
-        own = await self.transport_url()
+        own = await self.home_service_url()
         return own or await self.trust.members_service((await self.calls.room(room_id)).call())
 
+    async def _homeserver_access(
+        self, sfu_url: str, room_id: str, server_name: str | None = None
+    ) -> SfuAccess:
+        # The bot's membership is a state event: its member id is `user:device`.
+        return await homeserver_access(
+            self.ctx.client,
+            sfu_url,
+            room_id,
+            self.ctx.device_id,
+            self.identity(),
+            server_name=server_name,
+            log=self.log,
+        )
+
     async def foreign_access(self, service: str, room_id: str) -> SfuAccess:
-        """A token from another SFU's service: only a trusted one, through the guarded
-        client (RecordingSfus checks first; this is the last gate before the token leaves)."""
+        """A token for another SFU: only a trusted one (RecordingSfus checks first; this is
+        the last gate). An SFU named by `url` gets its token from the bot's homeserver, with
+        the server name of a member who publishes there; else from its service, through the
+        guarded client."""
+        found = await self._transport_in_call(service, room_id)
+        if found is not None and found.url and service == found.key:
+            if trusted_service(found.url, await self.trusted_sfus()) is None:
+                raise SfuAuthError("unauthorised", None, "That SFU is not a trusted one.")
+            return await self._homeserver_access(found.url, room_id, found.server_name)
         url = await self.trust.check(service)
         if url is None:
             raise SfuAuthError("unauthorised", None, "That service is not a trusted one.")
         return await self._service_access(url, room_id, self.trust.auth)
+
+    async def _transport_in_call(self, key: str, room_id: str) -> _Foreign | None:
+        call = (await self.calls.room(room_id)).call()
+        if call is None:
+            return None
+        transport = transports_by_key(call.members.values()).get(key)
+        if transport is None:
+            return None
+        publishers = sorted(
+            m.user_id for m in call.members.values() if key in {t.key for t in m.transports}
+        )
+        server = publishers[0].partition(":")[2] if publishers else None
+        own = self.ctx.user_id.partition(":")[2]
+        return _Foreign(transport, None if server in (None, own) else server)
 
     async def _service_access(
         self, service: str, room_id: str, client: AuthServiceClient | None = None

@@ -11,7 +11,7 @@ from ..context import BotContext
 from ..media.frame_keys import FrameKeys
 from ..media.presence import Keyrings
 from ..media.recorder import Recorder, RecordingResult
-from ..ports import CallMembership, TransportUrl
+from ..ports import CallMembership, HomeTransport
 from ..rtc.identity import livekit_room_alias
 from .access import MediaAccess
 from .recovery import RecordingRecovery
@@ -28,7 +28,7 @@ class MediaSessions:
         self,
         ctx: BotContext,
         calls: CallMembership,
-        transport_url: TransportUrl,
+        home_transport: HomeTransport,
         *,
         keyrings: Keyrings | None = None,
         withheld_for: Callable[[str], Callable[[str], bool]] | None = None,
@@ -37,7 +37,7 @@ class MediaSessions:
         self.ctx = ctx
         self.log = ctx.logger("media")
         self.rooms: dict[str, RoomMedia] = {}
-        access = MediaAccess(ctx, calls, transport_url, self._livekit_url)
+        access = MediaAccess(ctx, calls, home_transport, self._livekit_url)
         recovery = RecordingRecovery(ctx)
         self.shared = MediaShared(
             ctx,
@@ -55,10 +55,10 @@ class MediaSessions:
             RecordingSfus(
                 ctx,
                 calls,
-                home_service=access.home_service,
+                home_service=access.home_key,
                 home_livekit=self._livekit_url,
                 access_at=access.foreign_access,
-                trusted=access.trust.urls,
+                trusted=access.trusted_sfus,
                 frame_keys=self._frame_keys,
                 log=self.log.getChild("sfus"),
             ),

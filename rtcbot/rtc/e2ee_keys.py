@@ -32,6 +32,8 @@ from typing import Any, Final
 from .session import CallMember
 
 KEY_EVENT_TYPE: Final = "io.element.call.encryption_keys"
+# MSC4143 "current" keys (matrix-rust-rtc; Element Call 0.30 receives them).
+CURRENT_KEY_EVENT_TYPES: Final = ("org.matrix.msc4143.rtc.encryption_key", "m.rtc.encryption_key")
 KEY_BYTES: Final = 16  # what js-sdk generates
 MAX_KEY_BYTES: Final = 64  # HKDF takes any length; EC sends 16, MSC4143's draft 32
 INDEX_COUNT: Final = 256  # key indexes 0–255: one byte in the frame trailer, EC's key ring
@@ -111,9 +113,26 @@ def _index(value: object) -> int:
     return index
 
 
-def parse_key_message(content: object, sender: str, *, room_id: str | None = None) -> KeyMessage:
-    """The message's content, validated; `room_id`: the room it must be for, if known.
-    Raises KeyMessageError."""
+def _key_of(content: Mapping[str, Any]) -> MediaKey:
+    # js-sdk 45 and MSC4143 "current" send `media_key`; `keys` is kept "for backwards
+    # compatibility" (ToDeviceKeyTransport): the new field first, as js-sdk 45 reads.
+    for name in ("media_key", "keys"):
+        found = content.get(name)
+        if isinstance(found, Mapping):
+            return MediaKey(_index(found.get("index")), decode_key(found.get("key")))
+    raise KeyMessageError("media_key (or keys) is missing or not an object")
+
+
+def parse_key_message(
+    content: object, sender: str, *, room_id: str | None = None, device_id: str | None = None
+) -> KeyMessage:
+    """The message's content, validated; `room_id`: the room it must be for, if known;
+    `device_id`: the sending device the Olm session authenticated (MSC4143 "current" keys
+    name no device: it comes from the decryption). Raises KeyMessageError.
+
+    Three shapes: js-sdk ≤ 44 (`keys`, `member.{id, claimed_device_id}`, `session`,
+    `sent_ts`), js-sdk 45 (adds `media_key` and `member_id`, drops `session` and `sent_ts`)
+    and MSC4143 current (`member_id`, `media_key`, `format`; no `member`)."""
     if not isinstance(content, Mapping):
         raise KeyMessageError("the content is not an object")
     room = content.get("room_id")
@@ -121,32 +140,38 @@ def parse_key_message(content: object, sender: str, *, room_id: str | None = Non
         raise KeyMessageError("room_id is missing")
     if room_id is not None and room != room_id:
         raise KeyMessageError("room_id is not this room")
-    keys = content.get("keys")
-    if not isinstance(keys, Mapping):
-        raise KeyMessageError("keys is missing or not an object")
-    key = decode_key(keys.get("key"))
-    index = _index(keys.get("index"))
+    key = _key_of(content)
     member = content.get("member")
-    if not isinstance(member, Mapping):
-        raise KeyMessageError("member is missing or not an object")
+    if member is not None and not isinstance(member, Mapping):
+        raise KeyMessageError("member is not an object")
+    member = member or {}
     device = member.get("claimed_device_id")
+    if device is None and "member" not in content:
+        device = device_id
     if not isinstance(device, str) or not device:
         raise KeyMessageError("member.claimed_device_id is missing")
-    member_id = member.get("id")
+    member_id = content.get("member_id")
+    if not isinstance(member_id, str) or not member_id:
+        member_id = member.get("id")
     if not isinstance(member_id, str) or not member_id:
         member_id = f"{sender}:{device}"
     sent = content.get("sent_ts")
     sent_ts = int(sent) if isinstance(sent, int | float) and not isinstance(sent, bool) else None
-    return KeyMessage(room, sender, device, member_id, MediaKey(index, key), sent_ts)
+    return KeyMessage(room, sender, device, member_id, key, sent_ts)
 
 
 def key_message_content(
     room_id: str, member_id: str, device_id: str, key: MediaKey, sent_ts: int
 ) -> dict[str, Any]:
-    """What the bot sends: exactly the fields of js-sdk's `ToDeviceKeyTransport.sendKey`."""
+    """What the bot sends: both shapes at once — js-sdk 45's `media_key`/`member_id` and the
+    fields of js-sdk ≤ 44's `ToDeviceKeyTransport.sendKey`, which js-sdk 45 still reads. The
+    member id is the bot's membership id (js-sdk 45 binds a key to it)."""
+    wire_key = {"index": key.index, "key": encode_key(key.key)}
     return {
-        "keys": {"index": key.index, "key": encode_key(key.key)},
+        "keys": wire_key,
+        "media_key": dict(wire_key),
         "room_id": room_id,
+        "member_id": member_id,
         "member": {"claimed_device_id": device_id, "id": member_id},
         "session": {"call_id": "", "application": "m.call", "scope": "m.room"},
         "sent_ts": sent_ts,

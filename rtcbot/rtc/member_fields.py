@@ -25,6 +25,18 @@ class Transport:
     livekit_service_url: str | None
     livekit_alias: str | None
     raw: Mapping[str, Any] = field(compare=False, repr=False)
+    # The SFU's WebSocket URL (Synapse ≥ 1.161, MSC4512): its token comes from the
+    # homeserver's `rtc/livekit/get_token`, not from `livekit_service_url`'s OpenID flow.
+    url: str | None = None
+
+    @property
+    def key(self) -> str | None:
+        """What names this SFU: its `url` where present (EC ≥ 0.28 keys SFUs by it), else
+        its authorization service; None for a transport that is neither."""
+        if self.type != "livekit":
+            return None
+        found = self.url or self.livekit_service_url
+        return found.rstrip("/") if found else None
 
 
 class Invalid(Exception):
@@ -77,13 +89,15 @@ def is_user_id(value: object) -> TypeGuard[str]:
 def parse_transport(value: object, where: str) -> Transport:
     if not isinstance(value, Mapping) or not isinstance(value.get("type"), str):
         raise Invalid(f"{where} entries must be objects with a string type")
-    url = value.get("livekit_service_url")
+    service = value.get("livekit_service_url")
     alias = value.get("livekit_alias")
+    sfu = value.get("url")
     return Transport(
         type=value["type"],
-        livekit_service_url=url if isinstance(url, str) else None,
+        livekit_service_url=service if isinstance(service, str) and service else None,
         livekit_alias=alias if isinstance(alias, str) else None,
         raw=MappingProxyType(dict(value)),
+        url=sfu if isinstance(sfu, str) and sfu.startswith(("ws://", "wss://")) else None,
     )
 
 

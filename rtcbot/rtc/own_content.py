@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .identity import legacy_identity
+from .member_fields import Transport
 from .membership import DEFAULT_EXPIRES_MS
 from .state_keys import CALL_APPLICATION
 
@@ -16,6 +17,21 @@ def livekit_transport(service_url: str, alias: str | None = None) -> dict[str, A
     if alias is not None:
         transport["livekit_alias"] = alias
     return transport
+
+
+def transport_entry(transport: Transport | None, alias: str | None = None) -> dict[str, Any]:
+    """The bot's `foci_preferred` entry for its transport: the fields it was advertised with
+    (`url`, `livekit_service_url` or both), so that each client takes the one it speaks."""
+    if transport is None:
+        return livekit_transport("", alias)
+    entry: dict[str, Any] = {"type": "livekit"}
+    if transport.url:
+        entry["url"] = transport.url
+    if transport.livekit_service_url or not transport.url:
+        entry["livekit_service_url"] = transport.livekit_service_url or ""
+    if alias is not None:
+        entry["livekit_alias"] = alias
+    return entry
 
 
 def session_content(

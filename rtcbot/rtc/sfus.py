@@ -28,11 +28,25 @@ def service_key(url: str) -> str:
     return url.rstrip("/")
 
 
+def first_livekit(transports: Iterable[Transport]) -> Transport | None:
+    """The first LiveKit transport with a `url` or a service URL (what EC publishes on)."""
+    return next((t for t in transports if t.key), None)
+
+
 def _first_livekit(transports: Iterable[Transport]) -> str | None:
-    for t in transports:
-        if t.type == "livekit" and t.livekit_service_url:
-            return service_key(t.livekit_service_url)
-    return None
+    found = first_livekit(transports)
+    return found.key if found else None
+
+
+def transports_by_key(members: Iterable[_Member]) -> dict[str, Transport]:
+    """Each SFU's key (rtc/member_fields.py `Transport.key`) → the transport that named it
+    first, oldest member first: how to reach an SFU that `publishers_by_service` lists."""
+    found: dict[str, Transport] = {}
+    for m in sorted(members, key=lambda m: (m.since_ms, m.membership.user_id)):
+        t = first_livekit(m.membership.transports)
+        if t is not None and t.key is not None:
+            found.setdefault(t.key, t)
+    return found
 
 
 def _oldest_only(m: Membership) -> bool:
@@ -41,8 +55,8 @@ def _oldest_only(m: Membership) -> bool:
 
 
 def publishers_by_service(members: Iterable[_Member]) -> dict[str, set[str]]:
-    """Service URL → the LiveKit identities of the members who publish there, oldest
-    member's service first. On another SFU only these identities are the members' own: any
+    """SFU key (its `url`, else its service URL) → the LiveKit identities of the members who
+    publish there, oldest member's first. On another SFU only these identities are the members' own: any
     other participant there is whoever that SFU's operator says it is."""
     ordered = sorted(members, key=lambda m: (m.since_ms, m.membership.user_id))
     oldest = next((u for m in ordered if (u := _first_livekit(m.membership.transports))), None)

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+# ws/wss: an SFU named by `url` (its token comes from the homeserver, not from a service).
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
 def canonical_service(url: str) -> str | None:

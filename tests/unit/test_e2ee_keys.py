@@ -97,15 +97,69 @@ def test_keys_are_written_as_js_sdk_writes_them() -> None:
 
 def test_sent_content_is_read_back() -> None:
     content = key_message_content(ROOM, "@bot:hs:BOTDEV", "BOTDEV", MediaKey(7, KEY16), T0)
+    # Both shapes at once: js-sdk 45's media_key/member_id and js-sdk 43's fields.
     assert content == {
         "keys": {"index": 7, "key": encode_key(KEY16)},
+        "media_key": {"index": 7, "key": encode_key(KEY16)},
         "room_id": ROOM,
+        "member_id": "@bot:hs:BOTDEV",
         "member": {"claimed_device_id": "BOTDEV", "id": "@bot:hs:BOTDEV"},
         "session": {"call_id": "", "application": "m.call", "scope": "m.room"},
         "sent_ts": T0,
     }
     back = parse_key_message(content, "@bot:hs")
     assert back.key == MediaKey(7, KEY16) and back.device_id == "BOTDEV"
+    assert back.member_id == "@bot:hs:BOTDEV"
+
+
+KEY32 = bytes(range(32))
+
+
+def js_sdk_45(deprecated: bool = True) -> dict[str, Any]:
+    """js-sdk 45 (#5619) ToDeviceKeyTransport.sendKey: `media_key` and `member_id`; `keys`
+    and `member.id` "Deprecated but still sent for backwards compatibility"; no `session`,
+    no `sent_ts` (forward-compat-2026-12.md §1.4)."""
+    content: dict[str, Any] = {
+        "room_id": ROOM,
+        "member_id": "m-45",
+        "media_key": {"index": 3, "key": encode_key(KEY16)},
+        "member": {"claimed_device_id": "ALICEDEV"},
+    }
+    if deprecated:
+        content["keys"] = {"index": 3, "key": encode_key(KEY16)}
+        content["member"]["id"] = "m-45"
+    return content
+
+
+@pytest.mark.parametrize("deprecated", [True, False])
+def test_js_sdk_45_keys_are_read(deprecated: bool) -> None:
+    msg = parse_key_message(js_sdk_45(deprecated), ALICE, room_id=ROOM)
+    assert (msg.device_id, msg.member_id, msg.key) == ("ALICEDEV", "m-45", MediaKey(3, KEY16))
+    assert msg.sent_ts is None
+
+
+def test_media_key_wins_over_the_deprecated_keys() -> None:
+    content = js_sdk_45() | {"keys": {"index": 9, "key": encode_key(KEY32)}}
+    assert parse_key_message(content, ALICE).key == MediaKey(3, KEY16)
+
+
+def test_an_msc4143_current_key_takes_its_device_from_the_olm_session() -> None:
+    # matrix-rust-rtc `org.matrix.msc4143.rtc.encryption_key`: 32-byte key, format 0, no
+    # member (compat/sticky_2025.rs, "MSC4143 today").
+    content = {
+        "room_id": ROOM,
+        "member_id": "rust-member",
+        "media_key": {"index": 0, "key": encode_key(KEY32)},
+        "format": 0,
+    }
+    msg = parse_key_message(content, ALICE, room_id=ROOM, device_id="RUSTDEV")
+    assert (msg.device_id, msg.member_id, msg.key) == (
+        "RUSTDEV",
+        "rust-member",
+        MediaKey(0, KEY32),
+    )
+    with pytest.raises(KeyMessageError, match="claimed_device_id"):
+        parse_key_message(content, ALICE)  # no authenticated device: nothing to bind it to
 
 
 @pytest.mark.parametrize("index", [0, 1, 254, 255, 255.0])
@@ -120,8 +174,8 @@ BAD: list[tuple[Any, str]] = [
     (ec_content(room_id=None), "room_id"),
     (ec_content(room_id=""), "room_id"),
     (ec_content(room_id="!other:example.org"), "not this room"),
-    (ec_content(keys=None), "keys is missing"),
-    (ec_content(keys=[0, "x"]), "keys is missing"),
+    (ec_content(keys=None), r"keys\) is missing"),
+    (ec_content(keys=[0, "x"]), r"keys\) is missing"),
     (ec_content(keys={"index": 0}), "keys.key"),
     (ec_content(keys={"index": 0, "key": ""}), "keys.key"),
     (ec_content(keys={"index": 0, "key": 12}), "keys.key"),
@@ -135,7 +189,7 @@ BAD: list[tuple[Any, str]] = [
     (ec_content(keys={"index": 1.5, "key": encode_key(KEY16)}), "whole number"),
     (ec_content(keys={"index": -1, "key": encode_key(KEY16)}), "outside 0–255"),
     (ec_content(keys={"index": 256, "key": encode_key(KEY16)}), "outside 0–255"),
-    (ec_content(member=None), "member is missing"),
+    (ec_content(member=None), "claimed_device_id is missing"),
     (ec_content(member={"id": "x"}), "claimed_device_id"),
     (ec_content(member={"claimed_device_id": ""}), "claimed_device_id"),
 ]

@@ -164,8 +164,8 @@ async def test_a_members_service_that_hangs_leaves_the_matrix_clients_connection
             "expires_in": 3600,
         }
 
-    async def no_transport() -> str:
-        return ""
+    async def no_transport() -> None:
+        return None
 
     member = SimpleNamespace(
         since_ms=1,
