@@ -10,7 +10,7 @@ SYN_STAMP := $(SYN_VENV)/.installed-$(shell sha1sum requirements-synapse.txt | c
 NETWORK ?= $(shell [ "$$(id -u)" = 0 ] && command -v ip >/dev/null && echo isolated || echo host)
 NETNS := $(if $(filter isolated,$(NETWORK)),$(PY) -m rtcbot_stack.netns --,)
 
-.PHONY: setup run test unit lint build release clean livekit-server system-packages browser-tests chromium
+.PHONY: setup run test unit lint build release clean livekit-server system-packages browser-tests chromium appservice-registration
 
 setup: $(STAMP) $(SYN_STAMP) livekit-server system-packages browser-tests
 
@@ -82,6 +82,11 @@ release: $(STAMP)
 	find rtcbot -name __pycache__ -type d -prune -exec rm -rf {} +
 	$(PY) -m rtcbot_stack.release
 	cd build/release && sha256sum -c *.sha256
+
+# rtcbot's MSC4512 application service registration (url transports): PROXY_URL is the
+# plugin's web base, e.g. https://maubot.example.org/_matrix/maubot/plugin/rtcbot
+appservice-registration: $(STAMP)
+	$(PY) -m rtcbot_stack.appservice --proxy-url "$(PROXY_URL)"
 
 clean:
 	rm -rf .stack build

@@ -35,6 +35,10 @@ class SynapseOptions:
     # The MatrixRTC authorization service URL advertised as transport / rtc_foci.
     livekit_service_url: str | None = None
     livekit_sfu_url: str | None = None
+    # `url` in the advertised transport (Synapse ≥ 1.161), beside or instead of the service.
+    advertise_sfu_url: bool = False
+    # MSC4512: application service registrations (files) whose proxy Synapse serves.
+    appservice_files: tuple[str, ...] = ()
 
 
 def homeserver_config(data_dir: Path, opts: SynapseOptions) -> dict[str, Any]:
@@ -75,13 +79,17 @@ def homeserver_config(data_dir: Path, opts: SynapseOptions) -> dict[str, Any]:
     }
     if opts.max_delay:
         cfg["max_event_delay_duration"] = opts.max_delay
+    transport: dict[str, Any] = {"type": "livekit"}
+    if opts.advertise_sfu_url and opts.livekit_sfu_url:
+        transport["url"] = opts.livekit_sfu_url
     if opts.livekit_service_url:
-        transport: dict[str, Any] = {
-            "type": "livekit",
-            "livekit_service_url": opts.livekit_service_url,
-        }
+        transport["livekit_service_url"] = opts.livekit_service_url
+    if len(transport) > 1:
         cfg["matrix_rtc"] = {"transports": [transport]}
         cfg["extra_well_known_client_content"] = {"org.matrix.msc4143.rtc_foci": [transport]}
+    if opts.appservice_files:
+        cfg["app_service_config_files"] = list(opts.appservice_files)
+        cfg["experimental_features"]["msc4512_enabled"] = True
     for key in (
         "rc_message",
         "rc_registration",

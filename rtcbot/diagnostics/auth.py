@@ -19,6 +19,7 @@ from ..rtc.identity import (
     livekit_identity,
     livekit_room_alias,
 )
+from ..rtc.sfus import same_sfu
 from .probe import Probe, RunState
 from .pure_checks import check_jwt_claims
 from .report import (
@@ -223,6 +224,21 @@ async def _openid(
         return None
     run.secrets.add(access.jwt)
     endpoint = "/get_token" if access.via == "get_token" else "/sfu/get"
+    if run.sfu_url and not same_sfu(run.sfu_url, access.url):
+        run.put(
+            Check(
+                OPENID,
+                WARN,
+                f"the service's token is for {access.url}, but the transport's `url` is "
+                f"{run.sfu_url}",
+                cause="`url` and `livekit_service_url` name different SFUs: Element Call ≥ "
+                "0.28 joins on the `url` one, older clients and Element X on the service's; "
+                "the two groups will not see or hear each other.",
+                fix="Point both at the same SFU (the service's `livekit_url` = the transport's "
+                "`url`).",
+            )
+        )
+        return access
     run.put(
         Check(
             OPENID,

@@ -10,10 +10,14 @@ import aiohttp
 from mautrix.api import Method
 from mautrix.errors import MatrixRequestError
 
-from ..matrix.transports import RTC_FOCI_KEY, TRANSPORTS_PATH, first_livekit_url
+from ..matrix.transports import RTC_FOCI_KEY, TRANSPORTS_PATH, first_livekit, first_livekit_url
+from ..media.homeserver_token_client import homeserver_access
+from ..media.tokens import SfuAuthError
+from ..rtc.member_fields import Transport
 from .probe import Probe, RunState
 from .report import (
     FAIL,
+    HS_TOKENS,
     OK,
     TRANSPORT_FIX,
     TRANSPORTS,
@@ -39,9 +43,10 @@ async def _discover(probe: Probe, run: RunState) -> None:
         run.service_url = configured
         run.service_source = "the bot's config (livekit.service_url)"
         run.discovery_done.set()
-    (t_url, t_check), (w_url, w_check, w_where) = await asyncio.gather(
+    (t_url, t_check, advertised), (w_url, w_check, w_where) = await asyncio.gather(
         _transports(probe), _well_known(probe)
     )
+    run.sfu_url = advertised.url if advertised else None
     if not configured and (t_url or w_url):
         run.service_url = t_url or w_url
         run.service_source = "the transports endpoint" if t_url else "the well-known rtc_foci"
@@ -99,53 +104,82 @@ async def _discover(probe: Probe, run: RunState) -> None:
         t_check = replace(t_check, details=(*t_check.details, extra))
     run.put(t_check)
     run.put(w_check)
+    await homeserver_tokens(probe, run, advertised)
 
 
-async def _transports(probe: Probe) -> tuple[str | None, Check]:
+async def _transports(probe: Probe) -> tuple[str | None, Check, Transport | None]:
     try:
         resp = await probe.matrix(Method.GET, TRANSPORTS_PATH)
     except MatrixRequestError as e:
         if e.http_status == 404 or e.errcode == "M_UNRECOGNIZED":
-            return None, Check(
-                TRANSPORTS,
-                WARN,
-                "not served by the homeserver (404)",
-                cause="MSC4143 is off (`experimental_features.msc4143_enabled`).",
-                fix=TRANSPORT_FIX,
-                details=(f"GET {TRANSPORTS_PATH} → {matrix_error(e)}",),
+            return (
+                None,
+                Check(
+                    TRANSPORTS,
+                    WARN,
+                    "not served by the homeserver (404)",
+                    cause="MSC4143 is off (`experimental_features.msc4143_enabled`).",
+                    fix=TRANSPORT_FIX,
+                    details=(f"GET {TRANSPORTS_PATH} → {matrix_error(e)}",),
+                ),
+                None,
             )
-        return None, Check(
-            TRANSPORTS,
-            FAIL,
-            f"the homeserver answered {e.http_status}",
-            cause=matrix_error(e),
-            fix="Check the homeserver's logs.",
+        return (
+            None,
+            Check(
+                TRANSPORTS,
+                FAIL,
+                f"the homeserver answered {e.http_status}",
+                cause=matrix_error(e),
+                fix="Check the homeserver's logs.",
+            ),
+            None,
         )
     except (TimeoutError, aiohttp.ClientError) as e:
-        return None, Check(
-            TRANSPORTS,
-            FAIL,
-            "no answer from the homeserver",
-            cause=matrix_error(e),
-            fix="Check that the homeserver is up and reachable from the bot.",
+        return (
+            None,
+            Check(
+                TRANSPORTS,
+                FAIL,
+                "no answer from the homeserver",
+                cause=matrix_error(e),
+                fix="Check that the homeserver is up and reachable from the bot.",
+            ),
+            None,
         )
     entries = resp.get("rtc_transports") if isinstance(resp, dict) else None
-    url = first_livekit_url(entries)
+    advertised = first_livekit(entries)
+    url = advertised.livekit_service_url if advertised else None
     listed = tuple(
         f"{t.get('type')}: {t.get('livekit_service_url') or t.get('url') or '?'}"
         for t in (entries or [])
         if isinstance(t, dict)
     )
     if url:
-        return url, Check(TRANSPORTS, OK, f"advertises {url}", details=listed)
-    return None, Check(
-        TRANSPORTS,
-        WARN,
-        "served, but lists no LiveKit transport",
-        cause="`matrix_rtc.transports` in homeserver.yaml is empty or has no livekit entry "
-        "with a `livekit_service_url`.",
-        fix=TRANSPORT_FIX,
-        details=listed or ("answer: {}",),
+        return url, Check(TRANSPORTS, OK, f"advertises {url}", details=listed), advertised
+    if advertised is not None and advertised.url:
+        return (
+            None,
+            Check(
+                TRANSPORTS,
+                OK,
+                f"advertises the SFU {advertised.url} (`url`; tokens from the homeserver)",
+                details=listed,
+            ),
+            advertised,
+        )
+    return (
+        None,
+        Check(
+            TRANSPORTS,
+            WARN,
+            "served, but lists no LiveKit transport",
+            cause="`matrix_rtc.transports` in homeserver.yaml is empty or has no livekit entry "
+            "with a `url` or a `livekit_service_url`.",
+            fix=TRANSPORT_FIX,
+            details=listed or ("answer: {}",),
+        ),
+        None,
     )
 
 
@@ -191,3 +225,64 @@ async def _fetch_well_known(probe: Probe, base: str) -> tuple[str | None, str]:
         return None, "not a JSON object"
     url = first_livekit_url(data.get(RTC_FOCI_KEY))
     return url, (f"rtc_foci → {url}" if url else "no livekit rtc_foci")
+
+
+async def homeserver_tokens(probe: Probe, run: RunState, transport: Transport | None) -> None:
+    """The 2026 failure modes of `url` transports (Synapse ≥ 1.161, MSC4512), in plain words:
+    `url` with nothing behind the homeserver's token endpoint; only the deprecated field."""
+    if transport is None:
+        return
+    if not transport.url:
+        run.put(
+            Check(
+                HS_TOKENS,
+                WARN,
+                "the homeserver advertises only the deprecated `livekit_service_url`",
+                cause="Synapse ≥ 1.161 deprecates it for `url`. Every client still uses it "
+                "today (through OpenID), so calls work.",
+                fix="When you add `url` to the transport, put a token service behind the "
+                "homeserver first (MSC4512: `make appservice-registration`, docs/DEPLOYMENT.md) "
+                "and keep `livekit_service_url` beside it for Element X and older clients.",
+            )
+        )
+        return
+    try:
+        access = await homeserver_access(
+            probe.ctx.client, transport.url, run.room_id, probe.ctx.device_id, probe.member_id
+        )
+    except SfuAuthError as e:
+        fallback = transport.livekit_service_url
+        run.put(
+            Check(
+                HS_TOKENS,
+                WARN if fallback and e.kind == "not_found" else FAIL,
+                f"`url` advertised ({transport.url}), but rtc/livekit/get_token "
+                + ("answers 404" if e.kind == "not_found" else f"fails ({e.status or e.kind})"),
+                cause=(
+                    "Nothing issues tokens for it: Element Call ≥ 0.28 asks there whenever a "
+                    "transport has `url`, and its publishers never fall back, so they cannot "
+                    "join. "
+                    + (
+                        "Older clients and the bot still use `livekit_service_url`."
+                        if fallback
+                        else "Nothing else is advertised, so no client can join."
+                    )
+                )
+                if e.kind == "not_found"
+                else e.message,
+                fix="Set `experimental_features: {msc4512_enabled: true}` in homeserver.yaml and "
+                "register a token service with `io.element.msc4512.proxy_prefix: rtc/livekit` "
+                "(rtcbot's own: `make appservice-registration` and `auth_service."
+                "appservice_hs_token`; docs/DEPLOYMENT.md).",
+            )
+        )
+        return
+    run.secrets.add(access.jwt)
+    run.put(
+        Check(
+            HS_TOKENS,
+            OK,
+            f"issued the bot a token for {transport.url}",
+            details=(f"LiveKit room {access.room}, identity {access.identity}",),
+        )
+    )

@@ -48,6 +48,7 @@ class RunState:
     discovery_done: asyncio.Event = field(default_factory=asyncio.Event)
     service_url: str | None = None
     service_source: str = ""
+    sfu_url: str | None = None  # the advertised transport's `url`, if it has one
 
     def put(self, check: Check) -> None:
         self.results[check.name] = check

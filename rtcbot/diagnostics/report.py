@@ -29,6 +29,7 @@ DELAYED = "Delayed events"
 ROUND_TRIP = "Delayed-event round trip"
 TRANSPORTS = "Transports endpoint"
 WELL_KNOWN = "Well-known rtc_foci"
+HS_TOKENS = "Homeserver token endpoint"
 AUTH_HEALTH = "Authorization service"
 AUTH_ENDPOINTS = "Token endpoints"
 OPENID = "OpenID round trip"
@@ -48,6 +49,7 @@ LINES: Final = (
     ROUND_TRIP,
     TRANSPORTS,
     WELL_KNOWN,
+    HS_TOKENS,
     AUTH_HEALTH,
     AUTH_ENDPOINTS,
     OPENID,

@@ -77,7 +77,7 @@ GROUPS: Final[tuple[tuple[tuple[str, ...], float, GroupFn], ...]] = (
     ((DELAYED,), 5, delayed.delayed_support),
     ((STICKY,), 5, clock_ghosts.sticky_events),
     ((ROUND_TRIP,), 8, delayed.round_trip),
-    ((TRANSPORTS, WELL_KNOWN), 5, discovery.discovery),
+    ((TRANSPORTS, WELL_KNOWN), 6, discovery.discovery),
     ((AUTH_HEALTH, AUTH_ENDPOINTS, OPENID, JWT, SFU), 9, auth.authorization),
     ((PERM_BOT, PERM_MEMBERS), 5, permissions.call_permissions),
     ((STATE_KEY, OWN_MEMBERSHIP), 6, own_membership.own_key_and_membership),

@@ -27,8 +27,18 @@ _CONNECT = {
 }
 
 
+_HOMESERVER = {
+    "not_found": "my homeserver advertises its SFU by `url`, but nothing answers its "
+    "rtc/livekit/get_token (404): it needs an MSC4512 token service behind it (an admin "
+    "can run the diag command)",
+    "unauthorised": "my homeserver refused me a token for this call's SFU (the log says more)",
+}
+
+
 def room_sentence(e: BaseException) -> str:
     """Why the bot could not join, for the room: never the server's own words."""
+    if isinstance(e, SfuAuthError) and e.homeserver and e.kind in _HOMESERVER:
+        return _HOMESERVER[e.kind]
     if isinstance(e, SfuAuthError):
         return _AUTH.get(e.kind, "the authorization service failed")
     if isinstance(e, SfuConnectError):

@@ -38,6 +38,7 @@ def _refusal(e: MatrixRequestError) -> SfuAuthError:
             "{msc4512_enabled: true}` and an application service with `io.element.msc4512."
             "proxy_prefix: rtc/livekit`, e.g. rtcbot's, see docs/DEPLOYMENT.md).",
             errcode=e.errcode,
+            homeserver=True,
         )
     if status in (401, 403):
         return SfuAuthError(
@@ -45,6 +46,7 @@ def _refusal(e: MatrixRequestError) -> SfuAuthError:
             status,
             f"{ENDPOINT} refused the bot ({status}: {detail}).",
             errcode=e.errcode,
+            homeserver=True,
         )
     if status >= 500 or status == 429:
         return SfuAuthError(
@@ -52,12 +54,14 @@ def _refusal(e: MatrixRequestError) -> SfuAuthError:
             status,
             f"{ENDPOINT} failed ({status}: {detail}); it may work if tried again.",
             errcode=e.errcode,
+            homeserver=True,
         )
     return SfuAuthError(
         "bad_request",
         status,
         f"{ENDPOINT} rejected the request ({status}: {detail}).",
         errcode=e.errcode,
+        homeserver=True,
     )
 
 
@@ -87,16 +91,24 @@ async def homeserver_access(
         raise _refusal(e) from None
     except (MatrixConnectionError, aiohttp.ClientError, TimeoutError) as e:
         raise SfuAuthError(
-            "unreachable", None, f"Could not reach {ENDPOINT}: {type(e).__name__}."
+            "unreachable",
+            None,
+            f"Could not reach {ENDPOINT}: {type(e).__name__}.",
+            homeserver=True,
         ) from None
     jwt = answer.get("jwt") if isinstance(answer, dict) else None
     if not isinstance(jwt, str) or not jwt:
-        raise SfuAuthError("bad_response", 200, f"{ENDPOINT} answered without a jwt.")
+        raise SfuAuthError(
+            "bad_response", 200, f"{ENDPOINT} answered without a jwt.", homeserver=True
+        )
     try:
         access = access_from_jwt(sfu_url, jwt, "homeserver")
     except (JwtDecodeError, ValueError) as e:
         raise SfuAuthError(
-            "bad_response", 200, f"{ENDPOINT} returned a token that cannot be used: {e}"
+            "bad_response",
+            200,
+            f"{ENDPOINT} returned a token that cannot be used: {e}",
+            homeserver=True,
         ) from None
     (log or logging.getLogger(__name__)).debug(
         "Got SFU access in %s from the homeserver (LiveKit room %s)", room_id, access.room

@@ -75,8 +75,11 @@ class SfuAuthError(Exception):
         message: str,
         *,
         errcode: str | None = None,
+        homeserver: bool = False,
     ) -> None:
         super().__init__(message)
+        # From the homeserver's rtc/livekit/get_token (a `url` transport), not a service.
+        self.homeserver = homeserver
         self.kind: SfuErrorKind = kind
         self.status = status
         self.message = message

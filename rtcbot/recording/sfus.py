@@ -31,7 +31,7 @@ from ..media.participant import Participant, SfuConnectError
 from ..media.recorder import Recorder
 from ..media.tokens import SfuAccess, SfuAuthError
 from ..ports import CallDirectory
-from ..rtc.sfus import publishers_by_service, service_key
+from ..rtc.sfus import publishers_by_service, same_sfu, service_key
 from ..rtc.trust import trusted_service
 
 AccessAt = Callable[[str, str], Awaitable[SfuAccess]]  # (service URL, room) → token
@@ -41,16 +41,6 @@ UNTRUSTED = (
     "don't connect there"
 )
 UNREACHABLE = "publish their audio on another server, and I could not connect there"
-
-
-def same_sfu(a: str, b: str) -> bool:
-    """Two LiveKit URLs of one server (ws/wss/http/https and a trailing slash aside)."""
-
-    def norm(url: str) -> tuple[str, str]:
-        parts = urlsplit(url)
-        return parts.netloc.lower(), parts.path.rstrip("/")
-
-    return norm(a) == norm(b)
 
 
 def service_name(url: str) -> str:

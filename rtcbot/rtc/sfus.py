@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from .member_fields import Transport
 from .membership import Membership
@@ -21,6 +22,16 @@ class _Member(Protocol):
     def since_ms(self) -> int: ...
     @property
     def membership(self) -> Membership: ...
+
+
+def same_sfu(a: str, b: str) -> bool:
+    """Two LiveKit URLs of one server (ws/wss/http/https and a trailing slash aside)."""
+
+    def norm(url: str) -> tuple[str, str]:
+        parts = urlsplit(url)
+        return parts.netloc.lower(), parts.path.rstrip("/")
+
+    return norm(a) == norm(b)
 
 
 def service_key(url: str) -> str:
