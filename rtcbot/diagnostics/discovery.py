@@ -47,12 +47,15 @@ async def _discover(probe: Probe, run: RunState) -> None:
         _transports(probe), _well_known(probe)
     )
     run.sfu_url = advertised.url if advertised else None
+    # A transport with only `url` counts as advertised for what follows (its own line,
+    # homeserver_tokens, says whether anything issues tokens for it).
+    t_found = t_url or run.sfu_url
     if not configured and (t_url or w_url):
         run.service_url = t_url or w_url
         run.service_source = "the transports endpoint" if t_url else "the well-known rtc_foci"
     run.discovery_done.set()
 
-    if t_url is None and t_check.status != FAIL and w_url:
+    if not t_found and t_check.status != FAIL and w_url:
         t_check = Check(
             TRANSPORTS,
             WARN,
@@ -62,7 +65,7 @@ async def _discover(probe: Probe, run: RunState) -> None:
             fix=t_check.fix,
             details=t_check.details,
         )
-    elif t_url is None and not w_url:
+    elif not t_found and not w_url:
         t_check = Check(
             TRANSPORTS,
             FAIL,
@@ -86,12 +89,12 @@ async def _discover(probe: Probe, run: RunState) -> None:
     elif not w_url:
         w_check = Check(
             WELL_KNOWN,
-            WARN if t_url else FAIL,
+            WARN if t_found else FAIL,
             w_check.summary,
             cause=w_check.cause
             + (
                 " Only older clients (and Element X as a fallback) need it."
-                if t_url
+                if t_found
                 else " Nothing else advertises one either."
             ),
             fix="Add `org.matrix.msc4143.rtc_foci: [{type: livekit, livekit_service_url: "

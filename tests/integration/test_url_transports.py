@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from rtcbot_stack.ports import free_port
 
+from rtcbot.diagnostics.report import HS_TOKENS, TRANSPORTS
 from rtcbot.rtc.identity import legacy_identity, livekit_room_alias
 from rtcbot_stack.appservice import new_tokens, registration
-from rtcbot_stack.stack import Stack
+from rtcbot_stack.stack import Stack, free_port
 from rtcbot_stack.synapse import Synapse, SynapseOptions
 from tests.integration.test_call_media import download
+from tests.integration.test_diagnostics import diag
 from tests.stack.eventually import eventually
 from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body
 from tests.stack.peers import dominant_frequency
@@ -154,6 +155,10 @@ async def test_on_a_url_only_homeserver_the_bot_records_and_announces_via_its_ho
     samples, rate = sf.read(io.BytesIO(await download(user, evt["content"]["url"])), dtype="int16")
     assert abs(dominant_frequency(samples[-rate:], rate) - 440) < 10
 
+    report = await diag(user, room, bot_id, timeout=60)
+    assert report.status(HS_TOKENS) == "ok", report.body
+    assert "issued the bot a token for ws://" in report.text(HS_TOKENS), report.body
+
 
 @pytest.mark.parametrize("url_server", [("urlnoas", False)], indirect=True)
 async def test_url_without_a_token_endpoint_is_explained(
@@ -167,6 +172,9 @@ async def test_url_without_a_token_endpoint_is_explained(
     text = body(reply)
     assert "rtc/livekit/get_token" in text and "404" in text, text
     assert "msc4512" in text.lower(), text
-    diag = await user.command(room, "!call diag", bot_id, timeout=60)
-    text = body(diag)
-    assert "`url`" in text and "404" in text, text
+    report = await diag(user, room, bot_id, timeout=60)
+    assert report.status(HS_TOKENS) == "fail", report.body
+    line = report.text(HS_TOKENS)
+    assert "url advertised" in line and "answers 404" in line, line
+    assert "publishers never fall back" in line and "msc4512_enabled" in line, line
+    assert report.status(TRANSPORTS) == "ok", report.body
