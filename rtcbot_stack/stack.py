@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import http
+from .appservice import registration
 from .build import build_mbp
 from .crypto import RECOVERY_KEY, ensure_cross_signed
 from .livekit import LiveKit, LiveKitOptions
@@ -76,6 +77,9 @@ def _new_secrets() -> dict[str, str]:
         "bot_password": secrets.token_urlsafe(12),
         "demo_password": secrets.token_urlsafe(9),
         "crypto_pickle_key": secrets.token_urlsafe(24),
+        # rtcbot's MSC4512 application service (the homeserver's rtc/livekit/get_token).
+        "appservice_hs_token": secrets.token_urlsafe(32),
+        "appservice_as_token": secrets.token_urlsafe(32),
     }
 
 
@@ -116,6 +120,21 @@ class Stack:
         maubot_url = f"http://127.0.0.1:{ports['maubot']}"
         self.auth_service_url = f"{maubot_url}/_matrix/maubot/plugin/{INSTANCE_ID}"
         node_ip = settings.netns.node_ip if settings.netns else (settings.node_ip or "127.0.0.1")
+        # Synapse ≥ 1.161 as a 2026 site runs it: the transport names the SFU by `url` and
+        # the deprecated service beside it, and rtcbot's service answers the homeserver's
+        # rtc/livekit/get_token as an MSC4512 application service.
+        registration_file = state / "synapse" / "rtcbot-appservice.yaml"
+        registration_file.parent.mkdir(parents=True, exist_ok=True)
+        registration_file.touch(mode=0o600)
+        registration_file.write_text(
+            json.dumps(
+                registration(
+                    self.auth_service_url,
+                    hs_token=self.secrets["appservice_hs_token"],
+                    as_token=self.secrets["appservice_as_token"],
+                )
+            )
+        )
         self.synapse = Synapse(
             state / "synapse",
             SynapseOptions(
@@ -123,6 +142,9 @@ class Stack:
                 shared_secret=self.secrets["registration_shared_secret"],
                 max_delay="24h" if settings.delayed_events else None,
                 livekit_service_url=self.auth_service_url,
+                livekit_sfu_url=f"ws://127.0.0.1:{ports['livekit']}",  # = LiveKit.url
+                advertise_sfu_url=True,
+                appservice_files=(str(registration_file),),
             ),
         )
         self.livekit = LiveKit(
@@ -197,6 +219,7 @@ class Stack:
                 "api_secret": self.secrets["livekit_api_secret"],
                 "full_access_homeservers": ["*"],
                 "homeserver_urls": {SERVER_NAME: self.synapse.url},
+                "appservice_hs_token": self.secrets["appservice_hs_token"],
             },
             # The local stack never downloads: Whisper tiny.en from a wheel (requirements-dev).
             "transcripts": {

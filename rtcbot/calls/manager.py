@@ -22,7 +22,7 @@ from ..matrix.delayed_events import DelayedEvents, DelayedEventsSupport
 from ..matrix.permissions import check_call_permission, explain_bot
 from ..matrix.publisher import MembershipPublisher, PublishError, State
 from ..ports import CallObserver, HomeTransport
-from ..rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_TYPE
+from ..rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_STABLE_TYPE, RTC_MEMBER_TYPE
 from ..rtc.own_content import transport_entry
 from ..rtc.session import CallEnded, CallEvent, CallStarted, RoomCalls
 from ..tasks import Hooks, Periodic
@@ -41,6 +41,7 @@ class NoCall(PublishError):
 
 
 RTC_MEMBER = EventType.find(RTC_MEMBER_TYPE, EventType.Class.MESSAGE)
+RTC_MEMBER_STABLE = EventType.find(RTC_MEMBER_STABLE_TYPE, EventType.Class.MESSAGE)
 
 
 class CallManager:
@@ -212,8 +213,15 @@ class CallManager:
             self.log.debug("skipped an outdated call.member %s in %s", key, room_id)
         return same
 
+    @event.on(RTC_MEMBER_STABLE)
+    async def on_current_member(self, evt: Any) -> None:
+        await self._sticky_member(evt)
+
     @event.on(RTC_MEMBER)
     async def on_sticky_member(self, evt: Any) -> None:
+        await self._sticky_member(evt)
+
+    async def _sticky_member(self, evt: Any) -> None:
         room_id = str(evt.room_id)
         if evt.sender == self.client.mxid:
             return

@@ -71,7 +71,10 @@ def classify_error(status: int, body: dict[str, Any]) -> DelayedEventError:
         return RateLimited(message, retry if isinstance(retry, int) else None)
     if status >= 500:
         return TransientError(message)
-    if errcode == "M_NOT_FOUND" and status == 404:
+    # MSC4140 (merged) answers 409 to a restart or send of an event already sent or
+    # cancelled (Synapse#20229; 1.163.2 still says 404): gone either way, so the bot
+    # rejoins and a delegated leave reports what happened instead of a refusal.
+    if (errcode == "M_NOT_FOUND" and status == 404) or status == 409:
         return DelayedEventNotFound(message)
     if (
         errcode == "ORG.MATRIX.MSC4140_DELAY_TOO_LARGE"

@@ -187,6 +187,8 @@ class MemberDevice:
     device_id: str
     identity: str  # its LiveKit participant identity
     created_ts: int
+    # Other identities its participant may have (Membership.identities): keys go to all.
+    aliases: tuple[str, ...] = ()
 
     @property
     def device(self) -> Device:
@@ -207,7 +209,8 @@ def member_devices(
         if (m.user_id, m.device_id) == own:
             continue
         ms = m.membership
-        found = MemberDevice(m.user_id, m.device_id, ms.rtc_backend_identity, ms.created_ts)
+        first, *others = ms.identities
+        found = MemberDevice(m.user_id, m.device_id, first, ms.created_ts, tuple(others))
         old = out.get(found.device)
         if old is None or found.created_ts >= old.created_ts:
             out[found.device] = found
@@ -272,9 +275,10 @@ class InboundKeys:
     def bound(self, members: Mapping[Device, MemberDevice]) -> list[tuple[str, MediaKey]]:
         """(LiveKit identity, key) for every stored key whose device is in the call now."""
         return [
-            (members[device].identity, key)
+            (identity, key)
             for device in self._held
             if device in members
+            for identity in (members[device].identity, *members[device].aliases)
             for key in self.keys_of(device)
         ]
 

@@ -37,6 +37,8 @@ from .state_keys import ROOM_CALL_ID, owns_state_key
 
 CALL_MEMBER_TYPE: Final = "org.matrix.msc3401.call.member"
 RTC_MEMBER_TYPE: Final = "org.matrix.msc4143.rtc.member"  # sticky (MSC4354)
+RTC_MEMBER_STABLE_TYPE: Final = "m.rtc.member"  # MSC4143 "current" (matrix-rust-rtc)
+RTC_MEMBER_TYPES: Final = (RTC_MEMBER_TYPE, RTC_MEMBER_STABLE_TYPE)
 DEFAULT_EXPIRES_MS: Final = 4 * 3600 * 1000  # js-sdk DEFAULT_EXPIRE_DURATION
 MAX_STICKY_DURATION_MS: Final = 3600 * 1000  # MSC4354 cap on stickiness
 
@@ -44,6 +46,9 @@ MAX_STICKY_DURATION_MS: Final = 3600 * 1000  # MSC4354 cap on stickiness
 _STICKY_KEY_FIELDS: Final = ("msc4354_sticky_key", "sticky_key")
 
 MembershipKind = Literal["session", "legacy", "sticky"]
+# Which sticky shape: Element Call's (`member.{user_id, device_id, id}`, `rtc_transports`,
+# `versions`) or MSC4143 "current" (`member.{id, membership}`, nested `transports`).
+Dialect = Literal["element_call", "current"]
 ParseStatus = Literal["ok", "left", "invalid"]
 # Where a membership lives, i.e. what a later event replaces:
 # ("state", "", state_key) or ("sticky", sender, sticky_key).
@@ -74,6 +79,10 @@ class Membership:
     sticky_key: str | None
     event_id: str | None
     origin_server_ts: int
+    # The slot id as the member wrote it: the LiveKit room alias is derived from it
+    # (`m.call#room` and `m.call#ROOM` are one call but two LiveKit rooms).
+    wire_slot_id: str = ""
+    dialect: Dialect = "element_call"
 
     def is_expired(self, now_ms: int) -> bool:
         return self.expires_at is not None and now_ms >= self.expires_at
@@ -93,6 +102,15 @@ class Membership:
         if self.kind == "sticky":
             return livekit_identity(self.user_id, self.device_id, self.membership_id)
         return legacy_identity(self.user_id, self.device_id)
+
+    @property
+    def identities(self) -> tuple[str, ...]:
+        """Every identity this member's participant may have: js-sdk's (above) first, then
+        the MSC4195 hash of (user, device, member id), which a token from a homeserver's
+        `rtc/livekit/get_token` may carry even for a state-event membership."""
+        hashed = livekit_identity(self.user_id, self.device_id, self.membership_id)
+        first = self.rtc_backend_identity
+        return (first,) if first == hashed else (first, hashed)
 
 
 @dataclass(frozen=True)
@@ -369,18 +387,58 @@ def _sticky_transports(content: Mapping[str, Any]) -> tuple[Transport, ...]:
     return parse_transports(nested.get("published"), "transports.published")
 
 
-def parse_sticky_event(event: Mapping[str, Any], now_ms: int) -> ParseResult:
-    """Read a sticky ``org.matrix.msc4143.rtc.member`` event (MSC4354).
+def _sticky_member(
+    content: Mapping[str, Any], sender: str, device_hint: str | None
+) -> tuple[str, str, Dialect]:
+    """(device id, member id, dialect) of a sticky membership's `member`."""
+    member = content.get("member")
+    if not isinstance(member, Mapping):
+        raise Invalid("member must be an object")
+    member_id = req_str(member, "id", allow_empty=False)
+    if "user_id" in member or "versions" in content:  # Element Call's dialect
+        if member.get("user_id") != sender:
+            raise Invalid("member.user_id must be the sender")
+        device_id = req_str(member, "device_id", allow_empty=False)
+        versions = content.get("versions")
+        if not isinstance(versions, list) or not all(isinstance(v, str) for v in versions):
+            raise Invalid("versions must be an array of strings")
+        return device_id, member_id, "element_call"
+    # MSC4143 current: no user (the sender), no device (the Megolm decryption info names
+    # it; unknown in an unencrypted room until the member's key arrives).
+    device = member.get("device_id", device_hint)
+    if device is not None and not isinstance(device, str):
+        raise Invalid("member.device_id must be a string")
+    return device or "", member_id, "current"
 
-    Content holding only the sticky key is a leave. ``now_ms`` fixes the stickiness expiry.
+
+def _is_leave(content: Mapping[str, Any]) -> bool:
+    """A bare sticky key, or (js-sdk 45 #5616, MSC4143 current) full content whose
+    `member.membership` is "leave"."""
+    if not (content.keys() - set(_STICKY_KEY_FIELDS)):
+        return True
+    member = content.get("member")
+    return isinstance(member, Mapping) and member.get("membership") == "leave"
+
+
+def parse_sticky_event(
+    event: Mapping[str, Any], now_ms: int, device_hint: str | None = None
+) -> ParseResult:
+    """Read a sticky ``org.matrix.msc4143.rtc.member`` / ``m.rtc.member`` event (MSC4354),
+    in Element Call's dialect or MSC4143 "current"; ``device_hint``: the sending device as
+    the decryption named it, for current members (which name none).
+
+    A leave is content holding only the sticky key, or `member.membership: "leave"`.
+    ``now_ms`` fixes the stickiness expiry.
     """
     source: SourceKey | None = None
     ots: int | None = None
     try:
-        content, sender, ots = event_basics(event, RTC_MEMBER_TYPE)
+        kind = event.get("type") if isinstance(event, Mapping) else None
+        expected = kind if kind in RTC_MEMBER_TYPES else RTC_MEMBER_TYPE
+        content, sender, ots = event_basics(event, str(expected))
         key = _sticky_key(content)
         source = ("sticky", sender, key)
-        if not (content.keys() - set(_STICKY_KEY_FIELDS)):
+        if _is_leave(content):
             return ParseResult("left", source=source, origin_server_ts=ots)
 
         application = content.get("application")
@@ -393,19 +451,9 @@ def parse_sticky_event(event: Mapping[str, Any], now_ms: int) -> ParseResult:
         slot_id = req_str(content, "slot_id")
         if not slot_id.startswith(f"{app_type}#") or slot_id.count("#") != 1:
             raise Invalid(f"slot_id must be {app_type}#<id> with exactly one #")
-
-        member = content.get("member")
-        if not isinstance(member, Mapping):
-            raise Invalid("member must be an object")
-        if member.get("user_id") != sender:
-            raise Invalid("member.user_id must be the sender")
-        device_id = req_str(member, "device_id", allow_empty=False)
-        member_id = req_str(member, "id", allow_empty=False)
+        device_id, member_id, dialect = _sticky_member(content, sender, device_hint)
 
         transports = _sticky_transports(content)
-        versions = content.get("versions")
-        if not isinstance(versions, list) or not all(isinstance(v, str) for v in versions):
-            raise Invalid("versions must be an array of strings")
         relation = content.get("m.relates_to", MISSING)
         if relation is not MISSING and not (
             isinstance(relation, Mapping)
@@ -415,12 +463,14 @@ def parse_sticky_event(event: Mapping[str, Any], now_ms: int) -> ParseResult:
             raise Invalid("m.relates_to must be an m.reference to an event")
 
         call_id = slot_id.split("#", 1)[1]
+        # `m.call#room` (MSC4143 current) and `m.call#ROOM` (Element Call): the room's call.
+        room_call = call_id.upper() == ROOM_CALL_ID
         membership = Membership(
             user_id=sender,
             device_id=device_id,
             application=app_type,
-            slot_id=slot_id,
-            call_id="" if call_id == ROOM_CALL_ID else call_id,
+            slot_id=slot_id_for(app_type, "") if room_call else slot_id,
+            call_id="" if room_call else call_id,
             membership_id=member_id,
             intent=intent,
             created_ts=ots,  # js-sdk orders sticky members by origin_server_ts
@@ -434,6 +484,8 @@ def parse_sticky_event(event: Mapping[str, Any], now_ms: int) -> ParseResult:
             sticky_key=key,
             event_id=event_id_of(event),
             origin_server_ts=ots,
+            wire_slot_id=slot_id,
+            dialect=dialect,
         )
         return ParseResult("ok", (membership,), source=source, origin_server_ts=ots)
     except Invalid as err:

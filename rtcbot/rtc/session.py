@@ -20,7 +20,7 @@ from typing import Any, Final, Literal
 from .membership import (
     CALL_MEMBER_TYPE,
     MAX_STICKY_DURATION_MS,
-    RTC_MEMBER_TYPE,
+    RTC_MEMBER_TYPES,
     MemberKey,
     Membership,
     MembershipKind,
@@ -134,7 +134,7 @@ class ActiveCall:
         """The member whose LiveKit participant has this identity: `user:device` for a
         state-event membership, the MSC4195 hash for a sticky (matrix_2_0) one."""
         return next(
-            (m for m in self.members.values() if m.membership.rtc_backend_identity == identity),
+            (m for m in self.members.values() if identity in m.membership.identities),
             None,
         )
 
@@ -298,7 +298,7 @@ class RoomCalls:
         return True
 
     def _store_sticky(self, event: Mapping[str, Any], now_ms: int) -> bool:
-        if not isinstance(event, Mapping) or event.get("type") != RTC_MEMBER_TYPE:
+        if not isinstance(event, Mapping) or event.get("type") not in RTC_MEMBER_TYPES:
             return False
         result = parse_sticky_event(event, now_ms)
         if result.source is None or result.origin_server_ts is None:

@@ -76,7 +76,7 @@ def publishers_by_service(members: Iterable[_Member]) -> dict[str, set[str]]:
         own = _first_livekit(m.membership.transports)
         where = oldest if _oldest_only(m.membership) else own
         if where:
-            found.setdefault(where, set()).add(m.membership.rtc_backend_identity)
+            found.setdefault(where, set()).update(m.membership.identities)
     return found
 
 

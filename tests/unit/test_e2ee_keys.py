@@ -316,7 +316,13 @@ def test_keys_are_held_until_the_membership_appears() -> None:
     assert inbound.bound({}) == [] and inbound.waiting({}) == [(ALICE, "A1")]
     calls.apply_state(state_member(ALICE, "A1"), T0 + 100)
     members = devices_of(calls)
-    assert inbound.bound(members) == [(f"{ALICE}:A1", MediaKey(0, K1))]
+    # Bound to js-sdk's `user:device` and to the MSC4195 hash of (user, device, member id),
+    # which a homeserver-issued token may carry (forward-compat §1.3): whichever she has.
+    member_id = f"{ALICE}:A1"
+    assert inbound.bound(members) == [
+        (f"{ALICE}:A1", MediaKey(0, K1)),
+        (livekit_identity(ALICE, "A1", member_id), MediaKey(0, K1)),
+    ]
     assert inbound.waiting(members) == []
 
 

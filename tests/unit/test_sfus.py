@@ -107,6 +107,8 @@ def test_on_each_sfu_only_the_identities_of_those_who_publish_there() -> None:
         state("@c:c", "C1", A, 3, "oldest_membership"),  # publishes on the oldest's: A
     ]
     found = publishers_by_service(members)
-    assert found[A] == {"@a:a:A1", "@c:c:C1"}
+    # Each member's both identity candidates (js-sdk's first, then the MSC4195 hash).
+    assert found[A] == {*members[0].membership.identities, *members[2].membership.identities}
+    assert {"@a:a:A1", "@c:c:C1"} < found[A]
     assert found[B] == {members[1].membership.rtc_backend_identity}
     assert "@a:a:A1" not in found[B] and not found[B] & found[A]
