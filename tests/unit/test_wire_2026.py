@@ -10,8 +10,8 @@ from typing import Any
 from rtcbot.matrix.delayed_events import DelayedEventNotFound, classify_error
 from rtcbot.matrix.transports import first_livekit
 from rtcbot.rtc.identity import livekit_identity, livekit_room_alias
-from rtcbot.rtc.membership import RTC_MEMBER_STABLE_TYPE, RTC_MEMBER_TYPE, parse_sticky_event
 from rtcbot.rtc.member_fields import parse_transport
+from rtcbot.rtc.membership import RTC_MEMBER_STABLE_TYPE, RTC_MEMBER_TYPE, parse_sticky_event
 from rtcbot.rtc.own_content import transport_entry
 from rtcbot.rtc.session import RoomCalls
 from rtcbot.rtc.sfus import publishers_by_service
