@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import aiohttp
 from mautrix.api import Method, Path
@@ -27,6 +28,7 @@ from .report import (
     AUTH_HEALTH,
     ENABLE_SERVICE_FIX,
     FAIL,
+    HS_TOKENS,
     JWT,
     OK,
     OPENID,
@@ -233,20 +235,7 @@ async def _openid(
     run.secrets.add(access.jwt)
     endpoint = "/get_token" if access.via == "get_token" else "/sfu/get"
     if run.sfu_url and not same_sfu(run.sfu_url, access.url):
-        run.put(
-            Check(
-                OPENID,
-                WARN,
-                f"the service's token is for {access.url}, but the transport's `url` is "
-                f"{run.sfu_url}",
-                cause="`url` and `livekit_service_url` name different SFUs: Element Call ≥ "
-                "0.28 joins on the `url` one, older clients and Element X on the service's; "
-                "the two groups will not see or hear each other.",
-                fix="Point both at the same SFU (the service's `livekit_url` = the transport's "
-                "`url`).",
-            )
-        )
-        return access
+        _two_sfus(run, run.sfu_url, access.url)
     run.put(
         Check(
             OPENID,
@@ -325,3 +314,28 @@ def _openid_failure(
         fix=fixes.get(e.kind, "Check the authorization service's logs."),
         details=details,
     )
+
+
+def _two_sfus(run: RunState, sfu_url: str, service_sfu: str) -> None:
+    """`url` and `livekit_service_url` name different SFUs: said on the homeserver token
+    line (the transport's), whatever that line found itself."""
+    line = run.results.get(HS_TOKENS)
+    note = (
+        f"The transport's `url` is {sfu_url}, but its `livekit_service_url` hands out tokens "
+        f"for {service_sfu}: Element Call ≥ 0.28 joins on the first, older clients and "
+        "Element X on the second, and the two groups will not see or hear each other."
+    )
+    if line is None or line.status == OK:
+        run.put(
+            Check(
+                HS_TOKENS,
+                WARN,
+                "`url` and `livekit_service_url` name different SFUs",
+                cause=note,
+                fix="Point both at the same SFU (the service's `livekit_url` = the "
+                "transport's `url`).",
+                details=line.details if line else (),
+            )
+        )
+    else:
+        run.put(replace(line, details=(*line.details, note)))

@@ -236,7 +236,8 @@ async def homeserver_tokens(probe: Probe, run: RunState, transport: Transport | 
     if transport is None:
         return
     if not transport.url:
-        run.put(
+        _put_hs(
+            run,
             Check(
                 HS_TOKENS,
                 WARN,
@@ -246,7 +247,7 @@ async def homeserver_tokens(probe: Probe, run: RunState, transport: Transport | 
                 fix="When you add `url` to the transport, put a token service behind the "
                 "homeserver first (MSC4512: `make appservice-registration`, docs/DEPLOYMENT.md) "
                 "and keep `livekit_service_url` beside it for Element X and older clients.",
-            )
+            ),
         )
         return
     try:
@@ -255,7 +256,8 @@ async def homeserver_tokens(probe: Probe, run: RunState, transport: Transport | 
         )
     except SfuAuthError as e:
         fallback = transport.livekit_service_url
-        run.put(
+        _put_hs(
+            run,
             Check(
                 HS_TOKENS,
                 WARN if fallback and e.kind == "not_found" else FAIL,
@@ -277,15 +279,28 @@ async def homeserver_tokens(probe: Probe, run: RunState, transport: Transport | 
                 "register a token service with `io.element.msc4512.proxy_prefix: rtc/livekit` "
                 "(rtcbot's own: `make appservice-registration` and `auth_service."
                 "appservice_hs_token`; docs/DEPLOYMENT.md).",
-            )
+            ),
         )
         return
     run.secrets.add(access.jwt)
-    run.put(
+    _put_hs(
+        run,
         Check(
             HS_TOKENS,
             OK,
             f"issued the bot a token for {transport.url}",
             details=(f"LiveKit room {access.room}, identity {access.identity}",),
-        )
+        ),
     )
+
+
+def _put_hs(run: RunState, check: Check) -> None:
+    """The authorization check may have found first that `url` and the service name two
+    SFUs (auth.py `_two_sfus`): that finding stays, with this one's words beside it."""
+    found = run.results.get(HS_TOKENS)
+    if found is None or found.status == OK:
+        run.put(check)
+    elif check.status == OK:
+        run.put(replace(found, details=(*found.details, check.summary)))
+    else:
+        run.put(replace(check, details=(*check.details, found.cause)))
