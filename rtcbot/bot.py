@@ -25,6 +25,7 @@ from .calls.commands import CallCommands
 from .calls.identities import identity_owner
 from .calls.invites import OwnMembership
 from .calls.manager import CallManager
+from .calls.slots import SlotCommands
 from .commands.features import captions_command, transcript_command
 from .commands.router import CommandRouter
 from .config import ConfigError
@@ -159,6 +160,7 @@ class RtcBot(Plugin):
         CallCommands(ctx, calls, end_media=media.end_roles).register(router)
         MediaCommands(ctx, media, calls, optouts).register(router)
         ScheduleCommands(ctx, schedules).register(router)
+        SlotCommands(ctx).register(router)
         transcript_command(ctx).register(router)
         captions_command(ctx, captions.switched).register(router)
         Diagnostics(ctx, calls, keys_report=call_keys.report).register(router)

@@ -16,11 +16,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from rtcbot_stack import netns
 from rtcbot_stack.stack import Stack, StackSettings
 from tests.stack.matrix_user import MatrixUser
 from tests.stack.peers import Peer, mint_token
+
+# Property tests compute, they do not wait: no per-example deadline, which a loaded 2-core
+# machine (a stack test beside them) would otherwise turn into a failure by the clock.
+settings.register_profile("rtcbot", deadline=None)
+settings.load_profile("rtcbot")
 
 _counter = itertools.count()
 

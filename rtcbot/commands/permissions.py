@@ -41,6 +41,8 @@ DEFAULT_LEVELS: Mapping[str, int] = {
     "schedule_add": MODERATOR,
     "schedule_remove": MODERATOR,
     "schedule_tz": MODERATOR,
+    # The room's MSC4143 call slot: whether Element X's coming stack may join at all.
+    "slot": MODERATOR,
 }
 
 
@@ -105,6 +107,7 @@ COMMANDS: Mapping[str, Command] = {
         _choices("auto", "auto", ("record", "announce", "off")),
         _choices("transcript", "transcript", ("on", "off")),
         _choices("captions", "captions", ("on", "off")),
+        _choices("slot", "slot", ("open", "close"), alone="status"),
         Command(
             "record",
             (

@@ -44,6 +44,7 @@ CLOCK = "Clock skew"
 GHOSTS = "Ghost memberships"
 CRYPTO = "End-to-end encryption"
 MEDIA_KEYS = "Call media keys"
+SLOT = "Call slot"
 LINES: Final = (
     DELAYED,
     ROUND_TRIP,
@@ -60,6 +61,7 @@ LINES: Final = (
     STATE_KEY,
     OWN_MEMBERSHIP,
     STICKY,
+    SLOT,
     CLOCK,
     GHOSTS,
     CRYPTO,

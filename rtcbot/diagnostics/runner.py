@@ -32,6 +32,7 @@ from . import (
     media_keys,
     own_membership,
     permissions,
+    slot,
 )
 from .probe import Probe, RunState
 from .report import (
@@ -53,6 +54,7 @@ from .report import (
     ROUND_TRIP,
     SFU,
     SKIP,
+    SLOT,
     STATE_KEY,
     STICKY,
     TRANSPORTS,
@@ -81,6 +83,7 @@ GROUPS: Final[tuple[tuple[tuple[str, ...], float, GroupFn], ...]] = (
     ((AUTH_HEALTH, AUTH_ENDPOINTS, OPENID, JWT, SFU), 9, auth.authorization),
     ((PERM_BOT, PERM_MEMBERS), 5, permissions.call_permissions),
     ((STATE_KEY, OWN_MEMBERSHIP), 6, own_membership.own_key_and_membership),
+    ((SLOT,), 4, slot.slot_check),
     ((CLOCK,), 4, clock_ghosts.clock_skew),
     ((GHOSTS,), 5, clock_ghosts.ghost_memberships),
     ((CRYPTO,), 5, crypto.crypto_check),
@@ -187,6 +190,7 @@ class Diagnostics:
             for x in (
                 s.livekit.api_secret,
                 s.auth_service.api_secret,
+                s.auth_service.appservice_hs_token,
                 str(self.ctx.client.api.token or ""),
             )
             if x
