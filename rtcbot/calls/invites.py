@@ -9,6 +9,7 @@ from maubot.handlers import event
 from mautrix.types import EventType, Membership, MemberStateEventContent, StateEvent
 
 from ..context import BotContext
+from ..matrix.functional_members import ensure_service_member
 from ..tasks import Hooks
 
 # Called with the room id once the bot is no longer in that room.
@@ -57,6 +58,22 @@ class OwnMembership:
             self.log.info("%s %s (by %s): forgetting the room", how, evt.room_id, evt.sender)
             await self.on_room_gone.emit(str(evt.room_id))
 
+    @event.on(EventType.ROOM_POWER_LEVELS)
+    async def on_levels(self, evt: StateEvent) -> None:
+        # The bot may just have been given the level to list itself.
+        if evt.sender != self.ctx.client.mxid:
+            await self._functional(str(evt.room_id))
+
+    async def _functional(self, room_id: str) -> None:
+        """List the bot among the room's service members where it may (MSC4171)."""
+        try:
+            outcome = await ensure_service_member(self.ctx.client, room_id)
+        except Exception as e:  # a room the bot cannot read: diag says what it can
+            self.log.info("functional members of %s not checked: %s", room_id, type(e).__name__)
+            return
+        if outcome == "added":
+            self.log.info("listed myself in %s's functional members", room_id)
+
     async def _invited(self, evt: StateEvent) -> None:
         inv = self.ctx.settings().invites
         own = server_of(self.ctx.user_id)
@@ -65,6 +82,7 @@ class OwnMembership:
         ):
             self.log.info("accepting invite to %s from %s", evt.room_id, evt.sender)
             await self.ctx.client.join_room(evt.room_id)
+            await self._functional(str(evt.room_id))
         else:
             self.log.info("declining invite to %s from %s (not allowed)", evt.room_id, evt.sender)
             await self.ctx.client.leave_room(

@@ -45,6 +45,7 @@ GHOSTS = "Ghost memberships"
 CRYPTO = "End-to-end encryption"
 MEDIA_KEYS = "Call media keys"
 SLOT = "Call slot"
+FUNCTIONAL = "Functional members"
 LINES: Final = (
     DELAYED,
     ROUND_TRIP,
@@ -62,6 +63,7 @@ LINES: Final = (
     OWN_MEMBERSHIP,
     STICKY,
     SLOT,
+    FUNCTIONAL,
     CLOCK,
     GHOSTS,
     CRYPTO,

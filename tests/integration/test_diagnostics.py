@@ -31,7 +31,7 @@ from rtcbot.diagnostics import (
     SFU,
     STATE_KEY,
 )
-from rtcbot.diagnostics.report import SLOT
+from rtcbot.diagnostics.report import FUNCTIONAL, SLOT
 from rtcbot_stack.stack import Stack, free_port
 from tests.integration.test_own_membership import AltServer, _alt_server
 from tests.stack.eventually import eventually
@@ -159,6 +159,8 @@ async def test_healthy_stack_every_line_is_ok(
     # No MSC4143 slot in a new room: Element X's coming stack could not join (a warning; see
     # tests/integration/test_slots.py for the slot opened).
     assert statuses.pop(SLOT) == "warn", report.body
+    # The bot has level 0 here: it cannot list itself as a service member (MSC4171).
+    assert statuses.pop(FUNCTIONAL) == "warn", report.body
     assert set(statuses.values()) == {"ok"}, report.body
     assert "accepts the bot's key" in report.text(STATE_KEY)
 

@@ -1,12 +1,14 @@
 """The room's MSC4143 call slot (`!call slot`): read by anyone, written by a moderator through
-the bot when its power level allows, reported by `!call diag`."""
+the bot when its power level allows, reported by `!call diag`; and the bot listing itself as
+a functional member (MSC4171) once it may."""
 
 from __future__ import annotations
 
 import pytest
 from mautrix.errors import MNotFound
 
-from rtcbot.diagnostics.report import SLOT
+from rtcbot.diagnostics.report import FUNCTIONAL, SLOT
+from rtcbot.matrix.functional_members import FUNCTIONAL_MEMBERS
 from rtcbot.rtc.slots import ROOM_SLOT, SLOT_TYPES
 from tests.integration.test_diagnostics import diag
 from tests.stack.matrix_user import MatrixUser, body
@@ -34,6 +36,8 @@ async def test_the_slot_is_shown_opened_by_a_moderator_and_reported(
     report = await diag(alice, room, bot_id)
     assert report.status(SLOT) == "warn", report.body
     assert "the bot has 0" in report.text(SLOT), report.text(SLOT)
+    assert report.status(FUNCTIONAL) == "warn", report.body
+    assert "needs power level 50" in report.text(FUNCTIONAL), report.text(FUNCTIONAL)
     for kind in SLOT_TYPES:
         with pytest.raises(MNotFound):
             await alice.get_state_event(room, kind, ROOM_SLOT)
@@ -51,6 +55,11 @@ async def test_the_slot_is_shown_opened_by_a_moderator_and_reported(
         }
     report = await diag(alice, room, bot_id)
     assert report.status(SLOT) == "ok", report.body
+    # With level 50 the bot also listed itself as a service member (MSC4171), so that
+    # clients do not count it as a person.
+    functional = await alice.get_state_event(room, FUNCTIONAL_MEMBERS)
+    assert functional == {"service_members": [bot_id]}, functional
+    assert report.status(FUNCTIONAL) == "ok", report.body
 
     closed = await alice.command(room, "!call slot close", bot_id)
     assert "is now closed" in body(closed), body(closed)

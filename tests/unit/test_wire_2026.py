@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from rtcbot.matrix.delayed_events import DelayedEventNotFound, classify_error
+from rtcbot.matrix.functional_members import with_service_member
 from rtcbot.matrix.transports import first_livekit
 from rtcbot.rtc.identity import livekit_identity, livekit_room_alias
 from rtcbot.rtc.member_fields import parse_transport
@@ -15,6 +16,7 @@ from rtcbot.rtc.membership import RTC_MEMBER_STABLE_TYPE, RTC_MEMBER_TYPE, parse
 from rtcbot.rtc.own_content import transport_entry
 from rtcbot.rtc.session import RoomCalls
 from rtcbot.rtc.sfus import publishers_by_service
+from rtcbot.rtc.slots import best_state, slot_content, slot_state
 
 T0 = 1_760_000_000_000
 ROOM = "!room:example.org"
@@ -142,3 +144,29 @@ def test_a_409_on_a_finalised_delayed_event_is_read_as_gone() -> None:
     # MSC4140 (merged): restart/send of an event already sent or cancelled answers 409.
     err = classify_error(409, {"errcode": "M_UNKNOWN", "error": "Delayed event already sent"})
     assert isinstance(err, DelayedEventNotFound)
+
+
+def test_slots_as_matrix_rust_rtc_reads_them() -> None:
+    # crates/matrix-rtc-core/src/slot.rs: absent, not open, or no encryption in an
+    # encrypted room: closed.
+    assert slot_state(None, encrypted=False) == "missing"
+    assert slot_state({"status": "closed", "application": {"type": "m.call"}}, False) == "closed"
+    assert slot_state(slot_content(True, encrypted=False), False) == "open"
+    assert slot_state(slot_content(True, encrypted=False), True) == "unencrypted"
+    assert slot_content(True, encrypted=True) == {
+        "status": "open",
+        "application": {"type": "m.call"},
+        "encryption": {"type": "m.per_member"},
+    }
+    assert slot_state(slot_content(True, encrypted=True), True) == "open"
+    assert best_state(["missing", "open"]) == "open"
+    assert best_state(["missing", "missing"]) == "missing"
+
+
+def test_the_bot_joins_the_service_members_keeping_the_others() -> None:
+    bot = "@bot:example.org"
+    assert with_service_member(None, bot) == {"service_members": [bot]}
+    kept = with_service_member({"service_members": ["@other:x", 7], "extra": 1}, bot)
+    assert kept == {"service_members": ["@other:x", bot], "extra": 1}
+    assert with_service_member({"service_members": [bot]}, bot) is None
+    assert with_service_member({"service_members": "nonsense"}, bot) == {"service_members": [bot]}
