@@ -55,6 +55,12 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.expiring_fallbacks = Counter(
+            "rtcbot_membership_expiring_fallbacks",
+            "Memberships that fell back from a delayed leave to expiring (no delayed events, "
+            "maximum delay unusable, the per-user cap of pending delayed events)",
+            registry=self.registry,
+        )
         self.heartbeat_failures = Counter(
             "rtcbot_heartbeat_failures",
             "Failed restarts of the bot's delayed leave",

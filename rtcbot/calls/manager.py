@@ -333,6 +333,7 @@ class CallManager:
             max_delay_ms=support.max_delay_ms,
             delayed_events_usable=support.usable,
             on_heartbeat_failure=self.ctx.metrics.heartbeat_failures.inc,
+            on_fallback=self.ctx.metrics.expiring_fallbacks.inc,
         )
 
     async def leave(self, room_id: str) -> bool:

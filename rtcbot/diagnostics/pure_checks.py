@@ -55,6 +55,19 @@ def check_delayed_support(
             fix=DELAYED_FIX,
             details=details,
         )
+    scheduled = cap.get("max_scheduled")
+    if isinstance(scheduled, int) and not isinstance(scheduled, bool) and 0 < scheduled <= 2:
+        return Check(
+            DELAYED,
+            WARN,
+            f"advertised, but at most {scheduled} pending delayed event(s) per user",
+            cause="Each call the bot is in holds one pending delayed leave: past "
+            f"{scheduled} calls at once the homeserver refuses the next (429) until an older "
+            "one fires, and the bot falls back to an expiring membership there.",
+            fix="Raise `experimental_features.msc4140_max_delayed_events_per_user` in "
+            "homeserver.yaml (Synapse's default is 100).",
+            details=details,
+        )
     if max_delay is None:
         return Check(
             DELAYED, OK, "advertised (the homeserver publishes no maximum delay)", details=details

@@ -70,6 +70,7 @@ class MembershipPublisher:
         delayed_events_usable: bool = True,
         clock: Callable[[], float] = time.time,
         on_heartbeat_failure: Callable[[], None] | None = None,
+        on_fallback: Callable[[], None] | None = None,
     ) -> None:
         self.delayed = delayed
         self.room_id = room_id
@@ -79,6 +80,7 @@ class MembershipPublisher:
         self.log = log
         self.clock = clock
         self.on_heartbeat_failure = on_heartbeat_failure
+        self.on_fallback = on_fallback
         self.state_key = make_state_key(user_id, device_id)
         timings = mp.Timings(
             settings.delayed_leave_ms,
@@ -199,6 +201,8 @@ class MembershipPublisher:
     def _report(self, before: mp.Plan, after: mp.Plan) -> None:
         if after.mode != before.mode:
             self.log.warning("%s: falling back to an expiring membership", after.fallback_reason)
+            if self.on_fallback:
+                self.on_fallback()
         if after.delay_ms != before.delay_ms:
             self.log.info("delay above the server's maximum; using %d ms", after.delay_ms)
         if after.heartbeat_failures > before.heartbeat_failures:

@@ -299,6 +299,18 @@ def _scheduled(plan: Plan, r: Result, now_ms: int) -> Plan:
             plan = replace(plan, delay_ms=lower, too_large=plan.too_large + 1)
             return replace(plan, queue=(*plan.queue, *_now(plan, now_ms, Do.SCHEDULE_LEAVE)))
         return _fall_back(plan, "the homeserver's maximum delay is unusable", now_ms)
+    if r.got == Got.RATE_LIMITED and r.retry_after_ms is not None and (
+        r.retry_after_ms > plan.delay_ms
+    ):
+        # Synapse's per-user cap (`msc4140_max_delayed_events_per_user`, capability
+        # `max_scheduled`): 429 until the oldest pending delayed event fires, far beyond a
+        # delay. Retrying blindly would leave the bot out of the call that long.
+        return _fall_back(
+            plan,
+            "the homeserver's limit of pending delayed events for the bot is reached (it asks "
+            f"to wait {r.retry_after_ms // 1000} s)",
+            now_ms,
+        )
     retried = _retry(plan, r, now_ms)
     if retried is not None:
         return retried

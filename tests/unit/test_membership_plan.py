@@ -216,3 +216,27 @@ def test_stale_leaves_are_the_other_delayed_leaves_for_our_key() -> None:
         },
     ]
     assert stale_leaves(pending, "!r", key, "mine", "org.matrix.msc3401.call.member") == ["old"]
+
+
+def test_the_per_user_delayed_event_cap_falls_back_to_expiry_instead_of_waiting() -> None:
+    """Synapse's `msc4140_max_delayed_events_per_user` (capability `max_scheduled`): 429
+    M_LIMIT_EXCEEDED with `retry_after_ms` until the oldest pending delayed event fires,
+    far beyond the delay. Retried blindly the bot would stay out of the call that long."""
+    plan = step(initial(TIMINGS, None, True), Join("audio"), T0)
+    plan = done(plan, T0, Do.CANCEL_STALE)
+    plan, ok = take(plan, T0, Do.SCHEDULE_LEAVE)
+    far = replace(ok, got=Got.RATE_LIMITED, retry_after_ms=3_600_000)
+    plan = step(plan, far, T0)
+    assert plan.mode == Mode.EXPIRING, plan
+    assert "limit of pending delayed events" in (plan.fallback_reason or "")
+    plan, ok = take(plan, T0, Do.SEND_JOIN)  # at once, not in an hour
+    assert sent_expiry_ms(plan, ok.action) == TIMINGS.fallback_expires_ms
+
+
+def test_an_ordinary_rate_limit_is_waited_out() -> None:
+    plan = step(initial(TIMINGS, None, True), Join("audio"), T0)
+    plan = done(plan, T0, Do.CANCEL_STALE)
+    plan, ok = take(plan, T0, Do.SCHEDULE_LEAVE)
+    plan = step(plan, replace(ok, got=Got.RATE_LIMITED, retry_after_ms=1_500), T0)
+    assert plan.mode == Mode.DELAYED
+    plan, _ok = take(plan, T0 + 1_500, Do.SCHEDULE_LEAVE)
