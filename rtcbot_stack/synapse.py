@@ -39,6 +39,8 @@ class SynapseOptions:
     advertise_sfu_url: bool = False
     # MSC4512: application service registrations (files) whose proxy Synapse serves.
     appservice_files: tuple[str, ...] = ()
+    # MSC4140's per-user cap of pending delayed events (Synapse's default: 100).
+    max_delayed_per_user: int | None = None
 
 
 def homeserver_config(data_dir: Path, opts: SynapseOptions) -> dict[str, Any]:
@@ -87,6 +89,10 @@ def homeserver_config(data_dir: Path, opts: SynapseOptions) -> dict[str, Any]:
     if len(transport) > 1:
         cfg["matrix_rtc"] = {"transports": [transport]}
         cfg["extra_well_known_client_content"] = {"org.matrix.msc4143.rtc_foci": [transport]}
+    if opts.max_delayed_per_user is not None:
+        cfg["experimental_features"]["msc4140_max_delayed_events_per_user"] = (
+            opts.max_delayed_per_user
+        )
     if opts.appservice_files:
         cfg["app_service_config_files"] = list(opts.appservice_files)
         cfg["experimental_features"]["msc4512_enabled"] = True

@@ -68,6 +68,8 @@ class RetryPolicy:
 
 RATE_LIMIT = RetryPolicy("rate-limit", 10, 5_000)  # or the server's retry_after_ms
 NETWORK = RetryPolicy("network", 10, 3_000)
+# Synapse's text for the per-user cap of pending delayed events (storage/…/delayed_events.py).
+CAP_TEXT = "maximum number of delayed events"
 MAX_DELAY_TOO_LARGE = 3  # lower the delay at most this often before expiring memberships
 EXPIRY_HEADROOM_MS = 5_000  # refresh the membership this long before it would expire
 
@@ -299,17 +301,15 @@ def _scheduled(plan: Plan, r: Result, now_ms: int) -> Plan:
             plan = replace(plan, delay_ms=lower, too_large=plan.too_large + 1)
             return replace(plan, queue=(*plan.queue, *_now(plan, now_ms, Do.SCHEDULE_LEAVE)))
         return _fall_back(plan, "the homeserver's maximum delay is unusable", now_ms)
-    if r.got == Got.RATE_LIMITED and r.retry_after_ms is not None and (
-        r.retry_after_ms > plan.delay_ms
+    if r.got == Got.RATE_LIMITED and (
+        CAP_TEXT in r.error.lower() or (r.retry_after_ms or 0) > plan.delay_ms
     ):
         # Synapse's per-user cap (`msc4140_max_delayed_events_per_user`, capability
-        # `max_scheduled`): 429 until the oldest pending delayed event fires, far beyond a
-        # delay. Retrying blindly would leave the bot out of the call that long.
+        # `max_scheduled`): 429 until the oldest pending delayed event fires, which may be
+        # far off, or never while the bot keeps restarting its own leaves elsewhere.
+        # Retrying blindly would leave the bot out of the call.
         return _fall_back(
-            plan,
-            "the homeserver's limit of pending delayed events for the bot is reached (it asks "
-            f"to wait {r.retry_after_ms // 1000} s)",
-            now_ms,
+            plan, "the homeserver's limit of pending delayed events for the bot is reached", now_ms
         )
     retried = _retry(plan, r, now_ms)
     if retried is not None:

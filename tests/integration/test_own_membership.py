@@ -94,13 +94,20 @@ class AltServer:
     user: MatrixUser
 
 
-async def _alt_server(stack: Stack, state: Path, name: str, max_delay: str | None) -> AltServer:
+async def _alt_server(
+    stack: Stack,
+    state: Path,
+    name: str,
+    max_delay: str | None,
+    max_delayed_per_user: int | None = None,
+) -> AltServer:
     syn = Synapse(
         state / name,
         SynapseOptions(
             port=free_port(),
             shared_secret=stack.secrets["registration_shared_secret"],
             max_delay=max_delay,
+            max_delayed_per_user=max_delayed_per_user,
         ),
     )
     syn.start()
@@ -132,8 +139,8 @@ async def _alt_server(stack: Stack, state: Path, name: str, max_delay: str | Non
 async def alt_server(
     stack: Stack, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[AltServer]:
-    name, max_delay = request.param
-    alt = await _alt_server(stack, tmp_path, name, max_delay)
+    name, max_delay, *cap = request.param
+    alt = await _alt_server(stack, tmp_path, name, max_delay, *cap)
     try:
         yield alt
     finally:
@@ -251,3 +258,27 @@ async def test_a_frozen_bot_leaves_by_itself_and_comes_back_when_thawed(
     await wait_membership(alice, bot_room, bot_key, True, 30)
     reply = await alice.command(bot_room, "!call leave", bot_id, timeout=30)
     assert body(reply) == "Left the call.", body(reply)
+
+
+@pytest.mark.parametrize("alt_server", [("cap1", "24h", 1)], indirect=True)
+async def test_the_per_user_delayed_event_cap_gives_an_expiring_membership_at_once(
+    alt_server: AltServer,
+) -> None:
+    """`msc4140_max_delayed_events_per_user: 1`: the bot's first call holds the one pending
+    delayed leave; in a second call the homeserver answers 429 until it fires, which it never
+    does while the bot restarts it. The bot joins there with an expiring membership at once
+    and says why."""
+    user, bot_id = alt_server.user, alt_server.bot_id
+    rooms = []
+    for _ in range(2):
+        room = await user.create_room(invite=[bot_id])
+        await user.wait_for_member(room, bot_id)
+        await user.start_call(room, bot_id)
+        rooms.append(room)
+    first = await user.command(rooms[0], "!call join", bot_id)
+    assert "delayed leave of" in body(first), body(first)
+    second = await user.command(rooms[1], "!call join", bot_id, timeout=30)
+    assert "expiring membership" in body(second), body(second)
+    assert "limit of pending delayed events" in body(second), body(second)
+    for room in rooms:
+        await user.command(room, "!call leave", bot_id)

@@ -233,6 +233,17 @@ def test_the_per_user_delayed_event_cap_falls_back_to_expiry_instead_of_waiting(
     assert sent_expiry_ms(plan, ok.action) == TIMINGS.fallback_expires_ms
 
 
+def test_the_cap_is_recognised_by_synapses_words_even_with_a_short_retry() -> None:
+    # The bot's own leaves elsewhere are restarted every few seconds: the oldest "fires" in
+    # under a delay, again and again, and a retry would never get through.
+    plan = step(initial(TIMINGS, None, True), Join("audio"), T0)
+    plan = done(plan, T0, Do.CANCEL_STALE)
+    plan, ok = take(plan, T0, Do.SCHEDULE_LEAVE)
+    error = "429: The maximum number of delayed events has been reached."
+    plan = step(plan, replace(ok, got=Got.RATE_LIMITED, retry_after_ms=3_000, error=error), T0)
+    assert plan.mode == Mode.EXPIRING, plan
+
+
 def test_an_ordinary_rate_limit_is_waited_out() -> None:
     plan = step(initial(TIMINGS, None, True), Join("audio"), T0)
     plan = done(plan, T0, Do.CANCEL_STALE)
