@@ -235,10 +235,11 @@ class CallManager:
         if evt.state_key == self.client.mxid:
             return  # the bot's own membership: calls/invites.py and the lifecycle handle it
         room_id = str(evt.room_id)
+        # A rename: also while no call model is loaded (a name may be cached all the same).
+        self.notices.name_changed(room_id, str(evt.state_key))
         if room_id not in self.rooms:
             return
         content = evt.content
-        self.notices.name_changed(room_id, str(evt.state_key))
         async with self._lock(room_id):
             calls = self.rooms[room_id]
             if calls.joined is None:  # membership unknown: don't pretend everyone left

@@ -39,6 +39,8 @@ class CallNotices:
         self.batcher = NoticeBatcher(self._batch_ms())
         self.end_card: EndCard | None = None
         self._names: dict[tuple[str, str], str] = {}
+        # Bumped by every member event: a lookup that a rename overtook is not cached.
+        self._renames: dict[tuple[str, str], int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     def _batch_ms(self) -> int:
@@ -49,11 +51,14 @@ class CallNotices:
         return self._names.get((room_id, user_id))
 
     def name_changed(self, room_id: str, user_id: str) -> None:
-        self._names.pop((room_id, user_id), None)
+        key = (room_id, user_id)
+        self._names.pop(key, None)
+        self._renames[key] = self._renames.get(key, 0) + 1
 
     async def display_name(self, room_id: str, user_id: str) -> str:
         key = (room_id, user_id)
         if key not in self._names:
+            seen = self._renames.get(key, 0)
             name = None
             client = self.ctx.client
             # maubot's state store already has the member events sync delivered (lazy-loaded
@@ -69,7 +74,10 @@ class CallNotices:
                         RoomID(room_id), EventType.ROOM_MEMBER, user_id
                     )
                     name = getattr(content, "displayname", None)
-            self._names[key] = name or user_id[1:].split(":")[0]
+            found = name or user_id[1:].split(":")[0]
+            if self._renames.get(key, 0) != seen:
+                return found  # renamed meanwhile: the next lookup reads the new name
+            self._names[key] = found
         return self._names[key]
 
     # -- posting -----------------------------------------------------------------------------
@@ -149,3 +157,5 @@ class CallNotices:
         self._locks.pop(room_id, None)
         for key in [k for k in self._names if k[0] == room_id]:
             del self._names[key]
+        for key in [k for k in self._renames if k[0] == room_id]:
+            del self._renames[key]
