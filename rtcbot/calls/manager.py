@@ -19,6 +19,7 @@ from mautrix.types import EventType, Membership, RoomID, StateEvent, UserID
 
 from ..context import BotContext
 from ..matrix.delayed_events import DelayedEvents, DelayedEventsSupport
+from ..matrix.megolm_sender import megolm_sender_device
 from ..matrix.permissions import check_call_permission, explain_bot
 from ..matrix.publisher import MembershipPublisher, PublishError, State
 from ..ports import CallObserver, HomeTransport
@@ -42,6 +43,11 @@ class NoCall(PublishError):
 
 RTC_MEMBER = EventType.find(RTC_MEMBER_TYPE, EventType.Class.MESSAGE)
 RTC_MEMBER_STABLE = EventType.find(RTC_MEMBER_STABLE_TYPE, EventType.Class.MESSAGE)
+
+
+def _names_no_device(content: Any) -> bool:
+    member = content.get("member") if isinstance(content, dict) else None
+    return isinstance(member, dict) and "device_id" not in member and "user_id" not in member
 
 
 class CallManager:
@@ -225,9 +231,15 @@ class CallManager:
         room_id = str(evt.room_id)
         if evt.sender == self.client.mxid:
             return
+        raw = evt.serialize()
+        device = None
+        if _names_no_device(raw.get("content")):  # MSC4143 current: from the decryption
+            device = await megolm_sender_device(
+                self.client, room_id, str(evt.event_id), str(evt.sender)
+            )
         async with self._lock(room_id):
             calls = await self.room(room_id)
-            derived = calls.apply_sticky(evt.serialize(), self.clock())
+            derived = calls.apply_sticky(raw, self.clock(), device_hint=device)
         await self._handle(room_id, derived)
 
     @event.on(EventType.ROOM_MEMBER)

@@ -28,7 +28,7 @@ from ..media.tokens import (
 from ..ports import CallDirectory, HomeTransport
 from ..rtc.identity import livekit_room_alias, member_identity
 from ..rtc.member_fields import Transport
-from ..rtc.sfus import transports_by_key
+from ..rtc.sfus import ROOM_SLOT, split_link_key, transports_by_key
 from ..rtc.trust import trusted_service
 from .errors import MediaError
 from .trusted_services import TrustedServices
@@ -75,16 +75,20 @@ class MediaAccess:
         """The bot's LiveKit identity in every call: that of its (state-event) membership."""
         return member_identity(self.ctx.user_id, self.ctx.device_id)
 
-    async def access(self, room_id: str, roles: Roles, name: str) -> SfuAccess:
+    async def access(
+        self, room_id: str, roles: Roles, name: str, slot: str = ROOM_SLOT
+    ) -> SfuAccess:
+        """A token for the bot's own SFU, in the LiveKit room of `slot` (the room call's,
+        or another slot's such as MSC4143 current's `m.call#room`)."""
         lk = self.ctx.settings().livekit
         if lk.api_secret:
             return mint_local_token(
-                lk, livekit_room_alias(room_id), self.identity(), roles, name=name
+                lk, livekit_room_alias(room_id, slot), self.identity(), roles, name=name
             )
         home = await self.home_transport()
         if home is not None and home.url:
             try:
-                return await self._homeserver_access(home.url, room_id)
+                return await self._homeserver_access(home.url, room_id, slot=slot)
             except SfuAuthError as e:
                 if e.kind != "not_found" or not home.livekit_service_url:
                     raise
@@ -98,7 +102,8 @@ class MediaAccess:
                 "MatrixRTC transport, livekit.service_url / livekit.api_secret are not set, "
                 "and no call member's own service is in livekit.trusted_services."
             )
-        return await self._service_access(service, room_id, await self.trust.client_for(service))
+        client = await self.trust.client_for(service)
+        return await self._service_access(service, room_id, client, slot)
 
     async def home_service_url(self) -> str:
         """The authorization service the bot's own transport names, "" when none."""
@@ -122,7 +127,7 @@ class MediaAccess:
         return own or await self.trust.members_service((await self.calls.room(room_id)).call())
 
     async def _homeserver_access(
-        self, sfu_url: str, room_id: str, server_name: str | None = None
+        self, sfu_url: str, room_id: str, server_name: str | None = None, slot: str = ROOM_SLOT
     ) -> SfuAccess:
         # The bot's membership is a state event: its member id is `user:device`.
         return await homeserver_access(
@@ -131,6 +136,7 @@ class MediaAccess:
             room_id,
             self.ctx.device_id,
             self.identity(),
+            slot_id=slot,
             server_name=server_name,
             log=self.log,
         )
@@ -139,16 +145,20 @@ class MediaAccess:
         """A token for another SFU: only a trusted one (RecordingSfus checks first; this is
         the last gate). An SFU named by `url` gets its token from the bot's homeserver, with
         the server name of a member who publishes there; else from its service, through the
-        guarded client."""
+        guarded client. The bot's own SFU under another slot (rtc/sfus `link_key`): a token
+        for that slot's LiveKit room, as for the bot's own participant."""
+        sfu, slot = split_link_key(service)
+        if sfu == await self.home_key(room_id):
+            return await self.access(room_id, frozenset({"recorder"}), "rtcbot (recording)", slot)
         found = await self._transport_in_call(service, room_id)
-        if found is not None and found.url and service == found.key:
+        if found is not None and found.url and sfu == found.key:
             if trusted_service(found.url, await self.trusted_sfus()) is None:
                 raise SfuAuthError("unauthorised", None, "That SFU is not a trusted one.")
-            return await self._homeserver_access(found.url, room_id, found.server_name)
-        url = await self.trust.check(service)
+            return await self._homeserver_access(found.url, room_id, found.server_name, slot)
+        url = await self.trust.check(sfu)
         if url is None:
             raise SfuAuthError("unauthorised", None, "That service is not a trusted one.")
-        return await self._service_access(url, room_id, self.trust.auth)
+        return await self._service_access(url, room_id, self.trust.auth, slot)
 
     async def _transport_in_call(self, key: str, room_id: str) -> _Foreign | None:
         call = (await self.calls.room(room_id)).call()
@@ -157,15 +167,20 @@ class MediaAccess:
         transport = transports_by_key(call.members.values()).get(key)
         if transport is None:
             return None
+        sfu, _slot = split_link_key(key)
         publishers = sorted(
-            m.user_id for m in call.members.values() if key in {t.key for t in m.transports}
+            m.user_id for m in call.members.values() if sfu in {t.key for t in m.transports}
         )
         server = publishers[0].partition(":")[2] if publishers else None
         own = self.ctx.user_id.partition(":")[2]
         return _Foreign(transport, None if server in (None, own) else server)
 
     async def _service_access(
-        self, service: str, room_id: str, client: AuthServiceClient | None = None
+        self,
+        service: str,
+        room_id: str,
+        client: AuthServiceClient | None = None,
+        slot: str = ROOM_SLOT,
     ) -> SfuAccess:
         """A token from that MatrixRTC authorization service, for the bot's membership."""
         openid = await self.ctx.client.api.request(
@@ -174,7 +189,8 @@ class MediaAccess:
             {},
             sensitive=True,
         )
-        # The bot's membership is a state event: /sfu/get gives its `user:device` identity.
+        # The bot's membership is a state event: /sfu/get gives its `user:device` identity;
+        # only /get_token knows other slots.
         return await (client or self._auth).get_access(
             service,
             room_id,
@@ -182,7 +198,8 @@ class MediaAccess:
             self.ctx.user_id,
             self.ctx.device_id,
             self.identity(),
-            prefer="sfu_get",
+            slot,
+            prefer="sfu_get" if slot == ROOM_SLOT else "get_token",
         )
 
     async def update_grants(self, access: SfuAccess, roles: Roles, name: str) -> None:

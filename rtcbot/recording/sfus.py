@@ -31,7 +31,7 @@ from ..media.participant import Participant, SfuConnectError
 from ..media.recorder import Recorder
 from ..media.tokens import SfuAccess, SfuAuthError
 from ..ports import CallDirectory
-from ..rtc.sfus import publishers_by_service, same_sfu, service_key
+from ..rtc.sfus import ROOM_SLOT, publishers_by_service, same_sfu, service_key, split_link_key
 from ..rtc.trust import trusted_service
 
 AccessAt = Callable[[str, str], Awaitable[SfuAccess]]  # (service URL, room) → token
@@ -114,7 +114,7 @@ class RecordingSfus:
                     recorder.recheck_source(link)  # someone began or stopped publishing there
             trusted = await self.trusted()
             for url in sorted(wanted - set(links)):
-                if trusted_service(url, trusted) is None:
+                if trusted_service(split_link_key(url)[0], trusted) is None:
                     await self._tell_missing(room_id, UNTRUSTED, publishers[url], told)
                     continue
                 if loop.time() < retry_at.get(url, 0.0):
@@ -154,7 +154,8 @@ class RecordingSfus:
         (one service under two URLs: a second connection would replace the bot's own)."""
         first = await self.access_at(url, room_id)
         home = self.home_livekit(room_id)
-        if home is not None and same_sfu(first.url, home):
+        other_slot = split_link_key(url)[1] != ROOM_SLOT  # another LiveKit room there
+        if home is not None and same_sfu(first.url, home) and not other_slot:
             return None
         pending = [first]
 

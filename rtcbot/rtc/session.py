@@ -184,9 +184,12 @@ class RoomCalls:
             return []
         return self._sync(now_ms)
 
-    def apply_sticky(self, event: Mapping[str, Any], now_ms: int) -> list[CallEvent]:
-        """A sticky ``rtc.member`` event arrived (timeline or sync's sticky section)."""
-        if not self._store_sticky(event, now_ms):
+    def apply_sticky(
+        self, event: Mapping[str, Any], now_ms: int, device_hint: str | None = None
+    ) -> list[CallEvent]:
+        """A sticky ``rtc.member`` event arrived (timeline or sync's sticky section);
+        ``device_hint``: its sending device from the decryption (MSC4143 current members)."""
+        if not self._store_sticky(event, now_ms, device_hint):
             return []
         return self._sync(now_ms)
 
@@ -297,10 +300,12 @@ class RoomCalls:
                 self._report_invalid(result, event)
         return True
 
-    def _store_sticky(self, event: Mapping[str, Any], now_ms: int) -> bool:
+    def _store_sticky(
+        self, event: Mapping[str, Any], now_ms: int, device_hint: str | None = None
+    ) -> bool:
         if not isinstance(event, Mapping) or event.get("type") not in RTC_MEMBER_TYPES:
             return False
-        result = parse_sticky_event(event, now_ms)
+        result = parse_sticky_event(event, now_ms, device_hint)
         if result.source is None or result.origin_server_ts is None:
             self._report_invalid(result, event)
             return False

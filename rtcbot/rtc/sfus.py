@@ -44,9 +44,30 @@ def first_livekit(transports: Iterable[Transport]) -> Transport | None:
     return next((t for t in transports if t.key), None)
 
 
+ROOM_SLOT = "m.call#ROOM"
+
+
+def link_key(transport_key: str, wire_slot: str = "") -> str:
+    """Where a member's media is: its SFU, and the slot whose LiveKit room it is in when
+    that is not the room call's `m.call#ROOM` (MSC4143 current members use `m.call#room`,
+    another LiveKit room on the same SFU)."""
+    return transport_key if wire_slot in ("", ROOM_SLOT) else f"{transport_key} {wire_slot}"
+
+
+def split_link_key(key: str) -> tuple[str, str]:
+    """(the SFU's key, the slot id) of a `link_key` (URLs hold no space)."""
+    sfu, _, slot = key.partition(" ")
+    return sfu, slot or ROOM_SLOT
+
+
 def _first_livekit(transports: Iterable[Transport]) -> str | None:
     found = first_livekit(transports)
     return found.key if found else None
+
+
+def _member_key(m: Membership) -> str | None:
+    found = _first_livekit(m.transports)
+    return link_key(found, m.wire_slot_id) if found else None
 
 
 def transports_by_key(members: Iterable[_Member]) -> dict[str, Transport]:
@@ -56,7 +77,7 @@ def transports_by_key(members: Iterable[_Member]) -> dict[str, Transport]:
     for m in sorted(members, key=lambda m: (m.since_ms, m.membership.user_id)):
         t = first_livekit(m.membership.transports)
         if t is not None and t.key is not None:
-            found.setdefault(t.key, t)
+            found.setdefault(link_key(t.key, m.membership.wire_slot_id), t)
     return found
 
 
@@ -70,10 +91,10 @@ def publishers_by_service(members: Iterable[_Member]) -> dict[str, set[str]]:
     publish there, oldest member's first. On another SFU only these identities are the members' own: any
     other participant there is whoever that SFU's operator says it is."""
     ordered = sorted(members, key=lambda m: (m.since_ms, m.membership.user_id))
-    oldest = next((u for m in ordered if (u := _first_livekit(m.membership.transports))), None)
+    oldest = next((u for m in ordered if (u := _member_key(m.membership))), None)
     found: dict[str, set[str]] = {}
     for m in ordered:
-        own = _first_livekit(m.membership.transports)
+        own = _member_key(m.membership)
         where = oldest if _oldest_only(m.membership) else own
         if where:
             found.setdefault(where, set()).update(m.membership.identities)

@@ -167,6 +167,19 @@ class CryptoClient:
     async def download_attachment(self, file: dict[str, Any]) -> dict[str, Any]:
         return dict(await self._call("downloadAttachment", file=file))
 
+    async def send_sticky(
+        self, room_id: str, event_type: str, content: dict[str, Any], duration_ms: int = 3_600_000
+    ) -> str:
+        return str(
+            await self._call(
+                "sendSticky",
+                roomId=room_id,
+                type=event_type,
+                content=content,
+                durationMs=duration_ms,
+            )
+        )
+
     async def send_to_device(
         self, user_id: str, device_id: str, event_type: str, content: dict[str, Any]
     ) -> None:

@@ -251,6 +251,14 @@ const ops = {
     return null;
   },
 
+  // A sticky event (MSC4354), Megolm-encrypted in an encrypted room, as MSC4143 "current"
+  // clients send their call membership.
+  async sendSticky({ client, roomId, type, content, durationMs }) {
+    const c = entry(client).client;
+    const { event_id } = await c._unstable_sendStickyEvent(roomId, durationMs, null, type, content);
+    return event_id;
+  },
+
   async receivedToDevice({ client }) {
     return entry(client).toDevice;
   },

@@ -15,7 +15,7 @@ from rtcbot.rtc.member_fields import parse_transport
 from rtcbot.rtc.membership import RTC_MEMBER_STABLE_TYPE, RTC_MEMBER_TYPE, parse_sticky_event
 from rtcbot.rtc.own_content import transport_entry
 from rtcbot.rtc.session import RoomCalls
-from rtcbot.rtc.sfus import publishers_by_service
+from rtcbot.rtc.sfus import publishers_by_service, split_link_key
 from rtcbot.rtc.slots import best_state, slot_content, slot_state
 
 T0 = 1_760_000_000_000
@@ -136,7 +136,10 @@ def test_members_on_a_url_sfu_are_found_there() -> None:
     assert call is not None
     found = publishers_by_service(call.members.values())
     member = next(iter(call.members.values()))
-    assert found == {SFU_WS: set(member.membership.identities)}
+    # Its SFU, and the LiveKit room of its slot as written (m.call#room: another room).
+    assert found == {f"{SFU_WS} m.call#room": set(member.membership.identities)}
+    assert split_link_key(f"{SFU_WS} m.call#room") == (SFU_WS, "m.call#room")
+    assert split_link_key(SFU_WS) == (SFU_WS, "m.call#ROOM")
     assert parse_transport({"type": "livekit", "url": SFU_WS}, "x").key == SFU_WS
 
 

@@ -1,0 +1,94 @@
+"""An MSC4143 "current" participant (what Element X's coming Rust stack sends), on the real
+stack: a js-sdk client (Rust crypto) in an encrypted room sends a current-dialect member
+(sticky, Megolm-encrypted, `m.call#room`, no user, no device) and an
+`org.matrix.msc4143.rtc.encryption_key` by Olm; a Python LiveKit participant sits in the
+slot's LiveKit room (alias from `m.call#room`) under the MSC4195 hash of (user, device,
+member id), its audio frame-encrypted with that key. Wire shapes from matrix-rust-rtc's
+compat/sticky_2025.rs (forward-compat-2026-12.md §1.5).
+
+The bot must take the member's device from the decryption, join that other LiveKit room for
+the recording, bind the key to the hashed identity and decrypt: "Who spoke" names her, no
+"could not decrypt" line. A sticky leave with `member.membership: "leave"` ends her at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import pytest
+
+from rtcbot.rtc.identity import livekit_identity, livekit_room_alias
+from rtcbot_stack.stack import Stack
+from tests.crypto_client import fixtures
+from tests.crypto_client.fixtures import CryptoUserFactory
+from tests.integration.test_encrypted_room import encrypted_room_with_bot
+from tests.integration.test_frame_keys import EncryptedPeer, peer
+
+pytestmark = pytest.mark.stack
+crypto_driver = fixtures.crypto_driver
+make_crypto_user = fixtures.make_crypto_user
+
+RTC_MEMBER = "org.matrix.msc4143.rtc.member"
+RTC_KEY = "org.matrix.msc4143.rtc.encryption_key"
+MEMBER_ID = "rust-member-1"
+KEY = bytes(range(0x70, 0x90))  # 32 bytes, as matrix-rust-rtc
+
+
+def current_member(sfu_url: str, membership: str = "join") -> dict[str, object]:
+    content: dict[str, object] = {
+        "slot_id": "m.call#room",
+        "msc4354_sticky_key": MEMBER_ID,
+        "member": {"id": MEMBER_ID, "membership": membership},
+        "application": {"type": "m.call"},
+        "transports": {
+            "published": [{"type": "livekit", "url": sfu_url}],
+            "can_subscribe": ["livekit"],
+        },
+    }
+    if membership == "leave":
+        content["leave_reason"] = "user_left"
+    return content
+
+
+async def test_a_current_dialect_participant_is_recorded_and_decrypted(
+    stack: Stack, bot_id: str, make_crypto_user: CryptoUserFactory
+) -> None:
+    eve = await make_crypto_user("eve")
+    room = await encrypted_room_with_bot(eve, bot_id)
+    identity = livekit_identity(eve.user_id, eve.device_id, MEMBER_ID)
+    lk_room = livekit_room_alias(room, "m.call#room")
+    assert lk_room != livekit_room_alias(room)
+    speaker = await peer(stack, lk_room, EncryptedPeer(identity, KEY, 0))
+    try:
+        await speaker.publish_tone(440)
+        joined = await eve.send_sticky(room, RTC_MEMBER, current_member(stack.livekit.url))
+        notice = await eve.wait_for_message(
+            room, bot_id, after=joined, contains="started a", timeout=30
+        )
+        assert notice.wire_type == "m.room.encrypted", notice
+        key = {
+            "room_id": room,
+            "member_id": MEMBER_ID,
+            "media_key": {"index": 0, "key": base64.b64encode(KEY).decode()},
+            "format": 0,
+        }
+        await eve.send_to_device(bot_id, str(stack.bot["device_id"]), RTC_KEY, key)
+
+        start = await eve.send_text(room, "!call record start")
+        started = await eve.wait_for_message(room, bot_id, reply_to=start, timeout=45)
+        assert started.body.startswith("🔴 Recording started"), started.body
+        await asyncio.sleep(6)
+        stop = await eve.send_text(room, "!call record stop")
+        summary = await eve.wait_for_message(
+            room, bot_id, after=stop, contains="Recording stopped", timeout=60
+        )
+        spoke = next(x for x in summary.body.splitlines() if x.startswith("Who spoke:"))
+        assert "nobody" not in spoke and "eve" in spoke.lower(), summary.body
+        assert "could not decrypt" not in summary.body, summary.body
+
+        left = await eve.send_sticky(room, RTC_MEMBER, current_member(stack.livekit.url, "leave"))
+        ended = await eve.wait_for_message(room, bot_id, after=left, contains="ended", timeout=30)
+        assert "ended" in ended.body, ended.body
+    finally:
+        await speaker.close()
