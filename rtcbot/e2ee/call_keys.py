@@ -38,7 +38,7 @@ from mautrix.types import DeviceID, Membership, RoomID, UserID
 
 from ..context import BotContext
 from ..matrix.crypto_status import CRYPTO_FIX, room_is_encrypted
-from ..matrix.to_device import CALL_ENCRYPTION_KEYS, VerifiedToDevice
+from ..matrix.to_device import CALL_ENCRYPTION_KEYS, RTC_ENCRYPTION_KEY, VerifiedToDevice
 from ..media.connect_errors import SfuConnectError
 from ..media.frame_keys import FrameKeys
 from ..ports import CallDirectory
@@ -52,6 +52,7 @@ from ..rtc.e2ee_keys import (
     OutboundKeys,
     Rollout,
     Target,
+    current_key_content,
     key_message_content,
     member_devices,
     parse_key_message,
@@ -396,6 +397,11 @@ class CallKeys:
         content = key_message_content(
             session.room_id, self.member_id, self.ctx.device_id, rollout.key, self._clock_ms()
         )
+        # Each peer in the dialect it speaks: MSC4143 current peers read rtc.encryption_key.
+        current = {
+            d for d, m in (await self._devices(session.room_id)).items() if m.dialect == "current"
+        }
+        current_content = current_key_content(session.room_id, self.member_id, rollout.key)
         limit = asyncio.Semaphore(self.send_concurrency)
         sent = self.ctx.metrics.media_keys_sent
 
@@ -409,7 +415,14 @@ class CallKeys:
                             "no keys of device %s/%s: media key not sent", user, device_id
                         )
                         return False
-                    await crypto.send_encrypted_to_device(device, CALL_ENCRYPTION_KEYS, content)
+                    if (user, device_id) in current:
+                        await crypto.send_encrypted_to_device(
+                            device, RTC_ENCRYPTION_KEY, current_content
+                        )
+                    else:
+                        await crypto.send_encrypted_to_device(
+                            device, CALL_ENCRYPTION_KEYS, content
+                        )
                 except Exception as e:
                     self.log.warning(
                         "sending the media key to %s/%s failed: %s", user, device_id, e

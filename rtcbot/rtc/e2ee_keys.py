@@ -178,6 +178,17 @@ def key_message_content(
     }
 
 
+def current_key_content(room_id: str, member_id: str, key: MediaKey) -> dict[str, Any]:
+    """The bot's key for an MSC4143 "current" peer, in its dialect
+    (`org.matrix.msc4143.rtc.encryption_key`; matrix-rust-rtc's key content)."""
+    return {
+        "room_id": room_id,
+        "member_id": member_id,
+        "media_key": {"index": key.index, "key": encode_key(key.key)},
+        "format": 0,
+    }
+
+
 # -- the call's devices -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class MemberDevice:
@@ -189,6 +200,7 @@ class MemberDevice:
     created_ts: int
     # Other identities its participant may have (Membership.identities): keys go to all.
     aliases: tuple[str, ...] = ()
+    dialect: str = "element_call"  # "current" (MSC4143): it reads rtc.encryption_key
 
     @property
     def device(self) -> Device:
@@ -210,7 +222,9 @@ def member_devices(
             continue
         ms = m.membership
         first, *others = ms.identities
-        found = MemberDevice(m.user_id, m.device_id, first, ms.created_ts, tuple(others))
+        found = MemberDevice(
+            m.user_id, m.device_id, first, ms.created_ts, tuple(others), ms.dialect
+        )
         old = out.get(found.device)
         if old is None or found.created_ts >= old.created_ts:
             out[found.device] = found

@@ -180,6 +180,10 @@ class CryptoClient:
             )
         )
 
+    async def received_to_device(self) -> list[dict[str, Any]]:
+        """Every to-device message this client got: type, sender, content, encrypted."""
+        return list(await self._call("receivedToDevice"))
+
     async def send_to_device(
         self, user_id: str, device_id: str, event_type: str, content: dict[str, Any]
     ) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from tests.crypto_client import fixtures
 from tests.crypto_client.fixtures import CryptoUserFactory
 from tests.integration.test_encrypted_room import encrypted_room_with_bot
 from tests.integration.test_frame_keys import EncryptedPeer, peer
+from tests.stack.eventually import eventually
 
 pytestmark = pytest.mark.stack
 crypto_driver = fixtures.crypto_driver
@@ -78,6 +80,19 @@ async def test_a_current_dialect_participant_is_recorded_and_decrypted(
         start = await eve.send_text(room, "!call record start")
         started = await eve.wait_for_message(room, bot_id, reply_to=start, timeout=45)
         assert started.body.startswith("🔴 Recording started"), started.body
+
+        # The bot answers in her dialect: its own key as an rtc.encryption_key, by Olm.
+        async def bots_key() -> dict[str, Any] | None:
+            for m in await eve.received_to_device():
+                if m["sender"] == bot_id and m["type"] == RTC_KEY and m["encrypted"]:
+                    return dict(m["content"])
+            return None
+
+        got = await eventually(bots_key, timeout=30, what="the bot's key in her dialect")
+        assert set(got) == {"room_id", "member_id", "media_key", "format"}, got
+        assert got["room_id"] == room and got["format"] == 0, got
+        assert got["member_id"] == f"{bot_id}:{stack.bot['device_id']}", got
+        assert len(base64.b64decode(got["media_key"]["key"])) == 16, got
         await asyncio.sleep(6)
         stop = await eve.send_text(room, "!call record stop")
         summary = await eve.wait_for_message(
