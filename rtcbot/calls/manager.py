@@ -8,6 +8,7 @@ ends, and runs one MembershipPublisher per room the bot is in a call in.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from mautrix.types import EventType, Membership, RoomID, StateEvent, UserID
 from ..context import BotContext
 from ..matrix.delayed_events import DelayedEvents, DelayedEventsSupport
 from ..matrix.megolm_sender import megolm_sender_device
+from ..matrix.membership_wire import StickyWire
 from ..matrix.permissions import check_call_permission, explain_bot
 from ..matrix.publisher import MembershipPublisher, PublishError, State
 from ..ports import CallObserver, HomeTransport
@@ -333,20 +335,39 @@ class CallManager:
             await self.own_calls.add_own_call(room_id, intent)
         return pub
 
+    def dialect_for(self, room_id: str) -> str:
+        """The membership dialect the bot answers in here (membership.dialect; "auto": that
+        of the call's longest-present member, Element Call's when nobody is in a call)."""
+        wanted = self.ctx.settings().membership.dialect
+        if wanted != "auto":
+            return wanted
+        calls = self.rooms.get(room_id)
+        call = calls.call() if calls is not None else None
+        members = sorted(call.members.values(), key=lambda m: m.since_ms) if call else []
+        return members[0].membership.dialect if members else "element_call"
+
     async def _real_publisher(self, room_id: str) -> MembershipPublisher:
         support = await self.support()
+        home = await self.home_transport()
+        wire = None
+        if self.dialect_for(room_id) == "current":
+            # A member id of its own per membership (js-sdk's memberId): an earlier process's
+            # delayed leave names another and cannot end this one.
+            member_id = f"{self.ctx.device_id}-{secrets.token_hex(4)}"
+            wire = StickyWire(self.client, member_id, transport_entry(home))
         return MembershipPublisher(
             self.delayed,
             room_id,
             self.ctx.user_id,
             self.ctx.device_id,
             self.ctx.settings().membership,
-            [transport_entry(await self.home_transport(), room_id)],
+            [transport_entry(home, room_id)],
             self.ctx.logger("publisher"),
             max_delay_ms=support.max_delay_ms,
             delayed_events_usable=support.usable,
             on_heartbeat_failure=self.ctx.metrics.heartbeat_failures.inc,
             on_fallback=self.ctx.metrics.expiring_fallbacks.inc,
+            wire=wire,
         )
 
     async def leave(self, room_id: str) -> bool:

@@ -118,9 +118,13 @@ class CallKeys:
     def own_device(self) -> Device:
         return (self.ctx.user_id, self.ctx.device_id)
 
-    @property
-    def member_id(self) -> str:
-        """The membershipID of the bot's call membership (rtc/membership.session_content)."""
+    def member_id(self, room_id: str) -> str:
+        """The member id of the bot's membership in that room, which its keys must name
+        (js-sdk 45 binds a key to it): `user:device` for Element Call's state event
+        (rtc/own_content.session_content), its own id for an MSC4143 current membership."""
+        wire = getattr(self.calls.publisher(room_id), "wire", None)
+        if wire is not None and wire.dialect == "current":
+            return str(wire.member_id)
         return legacy_identity(self.ctx.user_id, self.ctx.device_id)
 
     # -- receiving ---------------------------------------------------------------------------
@@ -394,14 +398,16 @@ class CallKeys:
         crypto = self.ctx.client.crypto
         if crypto is None:
             return []
-        content = key_message_content(
-            session.room_id, self.member_id, self.ctx.device_id, rollout.key, self._clock_ms()
-        )
+        room, me = session.room_id, self.member_id(session.room_id)
         # Each peer in the dialect it speaks: MSC4143 current peers read rtc.encryption_key.
-        current = {
-            d for d, m in (await self._devices(session.room_id)).items() if m.dialect == "current"
+        by_dialect = {
+            "element_call": (
+                CALL_ENCRYPTION_KEYS,
+                key_message_content(room, me, self.ctx.device_id, rollout.key, self._clock_ms()),
+            ),
+            "current": (RTC_ENCRYPTION_KEY, current_key_content(room, me, rollout.key)),
         }
-        current_content = current_key_content(session.room_id, self.member_id, rollout.key)
+        dialects = {d: m.dialect for d, m in (await self._devices(room)).items()}
         limit = asyncio.Semaphore(self.send_concurrency)
         sent = self.ctx.metrics.media_keys_sent
 
@@ -415,14 +421,8 @@ class CallKeys:
                             "no keys of device %s/%s: media key not sent", user, device_id
                         )
                         return False
-                    if (user, device_id) in current:
-                        await crypto.send_encrypted_to_device(
-                            device, RTC_ENCRYPTION_KEY, current_content
-                        )
-                    else:
-                        await crypto.send_encrypted_to_device(
-                            device, CALL_ENCRYPTION_KEYS, content
-                        )
+                    kind, body = by_dialect[dialects.get((user, device_id), "element_call")]
+                    await crypto.send_encrypted_to_device(device, kind, body)
                 except Exception as e:
                     self.log.warning(
                         "sending the media key to %s/%s failed: %s", user, device_id, e

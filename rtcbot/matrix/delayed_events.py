@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,6 +154,30 @@ class DelayedEvents:
         if not isinstance(delay_id, str):
             raise DelayedEventsUnsupported("the homeserver ignored the delay parameter")
         return delay_id
+
+    async def schedule_message(
+        self,
+        room_id: str,
+        event_type: str,
+        content: dict[str, Any],
+        delay_ms: int,
+        query: dict[str, str],
+    ) -> str:
+        """A delayed room message (e.g. a sticky leave, MSC4354 in `query`): its delay id."""
+        path = Path.v3.rooms[room_id].send[event_type][secrets.token_hex(12)]
+        resp = await self._call(Method.PUT, path, content, {**query, DELAY_PARAM: str(delay_ms)})
+        delay_id = resp.get("delay_id") if isinstance(resp, dict) else None
+        if not isinstance(delay_id, str):
+            raise DelayedEventsUnsupported("the homeserver ignored the delay parameter")
+        return delay_id
+
+    async def put_message(
+        self, room_id: str, event_type: str, content: dict[str, Any], query: dict[str, str]
+    ) -> str:
+        """Send a room message now (e.g. a sticky membership); return its event id."""
+        path = Path.v3.rooms[room_id].send[event_type][secrets.token_hex(12)]
+        resp = await self._call(Method.PUT, path, content, query)
+        return str(resp["event_id"])
 
     async def put_state(
         self, room_id: str, event_type: str, state_key: str, content: dict[str, Any]

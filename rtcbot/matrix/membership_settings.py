@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import ConfigError, setting, whole
+from ..config import ConfigError, choice, setting, whole
+
+DIALECTS = ("auto", "element_call", "current")
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,11 @@ class MembershipSettings:
     fallback_expires_ms: int = setting(
         60_000, whole(5_000, 86_400_000), "the expiry used where delayed events are unavailable"
     )
+    # Which membership the bot publishes: "element_call" (a state event, what Element Call
+    # reads), "current" (MSC4143's sticky m.rtc.member, what Element X's coming Rust stack
+    # reads) or "auto": the dialect of the call's longest-present member, Element Call's
+    # when the bot is alone. Clients of one dialect do not see members of the other.
+    dialect: str = setting("auto", choice(*DIALECTS), "the membership dialect the bot answers in")
 
     def validate(self) -> None:
         if self.restart_interval_ms * 2 > self.delayed_leave_ms:

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..rtc import membership_plan as mp
-from ..rtc.membership import CALL_MEMBER_TYPE
-from ..rtc.own_content import session_content
+from ..rtc.membership import MAX_STICKY_DURATION_MS
 from ..rtc.state_keys import make_state_key
 from ..tasks import cancel_and_wait
 from .delayed_events import (
@@ -31,6 +30,7 @@ from .delayed_events import (
     TransientError,
 )
 from .membership_settings import MembershipSettings
+from .membership_wire import MembershipWire, StateWire
 
 State = mp.Phase
 LeaveMode = mp.Mode
@@ -71,6 +71,7 @@ class MembershipPublisher:
         clock: Callable[[], float] = time.time,
         on_heartbeat_failure: Callable[[], None] | None = None,
         on_fallback: Callable[[], None] | None = None,
+        wire: MembershipWire | None = None,
     ) -> None:
         self.delayed = delayed
         self.room_id = room_id
@@ -82,11 +83,15 @@ class MembershipPublisher:
         self.on_heartbeat_failure = on_heartbeat_failure
         self.on_fallback = on_fallback
         self.state_key = make_state_key(user_id, device_id)
+        # Element Call's state event, or MSC4143 current's sticky message (membership_wire.py).
+        self.wire: MembershipWire = wire or StateWire(user_id, device_id, foci_preferred)
+        sticky = self.wire.dialect == "current"
         timings = mp.Timings(
             settings.delayed_leave_ms,
             settings.restart_interval_ms,
-            settings.expires_ms,
-            settings.fallback_expires_ms,
+            # A sticky membership lasts as long as its stickiness: refreshed before that.
+            min(settings.expires_ms, MAX_STICKY_DURATION_MS) if sticky else settings.expires_ms,
+            min(settings.fallback_expires_ms, MAX_STICKY_DURATION_MS),
         )
         self.plan = mp.initial(timings, max_delay_ms, delayed_events_usable)
         self._wake = asyncio.Event()
@@ -246,8 +251,7 @@ class MembershipPublisher:
         elif action.do == mp.Do.CANCEL_OWN and p.delay_id:
             await d.cancel(p.delay_id)
         elif action.do == mp.Do.SCHEDULE_LEAVE:
-            key, room = self.state_key, self.room_id
-            delay_id = await d.schedule_state(room, CALL_MEMBER_TYPE, key, {}, p.delay_ms)
+            delay_id = await self.wire.schedule_leave(d, self.room_id, p.delay_ms)
             return mp.Result(action, mp.Got.OK, delay_id=delay_id)
         elif action.do in (mp.Do.SEND_JOIN, mp.Do.REFRESH):
             return mp.Result(action, mp.Got.OK, origin_ts=await self._send_membership(action))
@@ -258,21 +262,16 @@ class MembershipPublisher:
         elif action.do == mp.Do.SEND_LEAVE and p.delay_id:
             await d.send(p.delay_id)  # the scheduled `{}` goes out now
         elif action.do == mp.Do.PUT_LEAVE:
-            await d.put_state(self.room_id, CALL_MEMBER_TYPE, self.state_key, {})
+            await self.wire.put_leave(d, self.room_id)
         return ok
 
     async def _send_membership(self, action: mp.Action) -> int | None:
-        content = session_content(
-            user_id=self.user_id,
-            device_id=self.device_id,
+        content = self.wire.join_content(
             expires_ms=mp.sent_expiry_ms(self.plan, action),
             intent=self.plan.intent,
-            transports=self.foci_preferred,
             created_ts=self.plan.created_ts,
         )
-        event_id = await self.delayed.put_state(
-            self.room_id, CALL_MEMBER_TYPE, self.state_key, content
-        )
+        event_id = await self.wire.send(self.delayed, self.room_id, content)
         try:
             ts = (await self.delayed.get_event(self.room_id, event_id)).get("origin_server_ts")
         except DelayedEventError as e:
@@ -286,10 +285,7 @@ class MembershipPublisher:
         except DelayedEventError as e:
             self.log.debug("could not list pending delayed events: %s", e)
             return
-        own = self.plan.delay_id
-        for delay_id in mp.stale_leaves(
-            pending, self.room_id, self.state_key, own, CALL_MEMBER_TYPE
-        ):
+        for delay_id in self.wire.stale(pending, self.room_id, self.plan.delay_id):
             try:
                 await self.delayed.cancel(delay_id)
                 self.log.info("cancelled a stale delayed leave in %s", self.room_id)

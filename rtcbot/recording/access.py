@@ -28,7 +28,8 @@ from ..media.tokens import (
 from ..ports import CallDirectory, HomeTransport
 from ..rtc.identity import livekit_room_alias, member_identity
 from ..rtc.member_fields import Transport
-from ..rtc.sfus import ROOM_SLOT, split_link_key, transports_by_key
+from ..rtc.own_content import CURRENT_SLOT
+from ..rtc.sfus import ROOM_SLOT, link_key, split_link_key, transports_by_key
 from ..rtc.trust import trusted_service
 from .errors import MediaError
 from .trusted_services import TrustedServices
@@ -71,19 +72,35 @@ class MediaAccess:
     async def close(self) -> None:
         await self.trust.close()
 
-    def identity(self) -> str:
-        """The bot's LiveKit identity in every call: that of its (state-event) membership."""
-        return member_identity(self.ctx.user_id, self.ctx.device_id)
+    def own_member(self, room_id: str | None = None) -> tuple[str, str | None]:
+        """(the slot whose LiveKit room the bot is in, its member id when that membership is
+        MSC4143 current) — in Element Call's dialect the room call's slot, no member id."""
+        pub = self.calls.publisher(room_id) if room_id else None
+        wire = getattr(pub, "wire", None)
+        if wire is not None and wire.dialect == "current":
+            return CURRENT_SLOT, str(wire.member_id)
+        return ROOM_SLOT, None
+
+    def identity(self, room_id: str | None = None) -> str:
+        """The bot's LiveKit identity in a call: that of its membership there (`user:device`
+        for Element Call's state event, the MSC4195 hash for a current membership)."""
+        return member_identity(self.ctx.user_id, self.ctx.device_id, self.own_member(room_id)[1])
+
+    def member_id(self, room_id: str | None = None) -> str:
+        """The member id of the bot's membership (what its keys name too)."""
+        return self.own_member(room_id)[1] or member_identity(self.ctx.user_id, self.ctx.device_id)
 
     async def access(
-        self, room_id: str, roles: Roles, name: str, slot: str = ROOM_SLOT
+        self, room_id: str, roles: Roles, name: str, slot: str | None = None
     ) -> SfuAccess:
-        """A token for the bot's own SFU, in the LiveKit room of `slot` (the room call's,
-        or another slot's such as MSC4143 current's `m.call#room`)."""
+        """A token for the bot's own SFU, in the LiveKit room of `slot` (default: that of the
+        bot's membership; another slot's for a recording link, e.g. Element Call's members
+        while the bot answers in MSC4143 current)."""
+        slot = slot or self.own_member(room_id)[0]
         lk = self.ctx.settings().livekit
         if lk.api_secret:
             return mint_local_token(
-                lk, livekit_room_alias(room_id, slot), self.identity(), roles, name=name
+                lk, livekit_room_alias(room_id, slot), self.identity(room_id), roles, name=name
             )
         home = await self.home_transport()
         if home is not None and home.url:
@@ -117,9 +134,11 @@ class MediaAccess:
         return [*(await self.trust.urls()), *([home.url] if home and home.url else [])]
 
     async def home_key(self, room_id: str) -> str:
-        """What names the bot's own SFU in this room's call (rtc/member_fields `key`)."""
+        """Where the bot's own participant is in this room's call: its SFU (rtc/member_fields
+        `key`) and the slot of its membership (rtc/sfus `link_key`)."""
         home = await self.home_transport()
-        return (home.key or "") if home else await self.home_service(room_id)
+        sfu = (home.key or "") if home else await self.home_service(room_id)
+        return link_key(sfu, self.own_member(room_id)[0])
 
     async def home_service(self, room_id: str) -> str:
         """The authorization service of the bot's own transport in this room's call."""
@@ -135,7 +154,7 @@ class MediaAccess:
             sfu_url,
             room_id,
             self.ctx.device_id,
-            self.identity(),
+            self.member_id(room_id),
             slot_id=slot,
             server_name=server_name,
             log=self.log,
@@ -148,7 +167,7 @@ class MediaAccess:
         guarded client. The bot's own SFU under another slot (rtc/sfus `link_key`): a token
         for that slot's LiveKit room, as for the bot's own participant."""
         sfu, slot = split_link_key(service)
-        if sfu == await self.home_key(room_id):
+        if sfu == split_link_key(await self.home_key(room_id))[0]:
             return await self.access(room_id, frozenset({"recorder"}), "rtcbot (recording)", slot)
         found = await self._transport_in_call(service, room_id)
         if found is not None and found.url and sfu == found.key:
@@ -197,7 +216,7 @@ class MediaAccess:
             openid,
             self.ctx.user_id,
             self.ctx.device_id,
-            self.identity(),
+            self.member_id(room_id),
             slot,
             prefer="sfu_get" if slot == ROOM_SLOT else "get_token",
         )

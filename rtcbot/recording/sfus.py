@@ -31,7 +31,7 @@ from ..media.participant import Participant, SfuConnectError
 from ..media.recorder import Recorder
 from ..media.tokens import SfuAccess, SfuAuthError
 from ..ports import CallDirectory
-from ..rtc.sfus import ROOM_SLOT, publishers_by_service, same_sfu, service_key, split_link_key
+from ..rtc.sfus import publishers_by_service, same_sfu, service_key, split_link_key
 from ..rtc.trust import trusted_service
 
 AccessAt = Callable[[str, str], Awaitable[SfuAccess]]  # (service URL, room) → token
@@ -154,7 +154,8 @@ class RecordingSfus:
         (one service under two URLs: a second connection would replace the bot's own)."""
         first = await self.access_at(url, room_id)
         home = self.home_livekit(room_id)
-        other_slot = split_link_key(url)[1] != ROOM_SLOT  # another LiveKit room there
+        own_slot = split_link_key(await self.home_service(room_id))[1]
+        other_slot = split_link_key(url)[1] != own_slot  # another LiveKit room there
         if home is not None and same_sfu(first.url, home) and not other_slot:
             return None
         pending = [first]

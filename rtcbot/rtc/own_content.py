@@ -66,3 +66,25 @@ def session_content(
     if created_ts is not None:
         content["created_ts"] = created_ts
     return content
+
+
+CURRENT_SLOT = "m.call#room"  # MSC4143 current's room-wide slot (matrix-rust-rtc)
+
+
+def current_member_content(
+    member_id: str, transport: Mapping[str, Any], *, leave: bool = False
+) -> dict[str, Any]:
+    """The bot's membership in MSC4143 "current" (compat/sticky_2025.rs, "MSC4143 today"):
+    no user and no device (the receiver takes them from the sender and the decryption), the
+    transport nested, the slot `m.call#room`; a leave is full content with `membership:
+    "leave"`."""
+    content: dict[str, Any] = {
+        "slot_id": CURRENT_SLOT,
+        "msc4354_sticky_key": member_id,
+        "member": {"id": member_id, "membership": "leave" if leave else "join"},
+        "application": {"type": CALL_APPLICATION},
+        "transports": {"published": [dict(transport)], "can_subscribe": ["livekit"]},
+    }
+    if leave:
+        content["leave_reason"] = "user_left"
+    return content

@@ -17,6 +17,7 @@ import asyncio
 import base64
 from typing import Any
 
+import numpy as np
 import pytest
 
 from rtcbot.rtc.identity import livekit_identity, livekit_room_alias
@@ -77,11 +78,11 @@ async def test_a_current_dialect_participant_is_recorded_and_decrypted(
         }
         await eve.send_to_device(bot_id, str(stack.bot["device_id"]), RTC_KEY, key)
 
-        start = await eve.send_text(room, "!call record start")
-        started = await eve.wait_for_message(room, bot_id, reply_to=start, timeout=45)
-        assert started.body.startswith("🔴 Recording started"), started.body
+        # The bot answers in her dialect (membership.dialect "auto": the call's oldest member
+        # speaks MSC4143 current): its membership a sticky m.rtc.member in m.call#room,
+        # encrypted; its key an rtc.encryption_key by Olm; its voice in her LiveKit room.
+        announce = await eve.send_text(room, "!call announce hello in your dialect")
 
-        # The bot answers in her dialect: its own key as an rtc.encryption_key, by Olm.
         async def bots_key() -> dict[str, Any] | None:
             for m in await eve.received_to_device():
                 if m["sender"] == bot_id and m["type"] == RTC_KEY and m["encrypted"]:
@@ -91,8 +92,27 @@ async def test_a_current_dialect_participant_is_recorded_and_decrypted(
         got = await eventually(bots_key, timeout=30, what="the bot's key in her dialect")
         assert set(got) == {"room_id", "member_id", "media_key", "format"}, got
         assert got["room_id"] == room and got["format"] == 0, got
-        assert got["member_id"] == f"{bot_id}:{stack.bot['device_id']}", got
-        assert len(base64.b64decode(got["media_key"]["key"])) == 16, got
+        bot_member = str(got["member_id"])
+        bot_identity = livekit_identity(bot_id, str(stack.bot["device_id"]), bot_member)
+        bot_key = base64.b64decode(got["media_key"]["key"])
+        speaker.set_key(bot_identity, bot_key, int(got["media_key"]["index"]))
+        spoken = await eve.wait_for_message(room, bot_id, reply_to=announce, timeout=60)
+        assert "spoken in the call" in spoken.body, spoken.body
+        voiced = (np.abs(speaker.samples_from(bot_identity)) > 500).sum() / 48_000
+        assert voiced > 0.5, (voiced, list(speaker.heard))
+        own = [
+            m
+            for m in await eve.messages(room)
+            if m.sender == bot_id and m.type == RTC_MEMBER and m.encrypted
+        ]
+        assert own, "no encrypted sticky membership of the bot"
+        assert own[0].content["member"] == {"id": bot_member, "membership": "join"}, own[0]
+        assert own[0].content["slot_id"] == "m.call#room", own[0].content
+        assert "user_id" not in own[0].content["member"], own[0].content
+
+        start = await eve.send_text(room, "!call record start")
+        started = await eve.wait_for_message(room, bot_id, reply_to=start, timeout=45)
+        assert started.body.startswith("🔴 Recording started"), started.body
         await asyncio.sleep(6)
         stop = await eve.send_text(room, "!call record stop")
         summary = await eve.wait_for_message(

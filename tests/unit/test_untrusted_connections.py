@@ -187,7 +187,7 @@ async def test_a_members_service_that_hangs_leaves_the_matrix_clients_connection
     )
     roles = MediaAccess(
         cast(BotContext, ctx),
-        cast(CallMembership, SimpleNamespace(room=room)),
+        cast(CallMembership, SimpleNamespace(room=room, publisher=lambda _room: None)),
         no_transport,
         lambda _room: None,
     )
