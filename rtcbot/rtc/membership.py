@@ -464,7 +464,9 @@ def parse_sticky_event(
 
         call_id = slot_id.split("#", 1)[1]
         # `m.call#room` (MSC4143 current) and `m.call#ROOM` (Element Call): the room's call.
-        room_call = call_id.upper() == ROOM_CALL_ID
+        # Exactly these two spellings: each other one would be another LiveKit room that a
+        # recording links to.
+        room_call = call_id in (ROOM_CALL_ID, ROOM_CALL_ID.lower())
         membership = Membership(
             user_id=sender,
             device_id=device_id,

@@ -173,3 +173,10 @@ def test_the_bot_joins_the_service_members_keeping_the_others() -> None:
     assert kept == {"service_members": ["@other:x", bot], "extra": 1}
     assert with_service_member({"service_members": [bot]}, bot) is None
     assert with_service_member({"service_members": "nonsense"}, bot) == {"service_members": [bot]}
+
+
+def test_only_the_two_spellings_of_the_room_slot_are_the_room_call() -> None:
+    # Any other casing would be one more LiveKit room for a recording to link to.
+    odd = parse_sticky_event(event(current_member(slot_id="m.call#RoOm")), T0, "D")
+    assert odd.ok and odd.memberships[0].slot_id == "m.call#RoOm"
+    assert not odd.memberships[0].is_room_call
