@@ -21,12 +21,14 @@ import numpy as np
 import pytest
 
 from rtcbot.rtc.identity import livekit_identity, livekit_room_alias
+from rtcbot.rtc.slots import ROOM_SLOT, SLOT_TYPES, slot_content
 from rtcbot_stack.stack import Stack
 from tests.crypto_client import fixtures
 from tests.crypto_client.fixtures import CryptoUserFactory
 from tests.integration.test_encrypted_room import encrypted_room_with_bot
 from tests.integration.test_frame_keys import EncryptedPeer, peer
 from tests.stack.eventually import eventually
+from tests.stack.matrix_user import MatrixUser
 
 pytestmark = pytest.mark.stack
 crypto_driver = fixtures.crypto_driver
@@ -63,7 +65,14 @@ async def test_a_current_dialect_participant_is_recorded_and_decrypted(
     lk_room = livekit_room_alias(room, "m.call#room")
     assert lk_room != livekit_room_alias(room)
     speaker = await peer(stack, lk_room, EncryptedPeer(identity, KEY, 0))
+    plain = MatrixUser(stack.synapse.url, eve.user_id, eve.access_token, eve.device_id)
     try:
+        # A current client opens the slot before it joins (matrix-rust-rtc slot.rs).
+        for kind in SLOT_TYPES:
+            await plain.put_state(room, kind, ROOM_SLOT, slot_content(True, encrypted=True))
+        slot = await eve.send_text(room, "!call slot")
+        shown = await eve.wait_for_message(room, bot_id, reply_to=slot, timeout=30)
+        assert "is open" in shown.body, shown.body
         await speaker.publish_tone(440)
         joined = await eve.send_sticky(room, RTC_MEMBER, current_member(stack.livekit.url))
         notice = await eve.wait_for_message(
@@ -127,3 +136,4 @@ async def test_a_current_dialect_participant_is_recorded_and_decrypted(
         assert "ended" in ended.body, ended.body
     finally:
         await speaker.close()
+        await plain.close()
