@@ -183,7 +183,7 @@ class CallCards:
             "I was in the call's media only to speak, and LiveKit tells who speaks only to "
             "those who listen"
             if in_sfu
-            else "I was not in the call's media"
+            else None
         )
         text = card_markdown(
             card, lambda s: md_escape(s, NAME_LIMIT), tz, tz_name, why_unknown=why

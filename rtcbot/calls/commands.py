@@ -14,6 +14,7 @@ from ..matrix.permissions import check_call_permission, explain_members
 from ..matrix.publisher import LeaveMode, PublishError
 from ..ports import CallMembership
 from ..rtc.announce import join_names
+from ..rtc.announce import people as people_count
 
 INTENTS = {"audio": "audio", "voice": "audio", "video": "video"}
 
@@ -34,8 +35,8 @@ def call_heading(application: str, slot_id: str, started: str, people: int, peak
     members' state events: escaped, never in a code span (a backtick would end it)."""
     label = "Call" if application == "m.call" else f"Session {md_escape(application, 80)}"
     return (
-        f"**{label}** ({md_escape(slot_id, 120)}), started {started} ago, {people} people, "
-        f"peak {peak}:"
+        f"**{label}** ({md_escape(slot_id, 120)}), started {started} ago, "
+        f"{people_count(people)}, peak {peak}:"
     )
 
 

@@ -49,11 +49,12 @@ class CryptoState:
 
 
 def refusal_text(command: str) -> str:
-    """The notice for a command refused in an encrypted room because crypto is off."""
+    """The notice for a command refused in an encrypted room because crypto is off: one
+    sentence for whoever asked; the fix is for the operator (`!call diag`, /health, the log)."""
     need = NEEDS.get(command, "act in this encrypted room")
     return (
         f"🔒 I can't {need}: this room is end-to-end encrypted and my end-to-end encryption "
-        f"is off. Fix: {CRYPTO_FIX}"
+        "is off (an admin finds why in the diag command)."
     )
 
 

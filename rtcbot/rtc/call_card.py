@@ -206,7 +206,7 @@ def card_markdown(
     escape: Callable[[str], str],
     tz: tzinfo = UTC,
     tz_name: str = "UTC",
-    why_unknown: str = "I was not in the call's media",
+    why_unknown: str | None = None,
 ) -> str:
     """The card as markdown. `escape` makes people's text literal (matrix/notices.md_escape)."""
     multi_day = _clock(card.started_ms, tz, True)[:10] != _clock(card.ended_ms, tz, True)[:10]
@@ -237,9 +237,9 @@ def card_markdown(
         lines.append(f"- **{escape(row.name)}** {where}{talked}")
     if len(card.people) > _MAX_ROWS:
         lines.append(f"- and {len(card.people) - _MAX_ROWS} more")
-    lines.append("")
-    if card.talk_source is None:
-        lines.append(f"Talk time unknown: {why_unknown}.")
-    else:
-        lines.append(f"Talk time from the {card.talk_source}.")
+    if card.talk_source is not None:
+        lines += ["", f"Talk time from the {card.talk_source}."]
+    elif why_unknown:  # the bot was in the media and still cannot tell: say why
+        lines += ["", f"Talk time unknown: {why_unknown}."]
+    # Not in the call's media at all: nothing to say about talk time (most calls).
     return "\n".join(lines)
