@@ -21,7 +21,7 @@ from ..rtc.membership_plan import stale_leaves
 from ..rtc.own_content import current_member_content, session_content
 from ..rtc.state_keys import make_state_key
 from .crypto_status import room_is_encrypted
-from .delayed_events import DelayedEvents
+from .delayed_events import DelayedEvents, RequestRefused
 
 STICKY_PARAM: Final = "org.matrix.msc4354.sticky_duration_ms"
 
@@ -92,9 +92,13 @@ class StickyWire:
         return current_member_content(self.member_id, self.transport)
 
     async def _wire(self, room_id: str, content: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        if self.client.crypto is not None and await room_is_encrypted(
-            self.client, RoomID(room_id)
-        ):
+        # These requests bypass mautrix's send path (and the encryption guard): refuse here
+        # what would go out in plaintext into an encrypted room.
+        if await room_is_encrypted(self.client, RoomID(room_id)):
+            if self.client.crypto is None:
+                raise RequestRefused(
+                    "this room is encrypted and my end-to-end encryption is off", 0, "PLAINTEXT"
+                )
             kind = EventType.find(RTC_MEMBER_TYPE, EventType.Class.MESSAGE)
             encrypted = await self.client.encrypt(RoomID(room_id), kind, cast(Any, content))
             return "m.room.encrypted", encrypted.serialize()

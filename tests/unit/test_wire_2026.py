@@ -180,3 +180,32 @@ def test_only_the_two_spellings_of_the_room_slot_are_the_room_call() -> None:
     odd = parse_sticky_event(event(current_member(slot_id="m.call#RoOm")), T0, "D")
     assert odd.ok and odd.memberships[0].slot_id == "m.call#RoOm"
     assert not odd.memberships[0].is_room_call
+
+
+async def test_a_current_membership_never_goes_out_in_plaintext_into_an_encrypted_room() -> None:
+    """The sticky membership's requests bypass mautrix's send path: without crypto, an
+    encrypted room gets nothing (not the join, not the delayed leave)."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from rtcbot.matrix.delayed_events import RequestRefused
+    from rtcbot.matrix.membership_wire import StickyWire
+
+    async def is_encrypted(_room: str) -> bool:
+        return True
+
+    sent: list[Any] = []
+
+    async def record(*args: Any) -> str:
+        sent.append(args)
+        return "x"
+
+    client = SimpleNamespace(crypto=None, state_store=SimpleNamespace(is_encrypted=is_encrypted))
+    delayed = SimpleNamespace(schedule_message=record, put_message=record)
+    wire = StickyWire(client, "DEV-1", {"type": "livekit", "url": SFU_WS})  # type: ignore[arg-type]
+    with pytest.raises(RequestRefused):
+        await wire.schedule_leave(delayed, ROOM, 8000)  # type: ignore[arg-type]
+    with pytest.raises(RequestRefused):
+        await wire.send(delayed, ROOM, {"member": {}})  # type: ignore[arg-type]
+    assert sent == []
