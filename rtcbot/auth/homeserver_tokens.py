@@ -31,13 +31,14 @@ from livekit import api
 from ..rtc.identity import legacy_identity, livekit_identity, livekit_room_alias
 from ..rtc.member_fields import is_user_id
 from ..rtc.rate_limit import KeyedLimiter
+from ..rtc.sfus import same_sfu
 from .policy import (
     JWT_TTL,
-    RATE_LIMITED_TEXT,
     error_answer,
     full_access_servers,
     is_full_access,
     json_answer,
+    rate_limited,
     video_grants,
 )
 from .requests import MAX_BODY_BYTES, RequestError, bad_json, printable, read_limited
@@ -52,10 +53,6 @@ PREFIX = r"/_matrix/client/{version:(?:unstable/[^/]+|v[0-9]+)}/rtc/livekit"
 _FIELDS = frozenset({"room_id", "slot_id", "url", "member", "member_id", "server_name"})
 _MEMBER_FIELDS = frozenset({"id", "claimed_device_id", "claimed_user_id"})
 NOT_OFFERED = "rtcbot's authorization service is not set up as an application service"
-
-
-def _same_sfu(a: str, b: str) -> bool:
-    return a.rstrip("/").lower() == b.rstrip("/").lower()
 
 
 class HomeserverTokenRequest:
@@ -146,14 +143,7 @@ class HomeserverTokens:
             req = HomeserverTokenRequest(body)
             wait = self._throttled(user_id, settings)
             if wait > 0:
-                return json_answer(
-                    429,
-                    {
-                        "errcode": "M_LIMIT_EXCEEDED",
-                        "error": RATE_LIMITED_TEXT,
-                        "retry_after_ms": int(wait * 1000) + 1,
-                    },
-                )
+                return rate_limited(wait)
             return await self._issue(req, user_id, settings)
         except RequestError as err:
             self.service.log_refusal("rtc/livekit/get_token", user_id, err)
@@ -169,7 +159,7 @@ class HomeserverTokens:
                 "This service issues tokens for its own homeserver's SFU only",
                 reason=f"server_name {printable(req.server_name[:80])!r} (no federation)",
             )
-        if not _same_sfu(req.url, settings.livekit_url):
+        if not same_sfu(req.url, settings.livekit_url):
             raise RequestError(
                 400,
                 "M_INVALID_PARAM",

@@ -80,5 +80,17 @@ def json_answer(status: int, body: dict[str, Any]) -> web.Response:
     return web.json_response(body, status=status, headers=CORS_HEADERS)
 
 
+def rate_limited(wait_s: float) -> web.Response:
+    """429 with the wait the token bucket named (both token endpoints)."""
+    return json_answer(
+        429,
+        {
+            "errcode": "M_LIMIT_EXCEEDED",
+            "error": RATE_LIMITED_TEXT,
+            "retry_after_ms": int(wait_s * 1000) + 1,
+        },
+    )
+
+
 def error_answer(err: RequestError) -> web.Response:
     return json_answer(err.status, {"errcode": err.errcode, "error": err.error})

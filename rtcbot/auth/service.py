@@ -51,7 +51,6 @@ from rtcbot.auth.policy import (
     JWT_TTL,
     NOT_A_MEMBER_TEXT,
     OWN_ACCOUNT_TEXT,
-    RATE_LIMITED_TEXT,
     REFUSED_DELEGATION,
     RESTRICTED_DELEGATION_TEXT,
     RESTRICTED_NO_BOT_TEXT,
@@ -61,6 +60,7 @@ from rtcbot.auth.policy import (
     full_access_servers,
     is_full_access,
     json_answer,
+    rate_limited,
     unauthorised,
     video_grants,
 )
@@ -274,14 +274,7 @@ class AuthService:
             # Counted once the body is sound: from here on a request costs outbound requests.
             wait = self._throttled(request, settings)
             if wait > 0:
-                return json_answer(
-                    429,
-                    {
-                        "errcode": "M_LIMIT_EXCEEDED",
-                        "error": RATE_LIMITED_TEXT,
-                        "retry_after_ms": int(wait * 1000) + 1,
-                    },
-                )
+                return rate_limited(wait)
             return await self._issue(req, settings)
         except RequestError as err:
             self._log_refusal(endpoint, req, err)

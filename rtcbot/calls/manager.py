@@ -25,7 +25,12 @@ from ..matrix.membership_wire import StickyWire
 from ..matrix.permissions import check_call_permission, explain_bot
 from ..matrix.publisher import MembershipPublisher, PublishError, State
 from ..ports import CallObserver, HomeTransport
-from ..rtc.membership import CALL_MEMBER_TYPE, RTC_MEMBER_STABLE_TYPE, RTC_MEMBER_TYPE
+from ..rtc.membership import (
+    CALL_MEMBER_TYPE,
+    RTC_MEMBER_STABLE_TYPE,
+    RTC_MEMBER_TYPE,
+    names_no_device,
+)
 from ..rtc.own_content import transport_entry
 from ..rtc.session import CallEnded, CallEvent, CallStarted, RoomCalls
 from ..tasks import Hooks, Periodic
@@ -45,11 +50,6 @@ class NoCall(PublishError):
 
 RTC_MEMBER = EventType.find(RTC_MEMBER_TYPE, EventType.Class.MESSAGE)
 RTC_MEMBER_STABLE = EventType.find(RTC_MEMBER_STABLE_TYPE, EventType.Class.MESSAGE)
-
-
-def _names_no_device(content: Any) -> bool:
-    member = content.get("member") if isinstance(content, dict) else None
-    return isinstance(member, dict) and "device_id" not in member and "user_id" not in member
 
 
 class CallManager:
@@ -235,7 +235,7 @@ class CallManager:
             return
         raw = evt.serialize()
         device = None
-        if _names_no_device(raw.get("content")):  # MSC4143 current: from the decryption
+        if names_no_device(raw.get("content")):  # MSC4143 current: from the decryption
             device = await megolm_sender_device(
                 self.client, room_id, str(evt.event_id), str(evt.sender)
             )

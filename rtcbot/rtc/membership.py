@@ -387,6 +387,12 @@ def _sticky_transports(content: Mapping[str, Any]) -> tuple[Transport, ...]:
     return parse_transports(nested.get("published"), "transports.published")
 
 
+def names_no_device(content: object) -> bool:
+    """MSC4143 current content: no user, no device (the sender and the decryption name them)."""
+    member = content.get("member") if isinstance(content, Mapping) else None
+    return isinstance(member, Mapping) and "device_id" not in member and "user_id" not in member
+
+
 def _sticky_member(
     content: Mapping[str, Any], sender: str, device_hint: str | None
 ) -> tuple[str, str, Dialect]:
