@@ -8,13 +8,13 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 SYN_STAMP := $(SYN_VENV)/.installed-$(shell sha1sum requirements-synapse.txt | cut -c1-12)
 # Isolated (network namespace, needs root) where possible; NETWORK=host for your own laptop.
 NETWORK ?= $(shell [ "$$(id -u)" = 0 ] && command -v ip >/dev/null && echo isolated || echo host)
-NETNS := $(if $(filter isolated,$(NETWORK)),$(PY) -m rtcbot_stack.netns --,)
 
 .PHONY: setup run test unit lint build release clean livekit-server system-packages browser-tests chromium appservice-registration
 
 setup: $(STAMP) $(SYN_STAMP) livekit-server system-packages browser-tests
 
 $(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PY_BASE) rtcbot_stack/python_check.py
 	test -x $(PY) || $(PY_BASE) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-dev.txt
 	rm -f $(VENV)/.installed-*; touch $@
@@ -61,10 +61,13 @@ run: setup
 
 # Two workers, each with its own stack (free ports, one network namespace); a file's tests
 # stay on one worker, and the CPU-bound files share one (tests/conftest.py). TEST_WORKERS=0
-# runs everything in one process.
+# runs everything in one process. Always isolated (as root a named namespace, as anyone else a
+# user namespace; where neither works it stops and says how) unless NETWORK=host is asked for.
 TEST_WORKERS ?= 2
+TEST_NETWORK := $(if $(filter command line environment,$(origin NETWORK)),$(NETWORK),isolated)
+TEST_WRAP := $(if $(filter isolated,$(TEST_NETWORK)),$(PY) -m rtcbot_stack.netns --,RTCBOT_HOST_NETWORK=1)
 test: setup
-	$(NETNS) $(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
+	$(TEST_WRAP) $(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -8,6 +8,12 @@ interfaces and no default route: nothing can leave the namespace, even by mistak
 
 creates a fresh namespace, runs the command inside it (with RTCBOT_NETNS / RTCBOT_NODE_IP set),
 then kills whatever is left in the namespace and deletes it.
+
+As root it is a named namespace (`ip netns`). As any other user it is an unprivileged user
+namespace (`unshare --user --map-current-user`) with its own network, PID and mount namespaces:
+the same veth pair and no route out; the command keeps the caller's uid (PostgreSQL refuses
+root), and when it ends the kernel kills everything left in the PID namespace. Where neither
+works, nothing runs and the message says what would make it work.
 """
 
 from __future__ import annotations
@@ -47,9 +53,7 @@ def create(name: str | None = None) -> NetNs:
     if os.geteuid() != 0:
         raise PermissionError("creating a network namespace needs root (ip netns add)")
     name = name or f"rtcbot-{os.getpid()}"
-    # A subnet derived from the pid keeps parallel runs apart.
-    octet = os.getpid() % 250 + 1
-    node_ip, peer_ip = f"10.213.{octet}.1", f"10.213.{octet}.2"
+    node_ip, peer_ip = _addresses()
     _ip("netns", "del", name, check=False)
     _ip("netns", "add", name)
     try:
@@ -91,7 +95,74 @@ def delete(name: str) -> None:
     _ip("netns", "del", name, check=False)
 
 
+def _addresses() -> tuple[str, str]:
+    # A subnet derived from the pid keeps parallel runs apart.
+    octet = os.getpid() % 250 + 1
+    return f"10.213.{octet}.1", f"10.213.{octet}.2"
+
+
+_UNSHARE = [
+    "unshare", "--user", "--map-current-user", "--keep-caps", "--net",
+    "--pid", "--fork", "--kill-child", "--mount", "--mount-proc",
+]  # fmt: skip
+
+
+def user_namespaces_work() -> bool:
+    try:
+        probe = subprocess.run([*_UNSHARE, "--", "true"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+NO_NAMESPACE = """\
+[netns] cannot make a network namespace here, so the stack tests cannot run isolated.
+  Either run as root (ip netns), or allow unprivileged user namespaces:
+      sudo sysctl -w kernel.unprivileged_userns_clone=1   (Debian/Ubuntu)
+      sudo sysctl -w user.max_user_namespaces=15000
+      (and, on Ubuntu 24.04+, kernel.apparmor_restrict_unprivileged_userns=0)
+  or, knowingly, run on host networking: make test NETWORK=host
+  (the stack then binds loopback only, on free ports)."""
+
+
+def run_in_user_namespace(argv: list[str]) -> int:
+    node_ip, peer_ip = _addresses()
+    name = f"userns-{os.getpid()}"
+    setup = " && ".join(
+        [
+            "ip link set lo up",
+            "ip link add rtc0 type veth peer name rtc1",
+            f"ip addr add {node_ip}/24 dev rtc0",
+            f"ip addr add {peer_ip}/24 dev rtc1",
+            "ip link set rtc0 up",
+            "ip link set rtc1 up",
+        ]
+    )
+    env = {**os.environ, ENV_NAME: name, ENV_NODE_IP: node_ip}
+    print(f"[netns] running in user namespace {name} (SFU address {node_ip})", flush=True)
+    proc = subprocess.Popen(
+        [*_UNSHARE, "--", "sh", "-c", f'{setup} && exec "$@"', "sh", *argv], env=env
+    )
+
+    def forward(signum: int, _frame: object) -> None:
+        proc.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    code = proc.wait()
+    print(f"[netns] user namespace {name} ended", flush=True)
+    return code
+
+
 def run_isolated(argv: list[str], forward_ports: list[int] | None = None) -> int:
+    if os.geteuid() != 0:
+        if forward_ports:
+            print("[netns] forwarding ports needs root; use NETWORK=host", file=sys.stderr)
+            return 2
+        if not user_namespaces_work():
+            print(NO_NAMESPACE, file=sys.stderr)
+            return 2
+        return run_in_user_namespace(argv)
     ns = create()
     env = {**os.environ, ENV_NAME: ns.name, ENV_NODE_IP: ns.node_ip}
     print(f"[netns] running in namespace {ns.name} (SFU address {ns.node_ip})", flush=True)

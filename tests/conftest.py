@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from rtcbot_stack import netns
 from rtcbot_stack.stack import Stack, StackSettings
+from tests.stack.isolation import require_isolation
 from tests.stack.matrix_user import MatrixUser
 from tests.stack.peers import Peer, mint_token
 
@@ -31,19 +31,9 @@ settings.load_profile("rtcbot")
 _counter = itertools.count()
 
 
-def _require_isolation() -> netns.NetNs | None:
-    ns = netns.current()
-    if ns is None and os.environ.get("RTCBOT_HOST_NETWORK") != "1":
-        pytest.skip(
-            "stack tests run inside `make test` (a network namespace); "
-            "set RTCBOT_HOST_NETWORK=1 to run them on host networking"
-        )
-    return ns
-
-
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    ns = _require_isolation()
+    ns = require_isolation()
     state = Path(tmp_path_factory.mktemp("stack"))
     s = Stack(StackSettings(state_dir=state, netns=ns, demo_room=False)).start()
     try:

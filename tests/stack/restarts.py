@@ -9,22 +9,18 @@ import os
 import signal
 from pathlib import Path
 
-import pytest
-
-from rtcbot_stack.netns import current as current_netns
 from rtcbot_stack.stack import Stack, StackSettings, free_ports
 from rtcbot_stack.supervisor import Supervisor, supervise_maubot
 from tests.crypto_client.client import CryptoClient, Driver
 from tests.integration.test_supervisor import FAST, poll_until
+from tests.stack.isolation import require_isolation
 
 
 def make_run_settings(tmp_path: Path) -> StackSettings:
     """Settings of a stack of its own, as `make run` (start it twice on them to reuse the state
     as `.stack/` is reused): the same ports at every start, free ones rather than `make run`'s
     fixed ports, which a test on the other worker may hold at the same time."""
-    ns = current_netns()
-    if ns is None and os.environ.get("RTCBOT_HOST_NETWORK") != "1":
-        pytest.skip("stack tests run inside `make test` (a network namespace)")
+    ns = require_isolation()
     settings = StackSettings(state_dir=tmp_path / "state", netns=ns, ports=free_ports())
     settings.demo_room = False
     return settings
