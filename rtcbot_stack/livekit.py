@@ -37,7 +37,7 @@ def livekit_config(opts: LiveKitOptions) -> dict[str, Any]:
             "use_external_ip": False,  # no STUN probe of public servers at startup
             "node_ip": opts.node_ip,
             # An empty list means "Google's defaults" to clients: point them at our own
-            # address instead, so no client ever sends a packet outside (network.md).
+            # address instead, so no client ever sends a packet outside.
             "stun_servers": [f"{opts.node_ip}:3478"],
             "enable_loopback_candidate": loopback,
         },

@@ -1,7 +1,7 @@
 """Build the LiveKit server once from its Go module and cache the binary.
 
 `go install module@version` is refused for modules whose go.mod has `replace` directives;
-v1.13.5 has none, so this form works (see shared/reference/livekit.md §4.1).
+v1.13.5 has none, so this form works.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""An isolated network namespace for the SFU and every WebRTC peer (shared/network.md).
+"""An isolated network namespace for the SFU and every WebRTC peer (the project's network rule:
+nothing but loopback and namespaces the run made itself).
 
 WebRTC gathers candidates on every interface and LiveKit hands out public STUN servers, so
 tests and CI run the whole stack inside a namespace with a veth pair as its only non-loopback

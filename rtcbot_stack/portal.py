@@ -2,7 +2,7 @@
 
 The listening sockets are created in the host's network namespace; a thread then switches
 itself (setns) into the stack's namespace, so the connections it opens go to the namespace's
-127.0.0.1. Loopback to loopback: nothing leaves the machine (network.md). WebRTC media is not
+127.0.0.1. Loopback to loopback: nothing leaves the machine. WebRTC media is not
 forwarded; browsers on the host can use the admin panel and the client API, not calls.
 """
 

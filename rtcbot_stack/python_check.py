@@ -15,7 +15,7 @@ SUPPORTED = ((3, 11), (3, 12))
 def problem(version: tuple[int, int]) -> str | None:
     if version in SUPPORTED:
         return None
-    found = "%d.%d" % version
+    found = f"{version[0]}.{version[1]}"
     return (
         f"rtcbot needs Python 3.11 or 3.12; `{sys.executable}` is {found}.\n"
         "  Install one (Debian/Ubuntu: apt install python3.11 python3.11-venv) and run\n"

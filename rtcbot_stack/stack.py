@@ -1,7 +1,7 @@
 """The whole local MatrixRTC stack: Synapse + LiveKit + maubot with rtcbot, and a demo room.
 
 One class for `make run` and for the test fixtures. It writes `stack.json` (shape in
-shared/stack.md) into its state directory so other tools can drive the running stack.
+`Stack.info()`) into its state directory so other tools can drive the running stack.
 """
 
 from __future__ import annotations

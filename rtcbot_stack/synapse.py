@@ -1,4 +1,4 @@
-"""Synapse with SQLite and the MatrixRTC features on (shared/reference/synapse.md §1–2)."""
+"""Synapse with SQLite and the MatrixRTC features on (docs/DEPLOYMENT.md, Synapse settings)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Session fixtures: the real stack (Synapse, LiveKit, maubot + rtcbot), users, rooms, peers.
 
 `make test` runs pytest inside a fresh network namespace (rtcbot_stack.netns); the stack's
-processes and every WebRTC peer live there, so no packet can leave (shared/network.md).
+processes and every WebRTC peer live there, so no packet can leave.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`!call diag`: check from the bot's seat everything a MatrixRTC call in this room depends on.
 
-The checks follow the checklist in matrixrtc-protocol.md §5 (those that apply to a bot):
+The checks follow what a MatrixRTC call needs of its room and servers (docs/DEPLOYMENT.md):
 delayed events (advertised, maximum delay, a real schedule → restart → cancel round trip),
 SFU discovery (transports endpoint, legacy well-known), the authorization service (health,
 endpoint generation, an OpenID round trip, the issued JWT), LiveKit reachability, power levels

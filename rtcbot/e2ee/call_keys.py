@@ -2,7 +2,7 @@
 
 In an encrypted room Element Call encrypts each participant's media with a per-participant
 key and sends it to every member device as an Olm to-device `io.element.call.encryption_keys`
-message (reference e2ee.md §2). This manager is the bot's side of that exchange; what the
+message (matrix-js-sdk `ToDeviceKeyTransport`). This manager is the bot's side of that exchange; what the
 keys mean and when the own key rotates is decided in the pure core (rtc/e2ee_keys.py), and the
 LiveKit side applies them (media/frame_keys.py).
 

@@ -7,7 +7,7 @@ of the same type is dispatched too; it proves nothing about its sender and is dr
 (Element X drops them as well). For an Olm one the sending device is looked up by the Curve25519
 key that the Olm session authenticated, and its Ed25519 key must match the one the event
 claims; a `claimed_device_id` in the content (Element Call puts one in `member`) must name that
-device. Only then do subscribers see it (e2ee.md §1.4).
+device. Only then do subscribers see it (as matrix-js-sdk's `ToDeviceKeyTransport` checks).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The bot's LiveKit transport: config → transports endpoint → well-known.
 
-Element Call's order (matrixrtc-protocol.md §4.1): the homeserver's MSC4143 transports
+Element Call's order (element-call `src/rtcSessionHelpers.ts`): the homeserver's MSC4143 transports
 endpoint first, then the legacy well-known `org.matrix.msc4143.rtc_foci`; a configured
 `livekit.service_url` wins. A transport names its SFU by `url` (Synapse ≥ 1.161: the token
 then comes from the homeserver's `rtc/livekit/get_token`), by the deprecated

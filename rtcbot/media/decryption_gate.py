@@ -1,6 +1,7 @@
 """In an encrypted call the recorder writes a speaker's audio only while it decrypts.
 
-A stream the bot cannot decrypt still delivers frames, as digital silence (e2ee.md §3.2):
+A stream the bot cannot decrypt still delivers frames, as digital silence (the SDK's frame cryptor
+hands on zeros when a frame fails to decrypt):
 written, it would look like a speaker who said nothing. The gate drops those frames (the
 speaker's file and the mix get a gap there, as for a muted speaker) and counts them, so the
 summary can say whose audio could not be decrypted and for how long. In an unencrypted call

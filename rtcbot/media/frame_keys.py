@@ -1,9 +1,9 @@
 """LiveKit frame encryption for one encrypted call: the key ring of the bot's rooms there.
 
 Element Call encrypts every participant's media with that participant's own key (HKDF key
-material, a key ring of 256 indexes; reference e2ee.md §2.3, §3). The bot's participant in such
+material, a key ring of 256 indexes; livekit-client `src/e2ee/`). The bot's participant in such
 a call, and its links to the call's other SFUs, connect with `e2ee_options()`, the settings
-verified against livekit-client in e2ee-interop-test.md: HKDF (the SDK's default PBKDF2
+verified against livekit-client (tests/browser/test_encrypted_call.py): HKDF (the SDK's default PBKDF2
 gives silence both ways), ring 256, ratchet window 10, failure tolerance 10 (the SDK's
 default -1 never reports a failure), AES-GCM.
 

@@ -19,7 +19,7 @@ seconds have passed. Users register callbacks:
 Frame encryption (`use_frame_keys`, or `encryption` given to `connect`) applies to every
 room, the ones connected after an SFU loss too; `frame_keys` is that call's key ring.
 
-Two SDK pitfalls shape the code (reference/livekit.md §1.7, §6): `room.connect` must never be
+Two SDK pitfalls shape the code (found with the Python SDK, python-sdks `livekit-rtc`): `room.connect` must never be
 cancelled (the native side then kills the process 15 s later), so it runs in its own
 shielded task and `close()` waits for an attempt in flight instead of cancelling it; and the
 SDK's error text contains the access token, so every message is scrubbed before use.

@@ -3,7 +3,7 @@ received, and when the bot's own key rotates. Pure: no maubot, no I/O, time is p
 
 In an encrypted room every Element Call device encrypts its media (LiveKit frame encryption)
 with a key of its own and sends that key, Olm-encrypted, to every other member's device
-(reference e2ee.md §2; js-sdk `ToDeviceKeyTransport`, `RTCEncryptionManager`):
+(matrix-js-sdk `src/matrixrtc/ToDeviceKeyTransport.ts`, `RTCEncryptionManager.ts`):
 
 - the message: `{"keys": {"index", "key"}, "room_id", "member": {"claimed_device_id", "id"},
   "session", "sent_ts"}`; checked as js-sdk's `getValidEventContent` does, plus an index in

@@ -1,6 +1,6 @@
 """Call memberships: parse every shape clients send into one typed model, and build ours.
 
-Three shapes exist on the wire (see docs in shared/reference/matrixrtc-protocol.md §2):
+Three shapes exist on the wire (MSC3401/MSC4143; matrix-js-sdk `src/matrixrtc/CallMembership.ts`):
 
 - ``session``: one ``org.matrix.msc3401.call.member`` state event per device, state key
   ``_@user:server_DEVICE_m.call``. What js-sdk / Element Call send by default, and what we send.

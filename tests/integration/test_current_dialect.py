@@ -4,7 +4,7 @@ stack: a js-sdk client (Rust crypto) in an encrypted room sends a current-dialec
 `org.matrix.msc4143.rtc.encryption_key` by Olm; a Python LiveKit participant sits in the
 slot's LiveKit room (alias from `m.call#room`) under the MSC4195 hash of (user, device,
 member id), its audio frame-encrypted with that key. Wire shapes from matrix-rust-rtc's
-compat/sticky_2025.rs (forward-compat-2026-12.md §1.5).
+compat/sticky_2025.rs (docs/COMPATIBILITY.md).
 
 The bot must take the member's device from the decryption, join that other LiveKit room for
 the recording, bind the key to the hashed identity and decrypt: "Who spoke" names her, no

@@ -1,6 +1,6 @@
 """LiveKit frame encryption of the bot against the stack's real LiveKit server, with Python
 peers set up as Element Call sets up its key provider (HKDF, ring 256, per-participant keys;
-e2ee-interop-test.md proved those peers equivalent to Element Call's browser): the bot's key
+tests/browser/test_encrypted_call.py proves the bot against Element Call's browser): the bot's key
 ring (media/frame_keys.py) in the recorder, the announcer and across an SFU restart.
 
 - the recorder writes a speaker whose key it has, not one whose key is wrong (that one is

@@ -1,4 +1,4 @@
-"""js-sdk 45's media keys on the real stack (forward-compat-2026-12.md §1.4).
+"""js-sdk 45's media keys on the real stack (docs/COMPATIBILITY.md).
 
 js-sdk 45 (#5619) sends `media_key` and `member_id`, keeps `keys` and `member.id` "for
 backwards compatibility", and no longer sends `session` and `sent_ts`; the day the

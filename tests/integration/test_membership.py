@@ -22,7 +22,7 @@ pytestmark = pytest.mark.stack
 
 
 def js_sdk_content(user: MatrixUser, intent: str = "audio", **extra: Any) -> dict[str, Any]:
-    """What Element Call (compatibility mode) sends, per matrixrtc-protocol.md §2.3."""
+    """What Element Call (compatibility mode) sends, per matrix-js-sdk's `CallMembership`."""
     transport = {
         "type": "livekit",
         "livekit_service_url": "http://127.0.0.1:1/x",

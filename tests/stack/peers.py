@@ -89,7 +89,7 @@ class Peer:
         self.room.on("track_subscribed", self._on_track)
 
     async def connect(self, url: str, token: str) -> None:
-        # connect_timeout, never asyncio.wait_for around connect (SDK pitfall, livekit.md §1.7)
+        # connect_timeout, never asyncio.wait_for around connect (cancelling it kills the process: media/participant.py)
         await self.room.connect(
             url, token, rtc.RoomOptions(auto_subscribe=True, connect_timeout=10)
         )

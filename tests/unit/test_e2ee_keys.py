@@ -118,7 +118,7 @@ KEY32 = bytes(range(32))
 def js_sdk_45(deprecated: bool = True) -> dict[str, Any]:
     """js-sdk 45 (#5619) ToDeviceKeyTransport.sendKey: `media_key` and `member_id`; `keys`
     and `member.id` "Deprecated but still sent for backwards compatibility"; no `session`,
-    no `sent_ts` (forward-compat-2026-12.md §1.4)."""
+    no `sent_ts`."""
     content: dict[str, Any] = {
         "room_id": ROOM,
         "member_id": "m-45",
@@ -317,7 +317,7 @@ def test_keys_are_held_until_the_membership_appears() -> None:
     calls.apply_state(state_member(ALICE, "A1"), T0 + 100)
     members = devices_of(calls)
     # Bound to js-sdk's `user:device` and to the MSC4195 hash of (user, device, member id),
-    # which a homeserver-issued token may carry (forward-compat §1.3): whichever she has.
+    # which a homeserver-issued token may carry (MSC4195): whichever she has.
     member_id = f"{ALICE}:A1"
     assert inbound.bound(members) == [
         (f"{ALICE}:A1", MediaKey(0, K1)),

@@ -20,7 +20,7 @@ def test_too_new_and_too_old_say_what_to_install() -> None:
     for version in ((3, 13), (3, 14), (3, 10)):
         message = problem(version)
         assert message is not None
-        assert "%d.%d" % version in message
+        assert f"{version[0]}.{version[1]}" in message
         assert "make setup PY_BASE=python3.11" in message
 
 

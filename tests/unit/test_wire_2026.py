@@ -1,4 +1,4 @@
-"""The 2026 wire (forward-compat-2026-12.md), shape by shape, copied field by field from the
+"""The 2026 wire (docs/COMPATIBILITY.md), shape by shape, copied field by field from the
 published sources: MSC4143 "current" members (matrix-rust-rtc compat/sticky_2025.rs), js-sdk
 45's full-content sticky leave (#5616), `url` transports (Synapse ≥ 1.161 config and
 `/rtc/transports`), MSC4140's 409, and the MSC4195 identity vector."""
