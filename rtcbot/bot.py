@@ -40,6 +40,7 @@ from .matrix.transports import TransportDiscovery
 from .metrics import Metrics
 from .migrations import upgrade_table
 from .recording.commands import MediaCommands
+from .recording.deletion import PostedRecordings, RecordingDeleter
 from .recording.follow import CallFollower
 from .recording.optout import RecordingOptOuts
 from .recording.sessions import MediaSessions
@@ -135,7 +136,10 @@ class RtcBot(Plugin):
             lambda: self.settings.transcripts.model_settings(), ctx.logger("speech")
         )
         transcripts = TranscriptJobs(ctx, self.speech)
+        posted = PostedRecordings(ctx.db.db)  # first: a deletion must find it while transcribed
+        media.shared.recording_posted.add(posted.after_recording)
         media.shared.recording_posted.add(transcripts.after_recording)
+        deleter = RecordingDeleter(ctx, posted, media.shared.retention.held)
         captions = LiveCaptions(ctx, self.speech)  # while recording, if the room wants them
         media.shared.tap_factories.append(captions.tap_for)
         media.shared.recording_ended.add(captions.recording_ended)
@@ -158,7 +162,7 @@ class RtcBot(Plugin):
         ctx.metrics.add_live_source(delegations.live_metrics)
         ctx.metrics.add_live_source(call_keys.live_metrics)
         CallCommands(ctx, calls, end_media=media.end_roles).register(router)
-        MediaCommands(ctx, media, calls, optouts).register(router)
+        MediaCommands(ctx, media, calls, optouts, deleter).register(router)
         ScheduleCommands(ctx, schedules).register(router)
         SlotCommands(ctx).register(router)
         transcript_command(ctx).register(router)

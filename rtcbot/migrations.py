@@ -132,3 +132,19 @@ async def upgrade_v5(conn: Connection) -> None:
             PRIMARY KEY (room_id, user_id)
         )"""
     )
+
+
+@upgrade_table.register(description="Posted recordings (what `!call record delete` removes)")
+async def upgrade_v6(conn: Connection) -> None:
+    # One row per posted recording: its summary, the file messages, the files on disk (JSON
+    # lists), so a moderator can delete it whole; removed with it.
+    await conn.execute(
+        """CREATE TABLE recording_posted (
+            room_id  TEXT NOT NULL,
+            summary  TEXT NOT NULL,
+            events   TEXT NOT NULL,
+            files    TEXT NOT NULL,
+            ended_ms BIGINT NOT NULL,
+            PRIMARY KEY (room_id, summary)
+        )"""
+    )

@@ -36,6 +36,8 @@ DEFAULT_LEVELS: Mapping[str, int] = {
     "announce": MODERATOR,
     "auto": MODERATOR,
     "record": MODERATOR,
+    # Redacts a recording's messages and removes its files: for good, for everyone.
+    "record_delete": MODERATOR,
     "transcript": MODERATOR,
     "captions": MODERATOR,
     "schedule_add": MODERATOR,
@@ -121,6 +123,7 @@ COMMANDS: Mapping[str, Command] = {
                     tuple(f"{o} {a}" for o in OPT_OUT for a in ANONYMOUS),
                 ),
                 Action("optin", "record_optout", OPT_IN),
+                Action("delete", "record_delete", ("delete",)),
             ),
             bare="status",
         ),

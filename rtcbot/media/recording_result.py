@@ -55,6 +55,8 @@ class RecordingResult:
     # The files really posted into the room: a retention of 0 deletes these and no others,
     # whatever the settings say by then (review finding 6).
     uploaded: list[Path] = field(default_factory=list)
+    # The file messages posted for it (what `!call record delete` redacts with the summary).
+    posted_events: list[str] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:

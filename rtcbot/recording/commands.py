@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import time
+
 from ..commands.router import CommandContext, CommandRouter
 from ..context import BotContext
 from ..matrix.crypto_status import refused_without_crypto
 from ..matrix.notices import NAME_LIMIT, md_escape
 from ..matrix.permissions import user_level
 from ..ports import CallDirectory
+from .deletion import RecordingDeleter
 from .errors import MediaError
 from .optout import RecordingOptOuts
 from .posts import fmt_s
 from .sessions import ROLES, MediaSessions
 
-RECORD_USAGE = "[start|stop|status|opt out [anonymous]|opt in]"
+RECORD_USAGE = "[start|stop|status|opt out [anonymous]|opt in|delete last]"
 MAX_ANNOUNCE = 500  # characters; longer is refused (it would take minutes to speak)
 
 
@@ -24,11 +27,13 @@ class MediaCommands:
         media: MediaSessions,
         calls: CallDirectory,
         optouts: RecordingOptOuts,
+        deleter: RecordingDeleter,
     ) -> None:
         self.ctx = ctx
         self.media = media
         self.calls = calls
         self.optouts = optouts
+        self.deleter = deleter
 
     def register(self, router: CommandRouter) -> None:
         router.add(
@@ -66,6 +71,9 @@ class MediaCommands:
             return
         if action in ("optout", "optout_anonymous", "optin"):
             await self._opt(ctx, action)
+            return
+        if action == "delete":
+            await self._delete(ctx)
             return
         if action not in ("start", "stop"):
             await ctx.reply(f"Usage: `{ctx.prefix} record {RECORD_USAGE}`")
@@ -116,6 +124,40 @@ class MediaCommands:
             f"your own file, the mix, the transcript and the captions; {how}. "
             f"`{ctx.prefix} record opt in` takes it back."
         )
+
+    async def _delete(self, ctx: CommandContext) -> None:
+        """Only `delete last`: nothing is deleted by a slip of the keyboard."""
+        if ctx.action_args != ("last",):
+            await ctx.reply(
+                f"Usage: `{ctx.prefix} record delete last` redacts the latest recording's "
+                "messages (summary, files, transcript) and removes its files from my disk."
+            )
+            return
+        rec = await self.deleter.store.latest(ctx.room_id)
+        if rec is None:
+            await ctx.reply("There is no posted recording of this room that I could delete.")
+            return
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(rec.ended_ms / 1000))
+        if self.deleter.transcribing(rec):
+            await ctx.reply(
+                f"The recording of {when} is still being transcribed; delete it once its "
+                "transcript is posted."
+            )
+            return
+        name = md_escape(await self.calls.display_name(ctx.room_id, ctx.sender), NAME_LIMIT)
+        done = await self.deleter.delete(rec, f"recording deleted by {ctx.sender}")
+        files = "1 file" if done.files_removed == 1 else f"{done.files_removed} files"
+        messages = "1 message" if done.redacted == 1 else f"{done.redacted} messages"
+        text = (
+            f"🗑️ {name} deleted the recording of {when}: {messages} redacted, "
+            f"{files} removed from my disk."
+        )
+        if done.not_redacted:
+            text += (
+                f" {done.not_redacted} could not be redacted; "
+                f"`{ctx.prefix} record delete last` tries again."
+            )
+        await ctx.reply(text)
 
     async def announce(self, ctx: CommandContext) -> None:
         text = ctx.line.rest.strip()

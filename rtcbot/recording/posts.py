@@ -90,8 +90,9 @@ async def post_recording(
     elif result.total_bytes <= limit:
         summary = await ctx.notices.send(room, "\n".join(lines))
         for f in sorted(result.files, key=lambda f: (f.kind != "mix", f.segment, f.display_name)):
-            await upload_recording(ctx, room, f.path, _label(f), f.duration_ms)
+            event = await upload_recording(ctx, room, f.path, _label(f), f.duration_ms)
             result.uploaded.append(f.path)
+            result.posted_events.append(event)
     else:
         # The room's folder and the recording's name, never the absolute path (review L7).
         lines.append(
@@ -119,7 +120,7 @@ def drop_posted_files(ctx: BotContext, result: RecordingResult) -> None:
 
 async def upload_recording(
     ctx: BotContext, room: RoomID, path: Path, label: str, duration_ms: int | None = None
-) -> None:
+) -> EventID:
     """One file as an m.audio message: encrypted (content.file) in an encrypted room."""
     data = await asyncio.to_thread(path.read_bytes)  # up to max_upload_mb: off the loop
     where = await upload_for_room(ctx.client, room, data, "audio/ogg", path.name)
@@ -133,4 +134,4 @@ async def upload_recording(
         info=info,
     )
     content["filename"] = path.name
-    await ctx.client.send_message(room, content)
+    return await ctx.client.send_message(room, content)

@@ -82,6 +82,10 @@ class Retention:
             else:
                 self._held.pop(key, None)
 
+    def held(self, path: Path) -> bool:
+        """Is the file being posted or transcribed now?"""
+        return path.resolve() in self._held
+
     def start(self, first: Awaitable[object]) -> None:
         """Pass every hour, the first one once `first` (the crash recovery) is done."""
         self._task = asyncio.ensure_future(self._loop(first))

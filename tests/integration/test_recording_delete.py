@@ -1,0 +1,109 @@
+"""`!call record delete last` on the real stack: a recording with its transcript, then gone.
+
+Two peers with real users' identities speak; the bot records and transcribes (Whisper tiny.en
+from its wheel). A member at level 0 may not delete it; the moderator's `delete last` redacts
+the summary, the three audio messages and the bot's transcript messages (what anyone in the
+room then sees: redacted events, no content), removes the files from the bot's disk, and a
+second `delete last` finds nothing more to delete.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from rtcbot.rtc.identity import livekit_room_alias
+from rtcbot_stack.stack import Stack
+from tests.integration.test_call_media import is_audio
+from tests.integration.test_transcripts import (
+    A1,
+    ALICE,
+    B1,
+    BOB,
+    Event,
+    edits_of,
+    record_while,
+    silence,
+    thread_root,
+    until_found,
+)
+from tests.stack.matrix_user import MatrixUser, body
+from tests.stack.peers import Peer, speech
+
+pytestmark = pytest.mark.stack
+
+
+async def room_with_two_speakers(
+    make_user: Any, make_peer: Any, bot_id: str
+) -> tuple[MatrixUser, MatrixUser, str, Peer, Peer]:
+    alice = await make_user("alice")
+    bob = await make_user("bob")
+    await alice.set_displayname(ALICE)
+    await bob.set_displayname(BOB)
+    room = await alice.create_room(invite=[bot_id, bob.user_id])
+    await bob.join(room)
+    await alice.wait_for_member(room, bot_id)
+    lk_room = livekit_room_alias(room)
+    pa = await make_peer(lk_room, f"{alice.user_id}:DEVA")
+    pb = await make_peer(lk_room, f"{bob.user_id}:DEVB")
+    for p in (pa, pb):
+        await p.publish_samples(silence(0.5))
+    await alice.start_call(room, bot_id)
+    return alice, bob, room, pa, pb
+
+
+def redacted(evt: Event) -> bool:
+    return "redacted_because" in evt.get("unsigned", {}) and not evt.get("content")
+
+
+async def test_a_moderator_deletes_the_latest_recording_with_its_transcript_and_files(
+    stack: Stack, make_user: Any, make_peer: Any, bot_id: str
+) -> None:
+    alice, bob, room, pa, pb = await room_with_two_speakers(make_user, make_peer, bot_id)
+    summary = await record_while(alice, room, bot_id, [(pa, speech(A1)), (pb, speech(B1))])
+    sid = summary["event_id"]
+
+    def transcript_ready(events: list[Event]) -> bool:
+        first = [
+            e
+            for e in events
+            if e.get("sender") == bot_id
+            and thread_root(e) == sid
+            and body(e).startswith("📝 Transcrib")
+        ]
+        done = edits_of(events, first[0]["event_id"]) if first else []
+        return bool(done) and done[-1].startswith("📝 Transcript ready")
+
+    await until_found(alice, room, transcript_ready, 240, "the transcript to be ready")
+    events = await alice.messages(room, 100)
+    audio = [e for e in events if is_audio(e, bot_id)]
+    thread = [e for e in events if e.get("sender") == bot_id and thread_root(e) == sid]
+    assert len(audio) == 3 and len(thread) >= 3, (len(audio), [body(e) for e in thread])
+    names = [str(e["content"]["body"]).rsplit(" — ", 1)[1] for e in audio]
+    on_disk = [p for n in names for p in stack.settings.state_dir.rglob(n)]
+    assert len(on_disk) == 3, (names, on_disk)
+
+    usage = await alice.command(room, "!call record delete", bot_id)
+    assert "record delete last" in body(usage), body(usage)
+
+    # Bob is in the room at level 0: deleting is for moderators (permissions.record_delete).
+    refused = await bob.command(room, "!call record delete last", bot_id)
+    assert not body(refused).startswith("🗑️"), body(refused)
+    assert all(p.exists() for p in on_disk)
+
+    done = await alice.command(room, "!call record delete last", bot_id, timeout=60)
+    text = body(done)
+    print(f"[delete] {text!r}")
+    want = 1 + len(audio) + len(thread)
+    assert text.startswith("🗑️ ") and f"{want} messages redacted, 3 files removed" in text, (
+        text,
+        want,
+    )
+    assert not any(p.exists() for p in on_disk), on_disk
+    after = {e["event_id"]: e for e in await alice.messages(room, 100)}
+    for evt in [summary, *audio, *thread]:
+        assert redacted(after[evt["event_id"]]), after[evt["event_id"]]
+
+    again = await alice.command(room, "!call record delete last", bot_id)
+    assert body(again).startswith("There is no posted recording"), body(again)
