@@ -9,9 +9,9 @@ SYN_STAMP := $(SYN_VENV)/.installed-$(shell sha1sum requirements-synapse.txt | c
 # Isolated (network namespace, needs root) where possible; NETWORK=host for your own laptop.
 NETWORK ?= $(shell [ "$$(id -u)" = 0 ] && command -v ip >/dev/null && echo isolated || echo host)
 
-.PHONY: setup run test unit lint build release clean livekit-server deploy-wheels system-packages browser-tests chromium appservice-registration
+.PHONY: setup run test unit lint build release clean livekit-server deploy-wheels promtool system-packages browser-tests chromium appservice-registration
 
-setup: $(STAMP) $(SYN_STAMP) livekit-server system-packages browser-tests deploy-wheels
+setup: $(STAMP) $(SYN_STAMP) livekit-server promtool system-packages browser-tests deploy-wheels
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PY_BASE) rtcbot_stack/python_check.py
@@ -27,6 +27,10 @@ $(SYN_STAMP): requirements-synapse.txt
 # Built once from the Go module, cached in ~/.cache/rtcbot (outside the tree).
 livekit-server: $(STAMP)
 	$(PY) -m rtcbot_stack.livekit_build
+
+# promtool (Prometheus v0.316.0), built once like the LiveKit server: checks monitoring/.
+promtool: $(STAMP)
+	$(PY) -m rtcbot_stack.go_tools promtool
 
 # requirements.txt as wheels (cached): the deployment test installs a plain maubot from them.
 deploy-wheels: $(STAMP)
@@ -73,7 +77,7 @@ TEST_WRAP := $(if $(filter isolated,$(TEST_NETWORK)),$(PY) -m rtcbot_stack.netns
 test: setup
 	$(TEST_WRAP) $(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
 
-unit: $(STAMP)
+unit: $(STAMP) promtool
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -32,8 +32,15 @@ class _LiveGauges(Collector):
         docs = {
             "rtcbot_calls_active": "Calls in progress in the rooms the bot is in",
             "rtcbot_call_members": "Devices in those calls",
-            "rtcbot_own_memberships": "Calls the bot itself is a member of",
+            "rtcbot_own_memberships": "Calls the bot means to be a member of",
+            "rtcbot_own_memberships_joined": (
+                "Of those, the ones whose membership is on the homeserver now"
+            ),
             "rtcbot_recordings_active": "Recordings in progress",
+            "rtcbot_recording_disk_free_bytes": "Free space on the recordings disk",
+            "rtcbot_recording_disk_floor_bytes": (
+                "recording.min_free_mb: below it no recording starts and running ones stop"
+            ),
             "rtcbot_delegated_leaves_pending": "Delegated delayed leaves being kept or sent",
             "rtcbot_encrypted_calls": "End-to-end encrypted calls the bot takes part in",
             "rtcbot_participants_not_decrypting": (
@@ -105,6 +112,20 @@ class Metrics:
             "DECRYPTION_FAILED, …) and whose (participant: decrypting someone; bot: its own "
             "sender)",
             ["state", "whose"],
+            registry=self.registry,
+        )
+        self.recordings_ended = Counter(
+            "rtcbot_recordings_ended",
+            "Recordings that ended, by outcome (posted; failed: the summary or a file could "
+            "not be posted)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.auth_requests = Counter(
+            "rtcbot_auth_requests",
+            "Requests to the authorization service's token endpoints, by endpoint and HTTP "
+            "status (200 issued, 4xx refused, 429 rate limited, 5xx the service failed)",
+            ["endpoint", "status"],
             registry=self.registry,
         )
         self.reaction_latency = Histogram(

@@ -25,7 +25,7 @@ from ..matrix.room_members import RoomMembers, joined_members_of
 from ..tasks import plugin_tasks
 from .homeserver_tokens import HomeserverTokens
 from .requests import RequestError, read_limited
-from .service import AuthService, Delegate
+from .service import AuthService, Delegate, Handler
 
 StatusSource = Callable[[], list[dict[str, Any]]]
 # (event, LiveKit room, identity, participant sid) of participant_joined / _left /
@@ -91,12 +91,39 @@ class WebEndpoints:
         await self.auth.close()
 
     def mount(self, app: web.UrlDispatcher) -> None:
-        for method, path, handler in (*self.auth.routes(), *self.homeserver_tokens.routes()):
-            app.add_route(method, path, handler)
+        for method, path, handler in self.auth.routes():
+            counted = method == "POST" and path != "/sfu_webhook"
+            app.add_route(
+                method, path, self._counted(path.strip("/"), handler) if counted else handler
+            )
+        for method, path, handler in self.homeserver_tokens.routes():
+            counted = method == "POST"
+            app.add_route(
+                method, path, self._counted("homeserver", handler) if counted else handler
+            )
         app.add_route("POST", "/sfu_webhook", self.sfu_webhook)
         app.add_route("GET", "/health", self.health)
         app.add_route("GET", "/status", self.status)
         app.add_route("GET", "/metrics", self.metrics)
+
+    def _counted(self, endpoint: str, handler: Handler) -> Handler:
+        """The token endpoints' answers by status (rtcbot_auth_requests): what an operator
+        alerts on when the service starts refusing or failing."""
+        requests = self.ctx.metrics.auth_requests
+
+        async def counted(request: web.Request) -> web.StreamResponse:
+            try:
+                response = await handler(request)
+            except web.HTTPException as e:
+                requests.labels(endpoint, str(e.status)).inc()
+                raise
+            except Exception:
+                requests.labels(endpoint, "500").inc()
+                raise
+            requests.labels(endpoint, str(response.status)).inc()
+            return response
+
+        return counted
 
     async def _probe(self, url: str) -> dict[str, object]:
         try:

@@ -402,6 +402,9 @@ class CallManager:
             "rtcbot_calls_active": len(calls),
             "rtcbot_call_members": sum(len(c.members) for c in calls),
             "rtcbot_own_memberships": len(self.publishers),
+            "rtcbot_own_memberships_joined": sum(
+                p.state == State.JOINED for p in self.publishers.values()
+            ),
         }
 
     def status_json(self) -> list[dict[str, Any]]:

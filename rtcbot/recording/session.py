@@ -294,11 +294,14 @@ class RoomMedia:
         shared.retention.hold(f.path for f in result.files)  # until transcribed (_after_posted)
         notes = await shared.summary_notes(room_id) if shared.summary_notes else []
         notes += await shared.other_sfus.summary_notes(room_id)
+        ended = self.ctx.metrics.recordings_ended
         try:
             summary = await post_recording(self.ctx, RoomID(room_id), result, reason_text, notes)
         except BaseException:
+            ended.labels("failed").inc()
             shared.retention.release(f.path for f in result.files)
             raise
+        ended.labels("posted").inc()
         self.ctx.tasks.spawn(self._after_posted(result, summary), "recording-posted")
         if result.errors:
             shared.log.warning("recording in %s had errors: %s", room_id, result.errors)

@@ -4,6 +4,7 @@ start and stop of the instance, a room the bot lost, a LiveKit room the server c
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from livekit import rtc
 
@@ -14,6 +15,7 @@ from ..media.recorder import Recorder, RecordingResult
 from ..ports import CallMembership, HomeTransport
 from ..rtc.identity import livekit_room_alias
 from .access import MediaAccess
+from .disk import MB, free_mb
 from .recovery import RecordingRecovery
 from .retention import Retention
 from .session import RoomMedia
@@ -182,7 +184,16 @@ class MediaSessions:
             await found.end_roles(reason)
 
     def live_metrics(self) -> dict[str, float]:
-        return {"rtcbot_recordings_active": len(self.recorders())}
+        settings = self.ctx.settings().recording
+        try:
+            free = free_mb(Path(settings.directory)) * MB
+        except OSError:
+            free = 0.0  # unreadable counts as full, as for the floor itself
+        return {
+            "rtcbot_recordings_active": len(self.recorders()),
+            "rtcbot_recording_disk_free_bytes": free,
+            "rtcbot_recording_disk_floor_bytes": float(settings.min_free_mb * MB),
+        }
 
     def status_json(self) -> list[dict[str, object]]:
         return [st for s in self.rooms.values() if (st := s.status_json()) is not None]

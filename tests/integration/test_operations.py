@@ -160,3 +160,26 @@ async def test_notice_batching_window_changes_live(
         assert sent  # (the state key of bob's membership)
     finally:
         put_config(stack, bot_id, stack.plugin_config())
+
+
+def sample(text: str, name: str, labels: dict[str, str] | None = None) -> float:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in (labels or {}).items()):
+                return float(s.value)
+    return 0.0
+
+
+async def test_metrics_the_alert_rules_read(stack: Stack) -> None:
+    """monitoring/alerts.yml reads these: the token endpoints by status, the recordings disk."""
+    url = f"{stack.auth_service_url}/metrics"
+    refused = {"endpoint": "sfu/get", "status": "400"}
+    before = sample((await get(url))[1], "rtcbot_auth_requests_total", refused)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{stack.auth_service_url}/sfu/get", data=b"not json") as resp:
+            assert resp.status == 400
+    text = (await get(url))[1]
+    assert sample(text, "rtcbot_auth_requests_total", refused) == before + 1
+    assert sample(text, "rtcbot_recording_disk_free_bytes") > 0
+    assert sample(text, "rtcbot_recording_disk_floor_bytes") == 500 * 1024 * 1024
+    assert sample(text, "rtcbot_own_memberships_joined") <= sample(text, "rtcbot_own_memberships")
