@@ -28,6 +28,7 @@ from rtcbot.auth.settings import AuthServiceSettings
 from rtcbot.auth.web import WebEndpoints
 from rtcbot.context import BotContext
 from rtcbot.media.livekit_settings import LiveKitSettings
+from rtcbot.metrics import Metrics
 from rtcbot.ports import CallMembership
 from rtcbot.recording.access import MediaAccess
 from rtcbot.settings import Settings
@@ -117,6 +118,7 @@ async def test_a_hanging_create_room_leaves_the_matrix_clients_connections_alone
         user_id="@bot:hs.test",
         settings=lambda: settings,
         logger=lambda name: logging.getLogger(f"rtcbot.test.{name}"),
+        metrics=Metrics(),
     )
     endpoints = WebEndpoints(cast(BotContext, ctx), list, list)
     app = web.Application()
