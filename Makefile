@@ -62,7 +62,7 @@ chromium:
 # In isolated mode the stack's HTTP ports (Synapse, maubot, LiveKit signalling) are forwarded
 # to the host's loopback, so the printed URLs work from the host too.
 comma := ,
-FORWARD_PORTS := 8008$(comma)29316$(comma)7880
+FORWARD_PORTS := 8008$(comma)29316$(comma)7880$(comma)8090
 RUN_WRAP := $(if $(filter isolated,$(NETWORK)),$(PY) -m rtcbot_stack.netns --forward=$(FORWARD_PORTS) --,)
 run: setup
 	$(RUN_WRAP) $(PY) -m rtcbot_stack

@@ -10,6 +10,13 @@ import time
 from types import FrameType
 
 from . import netns
+from .element_call_web import (
+    EC_DIST,
+    ELEMENT_CALL_PORT,
+    StaticServer,
+    demo_login,
+    element_call_config,
+)
 from .paths import STATE_DIR
 from .stack import Stack, StackSettings
 from .supervisor import describe_exit, supervise_maubot
@@ -54,11 +61,31 @@ def main() -> int:
     stack.start()
     info = stack.describe()
     demo = info["users"][0]
+    element_call: StaticServer | None = None
+    if EC_DIST.is_dir():
+        login = demo_login(
+            stack.synapse.login, demo["user_id"], demo["password"], info["demo_room"]
+        )
+        hs = info["homeserver"]
+        element_call = StaticServer(
+            EC_DIST,
+            element_call_config(hs["url"], hs["server_name"]),
+            port=ELEMENT_CALL_PORT,
+            demo=login,
+        )
+        ec_line = (
+            f"  Element Call    {login.link(element_call.url)}\n"
+            "                  (open it in a browser on this machine: it logs the demo user in "
+            "and opens the demo room's call)"
+        )
+    else:
+        ec_line = "  Element Call    not installed (`make setup` runs `npm ci` for it)"
     forwarded = os.environ.get("RTCBOT_FORWARDED_PORTS")
     forward_note = (
         f"The stack runs in network namespace {info['netns']}; its ports {forwarded} are "
-        "forwarded to this machine's 127.0.0.1,\nso the URLs above work from here (calls' media "
-        "stays inside the namespace).\n\n"
+        "forwarded to this machine's 127.0.0.1,\nso the URLs above work from here, Element "
+        "Call's page too; but call media stays inside the namespace:\nto talk in a call from "
+        "this machine's browser, run `make run NETWORK=host`.\n\n"
         if forwarded
         else ""
     )
@@ -73,9 +100,10 @@ rtcbot stack is up in {info["timings_s"]["total"]} s   (network namespace: {info
   Bot             {info["bot"]["user_id"]}   (end-to-end encryption: device {info["bot"]["device_id"]} cross-signed; recovery key kept in {stack.secrets_path})
   Demo user       {demo["user_id"]} / password {demo["password"]}
   Demo room       {info["demo_room"]}
+{ec_line}
 
-First thing to type: log in as the demo user in any Matrix client pointed at the homeserver
-URL (or use curl, see README), open the room "rtcbot demo" and send:   !call help
+First thing to type: in the demo room (Element Call's link above, or any Matrix client pointed
+at the homeserver URL, or curl, see README) send:   !call help
 
 {forward_note}Everything above, with tokens, is in {settings.state_dir / "stack.json"}.
 Logs: {settings.state_dir}/{{synapse,livekit,maubot}}/*.log      Ctrl-C stops the stack.
@@ -115,6 +143,8 @@ maubot is supervised: when it exits it is restarted (try  kill -9 $(jq .maubot.p
             time.sleep(0.2)  # the polling interval of the supervision
     finally:
         print("stopping …", flush=True)
+        if element_call is not None:
+            element_call.close()
         stack.stop()
         print("stopped.", flush=True)
     return status

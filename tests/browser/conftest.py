@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from rtcbot_stack.element_call_web import StaticServer, element_call_config
 from rtcbot_stack.stack import Stack
 from rtcbot_stack.synapse import SERVER_NAME
 from tests.browser.element_call import (
@@ -33,7 +34,6 @@ from tests.browser.element_call import (
     ElementCallPage,
     HarnessMissing,
     Installation,
-    element_call_config,
     find_installation,
     open_page,
     room_url,
@@ -44,7 +44,6 @@ from tests.browser.second_sfu import (  # second_transport: the fixture, registe
     second_transport,  # noqa: F401
     stack_transport,
 )
-from tests.browser.static_server import StaticServer
 from tests.stack.matrix_user import MatrixUser
 
 

@@ -30,13 +30,13 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from rtcbot_stack.element_call_web import EC_PACKAGE
 from tests.stack.node_driver import NodeDriver
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DRIVER = HERE / "driver.mjs"
 PROBE = HERE / "probe.js"
-EC_PACKAGE = "@element-hq/element-call-embedded"
 EC_VERSION = "0.26.1"
 CHROMIUM_ENV = "RTCBOT_CHROMIUM"
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
@@ -100,19 +100,6 @@ def find_installation() -> Installation:
         )
     assert node is not None
     return Installation(node=node, chromium=chromium, dist=dist)
-
-
-def element_call_config(homeserver_url: str, server_name: str, **extra: Any) -> dict[str, Any]:
-    """EC's config.json. The LiveKit transport is not in it: EC must discover it from the
-    homeserver (MSC4143 `rtc/transports`), as in a real deployment."""
-    cfg: dict[str, Any] = {
-        "default_server_config": {
-            "m.homeserver": {"base_url": homeserver_url, "server_name": server_name}
-        },
-        "matrix_rtc_session": {"wait_for_key_rotation_ms": 5000},
-    }
-    cfg.update(extra)
-    return cfg
 
 
 def write_tone_wav(path: Path, freq: float, seconds: float = 4.0, rate: int = 48_000) -> Path:

@@ -15,6 +15,7 @@ import pytest
 
 from rtcbot.rtc.identity import member_identity
 from rtcbot_stack.build import build_mbp
+from rtcbot_stack.element_call_web import StaticServer, element_call_config
 from rtcbot_stack.stack import INSTANCE_ID, Stack
 from rtcbot_stack.synapse import SERVER_NAME
 from tests.browser import test_encrypted_call as ec
@@ -23,12 +24,10 @@ from tests.browser.element_call import (
     Chromium,
     ElementCallPage,
     Installation,
-    element_call_config,
     open_page,
     room_url,
     session_storage,
 )
-from tests.browser.static_server import StaticServer
 from tests.crypto_client import fixtures
 from tests.crypto_client.client import CryptoClient
 from tests.crypto_client.client import Driver as CryptoDriver
