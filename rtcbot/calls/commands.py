@@ -63,12 +63,12 @@ class CallCommands:
         self.end_media = end_media
 
     def register(self, router: CommandRouter) -> None:
-        router.add("join", "[audio|video]", "the bot joins the room's call", self.join)
-        router.add("leave", "", "the bot leaves the call", self.leave)
+        router.add("join", "[audio|video]", "join the room's call", self.join)
+        router.add("leave", "", "leave the call", self.leave)
         router.add("who", "", "who is in the call now", self.who)
-        router.add("status", "", "call members, ghosts, and the bot's own membership", self.status)
+        router.add("status", "", "call members, ghosts, and my own membership", self.status)
         router.add(
-            "notify", "off|summary|all", "how much the bot says about calls here", self.notify
+            "notify", "off|summary|all", "how much I say about calls here", self.notify
         )
 
     async def join(self, ctx: CommandContext) -> None:

@@ -59,6 +59,6 @@ def recording_refusal(running: int, settings: RecordingSettings) -> str | None:
     if below_floor(Path(settings.directory), settings.min_free_mb):
         return (
             "There is too little free disk space to record (recording.min_free_mb): "
-            "the bot's operator needs to make room first."
+            "my operator needs to make room first."
         )
     return None

@@ -97,12 +97,12 @@ async def post_recording(
         # The room's folder and the recording's name, never the absolute path (review L7).
         lines.append(
             f"The files ({result.total_bytes / 1e6:.1f} MB) are larger than the upload limit "
-            f"and stay on the bot's disk, in `{kept_where(result.files[0].path)}` of its "
+            f"and stay on my disk, in `{kept_where(result.files[0].path)}` of its "
             "recordings folder, "
             + (
                 f"for {settings.retention_days} days."
                 if settings.retention_days
-                else "until the bot's operator removes them."
+                else "until my operator removes them."
             )
         )
         summary = await ctx.notices.send(room, "\n".join(lines))

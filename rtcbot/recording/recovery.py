@@ -100,7 +100,7 @@ class RecordingRecovery:
             await self.ctx.notices.send(
                 room,
                 f"{head} Its {len(files)} files ({sum(sizes) / 1e6:.1f} MB) are larger than the "
-                f"upload limit and stay on the bot's disk, in `{kept_where(files[0].path)}` "
+                f"upload limit and stay on my disk, in `{kept_where(files[0].path)}` "
                 "of its recordings folder.",
             )
         else:

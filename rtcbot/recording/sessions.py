@@ -111,7 +111,7 @@ class MediaSessions:
         await self.shared.retention.stop()
         for session in list(self.rooms.values()):
             try:
-                await session.stop_recording(reason_text="the bot is shutting down")
+                await session.stop_recording(reason_text="I am shutting down")
             except Exception:
                 self.log.exception(
                     "finishing the recording in %s at shutdown failed", session.room_id

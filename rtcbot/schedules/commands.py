@@ -19,14 +19,14 @@ MAX_PER_ROOM = 50
 
 
 def _extras(schedule: Schedule) -> str:
-    """ "reminder 10 min before, rings the room, the bot records, 30 min long"."""
+    """ "reminder 10 min before, rings the room, I record it, 30 min long"."""
     parts = []
     if schedule.remind_s:
         parts.append(f"reminder {format_delta(schedule.remind_s)} before")
     if schedule.ring:
         parts.append("rings the room")
     if schedule.record:
-        parts.append("the bot records")
+        parts.append("I record it")
     if schedule.duration_s:
         parts.append(f"{format_delta(schedule.duration_s)} long")
     return ", ".join(parts)
@@ -145,7 +145,7 @@ class ScheduleCommands:
             return True
         await cmd.reply(
             f"Sorry, `--record` needs the power level for recording, {need} (you have "
-            f"{level}); the bot's admin sets it as `permissions.record`. Nothing was scheduled."
+            f"{level}); my operator sets it as `permissions.record`. Nothing was scheduled."
         )
         return False
 

@@ -41,7 +41,7 @@ RING = EventType.find(RING_TYPE, EventType.Class.MESSAGE)
 RING_LIFETIME_MS = 30_000
 MAX_SLEEP_S = 30.0  # wake at least this often, whatever the schedules say
 STOP_GRACE_S = 5.0  # how long stop() lets a tick that is posting finish
-LATE_NOTE = "(posted late: the bot was offline)"
+LATE_NOTE = "(posted late: I was offline)"
 # At the start of a schedule whose creator left or was demoted (review L3): one fixed sentence.
 CREATOR_GONE = (
     "⚠️ No ring and no recording: whoever made this schedule has left the room or no longer "

@@ -194,7 +194,7 @@ class _Job:
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
-                    self._progress("📝 Transcript cancelled: the bot was stopped."), 3
+                    self._progress("📝 Transcript cancelled: I was stopped."), 3
                 )
             raise
         except ModelUnavailable as e:
@@ -294,7 +294,7 @@ def queue_full(queued: Counter[str], room: str, settings: TranscriptSettings) ->
     if sum(queued.values()) >= settings.max_queued:
         return (
             f"{settings.max_queued} recordings are already waiting for their transcripts, "
-            "the most the bot queues (transcripts.max_queued). The files are above."
+            "the most I queue (transcripts.max_queued). The files are above."
         )
     return None
 

@@ -21,7 +21,7 @@ from tests.stack.matrix_user import Event, MatrixUser, body, is_message_from
 pytestmark = pytest.mark.stack
 
 RING_TYPE = "org.matrix.msc4075.rtc.notification"
-LATE = "(posted late: the bot was offline)"
+LATE = "(posted late: I was offline)"
 
 
 def schedule_tag(evt: Event) -> dict[str, Any]:

@@ -281,7 +281,7 @@ async def test_a_stop_while_transcribing_cancels_it_at_once(
         assert left == 0, written[-3000:]
         events = await alice.messages(room, 50)
         edits = edits_of(events, shown["event_id"])
-        assert edits and edits[-1] == "📝 Transcript cancelled: the bot was stopped.", edits
+        assert edits and edits[-1] == "📝 Transcript cancelled: I was stopped.", edits
         assert not [e for e in events if body(e).startswith("📝 Transcript (")]
     finally:
         stack.maubot.api("PUT", "/instance/rtcbot", {"started": True})
