@@ -50,8 +50,13 @@ from .schedules.runner import ScheduleRunner
 from .settings import Config, Settings, parse_settings
 from .tasks import Tasks, owned_by, plugin_tasks
 from .transcripts.captions import LiveCaptions
+from .transcripts.chat_client import ChatClient
 from .transcripts.engine import SpeechToText
 from .transcripts.jobs import TranscriptJobs
+from .transcripts.recap_command import RecapCommand
+from .transcripts.recaps import Recaps
+from .transcripts.search import TranscriptSearch
+from .transcripts.search_command import SearchCommand
 
 # Background tasks get this long to finish on stop (a notice being posted) before cancel.
 STOP_GRACE_S = 2.0
@@ -135,11 +140,21 @@ class RtcBot(Plugin):
         self.speech = SpeechToText(
             lambda: self.settings.transcripts.model_settings(), ctx.logger("speech")
         )
-        transcripts = TranscriptJobs(ctx, self.speech)
+        search = TranscriptSearch(ctx.db.db)
+        transcripts = TranscriptJobs(ctx, self.speech, search)
         posted = PostedRecordings(ctx.db.db)  # first: a deletion must find it while transcribed
         media.shared.recording_posted.add(posted.after_recording)
         media.shared.recording_posted.add(transcripts.after_recording)
-        deleter = RecordingDeleter(ctx, posted, media.shared.retention.held)
+        chat = ChatClient()
+        recaps = Recaps(ctx, search, chat)
+        transcripts.after_transcript = recaps.after_transcript
+
+        async def forget_recording(room_id: str, recording: str) -> None:
+            await search.forget_recording(room_id, recording)
+            await recaps.forget(room_id, recording)
+
+        deleter = RecordingDeleter(ctx, posted, media.shared.retention.held, forget_recording)
+        optouts.forget_speaker = search.forget_speaker
         captions = LiveCaptions(ctx, self.speech)  # while recording, if the room wants them
         media.shared.tap_factories.append(captions.tap_for)
         media.shared.recording_ended.add(captions.recording_ended)
@@ -163,6 +178,8 @@ class RtcBot(Plugin):
         ctx.metrics.add_live_source(call_keys.live_metrics)
         CallCommands(ctx, calls, end_media=media.end_roles).register(router)
         MediaCommands(ctx, media, calls, optouts, deleter).register(router)
+        SearchCommand(search).register(router)
+        RecapCommand(ctx, recaps, search).register(router)
         ScheduleCommands(ctx, schedules).register(router)
         SlotCommands(ctx).register(router)
         transcript_command(ctx).register(router)
@@ -198,6 +215,7 @@ class RtcBot(Plugin):
             catch_up.stop,
             captions.stop,
             transcripts.stop,  # a running transcript is cancelled, not waited for
+            chat.close,
             lambda: self.tasks.close(grace_s=STOP_GRACE_S),
             media.stop,
             cards.stop,
@@ -259,4 +277,4 @@ class RtcBot(Plugin):
         s = self.settings
         token = str(self.client.api.token or "")
         redaction.remember(s.livekit.api_secret, s.auth_service.api_secret, token)
-        redaction.remember(s.web.status_token, s.web.metrics_token)
+        redaction.remember(s.web.status_token, s.web.metrics_token, s.recap.api_key)

@@ -148,3 +148,60 @@ async def upgrade_v6(conn: Connection) -> None:
             PRIMARY KEY (room_id, summary)
         )"""
     )
+
+
+@upgrade_table.register(
+    description="Transcript lines, their full-text index (`!call search`), recaps"
+)
+async def upgrade_v7(conn: Connection, scheme: Scheme) -> None:
+    # One row per transcript line, for search: the room, the recording (its summary event), the
+    # transcript message to link to, when the recording started, the line's time in the call,
+    # the speaker (display name, and the user when known: opt-out removes their lines).
+    if scheme == Scheme.SQLITE:
+        id_column = "id INTEGER PRIMARY KEY AUTOINCREMENT"
+    else:
+        id_column = "id SERIAL PRIMARY KEY"
+    await conn.execute(
+        f"""CREATE TABLE transcript_line (
+            {id_column},
+            room_id    TEXT NOT NULL,
+            recording  TEXT NOT NULL,
+            message    TEXT NOT NULL,
+            started_ms BIGINT NOT NULL,
+            at_s       REAL NOT NULL,
+            end_s      REAL NOT NULL,
+            speaker    TEXT NOT NULL,
+            user_id    TEXT NOT NULL,
+            text       TEXT NOT NULL
+        )"""
+    )
+    await conn.execute("CREATE INDEX transcript_line_room ON transcript_line (room_id, recording)")
+    # The recap message of a recording (`!call recap now` edits it in place).
+    await conn.execute(
+        """CREATE TABLE recap_message (
+            room_id   TEXT NOT NULL,
+            recording TEXT NOT NULL,
+            event_id  TEXT NOT NULL,
+            PRIMARY KEY (room_id, recording)
+        )"""
+    )
+    if scheme == Scheme.SQLITE:
+        # FTS5 over the text, kept in step with the table by triggers (external content).
+        await conn.execute(
+            "CREATE VIRTUAL TABLE transcript_fts USING fts5(text, content='transcript_line', "
+            "content_rowid='id', tokenize='unicode61 remove_diacritics 0')"
+        )
+        await conn.execute(
+            "CREATE TRIGGER transcript_line_ai AFTER INSERT ON transcript_line BEGIN "
+            "INSERT INTO transcript_fts(rowid, text) VALUES (new.id, new.text); END"
+        )
+        await conn.execute(
+            "CREATE TRIGGER transcript_line_ad AFTER DELETE ON transcript_line BEGIN "
+            "INSERT INTO transcript_fts(transcript_fts, rowid, text) "
+            "VALUES ('delete', old.id, old.text); END"
+        )
+    else:
+        await conn.execute(
+            "CREATE INDEX transcript_line_fts ON transcript_line "
+            "USING GIN (to_tsvector('simple', text))"
+        )

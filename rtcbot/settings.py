@@ -23,7 +23,7 @@ from .matrix.membership_settings import MembershipSettings
 from .media.livekit_settings import LiveKitSettings
 from .recording.settings import AnnouncerSettings, RecordingSettings
 from .schedules.settings import ScheduleSettings
-from .transcripts.settings import CaptionSettings, TranscriptSettings
+from .transcripts.settings import CaptionSettings, RecapSettings, TranscriptSettings
 
 # Config section → its settings class (the attribute of Settings has the section's name).
 SECTIONS: dict[str, type[Any]] = {
@@ -39,6 +39,7 @@ SECTIONS: dict[str, type[Any]] = {
     "calls": CallSettings,
     "transcripts": TranscriptSettings,
     "captions": CaptionSettings,
+    "recap": RecapSettings,
     "call_card": CallCardSettings,
 }
 DEFAULT_COMMAND = "call"
@@ -59,6 +60,7 @@ class Settings:
     calls: CallSettings = field(default_factory=CallSettings)
     transcripts: TranscriptSettings = field(default_factory=TranscriptSettings)
     captions: CaptionSettings = field(default_factory=CaptionSettings)
+    recap: RecapSettings = field(default_factory=RecapSettings)
     call_card: CallCardSettings = field(default_factory=CallCardSettings)
     # Power level needed per command action (commands/permissions.py).
     permissions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LEVELS))

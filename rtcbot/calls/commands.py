@@ -67,9 +67,7 @@ class CallCommands:
         router.add("leave", "", "leave the call", self.leave)
         router.add("who", "", "who is in the call now", self.who)
         router.add("status", "", "call members, ghosts, and my own membership", self.status)
-        router.add(
-            "notify", "off|summary|all", "how much I say about calls here", self.notify
-        )
+        router.add("notify", "off|summary|all", "how much I say about calls here", self.notify)
 
     async def join(self, ctx: CommandContext) -> None:
         intent = INTENTS.get((ctx.line.args or ("audio",))[0].lower())

@@ -26,6 +26,8 @@ DEFAULT_LEVELS: Mapping[str, int] = {
     # Each run spends the bot's delayed-event budget, which its heartbeats need (review M4).
     "diag": MODERATOR,
     "record_status": 0,
+    # Any member may search the room's own transcripts (they could read them anyway).
+    "search": 0,
     # Anyone may leave their own voice out of recordings (and take it back).
     "record_optout": 0,
     "schedule_list": 0,
@@ -40,6 +42,8 @@ DEFAULT_LEVELS: Mapping[str, int] = {
     "record_delete": MODERATOR,
     "transcript": MODERATOR,
     "captions": MODERATOR,
+    # Recaps send the room's transcripts to the configured model: the room's moderators decide.
+    "recap": MODERATOR,
     "schedule_add": MODERATOR,
     "schedule_remove": MODERATOR,
     "schedule_tz": MODERATOR,
@@ -105,10 +109,12 @@ COMMANDS: Mapping[str, Command] = {
         _free("join"),
         _free("leave"),
         _free("announce"),
+        _free("search"),
         _choices("notify", "notify", ("off", "summary", "all")),
         _choices("auto", "auto", ("record", "announce", "off")),
         _choices("transcript", "transcript", ("on", "off")),
         _choices("captions", "captions", ("on", "off")),
+        _choices("recap", "recap", ("on", "off", "now")),
         _choices("slot", "slot", ("open", "close"), alone="status"),
         Command(
             "record",

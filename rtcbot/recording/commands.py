@@ -121,7 +121,8 @@ class MediaCommands:
         )
         await ctx.reply(
             f"🙈 {name}, your voice is left out of this room's recordings from now on{now}: "
-            f"your own file, the mix, the transcript and the captions; {how}. "
+            f"your own file, the mix, the transcript and the captions; {how}. Your words in "
+            "earlier transcripts leave this room's search. "
             f"`{ctx.prefix} record opt in` takes it back."
         )
 

@@ -15,6 +15,7 @@ from ..context import BotContext
 class Consent:
     transcribed: bool  # a transcript is posted after the recording
     captioned: bool  # live captions are posted while it runs
+    recapped: str = ""  # where the recap's model runs, when a recap follows the transcript
 
 
 async def room_consent(ctx: BotContext, room_id: str) -> Consent:
@@ -23,16 +24,25 @@ async def room_consent(ctx: BotContext, room_id: str) -> Consent:
     # As feature_commands.feature_enabled decides it (not imported: it is the command side).
     transcribed = await ctx.db.get_feature(room_id, "transcript")
     captioned = await ctx.db.get_feature(room_id, "captions")
+    recapped = await ctx.db.get_feature(room_id, "recap")
+    transcript = settings.transcripts.enabled if transcribed is None else transcribed
+    recap = settings.recap.enabled if recapped is None else recapped
     return Consent(
-        settings.transcripts.enabled if transcribed is None else transcribed,
+        transcript,
         settings.captions.enabled if captioned is None else captioned,
+        settings.recap.where() if transcript and recap and settings.recap.base_url else "",
     )
 
 
 def _what(consent: Consent, in_chat: str) -> str:
     transcribed = "transcribed after the call" if consent.transcribed else "not transcribed"
     captioned = f"captioned live {in_chat}" if consent.captioned else "not captioned"
-    return f"It is {transcribed} and {captioned}."
+    recap = (
+        f" A model {consent.recapped} writes a recap of the transcript."
+        if consent.recapped
+        else ""
+    )
+    return f"It is {transcribed} and {captioned}.{recap}"
 
 
 def spoken_notice(command: str, consent: Consent) -> str:

@@ -2,7 +2,8 @@
 
 What goes: the summary, its file messages and the bot's messages in the summary's thread (the
 transcript, its progress and its .txt/.vtt files) are redacted; the audio files are removed
-from the bot's disk; the row that remembered them is deleted. People's own replies in the
+from the bot's disk; its transcript leaves the room's search; the row that remembered them is
+deleted. People's own replies in the
 thread are theirs: the bot redacts only what it sent. A recording whose transcript is still
 being made is refused (the transcript would be posted after the deletion).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,9 +86,14 @@ class Deleted:
 
 class RecordingDeleter:
     def __init__(
-        self, ctx: BotContext, store: PostedRecordings, busy: Callable[[Path], bool]
+        self,
+        ctx: BotContext,
+        store: PostedRecordings,
+        busy: Callable[[Path], bool],
+        forget: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.ctx, self.store, self.busy = ctx, store, busy
+        self.forget = forget  # (room, summary): e.g. the transcript's lines in the search
 
     async def delete(self, rec: PostedRecording, reason: str) -> Deleted:
         room = RoomID(rec.room_id)
@@ -106,6 +112,8 @@ class RecordingDeleter:
             if path.exists():
                 path.unlink(missing_ok=True)
                 removed += 1
+        if self.forget is not None:
+            await self.forget(rec.room_id, rec.summary)
         if not failed:
             await self.store.forget(rec.room_id, rec.summary)
         return Deleted(redacted, failed, removed)

@@ -44,6 +44,8 @@ class RecordingOptOuts:
         self._users: dict[str, dict[str, str]] = {}
         # Room → identities not matched to a member yet, left out meanwhile (review L5).
         self._unmatched: dict[str, set[str]] = {}
+        # (room, user): takes their words out of the room's transcript search.
+        self.forget_speaker: Callable[[str, str], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         self._rooms = await self.store.all()
@@ -54,6 +56,8 @@ class RecordingOptOuts:
     async def opt_out(self, room_id: str, user_id: str, anonymous: bool) -> None:
         await self.store.opt_out(room_id, user_id, anonymous)
         self._rooms.setdefault(room_id, {})[user_id] = anonymous
+        if self.forget_speaker is not None:  # their words leave the room's search too
+            await self.forget_speaker(room_id, user_id)
 
     async def opt_in(self, room_id: str, user_id: str) -> bool:
         """True if the user had opted out."""

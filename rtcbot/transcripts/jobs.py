@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,8 @@ from ..media.recording_result import RecordedFile, RecordingResult
 from ..recording.posts import fmt_s
 from ..tasks import cancel_and_wait
 from .engine import ModelUnavailable, SpeechToText, Word
-from .lines import merge_lines, render_message, render_text, render_vtt
+from .lines import merge_lines, render_message, render_text, render_vtt, speaker_lines
+from .search import IndexedLine, TranscriptSearch
 
 if TYPE_CHECKING:
     from .settings import TranscriptSettings
@@ -42,10 +44,18 @@ STOP_WAIT_S = 5.0  # a stop waits this long for the cancelled jobs to say so
 FEATURE = "transcript"
 
 
+AfterTranscript = Callable[[RoomID, EventID, EventID], Coroutine[Any, Any, None]]
+
+
 class TranscriptJobs:
-    def __init__(self, ctx: BotContext, speech: SpeechToText) -> None:
+    def __init__(
+        self, ctx: BotContext, speech: SpeechToText, search: TranscriptSearch | None = None
+    ) -> None:
         self.ctx = ctx
         self.speech = speech
+        self.search = search  # the room's search index gets each posted transcript
+        # (room, recording, the thread's last event): run after a transcript is posted.
+        self.after_transcript: AfterTranscript | None = None
         self.log = ctx.logger("transcripts")
         self._running: set[asyncio.Task[None]] = set()
         self._queued: Counter[str] = Counter()  # room → recordings waiting or transcribing
@@ -64,7 +74,8 @@ class TranscriptJobs:
         files = [f for f in result.files if f.kind == "participant" and f.path.exists()]
         if not files:  # nobody's audio: the summary already says so
             return
-        job = _Job(self.ctx, self.speech, room_id, result, summary, files)
+        job = _Job(self.ctx, self.speech, room_id, result, summary, files, self.search)
+        job.after = self.after_transcript
         full = queue_full(self._queued, room_id, self.ctx.settings().transcripts)
         if full is not None:
             self.log.warning("no transcript in %s: %s", room_id, full)
@@ -131,9 +142,12 @@ class _Job:
         result: RecordingResult,
         summary: EventID,
         files: list[RecordedFile],
+        search: TranscriptSearch | None = None,
     ) -> None:
         self.ctx = ctx
         self.speech = speech
+        self.search = search
+        self.after: AfterTranscript | None = None
         self.room = room
         self.result = result
         self.summary = summary
@@ -259,7 +273,8 @@ class _Job:
         msg = render_message(
             lines, f"📝 **Transcript** ({counts})", more_note=": the attached files have all"
         )
-        await self._say(msg.markdown, msg.html)
+        message = await self._say(msg.markdown, msg.html)
+        await self._index(heard, message)
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.result.started_at))
         title = f"Transcript of the recording of {when} ({fmt_s(self.result.duration_ms / 1000)})"
         stem = time.strftime("%Y-%m-%d_%H%M%S", time.localtime(self.result.started_at))
@@ -267,6 +282,24 @@ class _Job:
         await self._attach(f"{stem}-transcript.vtt", "text/vtt", render_vtt(lines))
         took = fmt_s(time.monotonic() - self.started)
         await self._final(f"📝 Transcript ready: {counts} (took {took}).{notes}")
+        if self.after is not None:  # the recap: a task of its own, the queue slot is freed
+            self.ctx.tasks.spawn(self.after(self.room, self.summary, self.last), "recap")
+
+    async def _index(self, heard: list[_Speaker], message: EventID) -> None:
+        """Into the room's search: each speaker's lines, with the user where the identity
+        names one (`user:device`), so that an opt-out can take them out again."""
+        if self.search is None:
+            return
+        rows = [
+            IndexedLine(s.name, user_of(s.files[0].identity), line)
+            for s in heard
+            for line in speaker_lines(s.name, s.words)
+        ]
+        try:
+            started_ms = int(self.result.started_at * 1000)
+            await self.search.index(self.room, self.summary, message, started_ms, rows)
+        except Exception as e:  # the transcript is posted; only its search entry is missing
+            self.log.warning("transcript of %s not indexed for search: %s", self.room, e)
 
     async def _attach(self, name: str, mime: str, text: str) -> None:
         data = text.encode("utf-8")
@@ -280,6 +313,13 @@ class _Job:
         content["filename"] = name
         content.relates_to = in_thread(self.summary, self.last)
         self.last = await self.ctx.client.send_message(self.room, content)
+
+
+def user_of(identity: str | None) -> str:
+    """`@user:server:DEVICE` → `@user:server`; a hashed (MSC4195) identity names nobody."""
+    if not identity or not identity.startswith("@") or identity.count(":") < 2:
+        return ""
+    return identity.rsplit(":", 1)[0]
 
 
 def queue_full(queued: Counter[str], room: str, settings: TranscriptSettings) -> str | None:

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import ConfigError, Reader, choice, flag, number, setting, text, whole
+from ..config import ConfigError, Reader, choice, flag, number, setting, text, url, whole
 from .engine import ModelSettings
 
 COMPUTE_TYPES = ("int8", "int8_float32", "int16", "float32", "default")
@@ -63,3 +63,32 @@ class CaptionSettings:
     batch_seconds: float = setting(
         4.0, number(0.5, 60.0), "a speaker who speaks on is posted this often (else at a pause)"
     )
+
+
+@dataclass(frozen=True)
+class RecapSettings:
+    # A recap (summary, decisions, action items) after each transcript, from a model behind an
+    # OpenAI-compatible chat-completions API: Ollama, llama.cpp's server, vLLM, a hosted one.
+    # Off by default; a room turns it on or off with `!call recap on|off`.
+    enabled: bool = setting(False, flag(), "a recap after each transcript")
+    base_url: str = setting(
+        "", url("http", "https"), "the API's base URL, e.g. http://127.0.0.1:8080/v1"
+    )
+    model: str = setting("", text(), "the model name the API expects")
+    api_key: str = setting("", text(), "sent as a bearer token; empty: none")
+    timeout_s: float = setting(180.0, number(5.0, 3600.0), "per request to the model")
+    max_input_chars: int = setting(
+        6000, whole(500, 1_000_000), "transcript per request (longer calls are cut in parts)"
+    )
+    max_output_tokens: int = setting(700, whole(64, 32_000), "the model's answer, at most")
+    # Said in the consent notices and on the recap: where people's words go.
+    location: str = setting(
+        "", text(), "where the model runs, as people are told; empty: the API's host"
+    )
+
+    def where(self) -> str:
+        if self.location:
+            return self.location
+        host = self.base_url.split("://", 1)[-1].split("/", 1)[0]
+        local = host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]")
+        return "on the bot's own server" if local else f"at {host}"

@@ -1,4 +1,5 @@
-"""`!call record delete last` on the real stack: a recording with its transcript, then gone.
+"""`!call record delete last` and `!call search` on the real stack: a recording with its
+transcript, found by search (in this room only, not after an opt-out), then gone.
 
 Two peers with real users' identities speak; the bot records and transcribes (Whisper tiny.en
 from its wheel). A member at level 0 may not delete it; the moderator's `delete last` redacts
@@ -21,12 +22,14 @@ from tests.integration.test_transcripts import (
     ALICE,
     B1,
     BOB,
+    LINE,
     Event,
     edits_of,
     record_while,
     silence,
     thread_root,
     until_found,
+    words_of,
 )
 from tests.stack.matrix_user import MatrixUser, body
 from tests.stack.peers import Peer, speech
@@ -84,6 +87,34 @@ async def test_a_moderator_deletes_the_latest_recording_with_its_transcript_and_
     on_disk = [p for n in names for p in stack.settings.state_dir.rglob(n)]
     assert len(on_disk) == 3, (names, on_disk)
 
+    # Search (any member): a word only Bob said finds his line, with a link to the transcript;
+    # a word Alice said finds hers. Words are taken from the transcript as Whisper heard them.
+    text = body(next(e for e in thread if body(e).startswith("📝 Transcript (")))
+    said: dict[str, set[str]] = {}
+    for raw in text.splitlines()[1:]:
+        m = LINE.match(raw)
+        assert m, raw
+        who = "bob" if "Brook" in m.group(3) else "alice"
+        said.setdefault(who, set()).update(w for w in words_of(m.group(4)) if len(w) >= 5)
+    bobs = sorted(said["bob"] - said["alice"])[0]
+    alices = sorted(said["alice"] - said["bob"])[0]
+    found = body(await bob.command(room, f"!call search {bobs}", bot_id))
+    print(f"[search] {found!r}")
+    assert found.startswith(f"🔎 “{bobs}”") and "Brook" in found, found
+    assert "(https://matrix.to/#/" in found and "transcript" in found, found
+    # Another room with the bot knows nothing of this room's calls.
+    other = await alice.create_room(invite=[bot_id], name="another room")
+    await alice.wait_for_member(other, bot_id)
+    elsewhere = body(await alice.command(other, f"!call search {bobs}", bot_id))
+    assert elsewhere.startswith("🔎 Nothing found"), elsewhere
+    # Bob opts out: his words leave the search; Alice's stay.
+    out = body(await bob.command(room, "!call record opt out", bot_id))
+    assert "leave this room's search" in out, out
+    gone = body(await alice.command(room, f"!call search {bobs}", bot_id))
+    assert gone.startswith("🔎 Nothing found"), gone
+    kept = body(await alice.command(room, f"!call search {alices}", bot_id))
+    assert kept.startswith(f"🔎 “{alices}”") and ALICE in kept, kept
+
     usage = await alice.command(room, "!call record delete", bot_id)
     assert "record delete last" in body(usage), body(usage)
 
@@ -104,6 +135,9 @@ async def test_a_moderator_deletes_the_latest_recording_with_its_transcript_and_
     after = {e["event_id"]: e for e in await alice.messages(room, 100)}
     for evt in [summary, *audio, *thread]:
         assert redacted(after[evt["event_id"]]), after[evt["event_id"]]
+
+    deleted = body(await alice.command(room, f"!call search {alices}", bot_id))
+    assert deleted.startswith("🔎 Nothing found"), deleted  # the deleted recording's words
 
     again = await alice.command(room, "!call record delete last", bot_id)
     assert body(again).startswith("There is no posted recording"), body(again)
