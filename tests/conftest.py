@@ -115,6 +115,7 @@ CPU_BOUND = (
     "tests/browser/",
     "tests/integration/test_transcripts.py",
     "tests/integration/test_recording_delete.py",
+    "tests/integration/test_recap.py",
     "tests/integration/test_captions.py",
     "tests/integration/test_frame_keys.py",
     "tests/integration/test_encrypted_room.py",

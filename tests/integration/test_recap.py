@@ -1,0 +1,117 @@
+"""A recap after the call, on the real stack, by a real small model on this machine.
+
+Two peers with real users' identities say a scripted plan (espeak-ng): a decision and two
+action items with their owners. The bot records, transcribes (Whisper tiny.en), and then asks
+SmolLM2-135M-Instruct behind llama.cpp's OpenAI-compatible server (rtcbot_stack/llm_server.py)
+for the recap, posted in the recording's thread. Asserted: the recap names the owners of the
+action items as the speakers who took them on, and the items by their words, with the time
+span each was said in; what the model wrote is shown escaped. What this model writes is not
+canned: the assertions are about the plan that was said. Then the model goes away and
+`!call recap now` says, in one sentence, that there is no recap this time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rtcbot_stack import llm_server
+from rtcbot_stack.llm_server import MODEL_NAME, LlmServer
+from rtcbot_stack.stack import Stack, free_port
+from tests.integration.test_diagnostics import plugin_config
+from tests.integration.test_recording_delete import room_with_two_speakers
+from tests.integration.test_transcripts import (
+    Event,
+    edits_of,
+    record_while,
+    thread_root,
+    until_found,
+)
+from tests.stack.matrix_user import body
+from tests.stack.peers import speech
+
+pytestmark = pytest.mark.stack
+
+DECISION = "We decided to launch the new website on the first of March."
+BOB_ITEM = "Bob here. I will write the press release by Friday."
+ALICE_ITEM = "And I will book the venue for the launch party."
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlmServer]:
+    if not (llm_server.VENV / ".complete").exists():
+        pytest.fail("llama.cpp's server is not built: run `make setup`", pytrace=False)
+    server = LlmServer(Path(tmp_path_factory.mktemp("llm")), free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def recap_of(events: list[Event], bot_id: str, root: str) -> str | None:
+    """The recap message's latest text in the recording's thread, once it is final."""
+    first = [
+        e
+        for e in events
+        if e.get("sender") == bot_id and thread_root(e) == root and body(e).startswith("🧾")
+    ]
+    if not first:
+        return None
+    done = [*edits_of(events, first[0]["event_id"])]
+    last = done[-1] if done else body(first[0])
+    return None if last.startswith("🧾 Making") else last
+
+
+async def test_a_recap_names_the_owners_and_the_items(
+    stack: Stack, make_user: Any, make_peer: Any, bot_id: str, model: LlmServer
+) -> None:
+    alice, _bob, room, pa, pb = await room_with_two_speakers(make_user, make_peer, bot_id)
+    recap = {"enabled": True, "base_url": model.base_url, "model": MODEL_NAME}
+    with plugin_config(stack, bot_id, recap=recap):
+        shown = body(await alice.command(room, "!call recap", bot_id))
+        assert shown.startswith("🧾 Recaps here: on (the bot's default)"), shown
+        summary = await record_while(
+            alice,
+            room,
+            bot_id,
+            [(pa, speech(DECISION)), (pb, speech(BOB_ITEM)), (pa, speech(ALICE_ITEM))],
+        )
+        sid = summary["event_id"]
+        started = [
+            body(e)
+            for e in await alice.messages(room, 50)
+            if e.get("sender") == bot_id and body(e).startswith("🔴 Recording started")
+        ]
+        assert "A model on the bot's own server writes a recap" in started[0], started
+        text = await until_found(
+            alice, room, lambda ev: recap_of(ev, bot_id, sid), 300, "the recap", limit=100
+        )
+        print(f"\n--- the recap ({MODEL_NAME}) ---\n{text}")
+        assert text.startswith(f"🧾 Recap (by {MODEL_NAME}, on the bot's own server"), text
+        assert "Action items" in text or "Decisions" in text, text
+        # Every item carries the span of the transcript line it was said in.
+        items = [ln for ln in text.splitlines() if ln.startswith("- ")]
+        assert items, text
+        assert all(re.search(r"\(\d\d:\d\d–\d\d:\d\d\)$", ln) for ln in items), items
+        plan = {"launch", "website", "march", "press", "release", "friday", "venue", "party"}
+        said = {w for ln in items for w in re.findall(r"[a-z]+", ln.lower())}
+        assert said & plan, (items, "no item of the plan")
+        owners = re.findall(r"^- \*\*(.+?)\*\*:", "\n".join(items), re.M)
+        assert set(owners) <= {"Alice Arden", "Bob \\*Brook\\*", "Bob *Brook*", "unassigned"}
+
+        # The model is gone: regenerating says so in one sentence, edited into the same place.
+        model.stop()
+        again = body(await alice.command(room, "!call recap now", bot_id))
+        assert again.startswith("🧾 Making the latest call's recap again"), again
+
+        def failed(events: list[Event]) -> str | None:
+            last = recap_of(events, bot_id, sid)
+            return last if last and last.startswith("🧾 No recap this time") else None
+
+        sentence = await until_found(alice, room, failed, 120, "the failure sentence")
+        assert "could not be reached" in sentence, sentence
