@@ -39,7 +39,10 @@ async def run(runs: int, n_peers: int) -> None:
         bot = stack.bot["user_id"]
         room = await user.create_room(invite=[bot])
         await user.wait_for_member(room, bot)
-        # Raise the demo user's power so it may record (creator of a v12 room: unlimited).
+        # A call with a person in it first: the bot does not start calls by itself
+        # (calls.bot_may_start is off by default), so `record start` needs one.
+        await user.start_call(room, bot)
+        # The demo user created the room, so it may record (creator of a v12 room: unlimited).
         lk_room = livekit_room_alias(room)
         for i in range(n_peers):
             peer = Peer(f"@peer{i}:localhost:P{i}")
