@@ -36,8 +36,15 @@ class ChatClient:
             await self._session.close()
             self._session = None
 
-    async def complete(self, settings: RecapSettings, messages: list[dict[str, str]]) -> str:
-        """The model's answer (its first choice's text)."""
+    async def complete(
+        self,
+        settings: RecapSettings,
+        messages: list[dict[str, str]],
+        schema: dict[str, object] | None = None,
+    ) -> str:
+        """The model's answer (its first choice's text). With `recap.json_schema`, the
+        answer's schema goes along in `response_format` (llama.cpp's servers constrain the
+        answer to it; others read `json_object` alone)."""
         if not settings.base_url:
             raise RecapError("recap.base_url is not set")
         body: dict[str, Any] = {
@@ -47,6 +54,8 @@ class ChatClient:
             "max_tokens": settings.max_output_tokens,
             "response_format": {"type": "json_object"},
         }
+        if schema is not None and settings.json_schema:
+            body["response_format"]["schema"] = schema
         headers = {"Content-Type": "application/json"}
         if settings.api_key:
             headers["Authorization"] = f"Bearer {settings.api_key}"

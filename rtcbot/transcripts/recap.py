@@ -5,9 +5,9 @@ Pure (no I/O; unit-tested). The transcript is cut into chunks that fit the model
 the parts are combined (reduce): the items are merged here, never rewritten by the model, and
 the summaries, when there are several, go back to the model once to become one.
 
-The model's words are untrusted text: every item is parsed from JSON, checked against the
-transcript (an owner must be one of the call's speakers, or it is "unassigned"; the time span
-is the transcript line the item was said in) and escaped when rendered. A recap is whole or
+The model's words are untrusted text: every item is parsed from JSON and checked against the
+transcript (it must share words with the line it is placed at, whose time span it gets; an
+action's owner is the speaker whose own lines it was found in) and escaped when rendered. A recap is whole or
 it is not posted: any chunk that fails fails the recap.
 """
 
@@ -24,26 +24,77 @@ from .lines import Line, stamp
 MAX_ITEMS = 12  # per kind, per recap
 ITEM_CHARS = 240
 SUMMARY_CHARS = 900
-UNASSIGNED = "unassigned"
 
-MAP_INSTRUCTIONS = (
-    "You summarise a part of a meeting transcript. Each line is `[mm:ss] Speaker: words`. "
-    "Answer with one JSON object and nothing else: "
-    '{"summary": "two or three sentences", '
-    '"decisions": [{"text": "what was decided", "said_at": "mm:ss"}], '
-    '"actions": [{"owner": "speaker name", "text": "what they will do", "said_at": "mm:ss"}]}. '
-    "Use only what the transcript says; an action's owner is the speaker who will do it."
+# What is asked of the model, per part of the transcript: the summary and the decisions from
+# all its lines; then, per speaker, the tasks that speaker took on, from that speaker's own
+# lines (so an action's owner is who said it, by construction; small models mix up owners
+# when asked for everyone at once). Each prompt has one worked example; each answer's JSON
+# schema is sent along (servers that support it constrain the answer to it).
+SUMMARY_INSTRUCTIONS = (
+    "You write the recap of a part of a meeting. Each line of the transcript is "
+    "`[mm:ss] Speaker: words`. Answer with JSON: summary (two or three sentences), decisions "
+    "(what the group agreed on, in the transcript's words, with the time it was said)."
+)
+SUMMARY_EXAMPLE = (
+    "[00:01] Ann: We agreed to move the meeting to Tuesday.\n"
+    "[00:05] Tom: I will send the invitation today.",
+    json.dumps(
+        {
+            "summary": "The meeting moves to Tuesday. Tom sends the invitation.",
+            "decisions": [{"text": "move the meeting to Tuesday", "said_at": "00:01"}],
+        }
+    ),
+)
+ACTIONS_INSTRUCTIONS = (
+    "These are the lines one person said in a meeting, `[mm:ss] words`. List the tasks this "
+    "person said they will do, in their words, with the time it was said. Answer with JSON; "
+    "an empty list if they took on no task."
+)
+ACTIONS_EXAMPLE = (
+    "[00:02] Good morning.\n[00:05] I will send the invitation today.\n[00:09] It is sunny.",
+    json.dumps({"actions": [{"text": "send the invitation today", "said_at": "00:05"}]}),
 )
 REDUCE_INSTRUCTIONS = (
     "These are summaries of consecutive parts of one meeting. Write one summary of the whole "
-    'meeting in two to four sentences. Answer with one JSON object: {"summary": "..."}.'
+    'meeting in two to four sentences. Answer with JSON: {"summary": "..."}.'
 )
+_ITEM = {
+    "type": "object",
+    "properties": {"text": {"type": "string"}, "said_at": {"type": "string"}},
+    "required": ["text", "said_at"],
+}
+SUMMARY_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "properties": {"summary": {"type": "string"}, "decisions": {"type": "array", "items": _ITEM}},
+    "required": ["summary", "decisions"],
+}
+ACTIONS_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "properties": {"actions": {"type": "array", "items": _ITEM}},
+    "required": ["actions"],
+}
+REDUCE_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "properties": {"summary": {"type": "string"}},
+    "required": ["summary"],
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One question to the model: its messages, the answer's schema, the lines it is about
+    (and whose, for a speaker's actions)."""
+
+    messages: list[dict[str, str]]
+    schema: dict[str, object]
+    lines: list[Line]
+    speaker: str = ""
 
 
 @dataclass(frozen=True)
 class Item:
     text: str
-    owner: str  # a speaker's name, or UNASSIGNED (actions); "" for decisions
+    owner: str  # the speaker who took it on (actions); "" for decisions
     start_s: float
     end_s: float
 
@@ -82,11 +133,37 @@ def chunks(lines: Sequence[Line], max_chars: int) -> list[list[Line]]:
     return [c for c in out if c]
 
 
-def map_messages(chunk: Sequence[Line]) -> list[dict[str, str]]:
+def _ask(instructions: str, example: tuple[str, str], question: str) -> list[dict[str, str]]:
     return [
-        {"role": "system", "content": MAP_INSTRUCTIONS},
-        {"role": "user", "content": "\n".join(line_text(ln) for ln in chunk)},
+        {"role": "system", "content": instructions},
+        {"role": "user", "content": example[0]},
+        {"role": "assistant", "content": example[1]},
+        {"role": "user", "content": question},
     ]
+
+
+def part_requests(chunk: Sequence[Line]) -> list[Request]:
+    """The summary and decisions of a part, then each of its speakers' actions."""
+    out = [
+        Request(
+            _ask(SUMMARY_INSTRUCTIONS, SUMMARY_EXAMPLE, "\n".join(line_text(ln) for ln in chunk)),
+            SUMMARY_SCHEMA,
+            list(chunk),
+        )
+    ]
+    for speaker in dict.fromkeys(ln.speaker for ln in chunk):
+        own = [ln for ln in chunk if ln.speaker == speaker]
+        said = "\n".join(f"[{stamp(ln.start)}] {' '.join(ln.text.split())}" for ln in own)
+        out.append(
+            Request(
+                _ask(ACTIONS_INSTRUCTIONS, ACTIONS_EXAMPLE, said), ACTIONS_SCHEMA, own, speaker
+            )
+        )
+    return out
+
+
+def reduce_request(summaries: Sequence[str]) -> Request:
+    return Request(reduce_messages(summaries), REDUCE_SCHEMA, [])
 
 
 def reduce_messages(summaries: Sequence[str]) -> list[dict[str, str]]:
@@ -128,8 +205,17 @@ def _seconds(value: object) -> float | None:
     return float(h * 3600 + mi * 60 + s)
 
 
+# Words too common to tie an item to a line ("the" is in most of them).
+_COMMON = frozenset(
+    "the and for are but not you all any can had her was one our out has him his how its may "
+    "new now see two who did get let say she too use will with this that have from they been "
+    "were what when your about would there their which could should into also just then them "
+    "than here some very".split()
+)
+
+
 def _words(text: str) -> set[str]:
-    return {w for w in re.findall(r"\w+", text.lower()) if len(w) > 2}
+    return {w for w in re.findall(r"\w+", text.lower()) if len(w) > 2 and w not in _COMMON}
 
 
 def _where(text: str, said_at: float | None, chunk: Sequence[Line]) -> Line:
@@ -144,32 +230,45 @@ def _where(text: str, said_at: float | None, chunk: Sequence[Line]) -> Line:
     return max(chunk, key=lambda ln: len(words & _words(ln.text)))
 
 
-def _owner(value: object, speakers: Sequence[str]) -> str:
-    name = _clean(value, NAME_LIMIT).casefold()
-    for speaker in speakers:
-        if name and (name == speaker.casefold() or name in speaker.casefold().split()):
-            return speaker
-    return UNASSIGNED
+def _items(raw: object, lines: Sequence[Line], owner: str) -> list[Item]:
+    """Items of an answer, each placed at the line it comes from; one that shares no word with
+    any of the lines is not from this transcript and is dropped."""
+    out = []
+    for entry in raw if isinstance(raw, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        text = _clean(entry.get("text", ""), ITEM_CHARS)
+        if not text:
+            continue
+        line = _where(text, _seconds(entry.get("said_at")), lines)
+        if not _words(text) & _words(line.text):
+            continue
+        out.append(Item(text, owner, line.start, line.end))
+    return out
 
 
-def parse_part(answer: str, chunk: Sequence[Line]) -> Recap:
-    """One chunk's answer → its recap, every field checked against the chunk."""
+def parse_answer(request: Request, answer: str) -> Recap:
+    """One answer → a (partial) recap, every item checked against the request's lines."""
     data = _json_object(answer)
-    speakers = list(dict.fromkeys(ln.speaker for ln in chunk))
-    recap = Recap(_clean(data.get("summary", ""), SUMMARY_CHARS))
-    for kind in ("decisions", "actions"):
-        raw = data.get(kind)
-        for entry in raw if isinstance(raw, list) else []:
-            if not isinstance(entry, dict):
-                continue
-            text = _clean(entry.get("text", ""), ITEM_CHARS)
-            if not text:
-                continue
-            line = _where(text, _seconds(entry.get("said_at")), chunk)
-            owner = _owner(entry.get("owner"), speakers) if kind == "actions" else ""
-            getattr(recap, kind).append(Item(text, owner, line.start, line.end))
+    if request.speaker:
+        return Recap("", actions=_items(data.get("actions"), request.lines, request.speaker))
+    return Recap(
+        _grounded(_clean(data.get("summary", ""), SUMMARY_CHARS), request.lines),
+        decisions=_items(data.get("decisions"), request.lines, ""),
+    )
+
+
+def _grounded(summary: str, lines: Sequence[Line]) -> str:
+    """The summary's sentences that speak of this transcript (share a word with it); small
+    models copy the worked example's sentences, which share none."""
+    said = set().union(*(_words(ln.text) for ln in lines)) if lines else set()
+    sentences = re.split(r"(?<=[.!?])\s+", summary)
+    return " ".join(s for s in sentences if _words(s) & said).strip()
+
+
+def require_content(recap: Recap) -> Recap:
     if not recap.summary and not recap.decisions and not recap.actions:
-        raise RecapError("the model's answer has no summary and no items")
+        raise RecapError("the model's answers hold no summary and no items from the transcript")
     return recap
 
 
@@ -181,16 +280,16 @@ def parse_summary(answer: str) -> str:
 
 
 def combine(parts: Sequence[Recap], summary: str | None = None) -> Recap:
-    """The parts' items in order, the same item said twice kept once."""
+    """The parts' items in time order, one item per owner and transcript line."""
     out = Recap(summary if summary is not None else " ".join(p.summary for p in parts).strip())
     for kind in ("decisions", "actions"):
-        seen: set[tuple[str, str]] = set()
-        for part in parts:
-            for item in getattr(part, kind):
-                key = (item.owner.casefold(), " ".join(sorted(_words(item.text))))
-                if key not in seen and len(getattr(out, kind)) < MAX_ITEMS:
-                    seen.add(key)
-                    getattr(out, kind).append(item)
+        seen: set[tuple[str, float]] = set()
+        items = sorted((i for p in parts for i in getattr(p, kind)), key=lambda i: i.start_s)
+        for item in items:
+            key = (item.owner.casefold(), item.start_s)
+            if key not in seen and len(getattr(out, kind)) < MAX_ITEMS:
+                seen.add(key)
+                getattr(out, kind).append(item)
     return out
 
 
@@ -200,7 +299,9 @@ def _span(item: Item) -> str:
 
 def render(recap: Recap, where: str) -> str:
     """The room's message (markdown); `where` names the model and where it runs."""
-    out = [f"🧾 **Recap** ({md_escape(where, 120)})", md_escape(recap.summary, SUMMARY_CHARS)]
+    out = [f"🧾 **Recap** ({md_escape(where, 120)})"]
+    if recap.summary:
+        out.append(md_escape(recap.summary, SUMMARY_CHARS))
     if recap.decisions:
         out.append("**Decisions**")
         out += [f"- {md_escape(d.text, ITEM_CHARS)} ({_span(d)})" for d in recap.decisions]

@@ -24,11 +24,12 @@ from .recap import (
     RecapError,
     chunks,
     combine,
-    map_messages,
-    parse_part,
+    parse_answer,
     parse_summary,
-    reduce_messages,
+    part_requests,
+    reduce_request,
     render,
+    require_content,
 )
 from .search import TranscriptSearch
 
@@ -94,14 +95,21 @@ class Recaps:
         lines = await self.search.lines_of(room, recording)
         if not lines:
             raise RecapError("the transcript has no lines")
-        parts = []
+        parts: list[Recap] = []
+        summaries: list[str] = []
         for chunk in chunks(lines, settings.max_input_chars):
-            answer = await self.client.complete(settings, map_messages(chunk))
-            parts.append(parse_part(answer, chunk))
-        if len(parts) == 1:
-            return combine(parts)
-        answer = await self.client.complete(settings, reduce_messages([p.summary for p in parts]))
-        return combine(parts, parse_summary(answer))
+            for request in part_requests(chunk):
+                answer = await self.client.complete(settings, request.messages, request.schema)
+                part = parse_answer(request, answer)
+                parts.append(part)
+                if not request.speaker:
+                    summaries.append(part.summary)
+        summaries = [s for s in summaries if s]
+        if len(summaries) <= 1:
+            return require_content(combine(parts))
+        reduce = reduce_request(summaries)
+        answer = await self.client.complete(settings, reduce.messages, reduce.schema)
+        return require_content(combine(parts, parse_summary(answer)))
 
     def _byline(self) -> str:
         settings = self.ctx.settings().recap

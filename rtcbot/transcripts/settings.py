@@ -81,6 +81,9 @@ class RecapSettings:
         6000, whole(500, 1_000_000), "transcript per request (longer calls are cut in parts)"
     )
     max_output_tokens: int = setting(700, whole(64, 32_000), "the model's answer, at most")
+    json_schema: bool = setting(
+        True, flag(), "send the answer's JSON schema (response_format.schema) with each request"
+    )
     # Said in the consent notices and on the recap: where people's words go.
     location: str = setting(
         "", text(), "where the model runs, as people are told; empty: the API's host"

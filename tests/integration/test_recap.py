@@ -4,8 +4,9 @@ Two peers with real users' identities say a scripted plan (espeak-ng): a decisio
 action items with their owners. The bot records, transcribes (Whisper tiny.en), and then asks
 SmolLM2-135M-Instruct behind llama.cpp's OpenAI-compatible server (rtcbot_stack/llm_server.py)
 for the recap, posted in the recording's thread. Asserted: the recap names the owners of the
-action items as the speakers who took them on, and the items by their words, with the time
-span each was said in; what the model wrote is shown escaped. What this model writes is not
+action items as the speakers who took them on (Bob the press release, Alice the venue), and
+the items by their words, with the time span each was said in; nothing of the prompt's worked
+example leaks in. (This 135M model misses the decision; docs/BENCHMARKS.md counts the items.) What this model writes is not
 canned: the assertions are about the plan that was said. Then the model goes away and
 `!call recap now` says, in one sentence, that there is no recap this time.
 """
@@ -98,11 +99,21 @@ async def test_a_recap_names_the_owners_and_the_items(
         items = [ln for ln in text.splitlines() if ln.startswith("- ")]
         assert items, text
         assert all(re.search(r"\(\d\d:\d\d–\d\d:\d\d\)$", ln) for ln in items), items
-        plan = {"launch", "website", "march", "press", "release", "friday", "venue", "party"}
-        said = {w for ln in items for w in re.findall(r"[a-z]+", ln.lower())}
-        assert said & plan, (items, "no item of the plan")
-        owners = re.findall(r"^- \*\*(.+?)\*\*:", "\n".join(items), re.M)
-        assert set(owners) <= {"Alice Arden", "Bob \\*Brook\\*", "Bob *Brook*", "unassigned"}
+        owners: dict[str, set[str]] = {}
+        actions = text.split("Action items", 1)[1] if "Action items" in text else ""
+        for ln in actions.splitlines():
+            m = re.match(r"^- (.+?): (.*) \(\d\d:\d\d–\d\d:\d\d\)$", ln)  # plain body
+            if m:
+                words = re.findall(r"[a-z]+", m.group(2).lower())
+                owners.setdefault(m.group(1), set()).update(words)
+        # Each person's task is theirs, in their words (owners come from who said it).
+        bob_owner = next((o for o in owners if "Brook" in o), None)
+        assert bob_owner and owners[bob_owner] & {"press", "release", "friday"}, owners
+        assert owners.get("Alice Arden", set()) & {"venue", "party", "book"}, owners
+        # What it says speaks of this call: the plan's words, none of the worked example's.
+        words = set(re.findall(r"[a-z]+", text.lower()))
+        assert {"launch", "website", "march"} & words, text
+        assert not {"tuesday", "invitation"} & words, text
 
         # The model is gone: regenerating says so in one sentence, edited into the same place.
         model.stop()

@@ -1,5 +1,5 @@
-"""The recap's pure side: chunks that fit, answers parsed and checked against the transcript,
-parts combined, the model's words escaped."""
+"""The recap's pure side: chunks that fit, the questions asked, answers parsed and checked
+against the transcript, parts combined, the model's words escaped."""
 
 from __future__ import annotations
 
@@ -9,17 +9,19 @@ import pytest
 
 from rtcbot.transcripts.lines import Line
 from rtcbot.transcripts.recap import (
-    UNASSIGNED,
+    ACTIONS_SCHEMA,
+    SUMMARY_SCHEMA,
     Item,
     Recap,
     RecapError,
     chunks,
     combine,
     line_text,
-    map_messages,
-    parse_part,
+    parse_answer,
     parse_summary,
+    part_requests,
     render,
+    require_content,
 )
 
 LINES = [
@@ -40,59 +42,67 @@ def test_chunks_fit_and_keep_order() -> None:
     assert len(chunks(LINES, 60)) == 3
 
 
-def test_map_messages_carry_the_lines_with_times() -> None:
-    user = map_messages(LINES)[1]["content"]
-    assert "[01:05] Alice Arden: We decided" in user
+def test_a_part_asks_for_the_summary_then_each_speakers_own_tasks() -> None:
+    requests = part_requests(LINES)
+    assert [r.speaker for r in requests] == ["", "Alice Arden", "Bob Brook"]
+    assert "[01:05] Alice Arden: We decided" in requests[0].messages[-1]["content"]
+    assert requests[0].schema is SUMMARY_SCHEMA and requests[1].schema is ACTIONS_SCHEMA
+    bobs = requests[2].messages[-1]["content"]
+    assert bobs == "[00:05] I will write the press release by Friday."  # his lines only
+    assert [ln.speaker for ln in requests[1].lines] == ["Alice Arden", "Alice Arden"]
 
 
-def test_an_answer_in_prose_is_parsed_and_checked_against_the_transcript() -> None:
-    answer = (
-        "Sure! Here it is:\n```json\n"
-        + json.dumps(
-            {
-                "summary": "The team planned the launch.",
-                "decisions": [{"text": "Launch on the first of March", "said_at": "01:05"}],
-                "actions": [
-                    {
-                        "owner": "bob",
-                        "text": "Write the press release by Friday",
-                        "said_at": "0:05",
-                    },
-                    {"owner": "Mallory", "text": "Steal the plans", "said_at": "99:00"},
-                    {"owner": "Alice Arden", "text": ""},
-                    "not an object",
-                ],
-            }
-        )
-        + "\n```"
-    )
-    recap = parse_part(answer, LINES)
-    assert recap.summary == "The team planned the launch."
-    assert recap.decisions == [Item("Launch on the first of March", "", 65.0, 70.0)]
-    assert recap.actions[0] == Item("Write the press release by Friday", "Bob Brook", 5.0, 9.0)
-    assert recap.actions[1].owner == UNASSIGNED  # not a speaker of this call
-    assert len(recap.actions) == 2
+def test_answers_are_parsed_and_checked_against_the_transcript() -> None:
+    summary, _alice, bob = part_requests(LINES)
+    body = {
+        "summary": "The team planned the launch.",
+        "decisions": [
+            {"text": "Launch on the first of March", "said_at": "01:05"},
+            {"text": "Buy a yacht", "said_at": "00:00"},  # in no line: dropped
+            "not an object",
+            {"text": ""},
+        ],
+    }
+    part = parse_answer(summary, "Sure! Here it is:\n```json\n" + json.dumps(body) + "\n```")
+    assert part.summary == "The team planned the launch."
+    assert part.decisions == [Item("Launch on the first of March", "", 65.0, 70.0)]
+    said = '{"actions": [{"text": "write the press release", "said_at": "9:99"}]}'
+    assert parse_answer(bob, said).actions == [
+        Item("write the press release", "Bob Brook", 5.0, 9.0)
+    ]
+    assert parse_answer(bob, '{"actions": []}').actions == []
 
 
-@pytest.mark.parametrize("answer", ["no json here", "[1, 2]", '{"summary": ""}', "{"])
+@pytest.mark.parametrize("answer", ["no json here", "[1, 2]", "{"])
 def test_an_unusable_answer_is_an_error(answer: str) -> None:
     with pytest.raises(RecapError):
-        parse_part(answer, LINES)
+        parse_answer(part_requests(LINES)[0], answer)
 
 
-def test_combine_keeps_each_item_once_and_the_reduced_summary() -> None:
+def test_a_summary_keeps_only_sentences_about_this_transcript() -> None:
+    copied = '{"summary": "The meeting moves to Tuesday. Bob writes the press release.", "decisions": []}'
+    part = parse_answer(part_requests(LINES)[0], copied)
+    assert part.summary == "Bob writes the press release."
+    nothing = parse_answer(part_requests(LINES)[0], '{"summary": "", "decisions": []}')
+    with pytest.raises(RecapError):
+        require_content(combine([nothing]))
+
+
+def test_combine_keeps_one_item_per_owner_and_line_in_time_order() -> None:
     a = Recap(
         "Part one.",
         [Item("Launch in March", "", 65, 70)],
         [Item("Press release", "Bob Brook", 5, 9)],
     )
     b = Recap(
-        "Part two.", [Item("launch in march", "", 65, 70)], [Item("Budget", "Alice Arden", 0, 4)]
+        "Part two.",
+        [Item("launch in march", "", 65, 70)],
+        [Item("Budget", "Alice Arden", 0, 4)],
     )
     both = combine([a, b])
     assert both.summary == "Part one. Part two."
     assert [d.text for d in both.decisions] == ["Launch in March"]
-    assert [x.owner for x in both.actions] == ["Bob Brook", "Alice Arden"]
+    assert [x.owner for x in both.actions] == ["Alice Arden", "Bob Brook"]
     assert combine([a, b], parse_summary('{"summary": "One."}')).summary == "One."
 
 
@@ -106,5 +116,4 @@ def test_render_escapes_the_models_words() -> None:
     assert "[here](https" not in text and "\\[here\\]" in text
     assert "\\*\\*bold\\*\\*" in text and "(01:05–01:10)" in text
     assert "- **Bob Brook**: \\`rm \\-rf\\` (00:05–00:09)" in text
-    empty = render(Recap("Nothing much."), "x")
-    assert "No decisions or action items were found." in empty
+    assert "No decisions or action items were found." in render(Recap("Nothing much."), "x")
