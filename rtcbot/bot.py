@@ -49,6 +49,7 @@ from .schedules.commands import ScheduleCommands
 from .schedules.runner import ScheduleRunner
 from .settings import Config, Settings, parse_settings
 from .tasks import Tasks, owned_by, plugin_tasks
+from .transcripts.ask_command import AskCommand
 from .transcripts.captions import LiveCaptions
 from .transcripts.chat_client import ChatClient
 from .transcripts.engine import SpeechToText
@@ -180,6 +181,7 @@ class RtcBot(Plugin):
         MediaCommands(ctx, media, calls, optouts, deleter).register(router)
         SearchCommand(search).register(router)
         RecapCommand(ctx, recaps, search).register(router)
+        AskCommand(recaps, search, chat).register(router)
         ScheduleCommands(ctx, schedules).register(router)
         SlotCommands(ctx).register(router)
         transcript_command(ctx).register(router)

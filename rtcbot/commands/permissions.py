@@ -28,6 +28,8 @@ DEFAULT_LEVELS: Mapping[str, int] = {
     "record_status": 0,
     # Any member may search the room's own transcripts (they could read them anyway).
     "search": 0,
+    # Any member may ask (only where recaps are on: the room's moderators chose the model).
+    "ask": 0,
     # Anyone may leave their own voice out of recordings (and take it back).
     "record_optout": 0,
     "schedule_list": 0,
@@ -110,6 +112,7 @@ COMMANDS: Mapping[str, Command] = {
         _free("leave"),
         _free("announce"),
         _free("search"),
+        _free("ask"),
         _choices("notify", "notify", ("off", "summary", "all")),
         _choices("auto", "auto", ("record", "announce", "off")),
         _choices("transcript", "transcript", ("on", "off")),

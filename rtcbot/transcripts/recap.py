@@ -174,7 +174,7 @@ def reduce_messages(summaries: Sequence[str]) -> list[dict[str, str]]:
     ]
 
 
-def _json_object(answer: str) -> dict[str, object]:
+def json_object(answer: str) -> dict[str, object]:
     """The first JSON object in the answer (models wrap it in prose or code fences)."""
     start = answer.find("{")
     while start != -1:
@@ -189,7 +189,7 @@ def _json_object(answer: str) -> dict[str, object]:
     raise RecapError("the model's answer holds no JSON object")
 
 
-def _clean(value: object, limit: int) -> str:
+def clean_text(value: object, limit: int) -> str:
     text = " ".join(str(value).split()) if isinstance(value, (str, int, float)) else ""
     return text[:limit]
 
@@ -214,20 +214,20 @@ _COMMON = frozenset(
 )
 
 
-def _words(text: str) -> set[str]:
+def content_words(text: str) -> set[str]:
     return {w for w in re.findall(r"\w+", text.lower()) if len(w) > 2 and w not in _COMMON}
 
 
 def _where(text: str, said_at: float | None, chunk: Sequence[Line]) -> Line:
     """The transcript line the item comes from: the one at its time stamp when that line shares
     a word with it, else the line sharing the most words (the first line if none does)."""
-    words = _words(text)
+    words = content_words(text)
     if said_at is not None:
         at = [ln for ln in chunk if int(ln.start) <= said_at <= max(ln.end, ln.start + 1)]
         for ln in at:
-            if words & _words(ln.text):
+            if words & content_words(ln.text):
                 return ln
-    return max(chunk, key=lambda ln: len(words & _words(ln.text)))
+    return max(chunk, key=lambda ln: len(words & content_words(ln.text)))
 
 
 def _items(raw: object, lines: Sequence[Line], owner: str) -> list[Item]:
@@ -237,11 +237,11 @@ def _items(raw: object, lines: Sequence[Line], owner: str) -> list[Item]:
     for entry in raw if isinstance(raw, list) else []:
         if not isinstance(entry, dict):
             continue
-        text = _clean(entry.get("text", ""), ITEM_CHARS)
+        text = clean_text(entry.get("text", ""), ITEM_CHARS)
         if not text:
             continue
         line = _where(text, _seconds(entry.get("said_at")), lines)
-        if not _words(text) & _words(line.text):
+        if not content_words(text) & content_words(line.text):
             continue
         out.append(Item(text, owner, line.start, line.end))
     return out
@@ -249,11 +249,11 @@ def _items(raw: object, lines: Sequence[Line], owner: str) -> list[Item]:
 
 def parse_answer(request: Request, answer: str) -> Recap:
     """One answer → a (partial) recap, every item checked against the request's lines."""
-    data = _json_object(answer)
+    data = json_object(answer)
     if request.speaker:
         return Recap("", actions=_items(data.get("actions"), request.lines, request.speaker))
     return Recap(
-        _grounded(_clean(data.get("summary", ""), SUMMARY_CHARS), request.lines),
+        _grounded(clean_text(data.get("summary", ""), SUMMARY_CHARS), request.lines),
         decisions=_items(data.get("decisions"), request.lines, ""),
     )
 
@@ -261,9 +261,9 @@ def parse_answer(request: Request, answer: str) -> Recap:
 def _grounded(summary: str, lines: Sequence[Line]) -> str:
     """The summary's sentences that speak of this transcript (share a word with it); small
     models copy the worked example's sentences, which share none."""
-    said = set().union(*(_words(ln.text) for ln in lines)) if lines else set()
+    said = set().union(*(content_words(ln.text) for ln in lines)) if lines else set()
     sentences = re.split(r"(?<=[.!?])\s+", summary)
-    return " ".join(s for s in sentences if _words(s) & said).strip()
+    return " ".join(s for s in sentences if content_words(s) & said).strip()
 
 
 def require_content(recap: Recap) -> Recap:
@@ -273,7 +273,7 @@ def require_content(recap: Recap) -> Recap:
 
 
 def parse_summary(answer: str) -> str:
-    summary = _clean(_json_object(answer).get("summary", ""), SUMMARY_CHARS)
+    summary = clean_text(json_object(answer).get("summary", ""), SUMMARY_CHARS)
     if not summary:
         raise RecapError("the model's combined summary is empty")
     return summary

@@ -44,7 +44,7 @@ class Recaps:
         self.search = search
         self.client = client
         self.log = ctx.logger("recaps")
-        self._lock = asyncio.Lock()  # one recap at a time: the model is one machine's
+        self.lock = asyncio.Lock()  # one request at a time: the model is one machine's
 
     def configured(self) -> bool:
         return bool(self.ctx.settings().recap.base_url)
@@ -73,9 +73,9 @@ class Recaps:
             await self.ctx.notices.edit(room, existing, MAKING)
         started = time.monotonic()
         try:
-            async with self._lock:
+            async with self.lock:
                 recap = await self._recap(room, recording)
-            text = render(recap, self._byline())
+            text = render(recap, self.byline())
             self.log.info(
                 "recap of %s in %s: %d decisions, %d action items, %.1f s",
                 recording,
@@ -111,7 +111,7 @@ class Recaps:
         answer = await self.client.complete(settings, reduce.messages, reduce.schema)
         return require_content(combine(parts, parse_summary(answer)))
 
-    def _byline(self) -> str:
+    def byline(self) -> str:
         settings = self.ctx.settings().recap
         model = settings.model or "a language model"
         return f"by {model}, {settings.where()}; it can be wrong"

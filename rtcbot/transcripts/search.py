@@ -93,12 +93,16 @@ class TranscriptSearch:
         )
         return None if value is None else str(value)
 
-    async def search(self, room_id: str, text: str, limit: int = 5) -> list[Hit]:
+    async def search(
+        self, room_id: str, text: str, limit: int = 5, any_word: bool = False
+    ) -> list[Hit]:
+        """Lines with every word of `text` (or, `any_word`, with any of them), best first."""
         words = query_words(text)
         if not words:
             return []
         if self._sqlite:
-            match = " ".join(f'"{w}"' for w in words)  # each a quoted token: AND, no syntax
+            # Each word a quoted token (no syntax gets through): AND by juxtaposition.
+            match = (" OR " if any_word else " ").join(f'"{w}"' for w in words)
             rows = await self.db.fetch(
                 "SELECT l.recording, l.message, l.started_ms, l.at_s, l.speaker, l.text "
                 "FROM transcript_fts JOIN transcript_line l ON l.id = transcript_fts.rowid "
@@ -109,7 +113,8 @@ class TranscriptSearch:
                 limit,
             )
         else:
-            query = " & ".join(words)  # \w+ words only: nothing for to_tsquery to parse
+            # \w+ words only: nothing for to_tsquery to parse.
+            query = (" | " if any_word else " & ").join(words)
             rows = await self.db.fetch(
                 "SELECT recording, message, started_ms, at_s, speaker, text FROM transcript_line "
                 "WHERE room_id = $1 AND to_tsvector('simple', text) @@ to_tsquery('simple', $2) "

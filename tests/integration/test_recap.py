@@ -115,6 +115,15 @@ async def test_a_recap_names_the_owners_and_the_items(
         assert {"launch", "website", "march"} & words, text
         assert not {"tuesday", "invitation"} & words, text
 
+        # A question, answered from the room's transcripts with the passages it used (or,
+        # when the model cites none, the closest ones): Bob's line is among them.
+        asked = body(
+            await alice.command(room, "!call ask who will write the press release", bot_id, 90)
+        )
+        print(f"[ask] {asked!r}")
+        assert asked.startswith("💬 ") and "press release" in asked.lower(), asked
+        assert "Brook at 00:0" in asked and "(https://matrix.to/#/" in asked, asked
+
         # The model is gone: regenerating says so in one sentence, edited into the same place.
         model.stop()
         again = body(await alice.command(room, "!call recap now", bot_id))

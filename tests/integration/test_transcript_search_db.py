@@ -51,6 +51,11 @@ async def test_search_is_room_bound_and_follows_deletion_and_opt_out(db: DB) -> 
     assert [h.speaker for h in await search.search("!r", "zebra) OR (budget")] == []
     assert [h.speaker for h in await search.search("!r", "NEAR(zebra budget)")] == []
 
+    # Any word (for `!call ask`): lines with one of them, still only this room's.
+    either = await search.search("!r", "zebra plan", any_word=True)
+    assert sorted(h.speaker for h in either) == ["Bob", "Carol"]
+    assert await search.search("!other", "zebra plan", any_word=True) == []
+
     await search.forget_speaker("!r", "@bob:x")  # opted out: his words leave the search
     assert await search.search("!r", "plan") == []
     await search.forget_recording("!r", "$rec1")  # deleted: its lines go

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from rtcbot.transcripts import ask
 from rtcbot.transcripts.lines import Line
 from rtcbot.transcripts.recap import (
     ACTIONS_SCHEMA,
@@ -23,6 +24,7 @@ from rtcbot.transcripts.recap import (
     render,
     require_content,
 )
+from rtcbot.transcripts.search import Hit
 
 LINES = [
     Line("Alice Arden", 0.0, 4.0, "Good morning, let us plan the launch."),
@@ -117,3 +119,16 @@ def test_render_escapes_the_models_words() -> None:
     assert "\\*\\*bold\\*\\*" in text and "(01:05–01:10)" in text
     assert "- **Bob Brook**: \\`rm \\-rf\\` (00:05–00:09)" in text
     assert "No decisions or action items were found." in render(Recap("Nothing much."), "x")
+
+
+def test_ask_numbers_the_passages_and_keeps_only_cited_ones_that_exist() -> None:
+    hits = [
+        Hit("$r", "$m", 0, 5.0, "Bob Brook", "I will write the press release by Friday."),
+        Hit("$r", "$m", 0, 65.0, "Alice Arden", "We decided to launch in March."),
+    ]
+    asked = ask.messages("Who writes the press release?", hits)[-1]["content"]
+    assert asked.startswith("Question: Who writes the press release?\n(1) 1970-01-01, Bob Brook")
+    answer = ask.parse('{"answer": "Bob does.", "used": [1, 1, 7, "2"]}', hits)
+    assert answer.text == "Bob does." and answer.used == [hits[0]]
+    with pytest.raises(RecapError):
+        ask.parse('{"answer": "", "used": [1]}', hits)
