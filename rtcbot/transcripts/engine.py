@@ -13,6 +13,9 @@ VAD that faster-whisper ships (no download): a speaker's file is mostly the othe
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import gc
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -57,6 +60,7 @@ class ModelSettings:
     max_jobs: int = 2
     download_root: str = ""  # where named models are kept ("" = the library's cache)
     local_files_only: bool = False  # offline servers: never download
+    idle_s: float = 300.0  # the model is released after this long unused (0: kept)
 
 
 def resolve_model(name: str) -> str:
@@ -78,6 +82,39 @@ class SpeechToText:
         self._model_key: tuple[Any, ...] | None = None
         self._load_lock = threading.Lock()
         self._slots = FairSlots(settings().max_jobs)  # shared fairly between rooms
+        # The model is most of the bot's memory (a few hundred MB for `base`): released after
+        # `idle_s` without a transcription or a caption, loaded again on the next one.
+        self._busy = 0
+        self._release: asyncio.TimerHandle | None = None
+
+    @contextlib.contextmanager
+    def _in_use(self) -> Iterator[None]:
+        self._busy += 1
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            idle_s = self.settings().idle_s
+            if self._busy == 0 and idle_s > 0:
+                self._release = asyncio.get_running_loop().call_later(idle_s, self.release)
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def release(self) -> None:
+        """Drop the model when nothing uses it, and give its memory back to the system."""
+        self._release = None
+        if self._busy or self._model is None:
+            return
+        with self._load_lock:
+            self._model, self._model_key = None, None
+        gc.collect()
+        _trim_heap()
+        self.log.info("speech model released (unused for %.0f s)", self.settings().idle_s)
 
     # -- the model -------------------------------------------------------------------------
     def _load(self) -> Any:
@@ -122,14 +159,16 @@ class SpeechToText:
         """Every word of one speaker's file, on the recording's axis (`offset_s` = where the
         file starts). Waits for a job slot (`room`'s turn); the work runs in a thread."""
         async with self.slots().turn(room):
-            return await _in_thread(self._file_words, path, offset_s, progress, chunk_s)
+            with self._in_use():
+                return await _in_thread(self._file_words, path, offset_s, progress, chunk_s)
 
     async def transcribe_pcm(
         self, samples: np.ndarray, offset_s: float = 0.0, room: str = ""
     ) -> list[Word]:
         """A short piece of 16 kHz float32 mono audio (a caption)."""
         async with self.slots().turn(room):
-            return await _in_thread(self._words, samples, offset_s, False)
+            with self._in_use():
+                return await _in_thread(self._words, samples, offset_s, False)
 
     def _file_words(
         self,
@@ -206,6 +245,12 @@ def _not_loaded(s: ModelSettings, e: Exception) -> str:
 
 def _shifted(progress: Progress, by: float) -> Progress:
     return lambda t: progress(by + t)
+
+
+def _trim_heap() -> None:
+    """glibc keeps freed memory in its arenas; malloc_trim hands it back (RSS drops)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 async def _in_thread(fn: Callable[..., list[Word]], *args: Any) -> list[Word]:

@@ -40,6 +40,9 @@ class TranscriptSettings:
     chunk_minutes: float = setting(5.0, number(0.5, 60.0), "audio read per piece")
     download_root: str = setting("", text(), "where models are downloaded to")
     local_files_only: bool = setting(False, flag(), "never download a model")
+    model_idle_s: float = setting(
+        300.0, number(0.0, 86_400.0), "release the model after this long unused (0: keep it)"
+    )
     # Recordings waiting for (or getting) their transcript: in all rooms, and per room.
     max_queued: int = setting(20, whole(1, 1000), "recordings waiting, in all rooms")
     max_queued_per_room: int = setting(3, whole(1, 1000), "recordings waiting, per room")
@@ -53,6 +56,7 @@ class TranscriptSettings:
             max_jobs=self.max_jobs,
             download_root=self.download_root,
             local_files_only=self.local_files_only,
+            idle_s=self.model_idle_s,
         )
 
 

@@ -20,3 +20,15 @@ def test_search_latency_quick() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert re.search(r"search over 5 calls \(100 lines.*p50 [\d.]+ ms", done.stdout), done.stdout
+
+
+def test_speech_memory_quick() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.speech_memory", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"RSS \d+ MB before, \d+ MB after a transcription", done.stdout), done.stdout
