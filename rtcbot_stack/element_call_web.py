@@ -113,7 +113,10 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         if self._demo is None or self._path_only() != f"{DEMO_PATH}/session":
             self._send(404, b"", "text/plain")
             return
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
         if not 0 < length <= MAX_KEY_BODY:
             self._send(403, b"", "text/plain")
             return

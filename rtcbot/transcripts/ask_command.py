@@ -78,7 +78,7 @@ class AskCommand:
         await ctx.reply(
             "\n".join(
                 [
-                    f"💬 {md_escape(answer.text, ANSWER_CHARS)} _({self.recaps.byline()})_",
+                    f"💬 {md_escape(answer.text, ANSWER_CHARS)} _({md_escape(self.recaps.byline())})_",
                     head,
                     *(render_hit(ctx.room_id, h) for h in shown),
                 ]

@@ -10,6 +10,7 @@ docs/ELEMENT_CALL.md is this page (RTCBOT_DOC_IMAGES=1 writes it there).
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import time
@@ -73,6 +74,14 @@ async def test_the_link_logs_the_demo_user_in_and_opens_the_rooms_call(
         # Without the key: nothing (a wrong key, none, a too long one).
         for key in (b"wrong", b"", b"x" * 1000):
             assert post_key(server.url, key) == 403, key
+        for length in ("abc", "-5", "99999999999"):  # a malformed length: refused, no crash
+            conn = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=10)
+            conn.putrequest("POST", f"{DEMO_PATH}/session")
+            conn.putheader("Content-Length", length)
+            conn.endheaders()
+            assert conn.getresponse().status == 403, length
+            conn.close()
+        assert post_key(server.url, login.key.encode()) == 200  # and it still serves
 
         link = login.link(server.url)
         assert login.key not in link.split("#", 1)[0]  # only in the fragment
