@@ -443,6 +443,7 @@ async def test_encrypted_call_is_recorded_per_speaker(
 
     files = await bot_files(alice, room, bot_id, stop, 3)
     print(f"[encrypted-call] files: {sorted(files)}")
+    spans: list[tuple[int, int]] = []
     for name, user in (("Alice Example", alice_ec), ("Bob Example", bob)):
         label = next((k for k in files if k.startswith(f"{name} ({user.device_id})")), None)
         assert label is not None, (name, sorted(files))
@@ -452,9 +453,15 @@ async def test_encrypted_call_is_recorded_per_speaker(
         heard = dominant_hz(span[-rate:], rate)
         print(f"[encrypted-call] {label}: {len(span) / rate:.1f} s of tone, {heard:.1f} Hz")
         assert len(span) > rate and abs(heard - tone) < 10, (label, heard)
+        loud = np.flatnonzero(np.abs(samples) > LOUD)
+        spans.append((int(loud[0]), int(loud[-1])))
     mix_label = next(k for k in files if k.startswith("Mix of everyone"))
     mix, rate = await decrypted_audio(alice_ec, files[mix_label])
-    peaks = spectrum_peaks(loud_span(mix), rate, [TONES["alice"], TONES["bob"]])
+    # Where both were decrypted: read from their own files (the same time axis as the mix);
+    # how long each key took to arrive (16 s seen) must not decide the mix's proportions.
+    both_from, both_to = max(a for a, _ in spans), min(b for _, b in spans)
+    assert both_to - both_from > rate // 2, (spans, rate)
+    peaks = spectrum_peaks(mix[both_from:both_to], rate, [TONES["alice"], TONES["bob"]])
     print(f"[encrypted-call] mix: share of 440 Hz / 660 Hz: {peaks}")
     assert peaks[TONES["alice"]] > 0.1 and peaks[TONES["bob"]] > 0.1, peaks
 

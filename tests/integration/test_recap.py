@@ -122,7 +122,8 @@ async def test_a_recap_names_the_owners_and_the_items(
         )
         print(f"[ask] {asked!r}")
         assert asked.startswith("💬 ") and "press release" in asked.lower(), asked
-        assert "Brook at 00:0" in asked and "(https://matrix.to/#/" in asked, asked
+        assert re.search(r"- \d{4}-\d\d-\d\d, Bob \*Brook\* at 00:\d\d: “[^”]*press", asked), asked
+        assert "(https://matrix.to/#/" in asked, asked
 
         # The model is gone: regenerating says so in one sentence, edited into the same place.
         model.stop()
