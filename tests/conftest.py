@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -123,11 +124,18 @@ CPU_BOUND = (
 )
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group("cpu" if path.startswith(CPU_BOUND) else path))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """The groups above, by our own scheduler. xdist 3.8's `loadgroup` marks a group by
+    rewriting `item._nodeid`, which pytest 9 no longer reads (a node's id is `_id`): every
+    `xdist_group` was silently ignored, and Chromium ran beside Whisper on the other worker."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileOrCpuGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "cpu" if path.startswith(CPU_BOUND) else path
+
+    return FileOrCpuGroups(config, log)
 
 
 # -- a hung test -----------------------------------------------------------------------------------
