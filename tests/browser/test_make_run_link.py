@@ -46,9 +46,19 @@ def post_key(base: str, key: bytes) -> int:
         return int(e.code)
 
 
+async def evaluate(chromium: Chromium, page: int, expression: str) -> object:
+    """None while the page navigates (the demo page goes on to the room by itself)."""
+    try:
+        return await chromium.driver.call("evaluate", page=page, expression=expression)
+    except RuntimeError as e:
+        if "context was destroyed" in str(e) or "navigating" in str(e):
+            return None
+        raise
+
+
 async def until(check: str, page: int, chromium: Chromium, what: str, timeout: float = 45) -> None:
     deadline = time.monotonic() + timeout
-    while not await chromium.driver.call("evaluate", page=page, expression=check):
+    while not await evaluate(chromium, page, check):
         if time.monotonic() > deadline:
             log = await chromium.driver.call("console", page=page, lines=30)
             raise AssertionError(f"{what}: not within {timeout} s\n" + "\n".join(log))

@@ -177,16 +177,23 @@ async def test_every_resolved_address_is_checked() -> None:
 @pytest.fixture
 async def slow_server() -> AsyncIterator[TestServer]:
     release = asyncio.Event()
+    inside = {"now": 0, "peak": 0}
 
     async def ok(request: web.Request) -> web.Response:
         if request.path == "/slow":
-            await release.wait()
+            inside["now"] += 1
+            inside["peak"] = max(inside["peak"], inside["now"])
+            try:
+                await release.wait()
+            finally:
+                inside["now"] -= 1
         return web.json_response({"ok": True})
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", ok)
     srv = TestServer(app, host="127.0.0.1")
     await srv.start_server()
+    srv.inside = inside  # type: ignore[attr-defined]
     yield srv
     release.set()
     await srv.close()
@@ -263,13 +270,12 @@ async def test_at_most_limit_requests_at_once_and_waiting_counts_towards_the_tim
             return type(e).__name__
 
     results = await asyncio.gather(*(one() for _ in range(4)))
-    # Two held the slots until their timeout; two never got one.
-    assert sorted(results) == [
-        "OutboundRefused",
-        "OutboundRefused",
-        "TimeoutError",
-        "TimeoutError",
-    ]
+    # Never more than two at the server; the two that held the slots ran into their timeout;
+    # the others failed too, each within its own time: waiting for a slot (refused) or, when a
+    # slot came free just before its time was up (a loaded machine's luck), in the request.
+    assert slow_server.inside["peak"] == 2  # type: ignore[attr-defined]
+    assert set(results) <= {"OutboundRefused", "TimeoutError"}, results
+    assert results.count("TimeoutError") >= 2, results
     await out.close()
 
 
