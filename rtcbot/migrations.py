@@ -7,6 +7,14 @@ from mautrix.util.async_db import Connection, Scheme, UpgradeTable
 upgrade_table = UpgradeTable()
 
 
+def serial_id(scheme: Scheme) -> str:
+    """An id column whose values are never handed out again (AUTOINCREMENT / SERIAL): ids
+    people saw ("#3") stay theirs after a remove."""
+    if scheme == Scheme.SQLITE:
+        return "id INTEGER PRIMARY KEY AUTOINCREMENT"
+    return "id SERIAL PRIMARY KEY"
+
+
 @upgrade_table.register(description="Room settings, handled commands, the bot's own calls")
 async def upgrade_v1(conn: Connection) -> None:
     await conn.execute(
@@ -37,11 +45,7 @@ async def upgrade_v1(conn: Connection) -> None:
 
 @upgrade_table.register(description="Scheduled calls, their fired actions, room time zones")
 async def upgrade_v2(conn: Connection, scheme: Scheme) -> None:
-    # AUTOINCREMENT / SERIAL: ids people saw ("#3") are never handed out again after a remove.
-    if scheme == Scheme.SQLITE:
-        id_column = "id INTEGER PRIMARY KEY AUTOINCREMENT"
-    else:
-        id_column = "id SERIAL PRIMARY KEY"
+    id_column = serial_id(scheme)
     await conn.execute(
         f"""CREATE TABLE schedule (
             {id_column},
@@ -157,10 +161,7 @@ async def upgrade_v7(conn: Connection, scheme: Scheme) -> None:
     # One row per transcript line, for search: the room, the recording (its summary event), the
     # transcript message to link to, when the recording started, the line's time in the call,
     # the speaker (display name, and the user when known: opt-out removes their lines).
-    if scheme == Scheme.SQLITE:
-        id_column = "id INTEGER PRIMARY KEY AUTOINCREMENT"
-    else:
-        id_column = "id SERIAL PRIMARY KEY"
+    id_column = serial_id(scheme)
     await conn.execute(
         f"""CREATE TABLE transcript_line (
             {id_column},

@@ -24,11 +24,11 @@ from rtcbot_stack import llm_server
 from rtcbot_stack.llm_server import MODEL_NAME, LlmServer
 from rtcbot_stack.stack import Stack, free_port
 from tests.integration.test_diagnostics import plugin_config
-from tests.integration.test_recording_delete import room_with_two_speakers
 from tests.integration.test_transcripts import (
     Event,
     edits_of,
     record_while,
+    room_with_two_people,
     thread_root,
     until_found,
 )
@@ -71,7 +71,7 @@ def recap_of(events: list[Event], bot_id: str, root: str) -> str | None:
 async def test_a_recap_names_the_owners_and_the_items(
     stack: Stack, make_user: Any, make_peer: Any, bot_id: str, model: LlmServer
 ) -> None:
-    alice, _bob, room, pa, pb = await room_with_two_speakers(make_user, make_peer, bot_id)
+    alice, _bob, room, pa, pb = await room_with_two_people(make_user, make_peer, bot_id)
     recap = {"enabled": True, "base_url": model.base_url, "model": MODEL_NAME}
     with plugin_config(stack, bot_id, recap=recap):
         shown = body(await alice.command(room, "!call recap", bot_id))

@@ -14,46 +14,25 @@ from typing import Any
 
 import pytest
 
-from rtcbot.rtc.identity import livekit_room_alias
 from rtcbot_stack.stack import Stack
 from tests.integration.test_call_media import is_audio
 from tests.integration.test_transcripts import (
     A1,
     ALICE,
     B1,
-    BOB,
     LINE,
     Event,
     edits_of,
     record_while,
-    silence,
+    room_with_two_people,
     thread_root,
     until_found,
     words_of,
 )
-from tests.stack.matrix_user import MatrixUser, body
-from tests.stack.peers import Peer, speech
+from tests.stack.matrix_user import body
+from tests.stack.peers import speech
 
 pytestmark = pytest.mark.stack
-
-
-async def room_with_two_speakers(
-    make_user: Any, make_peer: Any, bot_id: str
-) -> tuple[MatrixUser, MatrixUser, str, Peer, Peer]:
-    alice = await make_user("alice")
-    bob = await make_user("bob")
-    await alice.set_displayname(ALICE)
-    await bob.set_displayname(BOB)
-    room = await alice.create_room(invite=[bot_id, bob.user_id])
-    await bob.join(room)
-    await alice.wait_for_member(room, bot_id)
-    lk_room = livekit_room_alias(room)
-    pa = await make_peer(lk_room, f"{alice.user_id}:DEVA")
-    pb = await make_peer(lk_room, f"{bob.user_id}:DEVB")
-    for p in (pa, pb):
-        await p.publish_samples(silence(0.5))
-    await alice.start_call(room, bot_id)
-    return alice, bob, room, pa, pb
 
 
 def redacted(evt: Event) -> bool:
@@ -63,7 +42,7 @@ def redacted(evt: Event) -> bool:
 async def test_a_moderator_deletes_the_latest_recording_with_its_transcript_and_files(
     stack: Stack, make_user: Any, make_peer: Any, bot_id: str
 ) -> None:
-    alice, bob, room, pa, pb = await room_with_two_speakers(make_user, make_peer, bot_id)
+    alice, bob, room, pa, pb = await room_with_two_people(make_user, make_peer, bot_id)
     summary = await record_while(alice, room, bot_id, [(pa, speech(A1)), (pb, speech(B1))])
     sid = summary["event_id"]
 

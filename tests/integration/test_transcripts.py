@@ -69,9 +69,9 @@ async def until_found(
     return await eventually(look, timeout=timeout, what=what, interval=0.5)
 
 
-async def room_with_two_speakers(
+async def room_with_two_people(
     make_user: Any, make_peer: Any, bot_id: str
-) -> tuple[MatrixUser, str, Peer, Peer]:
+) -> tuple[MatrixUser, MatrixUser, str, Peer, Peer]:
     alice = await make_user("alice")
     bob = await make_user("bob")
     await alice.set_displayname(ALICE)
@@ -86,6 +86,13 @@ async def room_with_two_speakers(
     for p in (pa, pb):
         await p.publish_samples(silence(0.5))
     await alice.start_call(room, bot_id)
+    return alice, bob, room, pa, pb
+
+
+async def room_with_two_speakers(
+    make_user: Any, make_peer: Any, bot_id: str
+) -> tuple[MatrixUser, str, Peer, Peer]:
+    alice, _bob, room, pa, pb = await room_with_two_people(make_user, make_peer, bot_id)
     return alice, room, pa, pb
 
 

@@ -7,28 +7,25 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from rtcbot_stack.paths import ROOT
 
 
-def test_search_latency_quick() -> None:
+@pytest.mark.parametrize(
+    ("bench", "prints"),
+    [
+        ("search_latency", r"search over 5 calls \(100 lines.*p50 [\d.]+ ms"),
+        ("speech_memory", r"RSS \d+ MB before, \d+ MB after a transcription"),
+    ],
+)
+def test_quick_mode(bench: str, prints: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "bench.search_latency", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert re.search(r"search over 5 calls \(100 lines.*p50 [\d.]+ ms", done.stdout), done.stdout
-
-
-def test_speech_memory_quick() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.speech_memory", "--quick"],
+        [sys.executable, "-m", f"bench.{bench}", "--quick"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert re.search(r"RSS \d+ MB before, \d+ MB after a transcription", done.stdout), done.stdout
+    assert re.search(prints, done.stdout), done.stdout
