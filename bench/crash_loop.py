@@ -10,6 +10,7 @@ memberships still there (ghosts) → restart maubot → wait until the bot is ba
 
 `--early-restart` restarts maubot right after the kill (as `make run`'s supervisor does),
 before the old delayed leave fires, and also reports whether the bot is in the call afterwards.
+`--quick` (2 cycles) runs in `make test`.
 """
 
 from __future__ import annotations
@@ -260,5 +261,8 @@ if __name__ == "__main__":
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--early-restart", action="store_true")
     p.add_argument("--out", type=Path, help="write every cycle as JSON here")
+    p.add_argument("--quick", action="store_true", help="2 cycles, for the test suite")
     a = p.parse_args()
+    if a.quick:
+        a.cycles = 2
     sys.exit(asyncio.run(run(a.cycles, a.seed, a.early_restart, a.out)))

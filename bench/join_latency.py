@@ -7,6 +7,8 @@ measured from the command event's origin_server_ts (server clock) / its send tim
 Memory: maubot's RSS idle, and while recording N publishing peers (RSS per track).
 
     python -m rtcbot_stack.netns -- .venv/bin/python -m bench.join_latency --runs 15 --peers 4
+
+`--quick` (2 runs, 2 peers) runs in `make test`.
 """
 
 from __future__ import annotations
@@ -116,5 +118,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=15)
     p.add_argument("--peers", type=int, default=4)
+    p.add_argument("--quick", action="store_true", help="2 runs with 2 peers, for the test suite")
     a = p.parse_args()
-    asyncio.run(run(a.runs, a.peers))
+    asyncio.run(run(2, 2) if a.quick else run(a.runs, a.peers))

@@ -48,19 +48,36 @@ def speech_like(seed: int, seconds: float = 10.0) -> np.ndarray:
 
 
 async def publish(
-    i: int, url: str, key: str, secret: str, room_name: str, encrypted: bool = False
+    i: int,
+    url: str,
+    key: str,
+    secret: str,
+    room_name: str,
+    encrypted: bool = False,
+    connecting: asyncio.Semaphore | None = None,
 ) -> None:
-    room = rtc.Room()
     identity = speaker_identity(i)
-    await room.connect(
-        url,
-        mint_token(key, secret, room_name, identity, subscribe=False),
-        rtc.RoomOptions(
-            auto_subscribe=False,
-            connect_timeout=20,
-            encryption=e2ee_options() if encrypted else None,
-        ),
-    )
+    # A few connects at a time, each retried: a hundred signalling and ICE handshakes at once
+    # on a core shared with the SFU time out (the farm connected only 32 of 48 that way).
+    async with connecting or asyncio.Semaphore(1):
+        for attempt in range(4):
+            room = rtc.Room()
+            try:
+                await room.connect(
+                    url,
+                    mint_token(key, secret, room_name, identity, subscribe=False),
+                    rtc.RoomOptions(
+                        auto_subscribe=False,
+                        connect_timeout=20,
+                        encryption=e2ee_options() if encrypted else None,
+                    ),
+                )
+                break
+            except rtc.ConnectError as e:
+                print(f"speaker {i}: connect attempt {attempt + 1} failed: {e}", file=sys.stderr)
+                await asyncio.sleep(1 + attempt)
+        else:
+            return
     if encrypted:
         provider = room.e2ee_manager.key_provider
         assert provider is not None
@@ -88,7 +105,10 @@ async def main() -> None:
     if len(sys.argv) > 6:
         os.sched_setaffinity(0, {int(sys.argv[6])})
     encrypted = len(sys.argv) > 7 and sys.argv[7] == "encrypted"
-    await asyncio.gather(*(publish(i, url, key, secret, room, encrypted) for i in range(n)))
+    connecting = asyncio.Semaphore(4)
+    await asyncio.gather(
+        *(publish(i, url, key, secret, room, encrypted, connecting) for i in range(n))
+    )
 
 
 if __name__ == "__main__":

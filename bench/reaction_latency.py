@@ -6,6 +6,8 @@ the echo bot posts "echo <event id>". Latency = the notice's origin_server_ts mi
 membership event's origin_server_ts (both server clocks).
 
     python -m rtcbot_stack.netns -- .venv/bin/python -m bench.reaction_latency --samples 40
+
+`--quick` (4 samples) runs in `make test`.
 """
 
 from __future__ import annotations
@@ -99,5 +101,7 @@ async def run(samples: int) -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--samples", type=int, default=40)
-    asyncio.run(run(p.parse_args().samples))
+    p.add_argument("--quick", action="store_true", help="4 samples, for the test suite")
+    a = p.parse_args()
+    asyncio.run(run(4 if a.quick else a.samples))
     sys.exit(0)

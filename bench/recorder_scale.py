@@ -13,6 +13,8 @@ does in an encrypted room, and the recorder decrypts with the bot's key ring
 would give files of silence, which the "silent files" column counts).
 
     python -m rtcbot_stack.netns -- .venv/bin/python -m bench.recorder_scale --sizes 4,8,16,24,32
+
+`--quick` (4 speakers for 3 s in each mode) runs in `make test`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 import soundfile as sf
 from livekit import api
 
+from bench.bare_subscriber import measure_bare
 from bench.publisher_farm import farm_key, speaker_identity
 from rtcbot.media.frame_keys import FrameKeys
 from rtcbot.media.livekit_settings import LiveKitSettings
@@ -42,6 +45,7 @@ from rtcbot.rtc.e2ee_keys import MediaKey
 from rtcbot_stack import netns
 from rtcbot_stack.paths import MAUBOT_PYTHON, ROOT
 from rtcbot_stack.stack import Stack, StackSettings
+from tests.stack.peers import mint_token
 
 
 def cpu_s() -> float:
@@ -56,7 +60,12 @@ def silent(path: Path) -> bool:
 
 
 async def measure(
-    stack: Stack, n: int, seconds: float, workdir: Path, encrypted: bool = False
+    stack: Stack,
+    n: int,
+    seconds: float,
+    workdir: Path,
+    encrypted: bool = False,
+    profile: Path | None = None,
 ) -> dict[str, float]:
     key, secret = stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"]
     room = f"scale-{n}-{int(time.time())}"
@@ -88,6 +97,10 @@ async def measure(
                 break
             await asyncio.sleep(0.5)
         await lk.aclose()
+        # The floor: the SDK's bare delivery of the same tracks, on the same core, just before.
+        keys = {speaker_identity(i): farm_key(i) for i in range(n)} if encrypted else None
+        bare_token = mint_token(key, secret, room, "@bare:localhost:BARE", publish=False)
+        bare = await measure_bare(stack.livekit.url, bare_token, n, seconds, cpu_s, keys)
         settings = LiveKitSettings(url=stack.livekit.url, api_key=key, api_secret=secret)
 
         async def access() -> SfuAccess:
@@ -103,9 +116,12 @@ async def measure(
         recorder = Recorder(participant, workdir / f"{mode}-{n}", "bench")
         await recorder.start()
         await asyncio.sleep(3)  # all tracks subscribed and flowing
+        spy = _profiler(profile, seconds) if profile else None
         c0, t0 = cpu_s(), time.monotonic()
         await asyncio.sleep(seconds)
         c1, t1 = cpu_s(), time.monotonic()
+        if spy is not None:
+            spy.wait(30)
         status = recorder.status()
         result = await recorder.stop()
         wall = result.duration_ms / 1000
@@ -120,20 +136,46 @@ async def measure(
             "shortest_s": shortest,
             "live_participants": len(status.participants),
             "silent": sum(1 for f in tracks if silent(f.path)),
+            "bare_cpu": bare["cpu"],
+            "bare_tracks": bare["tracks"],
         }
     finally:
         farm.terminate()
         farm.wait(10)
 
 
-async def run(sizes: list[int], seconds: float, modes: list[str]) -> None:
+def _profiler(out: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy sampling this process (native frames too) for `seconds`, as a flame graph."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--native",
+            "--rate",
+            "200",
+            "--duration",
+            str(int(seconds)),
+            "--pid",
+            str(os.getpid()),
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def run(
+    sizes: list[int], seconds: float, modes: list[str], profile: Path | None = None
+) -> None:
     os.sched_setaffinity(0, {0})
     state = Path(tempfile.mkdtemp(prefix="rtcbot-recscale-"))
     stack = Stack(StackSettings(state_dir=state, netns=netns.current(), demo_room=False)).start()
     try:
         print(
             f"{'mode':>9} {'speakers':>8} {'files':>5} {'CPU (1 core=100%)':>18} "
-            f"{'per track':>9} {'dropped':>7} {'recorded/wall':>13} {'silent files':>12}",
+            f"{'per track':>9} {'dropped':>7} {'recorded/wall':>13} {'silent files':>12} "
+            f"{'bare SDK':>8} {'ratio':>5}",
             flush=True,
         )
         done: set[str] = set()  # modes that reached their limit
@@ -141,12 +183,18 @@ async def run(sizes: list[int], seconds: float, modes: list[str]) -> None:
             for mode in modes:
                 if mode in done:
                     continue
-                r = await measure(stack, n, seconds, state / "rec", mode == "encrypted")
+                out = (
+                    profile.with_name(f"{profile.stem}-{mode}-{n}{profile.suffix}")
+                    if profile
+                    else None
+                )
+                r = await measure(stack, n, seconds, state / "rec", mode == "encrypted", out)
                 ratio = r["shortest_s"] / r["recorded_s"] if r["recorded_s"] else 0
                 print(
                     f"{mode:>9} {n:8d} {int(r['tracks']):5d} {r['cpu']:17.0%} "
                     f"{r['cpu'] / n:9.1%} {int(r['dropped']):7d} {ratio:13.3f} "
-                    f"{int(r['silent']):12d}",
+                    f"{int(r['silent']):12d} {r['bare_cpu']:8.0%} "
+                    f"{r['cpu'] / r['bare_cpu'] if r['bare_cpu'] else 0:5.2f}",
                     flush=True,
                 )
                 if r["cpu"] > 0.95 or r["dropped"] > 0:
@@ -162,6 +210,11 @@ if __name__ == "__main__":
     p.add_argument("--sizes", default="4,8,16,24,32,48,64")
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--modes", default="plain,encrypted", help="plain, encrypted or both")
+    p.add_argument("--quick", action="store_true", help="4 speakers, 3 s, both modes")
+    p.add_argument("--profile", type=Path, help="py-spy flame graph per run: FILE-<mode>-<n>.svg")
     a = p.parse_args()
-    asyncio.run(run([int(x) for x in a.sizes.split(",")], a.seconds, a.modes.split(",")))
+    if a.quick:
+        a.sizes, a.seconds = "4", 3.0
+    sizes = [int(x) for x in a.sizes.split(",")]
+    asyncio.run(run(sizes, a.seconds, a.modes.split(","), a.profile))
     sys.exit(0)

@@ -6,6 +6,8 @@ Reaction = the bot's notice origin_server_ts − the membership event's origin_s
 Memory: maubot's RSS idle (no rooms), with N rooms joined, and the peak during churn.
 
     python -m rtcbot_stack.netns -- .venv/bin/python -m bench.scale_rooms --rooms 1000 --rate 50
+
+`--quick` (10 rooms, 5 events/s for 4 s) runs in `make test`.
 """
 
 from __future__ import annotations
@@ -145,5 +147,6 @@ if __name__ == "__main__":
     p.add_argument("--rooms", type=int, default=1000)
     p.add_argument("--rate", type=float, default=50)
     p.add_argument("--duration", type=float, default=60)
+    p.add_argument("--quick", action="store_true", help="10 rooms, 5 events/s for 4 s")
     a = p.parse_args()
-    asyncio.run(run(a.rooms, a.rate, a.duration))
+    asyncio.run(run(10, 5, 4) if a.quick else run(a.rooms, a.rate, a.duration))

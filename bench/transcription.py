@@ -17,6 +17,8 @@ end → its transcript in a real room.
     .venv/bin/python -m bench.transcription speed --minutes 3 [--beam 5]
     python -m rtcbot_stack.netns -- .venv/bin/python -m bench.transcription room --minutes 10 \
         --speakers 4 [--max-jobs 1] [--cpu-threads 1]
+
+`--quick` (15 s of audio; 2 speakers in `room`) runs both in `make test`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from mautrix.client import Client
 from mautrix.types import EventID, RoomID, UserID
 
 from bench.common import loadavg
+from bench.word_error import word_error_rate, words_of
 from rtcbot.context import BotContext
 from rtcbot.matrix.notices import Notices
 from rtcbot.media.audio_files import OggOpusFile
@@ -100,8 +103,11 @@ class Voices:
         return self._cache[key]
 
 
-def conversation(minutes: float, speakers: int, seed: int = 1) -> tuple[list[np.ndarray], int]:
-    """Each speaker's track of one conversation (turns of 1–3 sentences), and the words said."""
+def conversation(
+    minutes: float, speakers: int, seed: int = 1, script: list[str] | None = None
+) -> tuple[list[np.ndarray], int]:
+    """Each speaker's track of one conversation (turns of 1–3 sentences), and the words said
+    (the sentences, in order, appended to `script` if given)."""
     rng = random.Random(seed)
     total = int(minutes * 60 * SAMPLE_RATE)
     tracks = [np.zeros(total, dtype=np.int16) for _ in range(speakers)]
@@ -121,23 +127,26 @@ def conversation(minutes: float, speakers: int, seed: int = 1) -> tuple[list[np.
             break
         tracks[who][at : at + len(audio)] = audio
         words += sum(len(s.split()) for s in sentences)
+        if script is not None:
+            script.extend(sentences)
         at += len(audio) + int(rng.uniform(0.3, 1.2) * SAMPLE_RATE)
         who = (who + rng.randint(1, speakers - 1)) % speakers if speakers > 1 else 0
     return tracks, words
 
 
 # -- (a) speed -----------------------------------------------------------------------------
-async def speed(minutes: float, beam: int) -> None:
+async def speed(minutes: float, beam: int, model: str = MODEL) -> None:
     os.sched_setaffinity(0, {0})  # one core
     engine.FILE_BEAM = beam
     work = Path(tempfile.mkdtemp(prefix="rtcbot-stt-"))
-    (track,), words = conversation(minutes, 1)
+    script: list[str] = []
+    (track,), words = conversation(minutes, 1, script=script)
     path = work / "speaker.ogg"
     audio_s = write_ogg(path, track) / 1000
     log = logging.getLogger("bench.speech")
     stt = SpeechToText(
         lambda: TranscriptSettings(
-            model=MODEL, language="en", cpu_threads=1, local_files_only=True
+            model=model, language="en", cpu_threads=1, local_files_only=True
         ).model_settings(),
         log,
     )
@@ -149,10 +158,12 @@ async def speed(minutes: float, beam: int) -> None:
         t0, c0 = time.monotonic(), cpu_s()
         got = await stt.transcribe_file(path, chunk_s=300)
         wall, cpu = time.monotonic() - t0, cpu_s() - c0
+        wer = word_error_rate(words_of(" ".join(script)), words_of(" ".join(w.text for w in got)))
         print(
             f"run {run + 1}: {audio_s:.0f} s of speech ({words} words said, {len(got)} "
-            f"transcribed) in {wall:.1f} s wall, {cpu:.1f} s CPU: {audio_s / wall:.1f}× real "
-            f"time on one core (beam {beam}); load avg {loadavg()}"
+            f"transcribed, word error {wer:.1%}) in {wall:.1f} s wall, {cpu:.1f} s CPU: "
+            f"{audio_s / wall:.1f}× real time on one core (model {model}, beam {beam}); "
+            f"load avg {loadavg()}"
         )
 
 
@@ -162,7 +173,9 @@ class _NoRoomSettings:
         return None
 
 
-async def room(minutes: float, n: int, max_jobs: int, cpu_threads: int) -> None:
+async def room(
+    minutes: float, n: int, max_jobs: int, cpu_threads: int, model: str = MODEL
+) -> None:
     from rtcbot_stack import netns
     from rtcbot_stack.stack import Stack, StackSettings
     from tests.stack.matrix_user import MatrixUser, body
@@ -203,7 +216,7 @@ async def room(minutes: float, n: int, max_jobs: int, cpu_threads: int) -> None:
         settings = dataclasses.replace(
             Settings(),
             transcripts=TranscriptSettings(
-                model=MODEL,
+                model=model,
                 language="en",
                 cpu_threads=cpu_threads,
                 max_jobs=max_jobs,
@@ -266,8 +279,15 @@ if __name__ == "__main__":
     r.add_argument("--speakers", type=int, default=4)
     r.add_argument("--max-jobs", type=int, default=1)
     r.add_argument("--cpu-threads", type=int, default=1)
+    for sp in (s, r):
+        sp.add_argument("--quick", action="store_true", help="seconds of audio, for the tests")
+        sp.add_argument(
+            "--model", default=MODEL, help="tiny.en (the tests'); `make whisper-base`'s directory"
+        )
     a = p.parse_args()
+    if a.quick:
+        a.minutes, a.speakers = 0.25, 2
     if a.what == "speed":
-        asyncio.run(speed(a.minutes, a.beam))
+        asyncio.run(speed(a.minutes, a.beam, a.model))
     else:
-        asyncio.run(room(a.minutes, a.speakers, a.max_jobs, a.cpu_threads))
+        asyncio.run(room(a.minutes, a.speakers, a.max_jobs, a.cpu_threads, a.model))

@@ -104,7 +104,12 @@ async def test_a_killed_element_call_leaves_the_call_through_its_delegated_leave
         30,
     )
     print(f"[rtcbot] {connected}")
-    assert (await ec_membership(alice, bot_room) or {}).get("content")
+
+    # Element Call sends its membership after the token and the hand-over, not before.
+    async def alice_is_a_member() -> bool:
+        return bool((await ec_membership(alice, bot_room) or {}).get("content"))
+
+    await eventually(alice_is_a_member, timeout=30, what="alice's call membership")
     await bob_page.wait_for_tiles(
         lambda tiles: any(t.name == "Alice Crash" for t in tiles), "alice's tile", 30
     )

@@ -1,0 +1,158 @@
+"""Soak: N recordings in a row with transcripts on (the default), then idle; maubot's RSS after
+each, to show whether memory stays flat and what the speech model accounts for.
+
+Each recording: `!call record start` in a room with a call, P LiveKit peers each say a few
+espeak-ng sentences, `!call record stop`, then wait for the transcript to be ready in the
+recording's thread. Printed per recording: RSS while recording (all P tracks flowing) and
+RSS after its transcript. At the end: maubot idle for `--idle` seconds, longer than
+`transcripts.model_idle_s` (300 s by default), so the speech model is released, and RSS again.
+
+    python -m rtcbot_stack.netns -- .venv/bin/python -m bench.soak --recordings 50 --peers 4
+
+`--quick` (3 recordings, 2 peers, the model released after 3 s) runs in `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import loadavg, rss_mb
+from rtcbot.rtc.identity import livekit_room_alias
+from rtcbot_stack import netns
+from rtcbot_stack.stack import Stack, StackSettings
+from tests.stack.matrix_user import MatrixUser, body
+from tests.stack.peers import SAMPLE_RATE, Peer, mint_token, speech
+
+LINES = (
+    "We will ship the new release on Friday after the last review.",
+    "I can write the notes for the meeting and send them to everyone.",
+    "The budget for the next quarter still needs a decision from the board.",
+    "Let us meet again next week and look at the numbers together.",
+)
+
+
+def _thread_root(evt: dict[str, Any]) -> str | None:
+    rel = evt.get("content", {}).get("m.relates_to") or {}
+    return rel.get("event_id") if rel.get("rel_type") == "m.thread" else None
+
+
+async def _transcript_done(user: MatrixUser, room: str, bot: str, summary: str) -> str:
+    """The final state of the recording's transcript progress message."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        events = await user.messages(room, 100)
+        progress = [
+            e["event_id"]
+            for e in events
+            if e.get("sender") == bot
+            and _thread_root(e) == summary
+            and body(e).startswith("📝 Transcrib")
+        ]
+        for e in events:
+            rel = e.get("content", {}).get("m.relates_to") or {}
+            if progress and rel.get("rel_type") == "m.replace" and rel["event_id"] in progress:
+                text = str(e["content"]["m.new_content"].get("body", ""))
+                if not text.startswith("📝 Transcribing"):
+                    return text
+        await asyncio.sleep(0.5)
+    raise TimeoutError("no transcript within 300 s")
+
+
+async def run(recordings: int, n_peers: int, idle_s: float, model_idle_s: float | None) -> None:
+    state = Path(tempfile.mkdtemp(prefix="rtcbot-soak-"))
+    extra = {} if model_idle_s is None else {"transcripts": {"model_idle_s": model_idle_s}}
+    stack = Stack(
+        StackSettings(state_dir=state, netns=netns.current(), demo_room=False, plugin_config=extra)
+    ).start()
+    peers: list[Peer] = []
+    try:
+        key, secret = stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"]
+        login = stack.synapse.login("demo", stack.secrets["demo_password"], "DEMODEVICE")
+        user = MatrixUser(stack.synapse.url, login["user_id"], login["access_token"], "DEMODEVICE")
+        bot = stack.bot["user_id"]
+        room = await user.create_room(invite=[bot])
+        await user.wait_for_member(room, bot)
+        await user.start_call(room, bot)  # the bot records calls, it does not start them
+        lk_room = livekit_room_alias(room)
+        said = [speech(LINES[i % len(LINES)], ("en-us", "en-gb")[i % 2]) for i in range(n_peers)]
+        for i in range(n_peers):
+            peer = Peer(f"@soak{i}:localhost:S{i}")
+            await peer.connect(stack.livekit.url, mint_token(key, secret, lk_room, peer.identity))
+            await peer.publish_samples(np.zeros(SAMPLE_RATE // 10, dtype=np.int16))
+            peers.append(peer)
+        pid = stack.maubot.child.pid
+        await asyncio.sleep(3)
+        start_rss = rss_mb(pid)
+        print(
+            f"soak: {recordings} recordings of {n_peers} speakers, transcripts on; maubot RSS "
+            f"before the first {start_rss:.0f} MB; load {loadavg()}",
+            flush=True,
+        )
+        during: list[float] = []
+        after: list[float] = []
+        t_all = time.monotonic()
+        for n in range(1, recordings + 1):
+            reply = await user.command(room, "!call record start", bot, timeout=30)
+            assert body(reply).startswith("🔴 Recording started"), body(reply)
+            await asyncio.sleep(2)  # subscribed to every track
+            for peer, samples in zip(peers, said, strict=True):
+                peer.play(samples)
+            await asyncio.wait_for(asyncio.gather(*(p.played.wait() for p in peers)), 60)
+            during.append(rss_mb(pid))
+            await asyncio.sleep(1)
+            stop = await user.send_text(room, "!call record stop")
+            summary = await user.wait_for(
+                room, lambda e: body(e).startswith("⏹️ Recording stopped"), 60, after=stop
+            )
+            final = await _transcript_done(user, room, bot, summary["event_id"])
+            after.append(rss_mb(pid))
+            print(
+                f"recording {n:3d}: RSS while recording {during[-1]:4.0f} MB, after its "
+                f"transcript {after[-1]:4.0f} MB ({final[:40]})",
+                flush=True,
+            )
+        took = time.monotonic() - t_all
+        await asyncio.sleep(idle_s)
+        idle = rss_mb(pid)
+        k = max(1, min(10, recordings // 3))
+        first, last = statistics.median(after[:k]), statistics.median(after[-k:])
+        # A recording's own cost: RSS while recording minus RSS after the previous transcript
+        # (the speech model is loaded in both).
+        rec = [d - a for d, a in zip(during[1:], after[:-1], strict=True)] or [
+            during[0] - start_rss
+        ]
+        print(
+            f"{recordings} recordings in {took:.0f} s. RSS after the transcript: first {k} "
+            f"median {first:.0f} MB, last {k} median {last:.0f} MB (growth {last - first:+.0f} "
+            f"MB). Recording {n_peers} tracks adds {statistics.median(rec):.0f} MB "
+            f"({statistics.median(rec) / n_peers:.1f} MB per track). After {idle_s:.0f} s idle "
+            f"(model released): {idle:.0f} MB, so the speech model held "
+            f"{statistics.median(after) - idle:.0f} MB; load {loadavg()}",
+            flush=True,
+        )
+        await user.close()
+    finally:
+        for p in peers:
+            await p.close()
+        stack.stop()
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--recordings", type=int, default=50)
+    p.add_argument("--peers", type=int, default=4)
+    p.add_argument("--idle", type=float, default=330.0, help="seconds idle at the end")
+    p.add_argument("--quick", action="store_true", help="3 recordings, for the test suite")
+    a = p.parse_args()
+    if a.quick:
+        asyncio.run(run(3, 2, 6.0, 3.0))
+    else:
+        asyncio.run(run(a.recordings, a.peers, a.idle, None))
