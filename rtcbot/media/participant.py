@@ -286,10 +286,12 @@ class Participant:
     # -- events from the SDK ---------------------------------------------------------------
     def _on_sdk_reconnecting(self, room: rtc.Room) -> None:
         if room is self.room and not self._closing:
+            self.log.warning("%s: the connection to the SFU was interrupted; resuming", self.name)
             self._set_state("reconnecting", "The connection to the SFU was interrupted.")
 
     def _on_sdk_reconnected(self, room: rtc.Room) -> None:
         if room is self.room and not self._closing:
+            self.log.info("%s: the connection to the SFU is resumed", self.name)
             self._set_state("connected", None)
 
     def _on_disconnected(self, room: rtc.Room, reason: int) -> None:

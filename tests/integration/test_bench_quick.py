@@ -30,7 +30,7 @@ ROW = r"+\d+% +[\d.]+% +\d+ +[\d.]+ +0 +\d+% +[\d.]+"
         (["join_latency"], rf"command → bot in LiveKit room: +p50 {NUMBER} s"),
         (["reaction_latency"], rf"ratio +p50 {NUMBER}×"),
         # 4 files in each mode, none silent (an undecrypted track would be).
-        (["recorder_scale"], rf"plain +4 +4 {ROW}\n +encrypted +4 +4 {ROW}\n"),
+        (["recorder_scale"], rf"plain +4 +4 {ROW}\n *encrypted +4 +4 {ROW}\n"),
         (["scale_rooms"], r"churn: \d+ membership events .* over 10 rooms"),
         # The bot back in the call after each restart (the 10 s goal is the bench's, not ours).
         (["crash_loop"], r'"cycles_done": 2,[\s\S]*"not_back_in_call": 0,'),
