@@ -6,10 +6,8 @@ per-frame Python cost dominates) and unsubscribes when it stops. Chunks are plac
 segment's time axis (late joiners start with silence, gaps are padded) and written by
 `audio_files.SegmentWriter` in one worker thread, so Opus encoding never blocks the loop.
 
-A segment (segments.py) is one uninterrupted SFU connection; after a loss the next one has
-files `…-part2`. In a multi-SFU call the people on other SFUs are read into the same segment
-through `add_source` (other_sfus.py). Names, subscriptions, the writer thread and the empty
-room watch are in speaker_labels, track_subscriptions, write_queue and empty_room.
+A segment (segments.py) is one uninterrupted SFU connection (after a loss: `…-part2`);
+other SFUs' people join it through `add_source` (other_sfus.py).
 
 Findings from the real server that shaped this (LiveKit 1.13, SDK 1.2): a remote stream
 delivers 100 ms frames on a steady clock, zeros while the sender is muted; after an
@@ -118,6 +116,7 @@ class Recorder:
         self.state: RecorderState = "idle"
         self.started_at: float | None = None  # loop time
         self.started_wall: float | None = None
+        self.media_gone_at: float | None = None  # loop time a loss of the SFU was noticed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writes = WriteQueue(self.log)
         self._segments = Segments(self._new_writer, self._writes, self._now, self.log)
@@ -335,6 +334,11 @@ class Recorder:
                     self._subscriptions.want(pub, p)
 
     def _on_participant_state(self, state: State, detail: str | None) -> None:
+        # Streams go on with zeros after a loss: only the SDK's notice (seconds later) tells.
+        if state in ("reconnecting", "lost"):
+            self.media_gone_at = self.media_gone_at or self._now()
+        elif state == "connected":
+            self.media_gone_at = None
         if self._stop_task is not None or self.state in ("idle", "stopped"):
             return
         if state == "failed":
@@ -457,13 +461,11 @@ class Recorder:
             undecrypted={self._labels[k][0]: s for k, s in self._gate.seconds().items()},
             not_recorded=self._limit.names(),
             unencrypted={self._labels[k][0]: s for k, s in self._gate.plain_seconds().items()},
+            media_gone_s=None if self.media_gone_at is None else self.media_gone_at - started,
         )
         self.log.info(
             "Recording stopped (%s): %d files, %.1f s, %d bytes",
-            reason,
-            len(files),
-            result.duration_ms / 1000,
-            result.total_bytes,
+            *(reason, len(files), result.duration_ms / 1000, result.total_bytes),
         )
         if reason != "stopped":
             self._call(self.hooks.on_stopped, result)

@@ -57,6 +57,9 @@ class RecordingResult:
     uploaded: list[Path] = field(default_factory=list)
     # The file messages posted for it (what `!call record delete` redacts with the summary).
     posted_events: list[str] = field(default_factory=list)
+    # Seconds into the recording when the loss of the SFU was noticed, if it had not come
+    # back by the stop: the files are silent from a little before, which the summary says.
+    media_gone_s: float | None = None
 
     @property
     def total_bytes(self) -> int:

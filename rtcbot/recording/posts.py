@@ -81,6 +81,12 @@ async def post_recording(
                 for n, s in sorted(result.unencrypted.items())
             )
         )
+    if result.media_gone_s is not None:  # the SFU stopped answering and never came back
+        lines.append(
+            "⚠️ The connection to the call's media server broke off; I noticed "
+            f"{fmt_s(result.media_gone_s)} into the recording, and the files are silent from "
+            "shortly before that on."
+        )
     lines.extend(notes or ())
     settings = ctx.settings().recording
     limit = settings.max_upload_mb * 1024 * 1024

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from tests.browser.test_bot_in_element_call import download
 from tests.stack.eventually import eventually
 from tests.stack.isolation import require_isolation
 from tests.stack.matrix_user import MatrixUser, body, files_after
-from tests.stack.peers import Peer, dominant_frequency, mint_token
+from tests.stack.peers import Peer, dominant_frequency, mint_token, rms
 
 pytestmark = pytest.mark.stack
 TONES = {"alice": 440.0, "bob": 660.0}
@@ -92,14 +93,22 @@ async def test_a_frozen_sfu_under_a_recording_still_gives_the_stop_the_files_and
         )
         print(f"[sfu-drop] the room: {body(summary)}")
         assert "Alice Drop" in body(summary) and "Bob Drop" in body(summary), body(summary)
+        # Nothing claimed that did not happen: the summary says when the media stopped.
+        assert re.search(
+            r"⚠️ The connection to the call's media server broke off; I noticed \d+ s into "
+            r"the recording, and the files are silent from shortly before that on\.",
+            body(summary),
+        ), body(summary)
         files = await files_after(alice, room, bot, stop, 3, timeout=60)
         print(f"[sfu-drop] files: {sorted(files)}")
         heard: dict[str, float] = {}
         for label, evt in files.items():
             data = await download(alice, evt["content"]["url"])
             samples, rate = sf.read(io.BytesIO(data), dtype="int16")
-            assert len(samples) > rate, (label, len(samples))  # more than a second recorded
+            assert len(samples) > 3 * rate, (label, len(samples))
             heard[label] = dominant_frequency(np.asarray(samples[:rate]), rate)
+            # The file runs to the stop, silent after the freeze.
+            assert rms(np.asarray(samples[-rate:])) < 50, (label, "not silent at the end")
         print(f"[sfu-drop] dominant tone of each file's first second: {heard}")
         for who, hz in (("Alice Drop", TONES["alice"]), ("Bob Drop", TONES["bob"])):
             mine = [f for label, f in heard.items() if who in label]
