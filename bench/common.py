@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -21,3 +22,9 @@ def rss_mb(pid: int) -> float:
 def loadavg() -> str:
     """The 1, 5 and 15 minute load averages, as `uptime` prints them."""
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of another process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

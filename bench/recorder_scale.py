@@ -35,6 +35,8 @@ import soundfile as sf
 from livekit import api
 
 from bench.bare_subscriber import measure_bare
+from bench.common import process_cpu_s
+from bench.go_farm import binary, write_voices
 from bench.publisher_farm import farm_key, speaker_identity
 from rtcbot.media.frame_keys import FrameKeys
 from rtcbot.media.livekit_settings import LiveKitSettings
@@ -66,25 +68,22 @@ async def measure(
     workdir: Path,
     encrypted: bool = False,
     profile: Path | None = None,
+    go_farm: Path | None = None,
 ) -> dict[str, float]:
     key, secret = stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"]
     room = f"scale-{n}-{int(time.time())}"
+    mode = "encrypted" if encrypted else "plain"
+    args = [stack.livekit.url, key, secret, room]
+    if go_farm is not None:  # pre-encoded voices (go_farm.py); CPU 1 for all its threads
+        farm_cmd = [str(go_farm), str(n), *args, str(workdir / "voices"), mode]
+    else:
+        farm_cmd = [str(MAUBOT_PYTHON), "-m", "bench.publisher_farm", str(n), *args, "1", mode]
     farm = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
-        [
-            str(MAUBOT_PYTHON),
-            "-m",
-            "bench.publisher_farm",
-            str(n),
-            stack.livekit.url,
-            key,
-            secret,
-            room,
-            "1",
-            "encrypted" if encrypted else "plain",
-        ],
+        farm_cmd,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=(workdir / f"farm-{n}-{mode}.log").open("wb"),
+        preexec_fn=lambda: os.sched_setaffinity(0, {1}),
     )
     try:
         lk = api.LiveKitAPI(stack.livekit.url, key, secret)
@@ -117,9 +116,10 @@ async def measure(
         await recorder.start()
         await asyncio.sleep(3)  # all tracks subscribed and flowing
         spy = _profiler(profile, seconds) if profile else None
-        c0, t0 = cpu_s(), time.monotonic()
+        others = (farm.pid, stack.livekit.child.pid)  # type: ignore[union-attr]
+        o0, c0, t0 = [process_cpu_s(p) for p in others], cpu_s(), time.monotonic()
         await asyncio.sleep(seconds)
-        c1, t1 = cpu_s(), time.monotonic()
+        o1, c1, t1 = [process_cpu_s(p) for p in others], cpu_s(), time.monotonic()
         if spy is not None:
             spy.wait(30)
         status = recorder.status()
@@ -137,6 +137,8 @@ async def measure(
             "live_participants": len(status.participants),
             "silent": sum(1 for f in tracks if silent(f.path)),
             "bare_cpu": bare["cpu"],
+            "farm_cpu": (o1[0] - o0[0]) / (t1 - t0),
+            "sfu_cpu": (o1[1] - o0[1]) / (t1 - t0),
             "bare_tracks": bare["tracks"],
         }
     finally:
@@ -151,6 +153,7 @@ def _profiler(out: Path, seconds: float) -> subprocess.Popen[bytes]:
             str(Path(sys.executable).parent / "py-spy"),
             "record",
             "--native",
+            "--nonblocking",  # never pause the recorder (a paused one drops frames)
             "--rate",
             "200",
             "--duration",
@@ -166,16 +169,27 @@ def _profiler(out: Path, seconds: float) -> subprocess.Popen[bytes]:
 
 
 async def run(
-    sizes: list[int], seconds: float, modes: list[str], profile: Path | None = None
+    sizes: list[int],
+    seconds: float,
+    modes: list[str],
+    profile: Path | None = None,
+    farm: str = "go",
 ) -> None:
-    os.sched_setaffinity(0, {0})
+    # The stack (LiveKit, Synapse, maubot) may use both CPUs (on one, beside 100 publishers,
+    # LiveKit fails handshakes); the recorder is held to CPU 0 and the publishers to CPU 1.
     state = Path(tempfile.mkdtemp(prefix="rtcbot-recscale-"))
     stack = Stack(StackSettings(state_dir=state, netns=netns.current(), demo_room=False)).start()
+    os.sched_setaffinity(0, {0})
+    (state / "rec").mkdir()
+    go_farm = None
+    if farm == "go":
+        go_farm = binary()
+        write_voices(state / "rec" / "voices")
     try:
         print(
             f"{'mode':>9} {'speakers':>8} {'files':>5} {'CPU (1 core=100%)':>18} "
             f"{'per track':>9} {'dropped':>7} {'recorded/wall':>13} {'silent files':>12} "
-            f"{'bare SDK':>8} {'ratio':>5}",
+            f"{'bare SDK':>8} {'ratio':>5} {'farm':>5} {'SFU':>5}",
             flush=True,
         )
         done: set[str] = set()  # modes that reached their limit
@@ -188,13 +202,16 @@ async def run(
                     if profile
                     else None
                 )
-                r = await measure(stack, n, seconds, state / "rec", mode == "encrypted", out)
+                r = await measure(
+                    stack, n, seconds, state / "rec", mode == "encrypted", out, go_farm
+                )
                 ratio = r["shortest_s"] / r["recorded_s"] if r["recorded_s"] else 0
                 print(
                     f"{mode:>9} {n:8d} {int(r['tracks']):5d} {r['cpu']:17.0%} "
                     f"{r['cpu'] / n:9.1%} {int(r['dropped']):7d} {ratio:13.3f} "
                     f"{int(r['silent']):12d} {r['bare_cpu']:8.0%} "
-                    f"{r['cpu'] / r['bare_cpu'] if r['bare_cpu'] else 0:5.2f}",
+                    f"{r['cpu'] / r['bare_cpu'] if r['bare_cpu'] else 0:5.2f} "
+                    f"{r['farm_cpu']:5.0%} {r['sfu_cpu']:5.0%}",
                     flush=True,
                 )
                 if r["cpu"] > 0.95 or r["dropped"] > 0:
@@ -211,10 +228,13 @@ if __name__ == "__main__":
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--modes", default="plain,encrypted", help="plain, encrypted or both")
     p.add_argument("--quick", action="store_true", help="4 speakers, 3 s, both modes")
+    p.add_argument(
+        "--farm", choices=("go", "python"), default="go", help="publishers: go_farm.py or SDK"
+    )
     p.add_argument("--profile", type=Path, help="py-spy flame graph per run: FILE-<mode>-<n>.svg")
     a = p.parse_args()
     if a.quick:
         a.sizes, a.seconds = "4", 3.0
     sizes = [int(x) for x in a.sizes.split(",")]
-    asyncio.run(run(sizes, a.seconds, a.modes.split(","), a.profile))
+    asyncio.run(run(sizes, a.seconds, a.modes.split(","), a.profile, a.farm))
     sys.exit(0)

@@ -14,21 +14,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import tempfile
 import time
 from pathlib import Path
 
 from bench.common import pct, rss_mb
+from bench.common import process_cpu_s as cpu_s
 from rtcbot_stack import netns
 from rtcbot_stack.stack import Stack, StackSettings
 from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body, call_member_content
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def run(n_rooms: int, rate: float, duration: float) -> None:
