@@ -9,9 +9,9 @@ SYN_STAMP := $(SYN_VENV)/.installed-$(shell sha1sum requirements-synapse.txt | c
 # Isolated (network namespace, needs root) where possible; NETWORK=host for your own laptop.
 NETWORK ?= $(shell [ "$$(id -u)" = 0 ] && command -v ip >/dev/null && echo isolated || echo host)
 
-.PHONY: setup run test unit lint build release clean livekit-server deploy-wheels promtool llm-server whisper-base system-packages browser-tests chromium appservice-registration
+.PHONY: setup run test unit lint build release clean livekit-server deploy-wheels promtool llm-server go-farm whisper-base system-packages browser-tests chromium appservice-registration
 
-setup: $(STAMP) $(SYN_STAMP) livekit-server promtool llm-server system-packages browser-tests deploy-wheels
+setup: $(STAMP) $(SYN_STAMP) livekit-server promtool llm-server go-farm system-packages browser-tests deploy-wheels
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PY_BASE) rtcbot_stack/python_check.py
@@ -36,6 +36,10 @@ promtool: $(STAMP)
 # from the package index, compiled once with CMake into a cached virtualenv.
 llm-server: $(STAMP)
 	$(PY) -m rtcbot_stack.llm_server
+
+# The benches' publisher farm in Go (bench/go_farm: a hundred speakers from one core).
+go-farm: $(STAMP)
+	$(PY) -m bench.go_farm
 
 # Whisper base, rtcbot's default model, for the benches only (not in setup: 145 MB).
 whisper-base: $(STAMP)

@@ -65,3 +65,7 @@ def write_voices(directory: Path, seconds: float = 20.0) -> Path:
             for packet in encode_packets(speech_like(v, seconds)):
                 f.write(struct.pack(">H", len(packet)) + packet)
     return directory
+
+
+if __name__ == "__main__":
+    print(binary())

@@ -152,10 +152,9 @@ def _profiler(out: Path, seconds: float) -> subprocess.Popen[bytes]:
         [
             str(Path(sys.executable).parent / "py-spy"),
             "record",
-            "--native",
-            "--nonblocking",  # never pause the recorder (a paused one drops frames)
-            "--rate",
-            "200",
+            "--native",  # PyAV's encoder, numpy: native frames (this pauses the process
+            "--rate",  # at each sample, so a profiled run may drop frames: profile apart)
+            "100",
             "--duration",
             str(int(seconds)),
             "--pid",
@@ -164,7 +163,7 @@ def _profiler(out: Path, seconds: float) -> subprocess.Popen[bytes]:
             str(out),
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=out.with_suffix(".log").open("wb"),
     )
 
 

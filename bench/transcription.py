@@ -174,7 +174,7 @@ class _NoRoomSettings:
 
 
 async def room(
-    minutes: float, n: int, max_jobs: int, cpu_threads: int, model: str = MODEL
+    minutes: float, n: int, max_jobs: int, cpu_threads: int, model: str = MODEL, language: str = ""
 ) -> None:
     from rtcbot_stack import netns
     from rtcbot_stack.stack import Stack, StackSettings
@@ -217,7 +217,7 @@ async def room(
             Settings(),
             transcripts=TranscriptSettings(
                 model=model,
-                language="en",
+                language=language,
                 cpu_threads=cpu_threads,
                 max_jobs=max_jobs,
                 local_files_only=True,
@@ -255,7 +255,8 @@ async def room(
         print(
             f"summary → transcript ready: {(final['origin_server_ts'] - t_summary) / 1000:.1f} s "
             f"(server timestamps); after_recording wall {wall:.1f} s, CPU {cpu:.1f} s; "
-            f"max_jobs={max_jobs}, cpu_threads={cpu_threads}; load avg {loadavg()}"
+            f"max_jobs={max_jobs}, cpu_threads={cpu_threads}, model {model}, language "
+            f"{language or 'detected'}; load avg {loadavg()}"
         )
         await reader.close()
     finally:
@@ -279,6 +280,7 @@ if __name__ == "__main__":
     r.add_argument("--speakers", type=int, default=4)
     r.add_argument("--max-jobs", type=int, default=1)
     r.add_argument("--cpu-threads", type=int, default=1)
+    r.add_argument("--language", default="", help="empty: detected (the default setting)")
     for sp in (s, r):
         sp.add_argument("--quick", action="store_true", help="seconds of audio, for the tests")
         sp.add_argument(
@@ -290,4 +292,4 @@ if __name__ == "__main__":
     if a.what == "speed":
         asyncio.run(speed(a.minutes, a.beam, a.model))
     else:
-        asyncio.run(room(a.minutes, a.speakers, a.max_jobs, a.cpu_threads, a.model))
+        asyncio.run(room(a.minutes, a.speakers, a.max_jobs, a.cpu_threads, a.model, a.language))
