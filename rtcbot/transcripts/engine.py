@@ -97,6 +97,10 @@ class SpeechToText:
             yield
         finally:
             self._busy -= 1
+            if self._busy == 0:
+                # What a transcription freed stays in its thread's malloc arena, one per
+                # worker thread, and RSS climbed by recording (bench.soak): hand it back.
+                _trim_heap()
             idle_s = self.settings().idle_s
             if self._busy == 0 and idle_s > 0:
                 self._release = asyncio.get_running_loop().call_later(idle_s, self.release)
