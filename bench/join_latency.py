@@ -48,7 +48,8 @@ async def run(runs: int, n_peers: int) -> None:
         lk_room = livekit_room_alias(room)
         for i in range(n_peers):
             peer = Peer(f"@peer{i}:localhost:P{i}")
-            await peer.connect(stack.livekit.url, mint_token(key, secret, lk_room, peer.identity))
+            token = mint_token(key, secret, lk_room, peer.identity, subscribe=False)
+            await peer.connect(stack.livekit.url, token)  # publish only: the bot records them
             await peer.publish_tone(300 + 70 * i)
             peers.append(peer)
         await asyncio.sleep(5)
