@@ -36,6 +36,7 @@ ROW = r"+\d+% +[\d.]+% +\d+ +[\d.]+ +0 +\d+% +[\d.]+"
         (["crash_loop"], r'"cycles_done": 2,[\s\S]*"not_back_in_call": 0,'),
         (["transcription", "speed"], rf"run 2: {NUMBER} s of speech .*× real time"),
         (["transcription", "room"], r"final state: 📝 Transcript ready: 2 speakers"),
+        (["recorder_soak"], r"3 recordings: RSS [\d.]+ → [\d.]+ MB"),
         (["soak"], r"3 recordings in \d+ s\. .* After 6 s idle \(model released\)"),
     ],
     ids=lambda v: "-".join(v) if isinstance(v, list) else None,
