@@ -7,6 +7,7 @@ One class for `make run` and for the test fixtures. It writes `stack.json` (shap
 from __future__ import annotations
 
 import json
+import random
 import secrets
 import socket
 import time
@@ -40,6 +41,18 @@ FIXED_PORTS = {
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A free port below the kernel's ephemeral range (32768 and up): a port the kernel hands
+    out (bind to 0) can be taken by an outgoing connection before the service binds it, which
+    LiveKit met as "address already in use" while a test run made thousands of connections.
+    Random, so stacks started at the same time rarely try the same one."""
+    for _ in range(100):
+        port = random.randrange(20_000, 32_000)
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("0.0.0.0", port))  # LiveKit listens on every address
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

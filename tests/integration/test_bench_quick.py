@@ -20,8 +20,9 @@ pytestmark = pytest.mark.stack
 
 NUMBER = r"[\d.]+"
 # recorder_scale's columns after speakers and files: CPU, per track, dropped, recorded/wall,
-# silent files (0: every file holds audio), the bare SDK's CPU and the ratio to it.
-ROW = r"+\d+% +[\d.]+% +\d+ +[\d.]+ +0 +\d+% +[\d.]+"
+# silent files (0: every file holds audio), the bare SDK's CPU, the ratio to it, the
+# publisher farm's and the SFU's CPU.
+ROW = r"+\d+% +[\d.]+% +\d+ +[\d.]+ +0 +\d+% +[\d.]+ +\d+% +\d+%"
 
 
 @pytest.mark.parametrize(

@@ -190,7 +190,12 @@ async def test_recorder_aligns_late_joiner_mixes_and_publishes_nothing_itself(
     # (c) the recorder is visible (clients show the bot as its call membership) but, on its
     # own, publishes nothing; it subscribed to the audio tracks only.
     await asyncio.sleep(1.0)
-    for peer in (alice, bob):
+    for peer in (alice, bob):  # the SFU tells each of them (later on a loaded machine)
+        await until(
+            lambda p=peer: "rtcbot-recorder" in p.room.remote_participants,  # type: ignore[misc]
+            10,
+            "the recorder visible to the peers",
+        )
         seen = peer.room.remote_participants["rtcbot-recorder"]
         assert not seen.track_publications
     assert set(alice.room.remote_participants) == {"bob", "rtcbot-recorder"}
