@@ -16,8 +16,9 @@ from collections.abc import Callable
 from livekit import rtc
 
 from rtcbot.media.frame_keys import e2ee_options
+from rtcbot.media.participant import release_room
 from rtcbot.media.recorder import FRAME_MS, RATE
-from rtcbot.media.stream_close import close_audio_stream, disconnect_room
+from rtcbot.media.stream_close import close_audio_stream
 
 
 class BareSubscriber:
@@ -65,7 +66,7 @@ class BareSubscriber:
                 await task
         for stream in self._streams:
             await close_audio_stream(stream)
-        await disconnect_room(self.room)
+        await release_room(self.room)  # bounded, and no listener task left behind
 
 
 async def measure_bare(

@@ -16,42 +16,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 from livekit import api
 
+from bench.call_room import call_room
 from bench.common import pct, rss_mb
 from rtcbot.rtc.identity import livekit_room_alias
-from rtcbot_stack import netns
-from rtcbot_stack.stack import Stack, StackSettings
-from tests.stack.matrix_user import CALL_MEMBER, MatrixUser, body
-from tests.stack.peers import Peer, mint_token
+from tests.stack.matrix_user import CALL_MEMBER, body
 
 
 async def run(runs: int, n_peers: int) -> None:
-    state = Path(tempfile.mkdtemp(prefix="rtcbot-join-"))
-    stack = Stack(StackSettings(state_dir=state, netns=netns.current(), demo_room=False)).start()
-    peers: list[Peer] = []
-    try:
+    async with call_room("join", n_peers) as call:
+        stack, user, room, bot = call.stack, call.user, call.room, call.bot
         key, secret = stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"]
-        login = stack.synapse.login("demo", stack.secrets["demo_password"], "DEMODEVICE")
-        user = MatrixUser(stack.synapse.url, login["user_id"], login["access_token"], "DEMODEVICE")
-        bot = stack.bot["user_id"]
-        room = await user.create_room(invite=[bot])
-        await user.wait_for_member(room, bot)
-        # A call with a person in it first: the bot does not start calls by itself
-        # (calls.bot_may_start is off by default), so `record start` needs one.
-        await user.start_call(room, bot)
-        # The demo user created the room, so it may record (creator of a v12 room: unlimited).
         lk_room = livekit_room_alias(room)
-        for i in range(n_peers):
-            peer = Peer(f"@peer{i}:localhost:P{i}")
-            token = mint_token(key, secret, lk_room, peer.identity, subscribe=False)
-            await peer.connect(stack.livekit.url, token)  # publish only: the bot records them
+        for i, peer in enumerate(call.peers):
             await peer.publish_tone(300 + 70 * i)
-            peers.append(peer)
         await asyncio.sleep(5)
         pid = stack.maubot.child.pid
         idle = rss_mb(pid)
@@ -111,11 +92,6 @@ async def run(runs: int, n_peers: int) -> None:
             f"{first:.0f} MB (first run) → {(first - idle) / n_peers:.1f} MB per track; later "
             f"runs, with the speech model loaded by the first transcript: {later:.0f} MB (median)"
         )
-        await user.close()
-    finally:
-        for p in peers:
-            await p.close()
-        stack.stop()
 
 
 if __name__ == "__main__":

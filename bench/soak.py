@@ -17,19 +17,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.call_room import call_room
 from bench.common import loadavg, rss_mb
-from rtcbot.rtc.identity import livekit_room_alias
-from rtcbot_stack import netns
-from rtcbot_stack.stack import Stack, StackSettings
 from tests.stack.matrix_user import MatrixUser, body
-from tests.stack.peers import SAMPLE_RATE, Peer, mint_token, speech
+from tests.stack.peers import SAMPLE_RATE, speech
 
 LINES = (
     "We will ship the new release on Friday after the last review.",
@@ -67,29 +63,12 @@ async def _transcript_done(user: MatrixUser, room: str, bot: str, summary: str) 
 
 
 async def run(recordings: int, n_peers: int, idle_s: float, model_idle_s: float | None) -> None:
-    state = Path(tempfile.mkdtemp(prefix="rtcbot-soak-"))
     extra = {} if model_idle_s is None else {"transcripts": {"model_idle_s": model_idle_s}}
-    stack = Stack(
-        StackSettings(state_dir=state, netns=netns.current(), demo_room=False, plugin_config=extra)
-    ).start()
-    peers: list[Peer] = []
-    try:
-        key, secret = stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"]
-        login = stack.synapse.login("demo", stack.secrets["demo_password"], "DEMODEVICE")
-        user = MatrixUser(stack.synapse.url, login["user_id"], login["access_token"], "DEMODEVICE")
-        bot = stack.bot["user_id"]
-        room = await user.create_room(invite=[bot])
-        await user.wait_for_member(room, bot)
-        await user.start_call(room, bot)  # the bot records calls, it does not start them
-        lk_room = livekit_room_alias(room)
+    async with call_room("soak", n_peers, extra) as call:
+        stack, user, room, bot, peers = call.stack, call.user, call.room, call.bot, call.peers
         said = [speech(LINES[i % len(LINES)], ("en-us", "en-gb")[i % 2]) for i in range(n_peers)]
-        for i in range(n_peers):
-            peer = Peer(f"@soak{i}:localhost:S{i}")
-            # Publish only: peers that heard each other would keep every frame (CPU, memory).
-            token = mint_token(key, secret, lk_room, peer.identity, subscribe=False)
-            await peer.connect(stack.livekit.url, token)
+        for peer in peers:
             await peer.publish_samples(np.zeros(SAMPLE_RATE // 10, dtype=np.int16))
-            peers.append(peer)
         pid = stack.maubot.child.pid
         await asyncio.sleep(3)
         start_rss = rss_mb(pid)
@@ -140,11 +119,6 @@ async def run(recordings: int, n_peers: int, idle_s: float, model_idle_s: float 
             f"{statistics.median(after) - idle:.0f} MB; load {loadavg()}",
             flush=True,
         )
-        await user.close()
-    finally:
-        for p in peers:
-            await p.close()
-        stack.stop()
 
 
 if __name__ == "__main__":
