@@ -19,6 +19,30 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (e.g. maubot's speech worker)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def children_rss_mb(pid: int) -> float:
+    """RSS of `pid`'s child processes together (0 when it has none)."""
+    total = 0.0
+    for kid in children_of(pid):
+        try:
+            total += rss_mb(kid)
+        except OSError:
+            pass
+    return total
+
+
 def loadavg() -> str:
     """The 1, 5 and 15 minute load averages, as `uptime` prints them."""
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])

@@ -1,11 +1,13 @@
 """Soak: N recordings in a row with transcripts on (the default), then idle; maubot's RSS after
-each, to show whether memory stays flat and what the speech model accounts for.
+each, to show whether memory stays flat, and the speech worker's (the model's process, a child
+of maubot that exits after `transcripts.model_idle_s` unused) beside it.
 
 Each recording: `!call record start` in a room with a call, P LiveKit peers each say a few
 espeak-ng sentences, `!call record stop`, then wait for the transcript to be ready in the
 recording's thread. Printed per recording: RSS while recording (all P tracks flowing) and
-RSS after its transcript. At the end: maubot idle for `--idle` seconds, longer than
-`transcripts.model_idle_s` (300 s by default), so the speech model is released, and RSS again.
+RSS after its transcript, maubot's and the worker's. At the end: maubot idle for `--idle`
+seconds, longer than `transcripts.model_idle_s` (300 s by default), so the worker exits, and
+RSS again.
 
     python -m rtcbot_stack.netns -- .venv/bin/python -m bench.soak --recordings 50 --peers 4
 
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from bench.call_room import call_room
-from bench.common import loadavg, rss_mb
+from bench.common import children_rss_mb, loadavg, rss_mb
 from tests.stack.matrix_user import MatrixUser, body
 from tests.stack.peers import SAMPLE_RATE, speech
 
@@ -79,6 +81,7 @@ async def run(recordings: int, n_peers: int, idle_s: float, model_idle_s: float 
         )
         during: list[float] = []
         after: list[float] = []
+        worker: list[float] = []
         t_all = time.monotonic()
         for n in range(1, recordings + 1):
             reply = await user.command(room, "!call record start", bot, timeout=30)
@@ -95,18 +98,19 @@ async def run(recordings: int, n_peers: int, idle_s: float, model_idle_s: float 
             )
             final = await _transcript_done(user, room, bot, summary["event_id"])
             after.append(rss_mb(pid))
+            worker.append(children_rss_mb(pid))
             print(
-                f"recording {n:3d}: RSS while recording {during[-1]:4.0f} MB, after its "
-                f"transcript {after[-1]:4.0f} MB ({final[:40]})",
+                f"recording {n:3d}: maubot RSS while recording {during[-1]:4.0f} MB, after its "
+                f"transcript {after[-1]:4.0f} MB; speech worker {worker[-1]:4.0f} MB "
+                f"({final[:40]})",
                 flush=True,
             )
         took = time.monotonic() - t_all
         await asyncio.sleep(idle_s)
-        idle = rss_mb(pid)
+        idle, idle_worker = rss_mb(pid), children_rss_mb(pid)
         k = max(1, min(10, recordings // 3))
         first, last = statistics.median(after[:k]), statistics.median(after[-k:])
-        # A recording's own cost: RSS while recording minus RSS after the previous transcript
-        # (the speech model is loaded in both).
+        # A recording's own cost: RSS while recording minus RSS after the previous transcript.
         rec = [d - a for d, a in zip(during[1:], after[:-1], strict=True)] or [
             during[0] - start_rss
         ]
@@ -114,9 +118,10 @@ async def run(recordings: int, n_peers: int, idle_s: float, model_idle_s: float 
             f"{recordings} recordings in {took:.0f} s. RSS after the transcript: first {k} "
             f"median {first:.0f} MB, last {k} median {last:.0f} MB (growth {last - first:+.0f} "
             f"MB). Recording {n_peers} tracks adds {statistics.median(rec):.0f} MB "
-            f"({statistics.median(rec) / n_peers:.1f} MB per track). After {idle_s:.0f} s idle "
-            f"(model released): {idle:.0f} MB, so the speech model held "
-            f"{statistics.median(after) - idle:.0f} MB; load {loadavg()}",
+            f"({statistics.median(rec) / n_peers:.1f} MB per track). The speech worker: "
+            f"{statistics.median(worker):.0f} MB (median after a transcript). After {idle_s:.0f} "
+            f"s idle (model released): maubot {idle:.0f} MB, worker {idle_worker:.0f} MB; "
+            f"load {loadavg()}",
             flush=True,
         )
 

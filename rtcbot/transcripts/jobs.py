@@ -247,7 +247,7 @@ class _Job:
         for f in speaker.files:
             key = str(f.path)
 
-            def progress(seconds: float, key: str = key) -> None:  # in a worker thread
+            def progress(seconds: float, key: str = key) -> None:
                 self.done[key] = seconds
 
             try:
@@ -258,7 +258,7 @@ class _Job:
                 raise
             except Exception as e:  # a file that cannot be read: the others still count
                 self.log.warning("transcribing %s failed: %r", f.path, e)
-                speaker.error = type(e).__name__
+                speaker.error = getattr(e, "kind", type(e).__name__)
                 continue
             self.done[key] = f.duration_ms / 1000
             speaker.words.extend(words)
