@@ -28,6 +28,7 @@ from ..matrix.publisher import State
 from ..media.announcer import Announcer
 from ..media.connect_errors import SfuConnectError
 from ..media.failure_sentences import room_sentence
+from ..media.heap import trim_heap
 from ..media.presence import CallKeyring, CallPresence
 from ..media.recorder import Recorder, RecordingResult
 from ..media.recorder_hooks import RecorderLimits
@@ -315,6 +316,7 @@ class RoomMedia:
             drop_posted_files(self.ctx, result)
         finally:
             self.shared.retention.release(f.path for f in result.files)
+            trim_heap()  # the recording's buffers, freed in several threads' arenas
 
     # -- announcer ---------------------------------------------------------------------------
     async def get_announcer(self) -> Announcer:
