@@ -3,7 +3,8 @@
 Each recording: the recorder (as recorder_scale runs it) joins a LiveKit room where the Go
 farm's speakers talk, records for `--seconds`, stops. After each: this process's RSS,
 Python's live objects and tracemalloc's traced memory, with glibc's heap trimmed first, so
-what grows is memory that nobody freed, not memory an allocator kept.
+what grows is memory that nobody freed, not memory an allocator kept; the process's threads
+and the recorder's file writers still alive (each held an encoder with a thread per CPU).
 
     python -m rtcbot_stack.netns -- .venv/bin/python -m bench.recorder_soak --recordings 30
 
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from bench.common import rss_mb
 from bench.go_farm import binary, write_voices
+from rtcbot.media.audio_files import OggOpusFile
 from rtcbot.media.livekit_settings import LiveKitSettings
 from rtcbot.media.participant import Participant
 from rtcbot.media.recorder import Recorder
@@ -64,7 +66,9 @@ async def run(recordings: int, speakers: int, seconds: float) -> None:
             print(
                 f"recording {n:3d}: {len(result.files)} files; RSS {rss[-1]:6.1f} MB, "
                 f"{len(gc.get_objects())} Python objects, "
-                f"{tracemalloc.get_traced_memory()[0] / 1e6:.1f} MB traced",
+                f"{tracemalloc.get_traced_memory()[0] / 1e6:.1f} MB traced; "
+                f"{len(os.listdir('/proc/self/task'))} threads, "
+                f"{sum(isinstance(o, OggOpusFile) for o in gc.get_objects())} file writers alive",
                 flush=True,
             )
         grow = (rss[-1] - rss[0]) / max(1, recordings - 1)

@@ -198,7 +198,10 @@ class OggOpusFile:
             for packet in self._stream.encode(None):
                 self._container.mux(packet)
             self._container.close()
-            self._container = None
+            # The stream's encoder holds PyAV's resampler: a filter graph with a thread per
+            # CPU. Let go of it now, not when this object goes (maubot kept two threads and
+            # their memory for every file ever recorded: bench.soak).
+            self._container = self._stream = None
 
     @property
     def duration_ms(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -229,3 +230,21 @@ def test_file_of_a_killed_process_is_playable_up_to_the_last_flush(tmp_path: Pat
     assert sf.info(str(tmp_path / "crash-A.ogg")).duration == pytest.approx(
         len(track) / RATE, abs=0.05
     )
+
+
+def test_a_closed_file_holds_no_encoder_threads(tmp_path: Path) -> None:
+    # PyAV encodes through a resampler whose filter graph runs a thread per CPU; a closed
+    # file that something still references (a finished recording's writer) kept them, and
+    # maubot gained two threads per file recorded (bench.soak).
+    def threads() -> int:
+        return len(os.listdir("/proc/self/task"))
+
+    before = threads()
+    kept = []
+    for i in range(3):
+        f = OggOpusFile(tmp_path / f"{i}.ogg")
+        f.write(np.full(48_000, 1000, dtype=np.int16))
+        f.close()
+        kept.append(f)
+    assert threads() == before
+    assert all(f.closed and f.duration_ms == 1000 for f in kept)
