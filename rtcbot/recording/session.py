@@ -28,7 +28,7 @@ from ..matrix.publisher import State
 from ..media.announcer import Announcer
 from ..media.connect_errors import SfuConnectError
 from ..media.failure_sentences import room_sentence
-from ..media.heap import trim_heap
+from ..media.heap import release_memory
 from ..media.presence import CallKeyring, CallPresence
 from ..media.recorder import Recorder, RecordingResult
 from ..media.recorder_hooks import RecorderLimits
@@ -316,7 +316,7 @@ class RoomMedia:
             drop_posted_files(self.ctx, result)
         finally:
             self.shared.retention.release(f.path for f in result.files)
-            trim_heap()  # the recording's buffers, freed in several threads' arenas
+            release_memory()  # the recording's objects and buffers, cycles and arenas
 
     # -- announcer ---------------------------------------------------------------------------
     async def get_announcer(self) -> Announcer:
