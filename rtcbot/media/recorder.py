@@ -368,9 +368,7 @@ class Recorder:
                 arrival_end = int((loop.time() - seg.t0) * RATE)
                 pos = reader.clock.place(arrival_end, len(samples))
                 seg.has_data = True
-                self._writes.submit(
-                    seg.writer.add, reader.key, display, device, pos, samples, droppable=True
-                )
+                self._writes.add_chunk(seg.writer.add, reader.key, display, device, pos, samples)
                 at = (self.started_wall or 0.0) + seg.t0 - (self.started_at or 0.0) + pos / RATE
                 for tap in self.taps:
                     tap(reader.key, reader.identity, display, at, samples)

@@ -2,7 +2,12 @@
 
 Chunks of audio may be dropped (and counted) when the thread falls behind, so a stalled disk
 costs audio, not memory; every other job (closing a segment, flushing) is always queued. A
-failing write is noted once per kind for the recording's result."""
+failing write is noted once per kind for the recording's result.
+
+Chunks go to the thread in batches, one job per `BATCH_S`: a job per chunk was a future, a
+thread hand-off and a wake-up of the event loop for each 100 ms frame of each speaker (a
+thousand a second at 100 speakers: bench.recorder_scale). Any other job first sends the
+batch before it, so the thread sees everything in the order it was submitted."""
 
 from __future__ import annotations
 
@@ -12,8 +17,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-# Writes queued for the worker thread before new chunks are dropped (and counted).
+# Chunks queued for the worker thread before new chunks are dropped (and counted).
 MAX_PENDING = 600
+# How long a chunk may wait for its batch (what a crash can lose on top of the Ogg page).
+BATCH_S = 0.05
 
 
 class WriteQueue:
@@ -24,6 +31,8 @@ class WriteQueue:
         self._pending = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._batch: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._batch_timer: asyncio.TimerHandle | None = None
 
     def open(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -31,27 +40,64 @@ class WriteQueue:
 
     def shutdown(self, wait: bool) -> None:
         """No new jobs; with `wait`, the queued ones are done first."""
+        self._send_batch()
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=wait)
 
-    def submit(
-        self, fn: Callable[..., Any], *args: Any, droppable: bool = False
-    ) -> asyncio.Future[Any] | None:
-        """Run `fn(*args)` on the thread; None if the queue is shut or a droppable job was
-        dropped."""
+    def add_chunk(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """`fn(*args)` in the next batch; False if the queue is shut or the chunk was dropped
+        (the thread is `MAX_PENDING` chunks behind)."""
+        if self._executor is None or self._loop is None:
+            return False
+        if self._pending >= MAX_PENDING:
+            self.dropped_chunks += 1
+            return False
+        self._pending += 1
+        self._batch.append((fn, args))
+        if self._batch_timer is None:
+            self._batch_timer = self._loop.call_later(BATCH_S, self._send_batch)
+        return True
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any] | None:
+        """Run `fn(*args)` on the thread after every chunk added before; None if the queue
+        is shut."""
+        self._send_batch()
         if self._executor is None or self._loop is None:
             return None
-        if droppable and self._pending >= MAX_PENDING:
-            self.dropped_chunks += 1
-            return None
-        self._pending += 1
         fut = self._loop.run_in_executor(self._executor, fn, *args)
-        fut.add_done_callback(self._done)
+        fut.add_done_callback(self._noted)
         return fut
 
-    def _done(self, fut: asyncio.Future[Any]) -> None:
-        self._pending -= 1
+    def _send_batch(self) -> None:
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+            self._batch_timer = None
+        batch, self._batch = self._batch, []
+        if not batch or self._executor is None or self._loop is None:
+            self._pending -= len(batch)
+            return
+        fut = self._loop.run_in_executor(self._executor, self._run_batch, batch)
+        fut.add_done_callback(lambda f: self._batch_done(f, len(batch)))
+
+    def _run_batch(self, batch: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[str]:
+        errors = []
+        for fn, args in batch:
+            try:
+                fn(*args)
+            except Exception as e:  # one chunk's failure is noted; the others are written
+                errors.append(f"{type(e).__name__}: {e}")
+        return errors
+
+    def _batch_done(self, fut: asyncio.Future[list[str]], n: int) -> None:
+        self._pending -= n
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        for error in [f"{type(exc).__name__}: {exc}"] if exc is not None else fut.result():
+            self.note(error)
+
+    def _noted(self, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled():
             return
         exc = fut.exception()
