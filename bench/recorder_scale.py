@@ -124,6 +124,12 @@ async def measure(
             spy.wait(30)
         status = recorder.status()
         result = await recorder.stop()
+        print(
+            f"  dropped: {recorder._writes.dropped_chunks} chunks behind the writer, "
+            f"{recorder._segments.dropped_samples()} samples late or overlapping",
+            file=sys.stderr,
+            flush=True,
+        )
         wall = result.duration_ms / 1000
         tracks = [f for f in result.files if f.kind == "participant"]
         shortest = min((f.duration_ms / 1000 for f in tracks), default=0.0)

@@ -290,6 +290,7 @@ class Recorder:
         )
         reader.task = asyncio.ensure_future(self._read(reader))
         self._readers[pub.sid] = reader
+        self._writes.streams(len(self._readers))
         self.log.debug("Recording %s (track %s)", key, pub.sid)
 
     def _close_readers_of(self, room: rtc.Room | None) -> None:
@@ -379,6 +380,7 @@ class Recorder:
 
     def _close_reader(self, sid: str) -> None:
         reader = self._readers.pop(sid, None)
+        self._writes.streams(len(self._readers))
         if reader is not None:
             task = asyncio.ensure_future(self._finish_reader(reader))
             self._closing_readers.add(task)

@@ -17,8 +17,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-# Chunks queued for the worker thread before new chunks are dropped (and counted).
+# Chunks queued for the worker thread before new chunks are dropped (and counted): at least
+# this many, and `BACKLOG_PER_STREAM` per stream recorded (3 s of each speaker's 100 ms
+# frames, ≈ 290 KB at 48 kHz): a hundred speakers filled 600 in 0.6 s of a busy core.
 MAX_PENDING = 600
+BACKLOG_PER_STREAM = 30
 # How long a chunk may wait for its batch (what a crash can lose on top of the Ogg page).
 BATCH_S = 0.05
 
@@ -33,6 +36,7 @@ class WriteQueue:
         self._executor: ThreadPoolExecutor | None = None
         self._batch: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self._batch_timer: asyncio.TimerHandle | None = None
+        self.max_pending = MAX_PENDING
 
     def open(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -45,12 +49,16 @@ class WriteQueue:
         if executor is not None:
             executor.shutdown(wait=wait)
 
+    def streams(self, n: int) -> None:
+        """How many streams feed the queue now (its bound grows with them)."""
+        self.max_pending = max(MAX_PENDING, BACKLOG_PER_STREAM * n)
+
     def add_chunk(self, fn: Callable[..., Any], *args: Any) -> bool:
         """`fn(*args)` in the next batch; False if the queue is shut or the chunk was dropped
-        (the thread is `MAX_PENDING` chunks behind)."""
+        (the thread is `max_pending` chunks behind)."""
         if self._executor is None or self._loop is None:
             return False
-        if self._pending >= MAX_PENDING:
+        if self._pending >= self.max_pending:
             self.dropped_chunks += 1
             return False
         self._pending += 1

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import threading
 
-from rtcbot.media.write_queue import MAX_PENDING, WriteQueue
+from rtcbot.media.write_queue import BACKLOG_PER_STREAM, MAX_PENDING, WriteQueue
 
 
 async def test_chunks_and_jobs_run_in_the_order_they_were_given() -> None:
@@ -58,3 +58,19 @@ async def test_a_failing_chunk_is_noted_and_the_others_are_written() -> None:
         await asyncio.sleep(0.01)
     assert written == [0, 2]
     assert q.errors == ["OSError: No space left on device"]
+
+
+async def test_the_backlog_bound_grows_with_the_streams_recorded() -> None:
+    q = WriteQueue(logging.getLogger("rtcbot.test.writes"))
+    q.open()
+    go = threading.Event()
+    q.submit(go.wait, 30)
+    q.streams(100)  # a hundred speakers: 3 s of each may wait
+    bound = BACKLOG_PER_STREAM * 100
+    assert bound > MAX_PENDING
+    kept = [q.add_chunk(lambda: None) for _ in range(bound + 3)]
+    assert kept.count(False) == 3 and q.dropped_chunks == 3
+    go.set()
+    q.shutdown(wait=True)
+    q.streams(2)
+    assert q.max_pending == MAX_PENDING  # never below the floor
