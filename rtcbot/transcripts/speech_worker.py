@@ -246,8 +246,9 @@ def main() -> None:
     worker = Worker(model, settings, out)
     worker.send({"ready": True})
     worker.serve(sys.stdin.buffer)
-    # End of input: maubot released the model or is gone. Running work (daemon threads) is
-    # abandoned as the interpreter exits.
+    # End of input: maubot released the model or is gone. Work still running is abandoned:
+    # exit at once, not through the interpreter's shutdown while the model computes.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,10 @@ def _stores_plugin(tree: ast.AST) -> list[str]:
     return found
 
 
+# Documented functions of the standard library whose names begin with an underscore.
+STDLIB_UNDERSCORED = {"os._exit"}
+
+
 def _private_reads(tree: ast.AST) -> list[str]:
     """`x._name` where x is not self/cls: another object's private attribute."""
     found = []
@@ -89,6 +93,8 @@ def _private_reads(tree: ast.AST) -> list[str]:
             if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
                 continue
             if isinstance(owner, ast.Call) and getattr(owner.func, "id", "") == "super":
+                continue
+            if ast.unparse(node) in STDLIB_UNDERSCORED:
                 continue
             found.append(f"line {node.lineno}: {ast.unparse(node)}")
     return found

@@ -126,3 +126,19 @@ async def test_released_after_the_idle_time_and_zero_keeps_it() -> None:
     await keep.transcribe_pcm(SILENCE)
     assert keep.loaded and keep._release is None
     await keep.close()
+
+
+async def test_close_ends_a_worker_that_is_busy_or_stuck() -> None:
+    # The plugin stops while the worker is stuck in the middle of a request: it is killed
+    # after a bound, and the waiting caller hears why instead of waiting forever.
+    speech = speech_with(60.0)
+    await speech.transcribe_pcm(SILENCE)
+    pid = speech.worker_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    running = asyncio.ensure_future(speech.transcribe_pcm(SILENCE))
+    await wait_until(lambda: speech._worker is not None and speech._worker.busy)
+    await speech.close()
+    assert not pid_alive(pid)
+    with pytest.raises(ModelUnavailable, match=r"the speech worker stopped \(signal 9\)"):
+        await running
