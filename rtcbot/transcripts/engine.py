@@ -151,7 +151,8 @@ class SpeechToText:
                 raise ModelUnavailable(_not_loaded(s, e.kind)) from e
             except (WorkerGone, OSError) as e:
                 self.log.warning("the speech worker did not start: %s", e)
-                raise ModelUnavailable(f"the speech worker did not start ({e})") from e
+                # The detail (paths, an OS error) is the operator's, in the log above.
+                raise ModelUnavailable("the speech worker did not start") from e
             self._worker, self._worker_key = worker, s
             self.log.info("speech model %s loaded (%s)", s.model, s.compute_type)
             return worker
