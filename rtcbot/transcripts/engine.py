@@ -84,6 +84,7 @@ class SpeechToText:
         self._busy = 0
         self._release: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False  # after the plugin's stop no worker is started again
 
     @contextlib.contextmanager
     def _in_use(self) -> Iterator[None]:
@@ -118,7 +119,8 @@ class SpeechToText:
         self.log.info("speech model released (unused for %.0f s)", self.settings().idle_s)
 
     async def close(self) -> None:
-        """The plugin stops: no worker outlives it."""
+        """The plugin stops: no worker outlives it, and none is started after."""
+        self._closed = True
         if self._release is not None:
             self._release.cancel()
             self._release = None
@@ -137,6 +139,8 @@ class SpeechToText:
     async def _ready(self) -> SpeechProcess:
         s = self.settings()
         async with self._starting:
+            if self._closed:
+                raise ModelUnavailable("I am stopping")
             worker = self._worker
             if worker is not None and worker.alive:
                 if self._worker_key == s or worker.busy:

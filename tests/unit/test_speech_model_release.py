@@ -69,6 +69,9 @@ async def test_the_worker_process_ends_with_the_release_and_with_close() -> None
     assert second is not None and second != first
     await speech.close()
     assert not pid_alive(second) and not speech.loaded
+    with pytest.raises(ModelUnavailable):  # stopped for good: no worker outlives the plugin
+        await speech.transcribe_pcm(SILENCE)
+    assert speech.worker_pid is None
 
 
 async def test_a_killed_worker_is_one_clear_sentence_and_the_next_use_starts_another() -> None:
