@@ -37,6 +37,7 @@ from .matrix.encryption_guard import EncryptionGuard
 from .matrix.notices import Notices
 from .matrix.to_device import MEDIA_KEY_TYPES, EncryptedToDevice
 from .matrix.transports import TransportDiscovery
+from .media.heap import limit_arenas
 from .metrics import Metrics
 from .migrations import upgrade_table
 from .recording.commands import MediaCommands
@@ -87,6 +88,7 @@ class RtcBot(Plugin):
         # Tasks of rtcbot code already running (another instance in this maubot): not ours.
         self._tasks_before = set(plugin_tasks())
         redaction.install_log_filter()
+        limit_arenas()  # before the media threads start: maubot's memory stays put (heap.py)
         self.cfg.load_and_update()
         # Refuse to start on a bad config: maubot shows the instance as stopped with the reason
         # in its log, instead of a bot that half works.

@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import sys
 from collections import deque
 from collections.abc import Callable
@@ -21,6 +22,7 @@ Sink = Callable[[list[list[Any]], float], None]  # words of a segment, seconds d
 STDOUT_LIMIT = 16 * 1024 * 1024  # one segment's words per line: far below this
 EXIT_WAIT_S = 5.0  # after its input ends, then it is killed
 STDERR_LINES = 20  # kept to say why it stopped
+WORKER_ARENAS = 2
 
 
 class WorkerFailed(Exception):
@@ -91,6 +93,8 @@ class SpeechProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             limit=STDOUT_LIMIT,
+            # Few malloc arenas: its threads take turns with the model, not memory of their own.
+            env={"MALLOC_ARENA_MAX": str(WORKER_ARENAS), **os.environ},
         )
         self = cls(proc, log)
         self._readers.append(asyncio.ensure_future(self._read_stderr()))
