@@ -114,9 +114,10 @@ async def test_a_recap_names_the_owners_and_the_items(
         for owner, said in owners.items():
             mine = next(words for name, words in script.items() if name in owner)
             assert said & mine, (owner, said)
-        # What it says speaks of this call: the plan's words, none of the worked example's.
+        # What it says speaks of this call: the plan's words (any of its three lines: this
+        # model often lists one item and no decision), none of the worked example's.
         words = set(re.findall(r"[a-z]+", text.lower()))
-        assert {"launch", "website", "march"} & words, text
+        assert {"launch", "website", "march", "press", "release", "venue"} & words, text
         assert not {"tuesday", "invitation"} & words, text
 
         # A question, answered from the room's transcripts with the passages it used (or,
