@@ -38,6 +38,7 @@ from .matrix.notices import Notices
 from .matrix.to_device import MEDIA_KEY_TYPES, EncryptedToDevice
 from .matrix.transports import TransportDiscovery
 from .media.heap import limit_arenas
+from .media.heap import live_metrics as process_memory
 from .metrics import Metrics
 from .migrations import upgrade_table
 from .recording.commands import MediaCommands
@@ -179,6 +180,8 @@ class RtcBot(Plugin):
         ctx.metrics.add_live_source(media.live_metrics)
         ctx.metrics.add_live_source(delegations.live_metrics)
         ctx.metrics.add_live_source(call_keys.live_metrics)
+        ctx.metrics.add_live_source(self.speech.live_metrics)
+        ctx.metrics.add_live_source(process_memory)
         CallCommands(ctx, calls, end_media=media.end_roles).register(router)
         MediaCommands(ctx, media, calls, optouts, deleter).register(router)
         SearchCommand(search).register(router)

@@ -46,6 +46,10 @@ class _LiveGauges(Collector):
             "rtcbot_participants_not_decrypting": (
                 "Participants of those calls whose media the bot cannot decrypt now"
             ),
+            "rtcbot_process_resident_bytes": "Resident memory of the process the bot runs in",
+            "rtcbot_speech_worker_resident_bytes": (
+                "Resident memory of the speech model's worker process (0 when none runs)"
+            ),
         }
         for name, doc in docs.items():
             yield GaugeMetricFamily(name, doc, value=values.get(name, 0.0))

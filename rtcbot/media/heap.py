@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import gc
 import os
+from pathlib import Path
 
 ARENAS = 2
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
@@ -48,3 +49,17 @@ def release_memory() -> None:
     """Collect unreachable cycles (tens of ms), then trim the heap."""
     gc.collect()
     trim_heap()
+
+
+def resident_bytes(pid: int | str = "self") -> float:
+    """A process's resident memory now; 0 when it is gone (or this is not Linux)."""
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return float(pages * os.sysconf("SC_PAGE_SIZE"))
+
+
+def live_metrics() -> dict[str, float]:
+    """maubot's own resident memory: what the memory alert watches (docs/MONITORING.md)."""
+    return {"rtcbot_process_resident_bytes": resident_bytes()}

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..media.heap import resident_bytes
 from .fair_slots import FairSlots
 from .speech_process import SpeechProcess, WorkerFailed, WorkerGone, WorkerLoadError
 from .speech_worker import FILE_BEAM, RATE, read_chunks, resolve_model
@@ -108,6 +109,10 @@ class SpeechToText:
     def worker_pid(self) -> int | None:
         """The worker process (for the benches' memory and CPU figures), if one runs."""
         return self._worker.pid if self.loaded and self._worker is not None else None
+
+    def live_metrics(self) -> dict[str, float]:
+        pid = self.worker_pid
+        return {"rtcbot_speech_worker_resident_bytes": resident_bytes(pid) if pid else 0.0}
 
     def release(self) -> None:
         """End the worker when nothing uses it: the model's memory goes with the process."""

@@ -171,7 +171,8 @@ def sample(text: str, name: str, labels: dict[str, str] | None = None) -> float:
 
 
 async def test_metrics_the_alert_rules_read(stack: Stack) -> None:
-    """monitoring/alerts.yml reads these: the token endpoints by status, the recordings disk."""
+    """monitoring/alerts.yml reads these: the token endpoints by status, the recordings disk,
+    the memory."""
     url = f"{stack.auth_service_url}/metrics"
     refused = {"endpoint": "sfu/get", "status": "400"}
     before = sample((await get(url))[1], "rtcbot_auth_requests_total", refused)
@@ -182,4 +183,6 @@ async def test_metrics_the_alert_rules_read(stack: Stack) -> None:
     assert sample(text, "rtcbot_auth_requests_total", refused) == before + 1
     assert sample(text, "rtcbot_recording_disk_free_bytes") > 0
     assert sample(text, "rtcbot_recording_disk_floor_bytes") == 500 * 1024 * 1024
+    # maubot's own memory, as RtcbotMemoryHigh reads it: a real process is tens of MB.
+    assert 30e6 < sample(text, "rtcbot_process_resident_bytes") < 2e9
     assert sample(text, "rtcbot_own_memberships_joined") <= sample(text, "rtcbot_own_memberships")

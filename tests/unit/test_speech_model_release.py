@@ -57,8 +57,12 @@ async def test_the_worker_process_ends_with_the_release_and_with_close() -> None
     await speech.transcribe_pcm(SILENCE)
     first = speech.worker_pid
     assert first is not None and pid_alive(first)
+    # The monitoring gauge sees the model's process (tens of MB with the model loaded) ...
+    worker_bytes = "rtcbot_speech_worker_resident_bytes"
+    assert speech.live_metrics()[worker_bytes] > 20e6
     speech.release()
     await wait_until(lambda: not pid_alive(first))
+    assert speech.live_metrics()[worker_bytes] == 0.0  # ... and its going
     await speech.transcribe_pcm(SILENCE)
     second = speech.worker_pid
     assert second is not None and second != first
