@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from livekit import api
+
 from rtcbot.rtc.identity import livekit_room_alias
 from rtcbot_stack import netns
 from rtcbot_stack.stack import Stack, StackSettings
@@ -28,6 +30,26 @@ class CallRoom:
     peers: list[Peer]
 
 
+async def join_peer(stack: Stack, room: str, identity: str) -> Peer:
+    """A LiveKit peer (publishes, subscribes to nothing) in the call's SFU room."""
+    key, secret = stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"]
+    peer = Peer(identity)
+    token = mint_token(key, secret, livekit_room_alias(room), identity, subscribe=False)
+    await peer.connect(stack.livekit.url, token)
+    return peer
+
+
+async def sfu_identities(stack: Stack, room: str) -> set[str]:
+    """Who is in the call's SFU room, as LiveKit has it."""
+    key, secret = stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"]
+    lk = api.LiveKitAPI(stack.livekit.url, key, secret)
+    try:
+        req = api.ListParticipantsRequest(room=livekit_room_alias(room))
+        return {p.identity for p in (await lk.room.list_participants(req)).participants}
+    finally:
+        await lk.aclose()
+
+
 @asynccontextmanager
 async def call_room(
     prefix: str, n_peers: int, plugin_config: dict[str, Any] | None = None
@@ -40,7 +62,6 @@ async def call_room(
     peers: list[Peer] = []
     user: MatrixUser | None = None
     try:
-        key, secret = stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"]
         login = stack.synapse.login("demo", stack.secrets["demo_password"], "DEMODEVICE")
         user = MatrixUser(stack.synapse.url, login["user_id"], login["access_token"], "DEMODEVICE")
         bot = str(stack.bot["user_id"])
@@ -50,12 +71,7 @@ async def call_room(
         # (calls.bot_may_start is off by default).
         await user.start_call(room, bot)
         for i in range(n_peers):
-            peer = Peer(f"@{prefix}{i}:localhost:P{i}")
-            token = mint_token(
-                key, secret, livekit_room_alias(room), peer.identity, subscribe=False
-            )
-            await peer.connect(stack.livekit.url, token)
-            peers.append(peer)
+            peers.append(await join_peer(stack, room, f"@{prefix}{i}:localhost:P{i}"))
         yield CallRoom(stack, user, room, bot, peers)
     finally:
         for peer in peers:

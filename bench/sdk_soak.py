@@ -6,7 +6,9 @@ disconnects; N times in a row, in three rooms:
 
 - an empty room (the bot alone),
 - a room where the Go farm's `--speakers` talk, tracks subscribed (as the recorder does),
-- the same room with `auto_subscribe` off (nothing received: only the participants' info).
+- the same room with `auto_subscribe` off (nothing received: only the participants' info),
+- a room whose speakers (a Go farm of their own each time) leave before the bot does, as
+  at the end of a call.
 
 After each connection: the process's RSS and the bytes malloc holds in use (`mallinfo2`,
 with the heap trimmed and Python's collector run first), so what grows is memory nobody
@@ -26,6 +28,7 @@ import gc
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from livekit import rtc
@@ -99,25 +102,53 @@ async def connections(
     return after
 
 
+async def leaving_first(
+    settings: LiveKitSettings, farm_cmd: list[str], count: int, hold: float, speakers: int
+) -> list[tuple[float, float]]:
+    """As `connections`, but the speakers leave the room before the bot disconnects."""
+    after = []
+    for n in range(count):
+        await a_call_that_ends(settings, [*farm_cmd[:5], f"ends-{n}", *farm_cmd[6:]], hold)
+        in_use = malloc_in_use_mb()
+        after.append((rss_mb(os.getpid()), in_use))
+    return after
+
+
+async def a_call_that_ends(settings: LiveKitSettings, farm_cmd: list[str], hold: float) -> None:
+    """The bot joins the farm's room; the farm's speakers leave; then the bot does."""
+    room, speakers = farm_cmd[5], int(farm_cmd[1])
+    farm = subprocess.Popen(farm_cmd, stderr=subprocess.DEVNULL)  # noqa: ASYNC220 - seconds
+    access = mint_local_token(settings, room, "@rtcbot:localhost:RTCBOT", "recorder")
+    lk = rtc.Room()
+    try:
+        await lk.connect(access.url, access.jwt)
+        await until(lambda: len(lk.remote_participants) >= speakers, 20)
+        await asyncio.sleep(hold)
+    finally:
+        farm.terminate()
+        farm.wait(15)  # the farm exits at once on SIGTERM
+    await until(lambda: not lk.remote_participants, 20)
+    await lk.disconnect()
+
+
+async def until(done: Callable[[], bool], timeout: float) -> None:
+    """Wait for `done` (the SDK's view of the room), for at most `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not done():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("the room did not get there in time")
+        await asyncio.sleep(0.1)
+
+
 async def run(count: int, speakers: int, hold: float) -> None:
     state = Path(tempfile.mkdtemp(prefix="rtcbot-sdksoak-"))
     stack = Stack(StackSettings(state_dir=state, netns=netns.current(), demo_room=False)).start()
     key, secret = stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"]
     settings = LiveKitSettings(url=stack.livekit.url, api_key=key, api_secret=secret)
     voices = write_voices(state / "voices")
-    farm = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
-        [
-            str(binary()),
-            str(speakers),
-            stack.livekit.url,
-            key,
-            secret,
-            "talk",
-            str(voices),
-            "plain",
-        ],
-        stderr=subprocess.DEVNULL,
-    )
+    farm_cmd = [str(binary()), str(speakers), stack.livekit.url, key, secret, "talk"]
+    farm_cmd += [str(voices), "plain"]
+    farm = subprocess.Popen(farm_cmd, stderr=subprocess.DEVNULL)  # noqa: ASYNC220 - once
     print(f"livekit {rtc.__version__}, native library {ffi_version()}")
     try:
         await asyncio.sleep(3)
@@ -126,8 +157,11 @@ async def run(count: int, speakers: int, hold: float) -> None:
             (f"{speakers} speakers, subscribed", "talk", True),
             (f"{speakers} speakers, not subscribed", "talk", False),
         ]
-        for label, room, subscribe in rooms:
-            after = await connections(settings, room, count, hold, subscribe)
+        for label, room, subscribe in [*rooms, (f"{speakers} speakers who leave first", "", True)]:
+            if room:
+                after = await connections(settings, room, count, hold, subscribe)
+            else:
+                after = await leaving_first(settings, farm_cmd, count, hold, speakers)
             (rss0, use0), (rss1, use1) = after[0], after[-1]
             each = max(1, count - 1)
             print(

@@ -4,7 +4,11 @@ of maubot that exits after `transcripts.model_idle_s` unused) beside it.
 
 Each recording: `!call record start` in a room with a call, P LiveKit peers each say a few
 espeak-ng sentences, `!call record stop`, then wait for the transcript to be ready in the
-recording's thread. Printed per recording: RSS while recording (all P tracks flowing) and
+recording's thread. With `--peers-leave-first` the peers leave the SFU room before
+`!call record stop` (and come back for the next recording): the bot then disconnects from a
+room nobody else is in, as at the end of a call, which the LiveKit SDK cleans up after
+(bench.sdk_soak: it keeps ≈ 0.5 MB of every connection closed while others publish).
+Printed per recording: RSS while recording (all P tracks flowing) and
 RSS after its transcript, maubot's and the worker's. At the end: maubot idle for `--idle`
 seconds, longer than `transcripts.model_idle_s` (300 s by default), so the worker exits, and
 RSS again.
@@ -24,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from bench.call_room import call_room
+from bench.call_room import call_room, join_peer, sfu_identities
 from bench.common import children_rss_mb, loadavg, rss_mb
+from rtcbot_stack.stack import Stack
 from tests.stack.matrix_user import MatrixUser, body
-from tests.stack.peers import SAMPLE_RATE, speech
+from tests.stack.peers import SAMPLE_RATE, Peer, speech
 
 LINES = (
     "We will ship the new release on Friday after the last review.",
@@ -64,7 +69,21 @@ async def _transcript_done(user: MatrixUser, room: str, bot: str, summary: str) 
     raise TimeoutError("no transcript within 300 s")
 
 
-async def run(recordings: int, n_peers: int, idle_s: float, model_idle_s: float | None) -> None:
+async def _peers_leave(stack: Stack, room: str, peers: list[Peer]) -> None:
+    """The peers leave the SFU room; back once LiveKit has only the bot left there."""
+    for peer in peers:
+        await peer.close()
+    gone = {p.identity for p in peers}
+    deadline = time.monotonic() + 30
+    while gone & await sfu_identities(stack, room):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the peers are still in the SFU room after 30 s")
+        await asyncio.sleep(0.2)
+
+
+async def run(
+    recordings: int, n_peers: int, idle_s: float, model_idle_s: float | None, leave_first: bool
+) -> None:
     extra = {} if model_idle_s is None else {"transcripts": {"model_idle_s": model_idle_s}}
     async with call_room("soak", n_peers, extra) as call:
         stack, user, room, bot, peers = call.stack, call.user, call.room, call.bot, call.peers
@@ -75,7 +94,8 @@ async def run(recordings: int, n_peers: int, idle_s: float, model_idle_s: float 
         await asyncio.sleep(3)
         start_rss = rss_mb(pid)
         print(
-            f"soak: {recordings} recordings of {n_peers} speakers, transcripts on; maubot RSS "
+            f"soak: {recordings} recordings of {n_peers} speakers, transcripts on"
+            f"{', the peers leave first' if leave_first else ''}; maubot RSS "
             f"before the first {start_rss:.0f} MB; load {loadavg()}",
             flush=True,
         )
@@ -84,19 +104,31 @@ async def run(recordings: int, n_peers: int, idle_s: float, model_idle_s: float 
         worker: list[float] = []
         t_all = time.monotonic()
         for n in range(1, recordings + 1):
-            reply = await user.command(room, "!call record start", bot, timeout=30)
-            assert body(reply).startswith("🔴 Recording started"), body(reply)
+            # Waits for the reply itself: the last transcript's files may still be coming.
+            start = await user.send_text(room, "!call record start")
+            await user.wait_for(
+                room,
+                lambda e: e.get("sender") == bot and body(e).startswith("🔴 Recording started"),
+                30,
+                after=start,
+            )
             await asyncio.sleep(2)  # subscribed to every track
             for peer, samples in zip(peers, said, strict=True):
                 peer.play(samples)
             await asyncio.wait_for(asyncio.gather(*(p.played.wait() for p in peers)), 60)
             during.append(rss_mb(pid))
             await asyncio.sleep(1)
+            if leave_first:
+                await _peers_leave(stack, room, peers)
             stop = await user.send_text(room, "!call record stop")
             summary = await user.wait_for(
                 room, lambda e: body(e).startswith("⏹️ Recording stopped"), 60, after=stop
             )
             final = await _transcript_done(user, room, bot, summary["event_id"])
+            if leave_first:  # back for the next recording
+                for i, peer in enumerate(peers):
+                    peers[i] = await join_peer(stack, room, peer.identity)
+                    await peers[i].publish_samples(np.zeros(SAMPLE_RATE // 10, dtype=np.int16))
             after.append(rss_mb(pid))
             worker.append(children_rss_mb(pid))
             print(
@@ -131,9 +163,10 @@ if __name__ == "__main__":
     p.add_argument("--recordings", type=int, default=50)
     p.add_argument("--peers", type=int, default=4)
     p.add_argument("--idle", type=float, default=330.0, help="seconds idle at the end")
+    p.add_argument("--peers-leave-first", action="store_true", help="as at a call's end")
     p.add_argument("--quick", action="store_true", help="3 recordings, for the test suite")
     a = p.parse_args()
     if a.quick:
-        asyncio.run(run(3, 2, 6.0, 3.0))
+        asyncio.run(run(3, 2, 6.0, 3.0, a.peers_leave_first))
     else:
-        asyncio.run(run(a.recordings, a.peers, a.idle, None))
+        asyncio.run(run(a.recordings, a.peers, a.idle, None, a.peers_leave_first))

@@ -38,13 +38,19 @@ ROW = r"+\d+% +[\d.]+% +\d+ +[\d.]+ +0 +\d+% +[\d.]+ +\d+% +\d+%"
         (["transcription", "speed"], rf"run 2: {NUMBER} s of speech .*× real time"),
         (["transcription", "room"], r"final state: 📝 Transcript ready: 2 speakers"),
         (["recorder_soak"], r"3 recordings: RSS [\d.]+ → [\d.]+ MB"),
-        # The SDK alone, in each of its three rooms, and which native library it measured.
+        # The SDK alone, in each of its four rooms, and which native library it measured.
         (
             ["sdk_soak"],
             r"native library \d+\.\d+\.\d+\n[\s\S]*empty room: 3 connections: RSS .* "
-            r"malloc in use [\d.]+ → [\d.]+ MB[\s\S]*2 speakers, not subscribed: 3 connections",
+            r"malloc in use [\d.]+ → [\d.]+ MB[\s\S]*2 speakers, not subscribed: 3 connections"
+            r"[\s\S]*2 speakers who leave first: 3 connections",
         ),
         (["soak"], r"3 recordings in \d+ s\. .* After 6 s idle \(model released\)"),
+        # The same with the peers leaving the SFU room before each stop (a call's end).
+        (
+            ["soak", "--peers-leave-first"],
+            r"the peers leave first;[\s\S]*3 recordings in \d+ s\. .* After 6 s idle",
+        ),
     ],
     ids=lambda v: "-".join(v) if isinstance(v, list) else None,
 )
