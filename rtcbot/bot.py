@@ -148,6 +148,7 @@ class RtcBot(Plugin):
         transcripts = TranscriptJobs(ctx, self.speech, search)
         posted = PostedRecordings(ctx.db.db)  # first: a deletion must find it while transcribed
         media.shared.recording_posted.add(posted.after_recording)
+        media.shared.recovery.on_posted = posted.remember  # one a crash cut off, too
         media.shared.recording_posted.add(transcripts.after_recording)
         chat = ChatClient()
         recaps = Recaps(ctx, search, chat)

@@ -37,7 +37,8 @@ class PostedRecording:
 
 
 class PostedRecordings:
-    """The table `recording_posted`: filled by the `recording_posted` hook."""
+    """The table `recording_posted`: filled by the `recording_posted` hook, and by the
+    recovery of a recording a crash cut off."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -45,13 +46,22 @@ class PostedRecordings:
     async def after_recording(
         self, room: RoomID, result: RecordingResult, summary: EventID
     ) -> None:
+        await self.remember(
+            room, summary, list(result.posted_events), [f.path for f in result.files]
+        )
+
+    async def remember(
+        self, room_id: str, summary: str, events: list[str], files: list[Path]
+    ) -> None:
+        """A posted recording: its first message, the others, its files on disk. Also one a
+        crash cut off, posted at the next start (recovery.py), so `delete last` finds it."""
         await self.db.execute(
             "INSERT INTO recording_posted (room_id, summary, events, files, ended_ms) "
             "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, summary) DO NOTHING",
-            room,
+            room_id,
             summary,
-            json.dumps(list(result.posted_events)),
-            json.dumps([str(f.path) for f in result.files]),
+            json.dumps(events),
+            json.dumps([str(f) for f in files]),
             int(time.time() * 1000),
         )
 

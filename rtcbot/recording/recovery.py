@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,9 @@ class RecordingRecovery:
         self.ctx = ctx
         self.log = ctx.logger("recovery")
         self.store = store or RecordingLog(ctx.db.db)
+        # (room, first message, file messages, files): a recording posted here, for the
+        # room's `record delete last` (deletion.PostedRecordings.remember).
+        self.on_posted: Callable[[str, str, list[str], list[Path]], Awaitable[None]] | None = None
 
     async def started(self, room_id: str, directory: Path, prefix: str) -> None:
         rec = RecordingInProgress(room_id, prefix, str(directory), int(time.time() * 1000))
@@ -94,20 +98,33 @@ class RecordingRecovery:
             "without its last seconds."
         )
         room = RoomID(rec.room_id)
+        too_large = sum(sizes) > limit
         if not files:
             await self.ctx.notices.send(room, f"{head} Nothing had been written yet.")
-        elif sum(sizes) > limit:
-            await self.ctx.notices.send(
+        elif too_large:
+            kept = await self.ctx.notices.send(
                 room,
                 f"{head} Its {len(files)} files ({sum(sizes) / 1e6:.1f} MB) are larger than the "
                 f"upload limit and stay on my disk, in `{kept_where(files[0].path)}` "
                 "of its recordings folder.",
             )
+            await self._posted(rec.room_id, kept, [], files)
         else:
-            await self.ctx.notices.send(room, f"{head} What was recorded until then:")
-            for f in files:
-                await upload_recording(self.ctx, room, f.path, f.label)
+            first = await self.ctx.notices.send(room, f"{head} What was recorded until then:")
+            posted: list[str] = []
+            try:
+                for f in files:
+                    posted.append(await upload_recording(self.ctx, room, f.path, f.label))
+            finally:  # what did get posted is deletable even when an upload failed
+                await self._posted(rec.room_id, first, posted, files)
             if self.ctx.settings().recording.retention_days == 0:  # posted: not kept
                 for f in files:
                     f.path.unlink(missing_ok=True)
         self.log.warning("posted the recording cut off by a restart in %s", rec.room_id)
+
+    async def _posted(
+        self, room_id: str, first: str, events: list[str], files: list[LeftFile]
+    ) -> None:
+        # The room's latest recording now: `record delete last` must find this one.
+        if self.on_posted is not None:
+            await self.on_posted(room_id, first, events, [f.path for f in files])

@@ -392,6 +392,17 @@ async def test_kill_9_element_call_drops_the_bots_tile_within_the_delay(
     assert len(loud) > rate // 2, len(loud) / rate  # her tone, up to the last flush
     assert abs(dominant_hz(samples[loud[-1] - rate // 2 : loud[-1]], rate) - 440) < 10
 
+    # It is the room's latest recording now: `record delete last` takes it (not an older one),
+    # its notice and its files redacted and removed from the bot's disk.
+    reply = body(await alice.command(bot_room, "!call record delete last", bot_id, 60))
+    print(f"[lifecycle] delete last: {reply!r}")
+    n = len(files)
+    assert reply.startswith("🗑️ "), reply
+    assert f": {n + 1} messages redacted, {n} file{'s' if n > 1 else ''} removed" in reply, reply
+    for event_id in [notice["event_id"], *(e["event_id"] for e in files.values())]:
+        evt = await alice.request_event(bot_room, event_id)
+        assert "redacted_because" in evt.get("unsigned", {}) and not evt.get("content"), evt
+
 
 # -- 3. auto record --------------------------------------------------------------------------------
 async def test_auto_record_records_an_element_call_user_from_her_join_to_her_hang_up(

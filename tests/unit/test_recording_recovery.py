@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
-from rtcbot.recording.recovery import left_files
+import pytest
+
+from rtcbot.recording.recovery import RecordingRecovery, left_files
+from rtcbot.recording.store import RecordingInProgress
 
 PREFIX = "2026-11-27_163125"
 
@@ -29,3 +35,52 @@ def test_files_of_the_recording_are_found_mix_first_and_labelled(tmp_path: Path)
 
 def test_a_missing_directory_has_no_files(tmp_path: Path) -> None:
     assert left_files(tmp_path / "gone", PREFIX) == []
+
+
+# An upload that fails half-way cannot be made to happen on cue against the real homeserver:
+# the upload is replaced here (and only it). The real path, a kill -9 during a recording and
+# `record delete last` after the restart, is tests/browser/test_call_lifecycle_in_element_call.py.
+async def test_what_was_posted_before_an_upload_failed_is_still_deletable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in (f"{PREFIX}-mixed.ogg", f"{PREFIX}-Alice-ALICEDEV.ogg"):
+        (tmp_path / name).write_bytes(b"x")
+    sent: list[str] = []
+
+    async def notice(room: str, text: str) -> str:
+        sent.append(text)
+        return "$notice"
+
+    async def upload(_ctx: Any, _room: str, path: Path, _label: str) -> str:
+        if "Alice" in path.name:
+            raise RuntimeError("the homeserver refused the upload")
+        return "$mix"
+
+    ctx = SimpleNamespace(
+        logger=lambda _name: logging.getLogger("test"),
+        settings=lambda: SimpleNamespace(
+            recording=SimpleNamespace(max_upload_mb=100, retention_days=30)
+        ),
+        notices=SimpleNamespace(send=notice),
+    )
+    monkeypatch.setattr("rtcbot.recording.recovery.upload_recording", upload)
+    recovery = RecordingRecovery(ctx, store=SimpleNamespace())  # type: ignore[arg-type]
+    remembered: list[tuple[str, str, list[str], list[Path]]] = []
+
+    async def on_posted(room: str, first: str, events: list[str], files: list[Path]) -> None:
+        remembered.append((room, first, events, files))
+
+    recovery.on_posted = on_posted
+    rec = RecordingInProgress("!r:hs", PREFIX, str(tmp_path), 1_764_000_000_000)
+    with pytest.raises(RuntimeError):
+        await recovery._post(rec)
+    assert sent and sent[0].endswith("What was recorded until then:")
+    # The notice and the mix were posted: `delete last` finds them, with both files on disk.
+    assert remembered == [
+        (
+            "!r:hs",
+            "$notice",
+            ["$mix"],
+            [tmp_path / f"{PREFIX}-mixed.ogg", tmp_path / f"{PREFIX}-Alice-ALICEDEV.ogg"],
+        )
+    ]
