@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rtcbot.media.heap import resident_bytes
+
 
 def pct(values: list[float], p: float) -> float:
     """The p-th percentile (nearest rank)."""
@@ -13,10 +15,8 @@ def pct(values: list[float], p: float) -> float:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """A process's resident memory in MiB (0 when it is gone), as the bot's gauge reads it."""
+    return resident_bytes(pid) / 2**20
 
 
 def children_of(pid: int) -> list[int]:
@@ -36,10 +36,7 @@ def children_rss_mb(pid: int) -> float:
     """RSS of `pid`'s child processes together (0 when it has none)."""
     total = 0.0
     for kid in children_of(pid):
-        try:
-            total += rss_mb(kid)
-        except OSError:
-            pass
+        total += rss_mb(kid)
     return total
 
 

@@ -14,13 +14,16 @@ import shutil
 import struct
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
 
 from bench.publisher_farm import RATE, speech_like
 from rtcbot_stack.paths import CACHE_DIR, ROOT
+
+if TYPE_CHECKING:
+    from rtcbot_stack.stack import Stack
 
 SOURCE = ROOT / "bench" / "go_farm"
 VOICES = 10  # distinct voices; speaker i speaks voice i % 10, each from its own offset
@@ -41,6 +44,14 @@ def binary() -> Path:
         subprocess.run(["go", "build", "-o", str(tmp), "."], cwd=SOURCE, env=env, check=True)
         tmp.replace(target)
     return target
+
+
+def farm_command(
+    stack: Stack, speakers: int, room: str, voices: Path, mode: str = "plain"
+) -> list[str]:
+    """The farm's command line: `speakers` publishers in the stack's LiveKit room `room`."""
+    key, secret = stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"]
+    return [str(binary()), str(speakers), stack.livekit.url, key, secret, room, str(voices), mode]
 
 
 def encode_packets(samples: np.ndarray) -> list[bytes]:

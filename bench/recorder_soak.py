@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import gc
 import logging
 import os
@@ -25,8 +24,9 @@ import tracemalloc
 from pathlib import Path
 
 from bench.common import rss_mb
-from bench.go_farm import binary, write_voices
+from bench.go_farm import farm_command, write_voices
 from rtcbot.media.audio_files import OggOpusFile
+from rtcbot.media.heap import release_memory
 from rtcbot.media.livekit_settings import LiveKitSettings
 from rtcbot.media.participant import Participant
 from rtcbot.media.recorder import Recorder
@@ -40,9 +40,8 @@ async def run(recordings: int, speakers: int, seconds: float) -> None:
     stack = Stack(StackSettings(state_dir=state, netns=netns.current(), demo_room=False)).start()
     key, secret = stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"]
     voices = write_voices(state / "voices")
-    farm_cmd = [str(binary()), str(speakers), stack.livekit.url, key, secret, "soak"]
     farm = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
-        [*farm_cmd, str(voices), "plain"], stderr=subprocess.DEVNULL
+        farm_command(stack, speakers, "soak", voices), stderr=subprocess.DEVNULL
     )
     settings = LiveKitSettings(url=stack.livekit.url, api_key=key, api_secret=secret)
 
@@ -60,8 +59,7 @@ async def run(recordings: int, speakers: int, seconds: float) -> None:
             await asyncio.sleep(seconds)
             result = await recorder.stop()
             del recorder, participant
-            gc.collect()
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            release_memory()
             rss.append(rss_mb(pid))
             print(
                 f"recording {n:3d}: {len(result.files)} files; RSS {rss[-1]:6.1f} MB, "

@@ -24,21 +24,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
-import gc
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from livekit import rtc
 
 from bench.common import rss_mb
-from bench.go_farm import binary, write_voices
+from bench.go_farm import farm_command, write_voices
+from rtcbot.media.heap import release_memory
 from rtcbot.media.livekit_settings import LiveKitSettings
 from rtcbot.media.tokens import mint_local_token
 from rtcbot_stack import netns
 from rtcbot_stack.stack import Stack, StackSettings
+from tests.stack.eventually import eventually
 
 _LIBC = ctypes.CDLL("libc.so.6")
 
@@ -55,8 +55,7 @@ _LIBC.mallinfo2.restype = _MallInfo2
 
 def malloc_in_use_mb() -> float:
     """Bytes handed out by malloc and not yet freed, in all arenas."""
-    gc.collect()
-    _LIBC.malloc_trim(0)
+    release_memory()  # the collector run and free pages handed back first
     info = _LIBC.mallinfo2()
     return float(info.uordblks + info.hblkhd) / 1e6
 
@@ -103,41 +102,46 @@ async def connections(
 
 
 async def leaving_first(
-    settings: LiveKitSettings, farm_cmd: list[str], count: int, hold: float, speakers: int
+    settings: LiveKitSettings, stack: Stack, voices: Path, count: int, hold: float, speakers: int
 ) -> list[tuple[float, float]]:
     """As `connections`, but the speakers leave the room before the bot disconnects."""
     after = []
     for n in range(count):
-        await a_call_that_ends(settings, [*farm_cmd[:5], f"ends-{n}", *farm_cmd[6:]], hold)
+        farm = farm_command(stack, speakers, f"ends-{n}", voices)
+        await a_call_that_ends(settings, farm, f"ends-{n}", speakers, hold)
         in_use = malloc_in_use_mb()
         after.append((rss_mb(os.getpid()), in_use))
     return after
 
 
-async def a_call_that_ends(settings: LiveKitSettings, farm_cmd: list[str], hold: float) -> None:
+async def a_call_that_ends(
+    settings: LiveKitSettings, farm_cmd: list[str], room: str, speakers: int, hold: float
+) -> None:
     """The bot joins the farm's room; the farm's speakers leave; then the bot does."""
-    room, speakers = farm_cmd[5], int(farm_cmd[1])
     farm = subprocess.Popen(farm_cmd, stderr=subprocess.DEVNULL)  # noqa: ASYNC220 - seconds
     access = mint_local_token(settings, room, "@rtcbot:localhost:RTCBOT", "recorder")
     lk = rtc.Room()
     try:
         await lk.connect(access.url, access.jwt)
-        await until(lambda: len(lk.remote_participants) >= speakers, 20)
+        await eventually(
+            lambda: len(lk.remote_participants) >= speakers,
+            timeout=20,
+            what="the speakers in the room",
+            interval=0.1,
+            failure=TimeoutError,
+        )
         await asyncio.sleep(hold)
     finally:
         farm.terminate()
         farm.wait(15)  # the farm exits at once on SIGTERM
-    await until(lambda: not lk.remote_participants, 20)
+    await eventually(
+        lambda: not lk.remote_participants,
+        timeout=20,
+        what="the speakers gone",
+        interval=0.1,
+        failure=TimeoutError,
+    )
     await lk.disconnect()
-
-
-async def until(done: Callable[[], bool], timeout: float) -> None:
-    """Wait for `done` (the SDK's view of the room), for at most `timeout` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not done():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("the room did not get there in time")
-        await asyncio.sleep(0.1)
 
 
 async def run(count: int, speakers: int, hold: float) -> None:
@@ -146,9 +150,9 @@ async def run(count: int, speakers: int, hold: float) -> None:
     key, secret = stack.secrets["livekit_api_key"], stack.secrets["livekit_api_secret"]
     settings = LiveKitSettings(url=stack.livekit.url, api_key=key, api_secret=secret)
     voices = write_voices(state / "voices")
-    farm_cmd = [str(binary()), str(speakers), stack.livekit.url, key, secret, "talk"]
-    farm_cmd += [str(voices), "plain"]
-    farm = subprocess.Popen(farm_cmd, stderr=subprocess.DEVNULL)  # noqa: ASYNC220 - once
+    farm = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
+        farm_command(stack, speakers, "talk", voices), stderr=subprocess.DEVNULL
+    )
     print(f"livekit {rtc.__version__}, native library {ffi_version()}")
     try:
         await asyncio.sleep(3)
@@ -161,7 +165,7 @@ async def run(count: int, speakers: int, hold: float) -> None:
             if room:
                 after = await connections(settings, room, count, hold, subscribe)
             else:
-                after = await leaving_first(settings, farm_cmd, count, hold, speakers)
+                after = await leaving_first(settings, stack, voices, count, hold, speakers)
             (rss0, use0), (rss1, use1) = after[0], after[-1]
             each = max(1, count - 1)
             print(

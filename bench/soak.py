@@ -31,6 +31,7 @@ import numpy as np
 from bench.call_room import call_room, join_peer, sfu_identities
 from bench.common import children_rss_mb, loadavg, rss_mb
 from rtcbot_stack.stack import Stack
+from tests.stack.eventually import eventually
 from tests.stack.matrix_user import MatrixUser, body
 from tests.stack.peers import SAMPLE_RATE, Peer, speech
 
@@ -74,11 +75,11 @@ async def _peers_leave(stack: Stack, room: str, peers: list[Peer]) -> None:
     for peer in peers:
         await peer.close()
     gone = {p.identity for p in peers}
-    deadline = time.monotonic() + 30
-    while gone & await sfu_identities(stack, room):
-        if time.monotonic() > deadline:
-            raise TimeoutError("the peers are still in the SFU room after 30 s")
-        await asyncio.sleep(0.2)
+
+    async def left() -> bool:
+        return not gone & await sfu_identities(stack, room)
+
+    await eventually(left, timeout=30, what="the peers out of the SFU room", failure=TimeoutError)
 
 
 async def run(
